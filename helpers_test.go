@@ -1,0 +1,273 @@
+package lameduck_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/lameduck/lameduck"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// waitTimeout bounds every wait on an event in these tests, so that a bug
+// fails a test instead of hanging the suite.
+const waitTimeout = 10 * time.Second
+
+// fakeClock is a lameduck.Clock whose time only moves when a test says so.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+	added  chan time.Duration // each AfterFunc's duration, for tests that wait for one
+}
+
+type fakeTimer struct {
+	at      time.Time
+	f       func()
+	stopped bool
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), added: make(chan time.Duration, 100)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) func() bool {
+	c.mu.Lock()
+	t := &fakeTimer{at: c.now.Add(d), f: f}
+	c.timers = append(c.timers, t)
+	c.mu.Unlock()
+	select {
+	case c.added <- d:
+	default:
+	}
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		was := !t.stopped
+		t.stopped = true
+		return was
+	}
+}
+
+// Advance moves the time forward by d and fires the timers that are due, in
+// order.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	var due []*fakeTimer
+	kept := c.timers[:0]
+	for _, t := range c.timers {
+		switch {
+		case t.stopped:
+		case !t.at.After(c.now):
+			t.stopped = true
+			due = append(due, t)
+		default:
+			kept = append(kept, t)
+		}
+	}
+	c.timers = kept
+	c.mu.Unlock()
+	sort.Slice(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
+	for _, t := range due {
+		go t.f()
+	}
+}
+
+// awaitTimer waits until a timer of duration d is set.
+func (c *fakeClock) awaitTimer(t *testing.T, d time.Duration) {
+	t.Helper()
+	timeout := time.After(waitTimeout)
+	for {
+		select {
+		case got := <-c.added:
+			if got == d {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no timer of %v was set", d)
+		}
+	}
+}
+
+// fakeServer is a lameduck.Server that records the calls it gets and whose
+// in-flight work the test controls.
+type fakeServer struct {
+	name      string
+	listenErr error
+	log       *callLog
+
+	work    lameduck.Tracker
+	stopped chan struct{} // closed by Close: Serve returns
+	fail    chan error    // a value makes Serve fail
+	once    sync.Once
+}
+
+func newFakeServer(name string, log *callLog) *fakeServer {
+	return &fakeServer{name: name, log: log, stopped: make(chan struct{}), fail: make(chan error, 1)}
+}
+
+func (s *fakeServer) String() string { return s.name }
+
+func (s *fakeServer) Listen() error {
+	s.log.add(s.name + " listen")
+	return s.listenErr
+}
+
+func (s *fakeServer) Serve() error {
+	select {
+	case <-s.stopped:
+		return nil
+	case err := <-s.fail:
+		return err
+	}
+}
+
+func (s *fakeServer) LameDuck() { s.log.add(s.name + " lame duck") }
+
+func (s *fakeServer) Drain(ctx context.Context) error {
+	s.log.add(s.name + " drain")
+	s.work.Drain()
+	for {
+		select {
+		case <-s.work.Idle():
+			if s.work.InFlight().Total() == 0 {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *fakeServer) Close() lameduck.Counts {
+	s.log.add(s.name + " close")
+	s.once.Do(func() { close(s.stopped) })
+	return s.work.InFlight()
+}
+
+// callLog records calls in order, and lets a test wait for one.
+type callLog struct {
+	mu    sync.Mutex
+	calls []string
+	added chan string
+}
+
+func newCallLog() *callLog { return &callLog{added: make(chan string, 1000)} }
+
+func (l *callLog) add(call string) {
+	l.mu.Lock()
+	l.calls = append(l.calls, call)
+	l.mu.Unlock()
+	l.added <- call
+}
+
+func (l *callLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.calls...)
+}
+
+// await waits for call to be logged.
+func (l *callLog) await(t *testing.T, call string) {
+	t.Helper()
+	timeout := time.After(waitTimeout)
+	for {
+		select {
+		case got := <-l.added:
+			if got == call {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("%q never happened; calls: %q", call, l.all())
+		}
+	}
+}
+
+// phases collects the events of a Coordinator's observer.
+type phases struct {
+	ch chan lameduck.Event
+}
+
+func newPhases() *phases { return &phases{ch: make(chan lameduck.Event, 100)} }
+
+func (p *phases) observe(e lameduck.Event) { p.ch <- e }
+
+// await waits for the Coordinator to enter phase and returns its event.
+func (p *phases) await(t *testing.T, phase lameduck.Phase) lameduck.Event {
+	t.Helper()
+	timeout := time.After(waitTimeout)
+	for {
+		select {
+		case e := <-p.ch:
+			if e.Phase == phase {
+				return e
+			}
+		case <-timeout:
+			t.Fatalf("phase %v never entered", phase)
+		}
+	}
+}
+
+var discard = slog.New(slog.DiscardHandler)
+
+// harness is a Coordinator on a fake clock with fake signals, the usual
+// set-up of these tests.
+type harness struct {
+	ld      *lameduck.Coordinator
+	clock   *fakeClock
+	signals chan os.Signal
+	phases  *phases
+	log     *callLog
+	done    chan error // Run's result
+}
+
+func newHarness(t *testing.T, opts ...lameduck.Option) *harness {
+	t.Helper()
+	h := &harness{clock: newFakeClock(), signals: make(chan os.Signal, 2), phases: newPhases(), log: newCallLog()}
+	base := []lameduck.Option{
+		lameduck.WithSignals(), lameduck.WithSignalChannel(h.signals), lameduck.WithClock(h.clock),
+		lameduck.WithLogger(discard), lameduck.WithObserver(h.phases.observe),
+	}
+	ld, err := lameduck.New(append(base, opts...)...)
+	require.NoError(t, err)
+	h.ld = ld
+	return h
+}
+
+// start runs the Coordinator in a goroutine and waits until it serves.
+func (h *harness) start(t *testing.T, ctx context.Context) {
+	t.Helper()
+	h.done = make(chan error, 1)
+	go func() { h.done <- h.ld.Run(ctx) }()
+	h.phases.await(t, lameduck.PhaseServing)
+}
+
+// wait returns what Run returned.
+func (h *harness) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-h.done:
+		return err
+	case <-time.After(waitTimeout):
+		t.Fatal("Run did not return")
+		return errors.New("unreachable")
+	}
+}

@@ -1,0 +1,386 @@
+package lameduck_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/lameduck/lameduck"
+)
+
+func TestNewRejectsBadConfiguration(t *testing.T) {
+	tests := []struct {
+		name string
+		opts []lameduck.Option
+		want []string // parts of the message
+	}{
+		{"negative delay", []lameduck.Option{lameduck.WithDrainDelay(-time.Second)}, []string{"drain delay is -1s", "WithDrainDelay"}},
+		{"negative hook timeout", []lameduck.Option{lameduck.WithHookTimeout(-1)}, []string{"hook timeout", "zero or more"}},
+		{"negative margin", []lameduck.Option{lameduck.WithSafetyMargin(-time.Second)}, []string{"safety margin is -1s"}},
+		{"zero grace period", []lameduck.Option{lameduck.WithGracePeriod(0)}, []string{"grace period is 0s", "terminationGracePeriodSeconds"}},
+		{"budget does not fit", []lameduck.Option{lameduck.WithGracePeriod(10 * time.Second), lameduck.WithDrainDelay(8 * time.Second)},
+			[]string{"8s + hook timeout 3s + safety margin 2s = 13s", "grace period of 10s", "terminationGracePeriodSeconds to at least 14", "WithGracePeriod(14 * time.Second)"}},
+		{"budget exactly full", []lameduck.Option{lameduck.WithGracePeriod(10 * time.Second), lameduck.WithDrainDelay(5 * time.Second)},
+			[]string{"= 10s leaves no time to drain", "at least 11"}},
+		{"nil logger", []lameduck.Option{lameduck.WithLogger(nil)}, []string{"WithLogger", "nil", "slog.DiscardHandler"}},
+		{"nil clock", []lameduck.Option{lameduck.WithClock(nil)}, []string{"WithClock", "nil"}},
+		{"nil observer", []lameduck.Option{lameduck.WithObserver(nil)}, []string{"WithObserver", "nil"}},
+		{"nil signal", []lameduck.Option{lameduck.WithSignals(syscall.SIGTERM, nil)}, []string{"WithSignals", "nil"}},
+		{"nil signal channel", []lameduck.Option{lameduck.WithSignalChannel(nil)}, []string{"WithSignalChannel", "nil"}},
+		{"nil option", []lameduck.Option{nil}, []string{"option is nil"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ld, err := lameduck.New(tt.opts...)
+			require.Error(t, err)
+			assert.Nil(t, ld)
+			assert.Contains(t, err.Error(), "lameduck: ")
+			for _, part := range tt.want {
+				assert.Contains(t, err.Error(), part)
+			}
+		})
+	}
+}
+
+func TestNewAcceptsDefaultsAndTightBudget(t *testing.T) {
+	_, err := lameduck.New()
+	require.NoError(t, err)
+	_, err = lameduck.New(lameduck.WithGracePeriod(10*time.Second), lameduck.WithDrainDelay(2*time.Second), lameduck.WithDrainDelay(0))
+	require.NoError(t, err)
+}
+
+func TestRunGoesThroughThePhasesInOrder(t *testing.T) {
+	h := newHarness(t, lameduck.WithDrainDelay(5*time.Second))
+	a, b := newFakeServer("a", h.log), newFakeServer("b", h.log)
+	h.ld.Register(a)
+	h.ld.Register(b)
+	h.ld.OnShutdown(func(context.Context) error { h.log.add("hook 1"); return nil })
+	h.ld.OnShutdown(func(context.Context) error { h.log.add("hook 2"); return nil })
+	h.ld.MarkReady()
+	h.start(t, context.Background())
+	assert.Equal(t, []string{"a listen", "b listen"}, h.log.all())
+
+	h.signals <- syscall.SIGTERM
+	h.phases.await(t, lameduck.PhaseLameDuck)
+	assert.True(t, h.ld.ShuttingDown())
+	h.clock.awaitTimer(t, 5*time.Second)
+	select {
+	case <-h.ld.Draining():
+		t.Fatal("draining before the delay passed")
+	default:
+	}
+	h.clock.Advance(5 * time.Second)
+	ev := h.phases.await(t, lameduck.PhaseDraining)
+	assert.Equal(t, 5*time.Second, ev.Elapsed, "the lame-duck phase lasts the drain delay")
+	<-h.ld.Draining()
+	require.NoError(t, h.wait(t))
+
+	calls := h.log.all()
+	assert.ElementsMatch(t, []string{"a lame duck", "b lame duck"}, calls[2:4])
+	assert.ElementsMatch(t, []string{"a drain", "b drain"}, calls[4:6])
+	assert.Equal(t, []string{"a close", "b close", "hook 2", "hook 1"}, calls[6:])
+}
+
+func TestRunSkipsTheDelayWhenNeverReady(t *testing.T) {
+	h := newHarness(t, lameduck.WithDrainDelay(5*time.Second))
+	h.ld.Register(newFakeServer("a", h.log))
+	h.start(t, context.Background())
+	h.signals <- syscall.SIGTERM
+	ev := h.phases.await(t, lameduck.PhaseDraining)
+	assert.Zero(t, ev.Elapsed, "no delay without readiness: nothing routes to the process")
+	require.NoError(t, h.wait(t))
+}
+
+func TestRunStopsWhenTheContextEnds(t *testing.T) {
+	h := newHarness(t, lameduck.WithDrainDelay(time.Second))
+	h.ld.Register(newFakeServer("a", h.log))
+	h.ld.MarkReady()
+	ctx, cancel := context.WithCancel(context.Background())
+	h.start(t, ctx)
+	cancel()
+	h.phases.await(t, lameduck.PhaseLameDuck)
+	h.clock.awaitTimer(t, time.Second)
+	h.clock.Advance(time.Second)
+	require.NoError(t, h.wait(t), "a cancelled context is an expected shutdown")
+}
+
+func TestRunCutsWhatIsLeftAtTheDrainDeadline(t *testing.T) {
+	h := newHarness(t, lameduck.WithGracePeriod(30*time.Second), lameduck.WithDrainDelay(5*time.Second),
+		lameduck.WithHookTimeout(3*time.Second), lameduck.WithSafetyMargin(2*time.Second))
+	s := newFakeServer("a", h.log)
+	s.work.Start(lameduck.Request) // never finishes
+	s.work.Start(lameduck.Stream)
+	h.ld.Register(s)
+	var hookDeadline time.Time
+	h.ld.OnShutdown(func(ctx context.Context) error {
+		hookDeadline, _ = ctx.Deadline()
+		return nil
+	})
+	h.ld.MarkReady()
+	h.start(t, context.Background())
+	start := h.clock.Now()
+	h.signals <- syscall.SIGTERM
+	h.clock.awaitTimer(t, 5*time.Second)
+	h.clock.Advance(5 * time.Second)
+	h.phases.await(t, lameduck.PhaseDraining)
+	h.clock.awaitTimer(t, 20*time.Second) // grace - margin - hooks - delay
+	h.clock.Advance(20*time.Second - time.Millisecond)
+	select {
+	case err := <-h.done:
+		t.Fatalf("Run returned before the drain deadline: %v", err)
+	default:
+	}
+	h.clock.Advance(time.Millisecond)
+	ev := h.phases.await(t, lameduck.PhaseStopping)
+	assert.Equal(t, lameduck.Counts{Requests: 1, Streams: 1}, ev.Cut)
+	err := h.wait(t)
+	require.ErrorIs(t, err, lameduck.ErrCut)
+	assert.Contains(t, err.Error(), "the drain deadline passed: 1 request, 1 stream cut")
+	assert.Equal(t, start.Add(28*time.Second), hookDeadline, "hooks end at grace period minus margin")
+	s.work.Done(lameduck.Request)
+	s.work.Done(lameduck.Stream)
+}
+
+func TestRunEndsTheDrainWhenTheLastRequestFinishes(t *testing.T) {
+	h := newHarness(t, lameduck.WithDrainDelay(0))
+	s := newFakeServer("a", h.log)
+	h.ld.Register(s)
+	h.ld.MarkReady()
+	h.start(t, context.Background())
+	s.work.Start(lameduck.Request)
+	h.signals <- syscall.SIGTERM
+	h.log.await(t, "a drain")
+	select {
+	case err := <-h.done:
+		t.Fatalf("Run returned with a request in flight: %v", err)
+	default:
+	}
+	s.work.Done(lameduck.Request)
+	require.NoError(t, h.wait(t))
+}
+
+func TestSecondSignalForcesTheShutdown(t *testing.T) {
+	for _, at := range []lameduck.Phase{lameduck.PhaseLameDuck, lameduck.PhaseDraining, lameduck.PhaseStopping} {
+		t.Run(at.String(), func(t *testing.T) {
+			h := newHarness(t, lameduck.WithDrainDelay(5*time.Second))
+			s := newFakeServer("a", h.log)
+			if at != lameduck.PhaseStopping {
+				s.work.Start(lameduck.Request)
+				defer s.work.Done(lameduck.Request)
+			}
+			h.ld.Register(s)
+			hookDone := make(chan struct{})
+			h.ld.OnShutdown(func(ctx context.Context) error {
+				defer close(hookDone)
+				h.log.add("hook 1")
+				return nil
+			})
+			hookRunning := make(chan struct{})
+			h.ld.OnShutdown(func(ctx context.Context) error {
+				close(hookRunning)
+				<-ctx.Done() // only the second signal ends it
+				return ctx.Err()
+			})
+			h.ld.MarkReady()
+			h.start(t, context.Background())
+			h.signals <- syscall.SIGTERM
+			switch at {
+			case lameduck.PhaseLameDuck:
+				h.clock.awaitTimer(t, 5*time.Second)
+			case lameduck.PhaseDraining:
+				h.clock.awaitTimer(t, 5*time.Second)
+				h.clock.Advance(5 * time.Second)
+				h.log.await(t, "a drain")
+			case lameduck.PhaseStopping:
+				h.clock.awaitTimer(t, 5*time.Second)
+				h.clock.Advance(5 * time.Second)
+				<-hookRunning
+			}
+			h.signals <- syscall.SIGINT
+			err := h.wait(t)
+			require.Error(t, err)
+			if at == lameduck.PhaseStopping {
+				assert.NotErrorIs(t, err, lameduck.ErrCut, "nothing was in flight")
+				assert.Contains(t, err.Error(), "shutdown hook 2")
+			} else {
+				require.ErrorIs(t, err, lameduck.ErrCut)
+				assert.Contains(t, err.Error(), "a second signal forced the shutdown: 1 request cut")
+			}
+			assert.Contains(t, err.Error(), "shutdown hook 1 not run", "hooks after the second signal are skipped")
+			select {
+			case <-hookDone:
+				t.Fatal("hook 1 ran after the second signal")
+			default:
+			}
+		})
+	}
+}
+
+func TestListenFailureStopsEverythingBeforeReady(t *testing.T) {
+	h := newHarness(t)
+	a, b, c := newFakeServer("a", h.log), newFakeServer("b", h.log), newFakeServer("c", h.log)
+	b.listenErr = errors.New("listen tcp :8080: bind: address already in use")
+	h.ld.Register(a)
+	h.ld.Register(b)
+	h.ld.Register(c)
+	h.ld.OnShutdown(func(context.Context) error { h.log.add("hook"); return nil })
+	h.ld.MarkReady()
+	err := h.ld.Run(context.Background())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "lameduck: starting b: listen tcp :8080: bind: address already in use")
+	assert.Equal(t, []string{"a listen", "b listen", "a close", "b close", "hook"}, h.log.all())
+	assert.True(t, h.ld.ShuttingDown(), "readiness must not answer 200 after a failed start")
+}
+
+func TestServerFailureShutsTheOthersDown(t *testing.T) {
+	h := newHarness(t, lameduck.WithDrainDelay(time.Second))
+	a, b := newFakeServer("a", h.log), newFakeServer("b", h.log)
+	h.ld.Register(a)
+	h.ld.Register(b)
+	h.ld.MarkReady()
+	h.start(t, context.Background())
+	a.fail <- errors.New("accept: too many open files")
+	ev := h.phases.await(t, lameduck.PhaseLameDuck)
+	_ = ev
+	h.clock.awaitTimer(t, time.Second)
+	h.clock.Advance(time.Second)
+	err := h.wait(t)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "lameduck: a: accept: too many open files")
+	assert.NotErrorIs(t, err, lameduck.ErrCut)
+	assert.Contains(t, h.log.all(), "b drain", "the other servers drain gracefully")
+}
+
+func TestWorkers(t *testing.T) {
+	t.Run("context ends when the drain begins", func(t *testing.T) {
+		h := newHarness(t, lameduck.WithDrainDelay(time.Second))
+		stopped := make(chan struct{})
+		h.ld.Go(func(ctx context.Context) error {
+			<-ctx.Done()
+			select {
+			case <-h.ld.Draining():
+			default:
+				t.Error("worker's context ended before the drain")
+			}
+			close(stopped)
+			return nil
+		})
+		h.ld.MarkReady()
+		h.start(t, context.Background())
+		h.signals <- syscall.SIGTERM
+		h.clock.awaitTimer(t, time.Second)
+		select {
+		case <-stopped:
+			t.Fatal("worker stopped during the drain delay")
+		default:
+		}
+		h.clock.Advance(time.Second)
+		require.NoError(t, h.wait(t))
+		<-stopped
+	})
+	t.Run("error shuts down", func(t *testing.T) {
+		h := newHarness(t)
+		h.ld.Go(func(ctx context.Context) error { return errors.New("queue gone") })
+		h.ld.Go(func(ctx context.Context) error { <-ctx.Done(); return nil })
+		h.start(t, context.Background())
+		err := h.wait(t)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "lameduck: worker 1: queue gone")
+	})
+	t.Run("nil return early is fine", func(t *testing.T) {
+		h := newHarness(t)
+		h.ld.Go(func(ctx context.Context) error { return nil })
+		h.ld.MarkReady()
+		h.start(t, context.Background())
+		h.signals <- syscall.SIGTERM
+		h.clock.awaitTimer(t, lameduck.DefaultDrainDelay)
+		h.clock.Advance(lameduck.DefaultDrainDelay)
+		require.NoError(t, h.wait(t))
+	})
+	t.Run("panic is an error", func(t *testing.T) {
+		h := newHarness(t)
+		h.ld.Go(func(ctx context.Context) error { panic("boom") })
+		h.start(t, context.Background())
+		err := h.wait(t)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "worker 1: panic: boom")
+	})
+	t.Run("ignoring the context is cut at the deadline", func(t *testing.T) {
+		h := newHarness(t, lameduck.WithDrainDelay(0))
+		release := make(chan struct{})
+		h.ld.Go(func(ctx context.Context) error { <-release; return nil })
+		h.start(t, context.Background())
+		h.signals <- syscall.SIGTERM
+		h.phases.await(t, lameduck.PhaseDraining)
+		h.clock.awaitTimer(t, lameduck.DefaultGracePeriod-lameduck.DefaultSafetyMargin)
+		h.clock.Advance(lameduck.DefaultGracePeriod)
+		err := h.wait(t)
+		require.ErrorIs(t, err, lameduck.ErrCut)
+		assert.Contains(t, err.Error(), "1 worker cut")
+		close(release)
+	})
+}
+
+func TestShutdownHooks(t *testing.T) {
+	h := newHarness(t, lameduck.WithDrainDelay(0))
+	var order []int
+	h.ld.OnShutdown(func(context.Context) error { order = append(order, 1); return errors.New("close db: broken pipe") })
+	h.ld.OnShutdown(func(context.Context) error { order = append(order, 2); panic("flush failed") })
+	h.ld.OnShutdown(func(context.Context) error { order = append(order, 3); return nil })
+	h.start(t, context.Background())
+	h.signals <- syscall.SIGTERM
+	err := h.wait(t)
+	assert.Equal(t, []int{3, 2, 1}, order)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "lameduck: shutdown hook 1: close db: broken pipe")
+	assert.Contains(t, err.Error(), "lameduck: shutdown hook 2: panic: flush failed")
+	assert.NotErrorIs(t, err, lameduck.ErrCut)
+}
+
+func TestShutdownHookThatHangsIsLeftAtTheDeadline(t *testing.T) {
+	h := newHarness(t, lameduck.WithDrainDelay(0))
+	release := make(chan struct{})
+	defer close(release)
+	h.ld.OnShutdown(func(context.Context) error { h.log.add("first"); return nil })
+	h.ld.OnShutdown(func(ctx context.Context) error { h.log.add("hangs"); <-release; return nil })
+	h.start(t, context.Background())
+	h.signals <- syscall.SIGTERM
+	h.log.await(t, "hangs")
+	h.clock.Advance(lameduck.DefaultGracePeriod - lameduck.DefaultSafetyMargin)
+	err := h.wait(t)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "shutdown hook 2 did not return in time: context deadline exceeded")
+	assert.Contains(t, err.Error(), "shutdown hook 1 not run")
+}
+
+func TestRunTwiceAndLateRegistration(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.NoError(t, h.ld.Run(ctx))
+	err := h.ld.Run(ctx)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "Run called twice")
+	for name, register := range map[string]func(){
+		"Register":   func() { h.ld.Register(newFakeServer("late", h.log)) },
+		"Go":         func() { h.ld.Go(func(context.Context) error { return nil }) },
+		"OnShutdown": func() { h.ld.OnShutdown(func(context.Context) error { return nil }) },
+		"AddCheck":   func() { h.ld.AddCheck(lameduck.Check{Name: "late", Func: func(context.Context) error { return nil }}) },
+	} {
+		assert.PanicsWithValue(t, fmt.Sprintf("lameduck: %s called after Run; register everything before calling Run", name), register)
+	}
+}
+
+func TestRegisteringNilPanics(t *testing.T) {
+	ld, err := lameduck.New()
+	require.NoError(t, err)
+	assert.PanicsWithValue(t, "lameduck: Register: the server is nil", func() { ld.Register(nil) })
+	assert.PanicsWithValue(t, "lameduck: Go: the worker is nil", func() { ld.Go(nil) })
+	assert.PanicsWithValue(t, "lameduck: OnShutdown: the hook is nil", func() { ld.OnShutdown(nil) })
+}
