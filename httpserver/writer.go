@@ -1,0 +1,137 @@
+package httpserver
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+
+	"github.com/lameduck/lameduck"
+)
+
+// serveHTTP counts the request in flight and hands the handler a
+// ResponseWriter that adds "Connection: close" to the response header, when
+// it is written, if the server is a lame duck by then.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	s.tracker.Start(lameduck.Request)
+	var rw http.ResponseWriter
+	var base *writer
+	if _, ok := w.(http.Hijacker); ok {
+		h1 := h1Pool.Get().(*h1Writer)
+		h1.writer = writer{w: w, s: s, kind: lameduck.Request}
+		rw, base = h1, &h1.writer
+		defer func() { h1.writer = writer{}; h1Pool.Put(h1) }()
+	} else {
+		base = writerPool.Get().(*writer)
+		*base = writer{w: w, s: s, kind: lameduck.Request}
+		rw = base
+		defer func() { *base = writer{}; writerPool.Put(base) }()
+	}
+	defer func() {
+		// The header is written after ServeHTTP returns if the handler
+		// did not write it.
+		base.commit()
+		if !base.hijacked {
+			s.tracker.Done(base.kind)
+		}
+	}()
+	s.handler.ServeHTTP(rw, r)
+}
+
+var (
+	writerPool     = sync.Pool{New: func() any { return new(writer) }}
+	h1Pool         = sync.Pool{New: func() any { return new(h1Writer) }}
+	connectionHdr  = []string{"close"}
+	connectionName = "Connection"
+)
+
+// writer wraps a handler's ResponseWriter. Writers are pooled: the fields
+// are cleared when the handler returns, so that a handler that keeps its
+// ResponseWriter after returning fails loudly instead of writing to another
+// request's response.
+type writer struct {
+	w    http.ResponseWriter
+	s    *Server
+	kind lameduck.Kind // Request, or Stream once flushed
+	// committed is set once the header has been written, or is about to be.
+	committed bool
+	// hijacked is set once the handler has taken the connection over: from
+	// then on the connection is counted instead of the request.
+	hijacked bool
+}
+
+// commit is called just before the response header is written.
+func (w *writer) commit() {
+	if w.committed {
+		return
+	}
+	w.committed = true
+	if w.s.lameDuck.Load() {
+		w.w.Header()[connectionName] = connectionHdr
+	}
+}
+
+func (w *writer) Header() http.Header { return w.w.Header() }
+
+func (w *writer) WriteHeader(code int) {
+	// An informational (1xx) response other than 101 does not commit the
+	// final header.
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		w.commit()
+	}
+	w.w.WriteHeader(code)
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	w.commit()
+	return w.w.Write(p)
+}
+
+// Flush sends what the handler wrote so far. A flushed response is counted
+// as a stream: a long-lived response, such as server-sent events.
+func (w *writer) Flush() {
+	w.FlushError() //nolint:errcheck // http.Flusher has no error
+}
+
+// FlushError is Flush returning the error, for [http.ResponseController].
+func (w *writer) FlushError() error {
+	w.commit()
+	if w.kind == lameduck.Request {
+		w.s.tracker.Move(lameduck.Request, lameduck.Stream)
+		w.kind = lameduck.Stream
+	}
+	return http.NewResponseController(w.w).Flush()
+}
+
+// Unwrap gives [http.ResponseController] the ResponseWriter underneath.
+func (w *writer) Unwrap() http.ResponseWriter { return w.w }
+
+// h1Writer is the writer of an HTTP/1 response, which can be hijacked and
+// copied into with sendfile.
+type h1Writer struct {
+	writer
+}
+
+// Hijack takes over the connection, for websockets and the like. From
+// then on the connection, not the request, is counted in flight until it is
+// closed, and Close closes it at the deadline.
+func (w *h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(w.w).Hijack()
+	if err == nil && !w.hijacked {
+		// net/http has reported StateHijacked, which counted the
+		// connection, before Hijack returned.
+		w.hijacked = true
+		w.s.tracker.Done(w.kind)
+	}
+	return c, rw, err
+}
+
+// ReadFrom lets io.Copy use sendfile, as with net/http's own writer.
+func (w *h1Writer) ReadFrom(src io.Reader) (int64, error) {
+	w.commit()
+	if rf, ok := w.w.(io.ReaderFrom); ok {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(struct{ io.Writer }{w.w}, src)
+}
