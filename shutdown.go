@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -556,7 +557,11 @@ func (r *run) run(ctx context.Context) error {
 		r.working++
 		go func() { r.events <- exit{who: fmt.Sprintf("worker %d", i+1), worker: true, err: call(workCtx, w)} }()
 	}
-	r.enter(PhaseServing, Counts{})
+	names := make([]string, len(r.servers))
+	for i, s := range r.servers {
+		names[i] = serverName(s, i)
+	}
+	r.enter(PhaseServing, Counts{}, slog.String("servers", strings.Join(names, ", ")))
 
 	trigger := r.waitForShutdown(ctx)
 	signalAt := c.clock.Now()
