@@ -1,0 +1,156 @@
+// Command httpserver is a web server that goes through a Kubernetes rolling
+// update without failing a request: the example behind lameduck's README.
+//
+// It serves, on one port, HTTP/1.1 and HTTP/2 with prior knowledge (h2c):
+//
+//	GET /           200 "ok"
+//	GET /?delay=D   200 "ok" after D, a Go duration such as 150ms; 400 if D is not one
+//	GET /readyz     the readiness probe: 503 until ready, 200, 503 from SIGTERM on
+//	GET /livez      the liveness probe: 200 while the process runs
+//
+// Usage:
+//
+//	httpserver [-addr :8080] [-drain-delay 5s] [-grace-period 30s] [-init-delay 0]
+//
+// On SIGTERM (or SIGINT) it turns readiness off, keeps serving for the drain
+// delay while telling keep-alive clients to reconnect elsewhere, stops
+// accepting, waits for requests in flight, and exits: 0 after a clean drain,
+// 1 when something had to be cut at the deadline or the port is busy, 2 on
+// bad flags. A second signal exits at once.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/httpserver"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// maxDelay bounds ?delay=, so that a request cannot hold a connection for
+// longer than any grace period.
+const maxDelay = 10 * time.Minute
+
+// parseDelay reads the ?delay= parameter: empty means no delay.
+func parseDelay(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("delay %q is not a Go duration such as 150ms or 2s", truncate(s, 40))
+	case d < 0:
+		return 0, fmt.Errorf("delay %v is negative", d)
+	case d > maxDelay:
+		return 0, fmt.Errorf("delay %v is longer than the maximum of %v", d, maxDelay)
+	}
+	return d, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// app answers / with "ok", after ?delay= if given.
+func app(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/" {
+		http.NotFound(w, r)
+		return
+	}
+	d, err := parseDelay(r.URL.Query().Get("delay"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done(): // the client left, or the deadline cut the request
+			return
+		}
+	}
+	io.WriteString(w, "ok")
+}
+
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("httpserver", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", ":8080", "address to serve the app and the probes on")
+	drainDelay := fs.Duration("drain-delay", lameduck.DefaultDrainDelay, "how long to keep serving after SIGTERM while load balancers catch up")
+	gracePeriod := fs.Duration("grace-period", lameduck.DefaultGracePeriod, "the pod's terminationGracePeriodSeconds")
+	initDelay := fs.Duration("init-delay", 0, "simulated initialisation before the server turns ready")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "httpserver: unexpected arguments %q; see -help\n", fs.Args())
+		return 2
+	}
+	if *initDelay < 0 {
+		fmt.Fprintf(stderr, "httpserver: -init-delay is %v; it must be zero or more\n", *initDelay)
+		return 2
+	}
+
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	ld, err := lameduck.New(
+		lameduck.WithDrainDelay(*drainDelay),
+		lameduck.WithGracePeriod(*gracePeriod),
+		lameduck.WithLogger(logger),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "httpserver: %v\n", err)
+		return 2
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/readyz", ld.ReadinessHandler())
+	mux.Handle("/livez", ld.LivenessHandler())
+	mux.HandleFunc("/", app)
+	ld.Register(httpserver.New(&http.Server{
+		Addr:              *addr,
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second, // slow clients cannot hold connections open for free
+		IdleTimeout:       2 * time.Minute,
+	}))
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() {
+		// Initialisation runs while the listener is already bound: the
+		// readiness probe answers 503 "starting" meanwhile.
+		t := time.NewTimer(*initDelay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			ld.MarkReady()
+		case <-ctx.Done():
+		}
+	}()
+
+	if err := ld.Run(ctx); err != nil {
+		if errors.Is(err, lameduck.ErrCut) {
+			logger.Error("shutdown cut in-flight work", "error", err)
+		} else {
+			logger.Error("exiting", "error", err)
+		}
+		return 1
+	}
+	return 0
+}
