@@ -1,0 +1,242 @@
+// Command rollout replays a Kubernetes rolling update on this machine, on
+// loopback only, and counts the requests that fail while it happens.
+//
+// A userspace load balancer plays kube-proxy: it pins each connection to one
+// pod, keeps routing new connections to a terminating pod for -lag after its
+// SIGTERM, and passes resets through. Pods are real processes started from
+// the -pod template. Load runs through every rollout with clients that never
+// retry behind your back.
+//
+// Usage:
+//
+//	rollout [flags]
+//	rollout -compare [flags]
+//
+// Examples:
+//
+//	go run ./cmd/rollout                         # the project's examples/httpserver
+//	go run ./cmd/rollout -load h2c -cycles 5
+//	go run ./cmd/rollout -pod './myserver -listen {ADDR}' -ready-path /healthz
+//	go run ./cmd/rollout -compare -cycles 2      # naive vs textbook vs lameduck
+//
+// The report ends with one machine-readable line, "requests=N failed=F";
+// -compare prints one "server=NAME requests=N failed=F" line per built-in
+// server on standard output and the detailed reports on standard error.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lameduck/lameduck/internal/rollout"
+)
+
+func main() {
+	// Built-in pods are this binary re-executed with rollout.PodEnv set.
+	rollout.MaybeServePod()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// options are the command-line flags.
+type options struct {
+	cycles, conns, replicas          int
+	lag, grace, drainDelay, timeout  time.Duration
+	probePeriod, warmup              time.Duration
+	load, pod, readyPath, path, addr string
+	compare, verbose                 bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("rollout", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage: rollout [flags]
+       rollout -compare [flags]
+
+Replays Kubernetes rolling updates on loopback under load and counts the
+requests that fail. Each rollout starts a new pod, waits for its readiness
+probe, then sends SIGTERM to the oldest pod, whose endpoint stays in the load
+balancer for -lag more (kube-proxy lagging), and SIGKILLs it after -grace.
+
+Without -pod, the pod is the project's example server, built with "go build"
+from the module (run from inside it): examples/httpserver for http1 and h2c,
+examples/grpcserver for grpc. -compare runs this binary's built-in servers
+(naive, textbook, lameduck) one after the other instead.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	fs.IntVar(&o.cycles, "cycles", rollout.DefaultCycles, "number of rollouts")
+	fs.DurationVar(&o.lag, "lag", rollout.DefaultLag, "how long a terminating pod's endpoint stays in the load balancer after SIGTERM (0: removed at SIGTERM)")
+	fs.DurationVar(&o.grace, "grace", rollout.DefaultGrace, "termination grace period: SIGKILL after it; also passed to pods as -grace-period")
+	fs.IntVar(&o.conns, "c", rollout.DefaultConns, "number of client connections")
+	fs.IntVar(&o.replicas, "replicas", 1, "pods serving at once; each rollout replaces one")
+	fs.StringVar(&o.load, "load", string(rollout.LoadHTTP1), "load protocol: http1 (raw keep-alive HTTP/1.1), h2c (HTTP/2 prior knowledge) or grpc (unary EmptyCall)")
+	fs.StringVar(&o.pod, "pod", "", "pod command template; {ADDR} becomes the pod's listen address, {PROBE_ADDR} a second address for the readiness probe (default: the project's example server for -load)")
+	fs.StringVar(&o.readyPath, "ready-path", rollout.DefaultReadyPath, "readiness probe path (GET, 200 means ready)")
+	fs.DurationVar(&o.probePeriod, "probe-period", rollout.DefaultProbePeriod, "readiness probe period")
+	fs.DurationVar(&o.drainDelay, "drain-delay", rollout.DefaultDrainDelay, "drain delay passed as -drain-delay to the built-in and example pods")
+	fs.DurationVar(&o.timeout, "timeout", rollout.DefaultRequestTimeout, "per-request timeout")
+	fs.DurationVar(&o.warmup, "warmup", rollout.DefaultWarmup, "load time before the first rollout (0: none)")
+	fs.StringVar(&o.path, "path", "/", "HTTP path the load requests (e.g. /?delay=50ms with the built-in pods)")
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:0", "load balancer listen address (loopback only)")
+	fs.BoolVar(&o.compare, "compare", false, "run the built-in naive, textbook and lameduck servers and print one line each")
+	fs.BoolVar(&o.verbose, "v", false, "copy the pods' output to standard error")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return o, fmt.Errorf("unexpected arguments %q: quote the -pod template as one argument", fs.Args())
+	}
+	if o.compare && o.pod != "" {
+		return o, errors.New("-compare runs the built-in servers; drop -pod, or drop -compare to test your own")
+	}
+	if o.compare && o.load == string(rollout.LoadGRPC) {
+		return o, errors.New("-compare's built-in servers speak HTTP only; use -load http1 or h2c")
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "rollout:", err)
+		return 2
+	}
+	cfg := rollout.Config{
+		Cycles:         o.cycles,
+		Replicas:       o.replicas,
+		Lag:            o.lag,
+		Grace:          o.grace,
+		ProbePeriod:    o.probePeriod,
+		ReadyPath:      o.readyPath,
+		Warmup:         o.warmup,
+		Load:           rollout.LoadKind(o.load),
+		Conns:          o.conns,
+		Path:           o.path,
+		RequestTimeout: o.timeout,
+		ListenAddr:     o.addr,
+	}
+	// On the command line 0 means none; in Config it means the default.
+	if o.lag <= 0 {
+		cfg.Lag = -1
+	}
+	if o.warmup <= 0 {
+		cfg.Warmup = -1
+	}
+	if o.verbose {
+		cfg.PodLog = stderr
+	}
+	if o.compare {
+		return compare(ctx, cfg, o, stdout, stderr)
+	}
+
+	if o.pod == "" {
+		dir, err := os.MkdirTemp("", "rollout-")
+		if err != nil {
+			fmt.Fprintln(stderr, "rollout:", err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		cfg.Pod, err = examplePod(ctx, dir, cfg.Load, o)
+		if err != nil {
+			fmt.Fprintln(stderr, "rollout:", err)
+			return 1
+		}
+	} else {
+		argv, err := rollout.ParseCommand(o.pod)
+		if err != nil {
+			fmt.Fprintln(stderr, err) // names the -pod problem
+			return 2
+		}
+		cfg.Pod = rollout.PodSpec{Command: argv}
+	}
+	res, err := rollout.Run(ctx, cfg)
+	if err != nil {
+		// A partial report goes to stderr: its last line must not be
+		// mistaken for the result of a complete run.
+		if res != nil && len(res.Rollouts) > 0 {
+			res.WriteText(stderr)
+		}
+		fmt.Fprintln(stderr, err) // Run's errors start with "rollout:"
+		return 1
+	}
+	res.WriteText(stdout)
+	return 0
+}
+
+// compare runs each built-in server through the same rollouts.
+func compare(ctx context.Context, cfg rollout.Config, o options, stdout, stderr io.Writer) int {
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(stderr, "rollout: cannot find this binary to run the built-in servers:", err)
+		return 1
+	}
+	code := 0
+	for _, name := range rollout.Builtins {
+		cfg.Pod, err = rollout.BuiltinPod(name, exe, o.drainDelay, cfg.Grace)
+		if err != nil {
+			fmt.Fprintln(stderr, "rollout:", err)
+			return 2
+		}
+		fmt.Fprintf(stderr, "== server=%s\n", name)
+		res, err := rollout.Run(ctx, cfg)
+		if res != nil && len(res.Rollouts) > 0 {
+			res.WriteText(stderr)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "server=%s: %v\n", name, err)
+			fmt.Fprintf(stdout, "server=%s error=%q\n", name, firstLine(err.Error()))
+			code = 1
+			if ctx.Err() != nil {
+				return code
+			}
+			continue
+		}
+		fmt.Fprintf(stdout, "server=%s requests=%d failed=%d\n", name, res.Total.Requests, res.Total.Failed())
+	}
+	return code
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// examplePod builds the project's example server for the load into dir and
+// returns its pod spec. The examples take -addr, -drain-delay and
+// -grace-period; the gRPC one serves its HTTP readiness probe on
+// -probe-addr.
+func examplePod(ctx context.Context, dir string, load rollout.LoadKind, o options) (rollout.PodSpec, error) {
+	pkg, extra := "examples/httpserver", []string(nil)
+	if load == rollout.LoadGRPC {
+		pkg, extra = "examples/grpcserver", []string{"-probe-addr", rollout.ProbeAddrPlaceholder}
+	}
+	bin := filepath.Join(dir, filepath.Base(pkg))
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/lameduck/lameduck/"+pkg)
+	if out, err := build.CombinedOutput(); err != nil {
+		return rollout.PodSpec{}, fmt.Errorf("build the default pod %s: %v\n%s\nrun from inside the lameduck module with the go tool on PATH, or give your own server with -pod 'CMD ... {ADDR} ...' (or try -compare)",
+			pkg, err, strings.TrimSpace(string(out)))
+	}
+	argv := append([]string{bin, "-addr", rollout.AddrPlaceholder}, extra...)
+	argv = append(argv, "-drain-delay", o.drainDelay.String(), "-grace-period", o.grace.String())
+	return rollout.PodSpec{Command: argv}, nil
+}

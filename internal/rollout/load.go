@@ -1,0 +1,462 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// LoadKind selects the protocol of the load.
+type LoadKind string
+
+const (
+	// LoadHTTP1 runs raw HTTP/1.1 keep-alive clients ([HTTP1Client]), one
+	// connection per worker, reconnecting through the load balancer after a
+	// "Connection: close" or a failure.
+	LoadHTTP1 LoadKind = "http1"
+	// LoadH2C runs net/http clients speaking HTTP/2 with prior knowledge
+	// (h2c): one transport (one connection at a time) per connection slot,
+	// with several concurrent workers each.
+	LoadH2C LoadKind = "h2c"
+	// LoadGRPC runs grpc-go clients doing unary
+	// grpc.testing.TestService/EmptyCall calls: one ClientConn per
+	// connection slot, with several concurrent workers each.
+	LoadGRPC LoadKind = "grpc"
+)
+
+// LoadKinds lists the supported loads, for usage texts and validation.
+var LoadKinds = []LoadKind{LoadHTTP1, LoadH2C, LoadGRPC}
+
+// Default load settings.
+const (
+	// DefaultConns is the default number of client connections, as in the
+	// measurements of the design notes.
+	DefaultConns = 32
+	// DefaultWorkersPerConn is how many concurrent requests each h2c or
+	// gRPC connection carries: more than one, so that a GOAWAY or a reset
+	// finds streams in flight.
+	DefaultWorkersPerConn = 2
+)
+
+// LoadConfig configures [StartLoad].
+type LoadConfig struct {
+	// Kind is the protocol; empty means LoadHTTP1.
+	Kind LoadKind
+	// Addr is the host:port to send load to (the load balancer).
+	Addr string
+	// Conns is the number of client connections; zero means DefaultConns.
+	Conns int
+	// WorkersPerConn is the number of concurrent requests per connection
+	// for h2c and gRPC; zero means DefaultWorkersPerConn. HTTP/1 always has
+	// one request at a time per connection.
+	WorkersPerConn int
+	// Path is the HTTP request path; empty means "/". Ignored for gRPC.
+	Path string
+	// Timeout bounds each request; zero means DefaultRequestTimeout.
+	Timeout time.Duration
+}
+
+// Load is running load. Its requests are counted in windows: [Load.Mark]
+// closes one and starts the next, [Load.Stop] closes the last.
+type Load struct {
+	cfg    LoadConfig
+	ctx    context.Context
+	cancel context.CancelFunc
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	rec    *recorder
+
+	closers  []func()
+	stopOnce sync.Once
+	last     Counts
+}
+
+// StartLoad starts load against cfg.Addr and returns at once. The load runs
+// until [Load.Stop] or until ctx ends; requests interrupted because ctx ended
+// are not counted.
+func StartLoad(ctx context.Context, cfg LoadConfig) (*Load, error) {
+	if cfg.Kind == "" {
+		cfg.Kind = LoadHTTP1
+	}
+	if cfg.Conns <= 0 {
+		cfg.Conns = DefaultConns
+	}
+	if cfg.WorkersPerConn <= 0 {
+		cfg.WorkersPerConn = DefaultWorkersPerConn
+	}
+	if cfg.Path == "" {
+		cfg.Path = "/"
+	}
+	if !strings.HasPrefix(cfg.Path, "/") {
+		return nil, fmt.Errorf("rollout: load path %q must start with /", cfg.Path)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultRequestTimeout
+	}
+	if cfg.Conns > maxConns || cfg.WorkersPerConn > maxConns/cfg.Conns {
+		return nil, fmt.Errorf("rollout: load of %d connections × %d workers is too much for one machine; use at most %d workers in all", cfg.Conns, cfg.WorkersPerConn, maxConns)
+	}
+	if err := checkLoopback(cfg.Addr); err != nil {
+		return nil, fmt.Errorf("rollout: load: %w", err)
+	}
+	l := &Load{cfg: cfg, stop: make(chan struct{}), rec: newRecorder()}
+	l.ctx, l.cancel = context.WithCancel(ctx)
+	switch cfg.Kind {
+	case LoadHTTP1:
+		l.startHTTP1()
+	case LoadH2C:
+		l.startH2C()
+	case LoadGRPC:
+		if err := l.startGRPC(); err != nil {
+			l.Stop()
+			return nil, err
+		}
+	default:
+		l.cancel()
+		return nil, fmt.Errorf("rollout: unknown load %q; use one of %v", cfg.Kind, LoadKinds)
+	}
+	return l, nil
+}
+
+// Mark ends the current counting window and returns its counts.
+func (l *Load) Mark() Counts { return l.rec.mark() }
+
+// FirstSuccess returns a channel closed when the first request succeeds,
+// so a caller can wait until load flows before changing anything.
+func (l *Load) FirstSuccess() <-chan struct{} { return l.rec.firstOK }
+
+// Completed returns the number of requests counted so far, all windows
+// together. It lets a caller wait until load is flowing.
+func (l *Load) Completed() int64 { return l.rec.requests.Load() }
+
+// Stop asks every worker to stop after its current request, waits for them
+// (each request is bounded by the timeout), closes the connections and
+// returns the counts of the last window. Calling it again returns the same
+// counts.
+func (l *Load) Stop() Counts {
+	l.stopOnce.Do(func() {
+		close(l.stop)
+		l.wg.Wait()
+		l.cancel()
+		for _, c := range l.closers {
+			c()
+		}
+		l.last = l.rec.mark()
+	})
+	return l.last
+}
+
+// failurePause is how long a worker waits after a failed request before its
+// next one. Without it, a client that fails fast (a gRPC channel in
+// TRANSIENT_FAILURE fails every call at once until its reconnect backoff
+// ends) would count an outage as however many calls a CPU can fail per
+// second, hundreds of thousands, and starve the pods of CPU. With it an
+// outage counts as a rate per worker; every failure is still counted.
+const failurePause = 10 * time.Millisecond
+
+// loop runs one worker: do requests until stopped, counting each.
+func (l *Load) loop(do func(ctx context.Context) error) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		pause := time.NewTimer(0)
+		defer pause.Stop()
+		for {
+			select {
+			case <-l.stop:
+				return
+			case <-l.ctx.Done():
+				return
+			default:
+			}
+			err := do(l.ctx)
+			switch {
+			case l.ctx.Err() != nil:
+				return // aborted: not the server's failure
+			case err != nil:
+				l.rec.failure(err)
+				pause.Reset(failurePause)
+				select {
+				case <-pause.C:
+				case <-l.stop:
+					return
+				case <-l.ctx.Done():
+					return
+				}
+			default:
+				l.rec.success()
+			}
+		}
+	}()
+}
+
+func (l *Load) startHTTP1() {
+	for range l.cfg.Conns {
+		c := &HTTP1Client{Addr: l.cfg.Addr, Path: l.cfg.Path, Timeout: l.cfg.Timeout}
+		l.closers = append(l.closers, func() { c.Close() })
+		l.loop(func(ctx context.Context) error {
+			_, err := c.Get(ctx)
+			return err
+		})
+	}
+}
+
+// startH2C uses net/http's client over HTTP/2 with prior knowledge, which
+// is acceptable here although its HTTP/1 path is not: the retry that hides
+// failures (an idempotent request replayed after its reused connection
+// broke) belongs to the HTTP/1 path, which Protocols (UnencryptedHTTP2 only)
+// never uses. For HTTP/2 the transport retries at most requests the server
+// provably did not process: streams above the last stream ID of a GOAWAY,
+// streams refused with REFUSED_STREAM, and requests not yet written when the
+// connection was found unusable. A correct client does that too, and no
+// request a server accepted can be lost that way, so those retries hide no
+// failure of the server; everything else (a connection reset or closed with
+// streams in flight) comes back as an error and is counted.
+func (l *Load) startH2C() {
+	url := "http://" + l.cfg.Addr + l.cfg.Path
+	for range l.cfg.Conns {
+		var protocols http.Protocols
+		protocols.SetUnencryptedHTTP2(true)
+		tr := &http.Transport{
+			Protocols:   &protocols,
+			DialContext: trackingDialer(l.cfg.Timeout, nil),
+			// One connection at a time per transport, as a client with one
+			// HTTP/2 connection to a Service has: concurrent first requests
+			// wait for the one dial instead of each opening a connection.
+			MaxConnsPerHost:    1,
+			DisableCompression: true,
+			// Proxy stays nil: an HTTP_PROXY in the environment must not
+			// take the load off loopback.
+		}
+		client := &http.Client{Transport: tr}
+		l.closers = append(l.closers, tr.CloseIdleConnections)
+		for range l.cfg.WorkersPerConn {
+			l.loop(func(ctx context.Context) error { return h2cGet(ctx, client, url, l.cfg.Timeout) })
+		}
+	}
+}
+
+// h2cGet does one request and classifies its failure.
+func h2cGet(ctx context.Context, client *http.Client, url string, timeout time.Duration) error {
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	// The transport may get a connection more than once for one request
+	// (a cached connection found dead, then a dial), so each attempt
+	// forgets what the previous one recorded.
+	var conn atomic.Pointer[trackedConn]
+	trace := &httptrace.ClientTrace{
+		GetConn: func(string) { conn.Store(nil) },
+		GotConn: func(i httptrace.GotConnInfo) {
+			if tc, ok := i.Conn.(*trackedConn); ok {
+				conn.Store(tc)
+			}
+		},
+	}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(rctx, trace), http.MethodGet, url, nil)
+	if err != nil {
+		return &Failure{Kind: KindOther, Err: err}
+	}
+	resp, err := client.Do(req)
+	if err == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		tc := conn.Load()
+		silent := tc == nil || !tc.heard.Load()
+		return &Failure{Kind: classifyH2Error(err, silent, rctx.Err() != nil), Err: err}
+	}
+	switch {
+	case resp.StatusCode >= 500:
+		return &Failure{Kind: Kind5xx, Err: fmt.Errorf("status %d", resp.StatusCode)}
+	case resp.StatusCode < 200 || resp.StatusCode >= 400:
+		return &Failure{Kind: KindOther, Err: fmt.Errorf("unexpected status %d", resp.StatusCode)}
+	}
+	return nil
+}
+
+// classifyH2Error maps an error of net/http's HTTP/2 client to a kind.
+// silent says the request's connection never received a byte from the
+// server. An HTTP/2 server sends its SETTINGS as soon as it accepts a
+// connection, before it can process any request, so a connection that
+// failed silent was never served: the pod refused the load balancer's dial.
+// The HTTP/2 errors are unexported types, so beyond the syscall errors the
+// message is all there is to go on.
+func classifyH2Error(err error, silent, timedOut bool) Kind {
+	if timedOut || isTimeout(err) || errors.Is(err, context.DeadlineExceeded) {
+		return KindTimeout
+	}
+	if isRefused(err) {
+		return KindRefused
+	}
+	msg := err.Error()
+	connLevel := isReset(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+	for _, s := range []string{"connection reset", "broken pipe", "EOF", "GOAWAY",
+		"connection lost", "conn is closed", "could not be established", "force closed"} {
+		connLevel = connLevel || strings.Contains(msg, s)
+	}
+	switch {
+	case !connLevel:
+		return KindOther
+	case silent:
+		return KindRefused
+	case isReset(err), strings.Contains(msg, "connection reset"), strings.Contains(msg, "broken pipe"),
+		strings.Contains(msg, "force closed"):
+		return KindReset
+	}
+	return KindEOF
+}
+
+// trackedConn records whether the server ever sent a byte on a connection,
+// which tells a refused connection (reset by the load balancer before the
+// pod said anything) from one the pod served and then broke.
+type trackedConn struct {
+	net.Conn
+	heard    atomic.Bool
+	closedAt atomic.Int64 // unix nanoseconds; 0 while open
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.heard.Store(true)
+	}
+	return n, err
+}
+
+func (c *trackedConn) Close() error {
+	c.closedAt.CompareAndSwap(0, time.Now().UnixNano())
+	return c.Conn.Close()
+}
+
+// trackingDialer returns a dial function whose connections are
+// *trackedConn. If conns is not nil, each connection is kept in it under
+// its local address, for clients (gRPC) that report only that.
+func trackingDialer(timeout time.Duration, conns *connTable) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: timeout}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		tc := &trackedConn{Conn: c}
+		if conns != nil {
+			conns.put(c.LocalAddr().String(), tc, timeout)
+		}
+		return tc, nil
+	}
+}
+
+// connTable maps local addresses to connections. A call's failure is
+// classified after its connection has closed, so closed connections stay
+// in the table for a while: longer than a request may take.
+type connTable struct {
+	mu sync.Mutex
+	m  map[string]*trackedConn
+}
+
+func (t *connTable) put(key string, c *trackedConn, requestTimeout time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = make(map[string]*trackedConn)
+	}
+	keep := time.Now().Add(-2 * max(requestTimeout, DefaultRequestTimeout)).UnixNano()
+	for k, old := range t.m {
+		if at := old.closedAt.Load(); at != 0 && at < keep {
+			delete(t.m, k)
+		}
+	}
+	t.m[key] = c
+}
+
+func (t *connTable) get(key string) *trackedConn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[key]
+}
+
+func (l *Load) startGRPC() error {
+	conns := &connTable{}
+	dial := trackingDialer(l.cfg.Timeout, conns)
+	for range l.cfg.Conns {
+		// passthrough: dial exactly this address, as a client of a
+		// Service's cluster IP does, with no name resolution or balancing
+		// of its own.
+		cc, err := grpc.NewClient("passthrough:///"+l.cfg.Addr,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+				return dial(ctx, "tcp", addr)
+			}))
+		if err != nil {
+			return fmt.Errorf("rollout: grpc client for %s: %w", l.cfg.Addr, err)
+		}
+		l.closers = append(l.closers, func() { cc.Close() })
+		client := testgrpc.NewTestServiceClient(cc)
+		for range l.cfg.WorkersPerConn {
+			l.loop(func(ctx context.Context) error {
+				rctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
+				defer cancel()
+				var p peer.Peer
+				_, err := client.EmptyCall(rctx, &testgrpc.Empty{}, grpc.Peer(&p))
+				if err == nil || ctx.Err() != nil {
+					return err
+				}
+				silent := true // the call never got onto a connection
+				if p.LocalAddr != nil {
+					tc := conns.get(p.LocalAddr.String())
+					// A connection no longer in the table cannot be
+					// proven silent.
+					silent = tc != nil && !tc.heard.Load()
+				}
+				return grpcFailure(err, silent)
+			})
+		}
+	}
+	return nil
+}
+
+// grpcFailure classifies a failed gRPC call by its status code and, for
+// UNAVAILABLE (grpc-go's code for every transport failure), by whether the
+// call's connection ever heard from the server and by the message. silent
+// says the call never got onto a connection, or got onto one on which the
+// server never sent a byte (not even its SETTINGS): no server saw it.
+func grpcFailure(err error, silent bool) *Failure {
+	st := status.Convert(err)
+	f := &Failure{Kind: KindOther, Code: st.Code().String(), Err: err}
+	msg := st.Message()
+	switch st.Code() {
+	case codes.DeadlineExceeded:
+		f.Kind = KindTimeout
+	case codes.Unavailable:
+		switch {
+		case silent, strings.Contains(msg, "connection refused"):
+			f.Kind = KindRefused
+		case strings.Contains(msg, "connection reset"), strings.Contains(msg, "broken pipe"):
+			f.Kind = KindReset
+		default:
+			// "transport is closing", "EOF", a GOAWAY: the connection
+			// ended under the call.
+			f.Kind = KindEOF
+		}
+	}
+	return f
+}

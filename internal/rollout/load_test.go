@@ -1,0 +1,134 @@
+package rollout_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/lameduck/lameduck/internal/rollout"
+)
+
+// runLoad runs load against addr until at least n requests have been
+// counted and returns the counts.
+func runLoad(t *testing.T, cfg rollout.LoadConfig, n int64) rollout.Counts {
+	t.Helper()
+	l, err := rollout.StartLoad(t.Context(), cfg)
+	require.NoError(t, err)
+	assert.Eventually(t, func() bool { return l.Completed() >= n }, 10*time.Second, time.Millisecond)
+	c := l.Stop()
+	assert.Equal(t, c, l.Stop(), "Stop is idempotent")
+	return c
+}
+
+func h2cServer(t *testing.T) string {
+	t.Helper()
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Protocols: &protocols,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor != 2 {
+				http.Error(w, "want HTTP/2", http.StatusHTTPVersionNotSupported)
+				return
+			}
+			io.WriteString(w, "ok")
+		}),
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+type emptyServer struct {
+	testgrpc.UnimplementedTestServiceServer
+}
+
+func (emptyServer) EmptyCall(context.Context, *testgrpc.Empty) (*testgrpc.Empty, error) {
+	return &testgrpc.Empty{}, nil
+}
+
+func grpcServer(t *testing.T) string {
+	t.Helper()
+	srv := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(srv, emptyServer{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+func TestLoadH2CThroughProxy(t *testing.T) {
+	p := newProxy(t, h2cServer(t))
+	c := runLoad(t, rollout.LoadConfig{Kind: rollout.LoadH2C, Addr: p.Addr(), Conns: 3}, 300)
+	assert.GreaterOrEqual(t, c.Requests, int64(300))
+	assert.Zero(t, c.Failed(), "samples: %q", c.Samples)
+	assert.LessOrEqual(t, p.Stats().Conns, int64(3), "one connection per transport")
+}
+
+func TestLoadGRPCThroughProxy(t *testing.T) {
+	p := newProxy(t, grpcServer(t))
+	c := runLoad(t, rollout.LoadConfig{Kind: rollout.LoadGRPC, Addr: p.Addr(), Conns: 3}, 300)
+	assert.GreaterOrEqual(t, c.Requests, int64(300))
+	assert.Zero(t, c.Failed(), "samples: %q", c.Samples)
+}
+
+func TestLoadHTTP1ThroughProxy(t *testing.T) {
+	srv := newScriptServer(t, respond(nil, okResponse, okResponse, okResponse, okResponse,
+		"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"))
+	p := newProxy(t, srv.addr())
+	c := runLoad(t, rollout.LoadConfig{Addr: p.Addr(), Conns: 4}, 200)
+	assert.GreaterOrEqual(t, c.Requests, int64(200))
+	assert.Zero(t, c.Failed(), "samples: %q", c.Samples)
+	assert.Greater(t, p.Stats().Conns, int64(4), "Connection: close makes clients reconnect through the proxy")
+}
+
+// With no endpoint, every protocol's client must see its requests refused:
+// nothing may be hidden by a retry, and nothing may be misread as a reset of
+// a connection that had carried requests.
+func TestLoadClassifiesRefused(t *testing.T) {
+	for _, kind := range rollout.LoadKinds {
+		t.Run(string(kind), func(t *testing.T) {
+			p := newProxy(t)
+			c := runLoad(t, rollout.LoadConfig{Kind: kind, Addr: p.Addr(), Conns: 2}, 20)
+			assert.Equal(t, c.Requests, c.Failed())
+			assert.Equal(t, c.Requests, c.Failures[rollout.KindRefused], "samples: %q", c.Samples)
+			if kind == rollout.LoadGRPC {
+				assert.Equal(t, c.Requests, c.Codes["Unavailable"])
+			}
+		})
+	}
+}
+
+func TestStartLoadRejectsBadConfig(t *testing.T) {
+	_, err := rollout.StartLoad(t.Context(), rollout.LoadConfig{Kind: "h3", Addr: "127.0.0.1:1"})
+	assert.ErrorContains(t, err, "unknown load")
+	_, err = rollout.StartLoad(t.Context(), rollout.LoadConfig{Addr: "10.0.0.1:80"})
+	assert.ErrorContains(t, err, "loopback")
+	_, err = rollout.StartLoad(t.Context(), rollout.LoadConfig{Addr: "127.0.0.1:1", Path: "x"})
+	assert.ErrorContains(t, err, "must start with /")
+}

@@ -1,0 +1,500 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults for [Config]'s zero values.
+const (
+	// DefaultCycles is the number of rollouts in a run.
+	DefaultCycles = 3
+	// DefaultLag is how long a terminating pod stays in the load balancer
+	// after SIGTERM: kube-proxy lagging behind the EndpointSlice, which
+	// takes from a fraction of a second to many seconds on real clusters.
+	DefaultLag = time.Second
+	// DefaultGrace is the pod's termination grace period: SIGKILL follows
+	// SIGTERM after it.
+	DefaultGrace = 10 * time.Second
+	// DefaultProbePeriod is how often the readiness probe runs, shorter
+	// than the kubelet's 10 s default so a run does not wait for nothing.
+	DefaultProbePeriod = 250 * time.Millisecond
+	// DefaultReadyPath is the readiness probe's path.
+	DefaultReadyPath = "/readyz"
+	// DefaultReadyTimeout bounds how long a new pod may take to become
+	// ready before the run fails.
+	DefaultReadyTimeout = 30 * time.Second
+	// DefaultWarmup is how long the load runs against the first pods
+	// before the first rollout, so every connection is open and busy.
+	DefaultWarmup = time.Second
+	// probeTimeout is the readiness probe's timeout, the kubelet's default.
+	probeTimeout = time.Second
+)
+
+// Upper bounds that keep a mistyped setting from running for hours or
+// exhausting file descriptors.
+const (
+	maxCycles   = 1000
+	maxReplicas = 50
+	maxConns    = 5000
+)
+
+// Config describes a simulated rolling update. Its zero values mean the
+// defaults above, except Pod, which is required.
+type Config struct {
+	// Pod says how to start a pod; its command must contain {ADDR}.
+	Pod PodSpec
+	// Cycles is the number of rollouts: each starts a new pod, waits until
+	// it is ready, then terminates the oldest. Zero means DefaultCycles.
+	Cycles int
+	// Replicas is the number of pods serving at once; zero means 1. Each
+	// rollout replaces one pod (maxSurge 1, maxUnavailable 0).
+	Replicas int
+	// Lag is how long a terminating pod's endpoint stays in the load
+	// balancer after SIGTERM. Zero means DefaultLag; a negative value
+	// removes it at SIGTERM, as an ideal (and unreal) kube-proxy would.
+	Lag time.Duration
+	// Grace is the termination grace period, after which a pod that has
+	// not exited is SIGKILLed. Zero means DefaultGrace.
+	Grace time.Duration
+	// ProbePeriod is the readiness probe's period; zero means
+	// DefaultProbePeriod.
+	ProbePeriod time.Duration
+	// ReadyPath is the readiness probe's path; empty means
+	// DefaultReadyPath. The probe is GET http://ADDR{ReadyPath} (or
+	// PROBE_ADDR if the pod command uses {PROBE_ADDR}); 200 means ready.
+	ReadyPath string
+	// ReadyTimeout bounds the wait for a new pod to become ready; zero
+	// means DefaultReadyTimeout.
+	ReadyTimeout time.Duration
+	// Warmup is how long load runs before the first rollout; zero means
+	// DefaultWarmup, negative means none.
+	Warmup time.Duration
+
+	// Load is the load's protocol; empty means LoadHTTP1.
+	Load LoadKind
+	// Conns is the number of client connections; zero means DefaultConns.
+	Conns int
+	// WorkersPerConn is the number of concurrent requests per h2c or gRPC
+	// connection; zero means DefaultWorkersPerConn.
+	WorkersPerConn int
+	// Path is the HTTP path the load requests; empty means "/".
+	Path string
+	// RequestTimeout bounds each request; zero means DefaultRequestTimeout.
+	RequestTimeout time.Duration
+
+	// ListenAddr is the load balancer's address; empty means 127.0.0.1:0
+	// (an OS-assigned port). It must be a loopback address.
+	ListenAddr string
+	// PodLog receives every line the pods print, prefixed with the pod's
+	// name. Nil means the lines are kept only in memory: the last ones are
+	// in [Result.PodLog] and in error messages.
+	PodLog io.Writer
+}
+
+func (c Config) withDefaults() (Config, error) {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.Cycles == 0 {
+		c.Cycles = DefaultCycles
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	def(&c.Lag, DefaultLag)
+	def(&c.Grace, DefaultGrace)
+	def(&c.ProbePeriod, DefaultProbePeriod)
+	def(&c.ReadyTimeout, DefaultReadyTimeout)
+	def(&c.Warmup, DefaultWarmup)
+	def(&c.RequestTimeout, DefaultRequestTimeout)
+	if c.ReadyPath == "" {
+		c.ReadyPath = DefaultReadyPath
+	}
+	if c.Load == "" {
+		c.Load = LoadHTTP1
+	}
+	if c.Conns == 0 {
+		c.Conns = DefaultConns
+	}
+	if c.Path == "" {
+		c.Path = "/"
+	}
+	if c.ListenAddr == "" {
+		c.ListenAddr = "127.0.0.1:0"
+	}
+	var errs []error
+	if len(c.Pod.Command) == 0 {
+		errs = append(errs, errors.New("no pod command: set Config.Pod (the CLI's -pod) to a program whose arguments contain {ADDR}"))
+	} else if !c.Pod.uses(AddrPlaceholder) {
+		errs = append(errs, fmt.Errorf("the pod command %q does not contain %s: the pod would not know where to listen", strings.Join(c.Pod.Command, " "), AddrPlaceholder))
+	}
+	if c.Cycles < 0 || c.Cycles > maxCycles {
+		errs = append(errs, fmt.Errorf("cycles = %d: use 1 to %d rollouts", c.Cycles, maxCycles))
+	}
+	if c.Replicas < 0 || c.Replicas > maxReplicas {
+		errs = append(errs, fmt.Errorf("replicas = %d: use 1 to %d", c.Replicas, maxReplicas))
+	}
+	if c.Conns < 0 || c.Conns > maxConns {
+		errs = append(errs, fmt.Errorf("conns = %d: use 1 to %d connections", c.Conns, maxConns))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"grace", c.Grace}, {"probe period", c.ProbePeriod}, {"ready timeout", c.ReadyTimeout}, {"request timeout", c.RequestTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s = %s: it must be positive", d.name, d.v))
+		}
+	}
+	if !strings.HasPrefix(c.ReadyPath, "/") {
+		errs = append(errs, fmt.Errorf("ready path %q must start with /", c.ReadyPath))
+	}
+	if !strings.HasPrefix(c.Path, "/") {
+		errs = append(errs, fmt.Errorf("load path %q must start with /", c.Path))
+	}
+	if err := checkLoopback(c.ListenAddr); err != nil {
+		errs = append(errs, fmt.Errorf("listen address: %w", err))
+	}
+	if len(errs) > 0 {
+		return c, fmt.Errorf("rollout: bad configuration: %w", errors.Join(errs...))
+	}
+	return c, nil
+}
+
+// Rollout is what happened during one rollout: from the start of its new
+// pod (or of the load, for the first) until its old pod had exited and left
+// the load balancer. Consecutive rollouts cover the run without gaps.
+type Rollout struct {
+	// N numbers the rollouts from 1.
+	N int
+	// Counts are the requests counted during the rollout.
+	Counts
+	// NewPod is the name of the pod started.
+	NewPod string
+	// ReadyAfter is the time the new pod took to pass its readiness probe.
+	ReadyAfter time.Duration
+	// OldPod says how the terminated pod ended.
+	OldPod PodExit
+}
+
+// Result is the outcome of [Run].
+type Result struct {
+	// Load, Conns, Lag and Grace repeat the settings that shape the numbers.
+	Load  LoadKind
+	Conns int
+	Lag   time.Duration
+	Grace time.Duration
+	// Rollouts has one entry per completed rollout.
+	Rollouts []Rollout
+	// Total counts every request of the run, rollouts and warm-up alike.
+	Total Counts
+	// Proxy holds the load balancer's counters.
+	Proxy ProxyStats
+	// Duration is the run's wall time.
+	Duration time.Duration
+	// PodLog holds the last lines the pods printed, prefixed with the
+	// pod's name.
+	PodLog []string
+}
+
+// WriteText writes a human-readable report, one line per rollout, then the
+// totals, ending with one machine-readable line "requests=N failed=F".
+func (r *Result) WriteText(w io.Writer) error {
+	var b strings.Builder
+	lag := r.Lag.String()
+	if r.Lag < 0 {
+		lag = "none"
+	}
+	fmt.Fprintf(&b, "load=%s conns=%d lag=%s grace=%s rollouts=%d duration=%s\n",
+		r.Load, r.Conns, lag, r.Grace, len(r.Rollouts), r.Duration.Round(time.Millisecond))
+	for _, ro := range r.Rollouts {
+		fmt.Fprintf(&b, "rollout %d: %s; new %s ready after %s; old %s\n",
+			ro.N, ro.Counts.Summary(), ro.NewPod, ro.ReadyAfter.Round(time.Millisecond), ro.OldPod)
+		writeSamples(&b, ro.Counts)
+	}
+	fmt.Fprintf(&b, "load balancer: conns=%d dial-failed=%d no-endpoint=%d resets=%d\n",
+		r.Proxy.Conns, r.Proxy.DialFailed, r.Proxy.NoEndpoint, r.Proxy.Resets)
+	fmt.Fprintf(&b, "total: %s\n", r.Total.Summary())
+	if len(r.Total.Codes) > 0 {
+		fmt.Fprintf(&b, "grpc codes:")
+		for _, code := range slices.Sorted(maps.Keys(r.Total.Codes)) {
+			fmt.Fprintf(&b, " %s=%d", code, r.Total.Codes[code])
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "requests=%d failed=%d\n", r.Total.Requests, r.Total.Failed())
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func writeSamples(b *strings.Builder, c Counts) {
+	for k, s := range c.Samples {
+		if s != "" {
+			fmt.Fprintf(b, "    first %s: %s\n", Kind(k), s)
+		}
+	}
+}
+
+// run is the state of one Run.
+type run struct {
+	cfg   Config
+	log   *podLog
+	proxy *Proxy
+	load  *Load
+	probe *http.Client
+	seq   int
+	pods  []*pod // serving pods, oldest first
+}
+
+// Run replays cfg.Cycles rolling updates under load and returns what the
+// clients saw. It starts cfg.Replicas pods, waits until they are ready,
+// starts the load through the load balancer, lets it warm up, then for each
+// rollout starts a new pod, waits for its readiness probe, adds it to the
+// load balancer, sends SIGTERM to the oldest pod, removes that pod's
+// endpoint after cfg.Lag, and waits for it to exit (SIGKILL after
+// cfg.Grace). At the end it stops the load and terminates the remaining
+// pods.
+//
+// On an error (a pod that never becomes ready, ctx ending) Run stops
+// everything it started and returns the partial Result with the error. Each
+// step is bounded in time, so Run always returns.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	r := &run{
+		cfg:   cfg,
+		log:   &podLog{sink: cfg.PodLog},
+		probe: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: probeTimeout},
+	}
+	res := &Result{Load: cfg.Load, Conns: cfg.Conns, Lag: cfg.Lag, Grace: cfg.Grace}
+	if err = r.run(ctx, res); err != nil && !strings.HasPrefix(err.Error(), "rollout:") {
+		err = fmt.Errorf("rollout: %w", err)
+	}
+	if r.load != nil {
+		last := r.load.Stop()
+		if len(res.Rollouts) < cfg.Cycles {
+			// A partial run: the requests after the last complete rollout
+			// still count in the total.
+			res.Total.Add(last)
+		}
+	}
+	r.stopPods(ctx)
+	if r.proxy != nil {
+		r.proxy.Close()
+		res.Proxy = r.proxy.Stats()
+	}
+	r.probe.CloseIdleConnections()
+	res.Duration = time.Since(start)
+	res.PodLog = r.log.tail("", logTailLines)
+	return res, err
+}
+
+func (r *run) run(ctx context.Context, res *Result) error {
+	var err error
+	if r.proxy, err = NewProxy(r.cfg.ListenAddr); err != nil {
+		return err
+	}
+	for range r.cfg.Replicas {
+		p, _, err := r.startReadyPod(ctx)
+		if err != nil {
+			return err
+		}
+		r.proxy.AddEndpoint(p.addr)
+		r.pods = append(r.pods, p)
+	}
+	r.load, err = StartLoad(ctx, LoadConfig{
+		Kind:           r.cfg.Load,
+		Addr:           r.proxy.Addr(),
+		Conns:          r.cfg.Conns,
+		WorkersPerConn: r.cfg.WorkersPerConn,
+		Path:           r.cfg.Path,
+		Timeout:        r.cfg.RequestTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	if r.cfg.Warmup > 0 {
+		// The warm-up is a span of time by design: load against the first
+		// pods, every connection opened and busy, before anything changes.
+		t := time.NewTimer(r.cfg.Warmup)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+	// The first rollout only means something once requests succeed.
+	flowing := time.NewTimer(r.cfg.RequestTimeout + time.Second)
+	defer flowing.Stop()
+	select {
+	case <-r.load.FirstSuccess():
+	case <-flowing.C:
+		return fmt.Errorf("no request succeeded through the load balancer before the first rollout; check the load path (%s) and protocol (%s) against what the pod serves; first error: %s; pod output:%s",
+			r.cfg.Path, r.cfg.Load, r.load.rec.firstError(), r.pods[0].lastLines(10))
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+
+	for n := 1; n <= r.cfg.Cycles; n++ {
+		ro := Rollout{N: n}
+		newPod, readyAfter, err := r.startReadyPod(ctx)
+		if err != nil {
+			return fmt.Errorf("rollout %d: %w", n, err)
+		}
+		ro.NewPod, ro.ReadyAfter = newPod.name, readyAfter
+		r.proxy.AddEndpoint(newPod.addr)
+		old := r.pods[0]
+		r.pods = append(r.pods[1:], newPod)
+		ro.OldPod, err = r.terminate(ctx, old)
+		if err != nil {
+			return fmt.Errorf("rollout %d: %w", n, err)
+		}
+		if n == r.cfg.Cycles {
+			ro.Counts = r.load.Stop()
+		} else {
+			ro.Counts = r.load.Mark()
+		}
+		res.Rollouts = append(res.Rollouts, ro)
+		res.Total.Add(ro.Counts)
+	}
+	return nil
+}
+
+// startReadyPod starts a pod and waits until its readiness probe answers
+// 200, probing every ProbePeriod as the kubelet does.
+func (r *run) startReadyPod(ctx context.Context) (*pod, time.Duration, error) {
+	r.seq++
+	start := time.Now()
+	p, err := startPod(r.cfg.Pod, fmt.Sprintf("pod-%d", r.seq), r.log)
+	if err != nil {
+		return nil, 0, err
+	}
+	url := "http://" + p.probeAddr + r.cfg.ReadyPath
+	deadline := time.NewTimer(r.cfg.ReadyTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(r.cfg.ProbePeriod)
+	defer tick.Stop()
+	fail := func(err error) (*pod, time.Duration, error) {
+		p.kill(false)
+		<-p.done
+		return nil, 0, err
+	}
+	for {
+		last := r.probeOnce(ctx, url)
+		if last == "" {
+			return p, time.Since(start), nil
+		}
+		select {
+		case <-tick.C:
+		case <-p.done:
+			return nil, 0, fmt.Errorf("pod %s exited before becoming ready (%s), %s; check the pod command; its last output:%s",
+				p.name, p.exitStatus().Status, p.lastWords(), p.lastLines(15))
+		case <-deadline.C:
+			return fail(fmt.Errorf("pod %s did not become ready within %s: GET %s: %s; check the ready path (-ready-path) and that the pod serves it on the address given for %s; its last output:%s",
+				p.name, r.cfg.ReadyTimeout, url, last, p.probePlaceholder, p.lastLines(15)))
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		}
+	}
+}
+
+// probeOnce runs the readiness probe once. It returns "" when ready, or
+// what was wrong.
+func (r *run) probeOnce(ctx context.Context, url string) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err.Error()
+	}
+	resp, err := r.probe.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return resp.Status
+	}
+	return ""
+}
+
+// terminate does to p what the kubelet and kube-proxy do to a deleted pod:
+// SIGTERM now, endpoint removal after the lag (in parallel), SIGKILL at the
+// end of the grace period. It returns once the pod has exited and left the
+// load balancer.
+func (r *run) terminate(ctx context.Context, p *pod) (PodExit, error) {
+	removed := make(chan struct{})
+	removal := time.AfterFunc(max(r.cfg.Lag, 0), func() {
+		r.proxy.RemoveEndpoint(p.addr)
+		close(removed)
+	})
+	if err := p.terminate(); err != nil {
+		p.kill(false)
+	}
+	grace := time.NewTimer(r.cfg.Grace)
+	defer grace.Stop()
+	select {
+	case <-p.done:
+	case <-grace.C:
+		p.kill(true)
+		<-p.done
+	case <-ctx.Done():
+		p.kill(false)
+		<-p.done
+		if removal.Stop() {
+			r.proxy.RemoveEndpoint(p.addr)
+		}
+		return p.exitStatus(), ctx.Err()
+	}
+	select {
+	case <-removed:
+	case <-ctx.Done():
+		if removal.Stop() {
+			r.proxy.RemoveEndpoint(p.addr)
+		}
+		return p.exitStatus(), ctx.Err()
+	}
+	return p.exitStatus(), nil
+}
+
+// stopPods terminates the pods still serving, all at once: SIGTERM and
+// SIGKILL after the grace period, or SIGKILL at once if ctx has ended
+// (the run was aborted, and nobody waits for a clean exit).
+func (r *run) stopPods(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, p := range r.pods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if ctx.Err() != nil || p.terminate() != nil {
+				p.kill(false)
+			}
+			grace := time.NewTimer(r.cfg.Grace)
+			defer grace.Stop()
+			select {
+			case <-p.done:
+			case <-grace.C:
+				p.kill(true)
+				<-p.done
+			case <-ctx.Done():
+				p.kill(false)
+				<-p.done
+			}
+		}()
+	}
+	wg.Wait()
+	r.pods = nil
+}

@@ -1,0 +1,186 @@
+package rollout_test
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/lameduck/lameduck/internal/rollout"
+)
+
+// builtinConfig returns a short run of built-in server name: pods are this
+// test binary re-executed (TestMain calls MaybeServePod).
+func builtinConfig(t *testing.T, name string, drainDelay time.Duration) rollout.Config {
+	t.Helper()
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	spec, err := rollout.BuiltinPod(name, exe, drainDelay, 5*time.Second)
+	require.NoError(t, err)
+	// Under -race the pods are race-enabled too, and would sleep a second
+	// before exiting (to let reports finish), skewing their exit times.
+	spec.Env = append(spec.Env, "GORACE=atexit_sleep_ms=0")
+	return rollout.Config{
+		Pod:         spec,
+		Cycles:      2,
+		Lag:         500 * time.Millisecond,
+		Grace:       5 * time.Second,
+		ProbePeriod: 50 * time.Millisecond,
+		Warmup:      300 * time.Millisecond,
+		Conns:       16,
+		PodLog:      &syncBuffer{},
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the pods' concurrent output.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// checkResult checks what holds for every complete run.
+func checkResult(t *testing.T, cfg rollout.Config, res *rollout.Result) {
+	t.Helper()
+	require.Len(t, res.Rollouts, cfg.Cycles)
+	var sum rollout.Counts
+	for i, ro := range res.Rollouts {
+		assert.Equal(t, i+1, ro.N)
+		assert.Positive(t, ro.Requests, "rollout %d carried load", ro.N)
+		assert.Equal(t, 0, ro.OldPod.Code, "rollout %d: %s", ro.N, ro.OldPod)
+		assert.False(t, ro.OldPod.Killed)
+		assert.Positive(t, ro.OldPod.AfterTerm)
+		sum.Add(ro.Counts)
+	}
+	assert.Equal(t, sum.Requests, res.Total.Requests, "rollouts cover the whole run")
+	assert.Equal(t, sum.Failed(), res.Total.Failed())
+
+	var text strings.Builder
+	require.NoError(t, res.WriteText(&text))
+	lines := strings.Split(strings.TrimSpace(text.String()), "\n")
+	assert.Regexp(t, `^requests=\d+ failed=\d+$`, lines[len(lines)-1])
+	t.Logf("\n%s", text.String())
+}
+
+// The naive server must visibly fail requests: the lag routes new
+// connections to it after it closed its listener, and its Shutdown closes
+// keep-alive connections under clients that are writing on them. A
+// simulator that cannot show this is not faithful enough.
+func TestRunNaiveFails(t *testing.T) {
+	for _, load := range []rollout.LoadKind{rollout.LoadHTTP1, rollout.LoadH2C} {
+		t.Run(string(load), func(t *testing.T) {
+			cfg := builtinConfig(t, rollout.BuiltinNaive, time.Second)
+			cfg.Load = load
+			if load == rollout.LoadH2C {
+				cfg.Cycles = 1
+			}
+			res, err := rollout.Run(t.Context(), cfg)
+			require.NoError(t, err, "pod output:\n%s", cfg.PodLog)
+			checkResult(t, cfg, res)
+			assert.Positive(t, res.Total.Failed(), "the naive server must fail requests")
+			assert.Positive(t, res.Proxy.DialFailed, "new connections must reach the pod after it stopped listening")
+			assert.Positive(t, res.Total.Failures[rollout.KindRefused], "samples: %q", res.Total.Samples)
+			if load == rollout.LoadHTTP1 {
+				// (Over HTTP/2, Shutdown lingers up to a second after its
+				// GOAWAY: golang/go#18701.)
+				for _, ro := range res.Rollouts {
+					assert.Less(t, ro.OldPod.AfterTerm, cfg.Lag, "naive shuts down at once, before its endpoint is gone")
+				}
+			}
+		})
+	}
+}
+
+// The textbook server keeps listening through the drain delay, so nothing is
+// refused; what remains is the race of SetKeepAlivesEnabled(false) closing
+// idle connections, which the design notes measured at a few requests.
+func TestRunTextbook(t *testing.T) {
+	drain := time.Second
+	cfg := builtinConfig(t, rollout.BuiltinTextbook, drain)
+	res, err := rollout.Run(t.Context(), cfg)
+	require.NoError(t, err, "pod output:\n%s", cfg.PodLog)
+	checkResult(t, cfg, res)
+	assert.Zero(t, res.Total.Failures[rollout.KindRefused], "a pod still listening refuses nothing")
+	assert.Zero(t, res.Proxy.DialFailed)
+	for _, ro := range res.Rollouts {
+		assert.GreaterOrEqual(t, ro.OldPod.AfterTerm, drain, "textbook waits the drain delay")
+	}
+	assert.Contains(t, cfg.PodLog.(*syncBuffer).String(), "pod-1: textbook", "pod output goes to PodLog")
+}
+
+func TestRunSIGKILLAfterGrace(t *testing.T) {
+	// A drain delay longer than the grace period: the pod is still
+	// sleeping when the grace period ends.
+	cfg := builtinConfig(t, rollout.BuiltinTextbook, time.Minute)
+	cfg.Cycles, cfg.Grace, cfg.Conns = 1, 500*time.Millisecond, 2
+	res, err := rollout.Run(t.Context(), cfg)
+	require.NoError(t, err)
+	require.Len(t, res.Rollouts, 1)
+	exit := res.Rollouts[0].OldPod
+	assert.True(t, exit.Killed, "%s", exit)
+	assert.Equal(t, -1, exit.Code)
+	assert.Contains(t, exit.Status, "killed")
+	assert.GreaterOrEqual(t, exit.AfterTerm, cfg.Grace)
+}
+
+func TestRunPodThatExitsAtOnce(t *testing.T) {
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	cfg := rollout.Config{
+		Pod: rollout.PodSpec{
+			Command: []string{exe, "-addr", rollout.AddrPlaceholder},
+			Env:     []string{rollout.PodEnv + "=no-such-server"},
+		},
+		ProbePeriod: 50 * time.Millisecond,
+	}
+	res, err := rollout.Run(t.Context(), cfg)
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "exited before becoming ready")
+	assert.ErrorContains(t, err, "names no built-in server", "the error shows the pod's last output")
+	require.NotNil(t, res)
+	assert.Empty(t, res.Rollouts)
+}
+
+func TestRunPodNeverReady(t *testing.T) {
+	cfg := builtinConfig(t, rollout.BuiltinNaive, time.Second)
+	cfg.ReadyPath = "/?delay=nonsense" // the built-in pods answer 400
+	cfg.ReadyTimeout = 500 * time.Millisecond
+	_, err := rollout.Run(t.Context(), cfg)
+	assert.ErrorContains(t, err, "did not become ready within 500ms")
+	assert.ErrorContains(t, err, "400 Bad Request")
+}
+
+func TestRunRejectsBadConfig(t *testing.T) {
+	_, err := rollout.Run(t.Context(), rollout.Config{})
+	assert.ErrorContains(t, err, "no pod command")
+	_, err = rollout.Run(t.Context(), rollout.Config{Pod: rollout.PodSpec{Command: []string{"server"}}})
+	assert.ErrorContains(t, err, "does not contain {ADDR}")
+	_, err = rollout.Run(t.Context(), rollout.Config{
+		Pod:        rollout.PodSpec{Command: []string{"server", "{ADDR}"}},
+		ListenAddr: "0.0.0.0:8080",
+		Cycles:     -1,
+	})
+	assert.ErrorContains(t, err, "loopback")
+	assert.ErrorContains(t, err, "cycles = -1")
+}
+
+func TestBuiltinPodUnknown(t *testing.T) {
+	_, err := rollout.BuiltinPod("fancy", "/bin/true", time.Second, time.Second)
+	assert.ErrorContains(t, err, "unknown built-in server")
+}

@@ -1,0 +1,207 @@
+package rollout
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Kind classifies a failed request by what the client saw. The kinds say how
+// far a request got, which is what decides whether a client could safely have
+// retried it: a refused connection never reached a server, a reset or an EOF
+// on a reused connection may have been processed.
+type Kind int
+
+const (
+	// KindRefused means the connection was refused, or was reset before the client
+	// got any byte of a response on a connection that had never carried one.
+	// Behind a userspace proxy the client's handshake completes with the
+	// proxy, so a pod that refuses the proxy's dial can only be signalled as
+	// a reset of that fresh connection; the pod never saw the request.
+	KindRefused Kind = iota
+	// KindReset means a reused connection was reset while sending the request or
+	// waiting for the response.
+	KindReset
+	// KindEOF means the connection was closed (FIN) before a complete response:
+	// typically a server closing a keep-alive connection the client had just
+	// written a request on, or dropping a request read during shutdown.
+	KindEOF
+	// Kind5xx means a complete response with a 5xx status.
+	Kind5xx
+	// KindTimeout means no complete response within the per-request timeout.
+	KindTimeout
+	// KindOther means anything else (malformed response, unexpected status, a gRPC
+	// code that is not a transport failure, ...). The sample error says what.
+	KindOther
+
+	// NumKinds is the number of kinds; it sizes arrays indexed by Kind.
+	NumKinds
+)
+
+var kindNames = [NumKinds]string{"refused", "reset", "eof", "5xx", "timeout", "other"}
+
+// String returns the kind's short name as used in reports ("refused",
+// "reset", "eof", "5xx", "timeout", "other").
+func (k Kind) String() string {
+	if k < 0 || k >= NumKinds {
+		return fmt.Sprintf("Kind(%d)", int(k))
+	}
+	return kindNames[k]
+}
+
+// Failure is the error a load client returns for a failed request. It keeps
+// the underlying error and the classification, so callers can count by kind
+// with errors.As.
+type Failure struct {
+	// Kind says what the client saw.
+	Kind Kind
+	// Code is the gRPC status code name for gRPC failures, empty otherwise.
+	Code string
+	// Err is the underlying error.
+	Err error
+}
+
+// Error returns the kind followed by the underlying error.
+func (f *Failure) Error() string {
+	if f.Code != "" {
+		return fmt.Sprintf("%s (grpc %s): %v", f.Kind, f.Code, f.Err)
+	}
+	return fmt.Sprintf("%s: %v", f.Kind, f.Err)
+}
+
+// Unwrap returns the underlying error.
+func (f *Failure) Unwrap() error { return f.Err }
+
+// KindOf returns the kind of a failed request's error: the Kind of a
+// *Failure in err's chain, or KindOther.
+func KindOf(err error) Kind {
+	var f *Failure
+	if errors.As(err, &f) {
+		return f.Kind
+	}
+	return KindOther
+}
+
+// Counts are the requests of one window of time (one rollout, or a whole run).
+type Counts struct {
+	// Requests counts every request that completed or failed.
+	Requests int64
+	// Failures counts failed requests by kind.
+	Failures [NumKinds]int64
+	// Codes counts failed gRPC calls by status code name; nil for HTTP loads.
+	Codes map[string]int64
+	// Samples holds the first error message seen for each kind, so a report
+	// can say what actually happened.
+	Samples [NumKinds]string
+}
+
+// Failed returns the number of failed requests, all kinds together.
+func (c Counts) Failed() int64 {
+	var n int64
+	for _, f := range c.Failures {
+		n += f
+	}
+	return n
+}
+
+// Add adds o's counts to c, keeping c's samples where it has them.
+func (c *Counts) Add(o Counts) {
+	c.Requests += o.Requests
+	for k := range c.Failures {
+		c.Failures[k] += o.Failures[k]
+		if c.Samples[k] == "" {
+			c.Samples[k] = o.Samples[k]
+		}
+	}
+	for code, n := range o.Codes {
+		if c.Codes == nil {
+			c.Codes = make(map[string]int64)
+		}
+		c.Codes[code] += n
+	}
+}
+
+// Summary renders the counts on one line: "requests=N failed=F" followed by
+// the non-zero kinds.
+func (c Counts) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "requests=%d failed=%d", c.Requests, c.Failed())
+	for k, n := range c.Failures {
+		if n > 0 {
+			fmt.Fprintf(&b, " %s=%d", Kind(k), n)
+		}
+	}
+	return b.String()
+}
+
+// recorder counts requests into consecutive windows. Successes only touch an
+// atomic counter, so a busy load pays no lock; failures are rare and take the
+// lock, so that a failure and its request always land in the same window.
+type recorder struct {
+	requests  atomic.Int64
+	succeeded atomic.Bool
+	firstOK   chan struct{} // closed at the first success
+	once      sync.Once
+
+	mu     sync.Mutex
+	base   int64 // requests counter at the start of the current window
+	cur    Counts
+	failed int64 // failures of every window
+}
+
+func newRecorder() *recorder { return &recorder{firstOK: make(chan struct{})} }
+
+func (r *recorder) success() {
+	r.requests.Add(1)
+	if !r.succeeded.Load() {
+		r.once.Do(func() {
+			r.succeeded.Store(true)
+			close(r.firstOK)
+		})
+	}
+}
+
+func (r *recorder) failure(err error) {
+	f := &Failure{Kind: KindOther, Err: err}
+	errors.As(err, &f)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.requests.Add(1)
+	r.cur.Failures[f.Kind]++
+	if r.cur.Samples[f.Kind] == "" {
+		r.cur.Samples[f.Kind] = f.Error()
+	}
+	if f.Code != "" {
+		if r.cur.Codes == nil {
+			r.cur.Codes = make(map[string]int64)
+		}
+		r.cur.Codes[f.Code]++
+	}
+}
+
+// mark closes the current window and returns its counts.
+func (r *recorder) mark() Counts {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.requests.Load()
+	c := r.cur
+	c.Requests = now - r.base
+	r.base = now
+	r.cur = Counts{}
+	return c
+}
+
+// firstError returns the first error of the current window, to say why no
+// request succeeded.
+func (r *recorder) firstError() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.cur.Samples {
+		if s != "" {
+			return s
+		}
+	}
+	return "(no request completed at all)"
+}

@@ -1,0 +1,19 @@
+//go:build !unix
+
+package rollout
+
+import (
+	"errors"
+	"os"
+	"syscall"
+)
+
+// signalTerm cannot deliver SIGTERM here: the simulator needs a Unix-like
+// system, as Kubernetes pods do.
+func signalTerm(p *os.Process) error {
+	return errors.New("rollout: sending SIGTERM to a pod needs a Unix-like OS (Linux or macOS)")
+}
+
+func killGroup(p *os.Process) { p.Kill() }
+
+func podSysProcAttr() *syscall.SysProcAttr { return nil }
