@@ -15,33 +15,30 @@ import (
 // it is written, if the server is a lame duck by then.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.tracker.Start(lameduck.Request)
-	var rw http.ResponseWriter
-	var base *writer
+	ww := writerPool.Get().(*writer)
+	ww.w, ww.s, ww.kind = w, s, lameduck.Request
+	defer ww.finish()
 	if _, ok := w.(http.Hijacker); ok {
-		h1 := h1Pool.Get().(*h1Writer)
-		h1.writer = writer{w: w, s: s, kind: lameduck.Request}
-		rw, base = h1, &h1.writer
-		defer func() { h1.writer = writer{}; h1Pool.Put(h1) }()
+		s.handler.ServeHTTP(h1Writer{ww}, r)
 	} else {
-		base = writerPool.Get().(*writer)
-		*base = writer{w: w, s: s, kind: lameduck.Request}
-		rw = base
-		defer func() { *base = writer{}; writerPool.Put(base) }()
+		s.handler.ServeHTTP(ww, r)
 	}
-	defer func() {
-		// The header is written after ServeHTTP returns if the handler
-		// did not write it.
-		base.commit()
-		if !base.hijacked {
-			s.tracker.Done(base.kind)
-		}
-	}()
-	s.handler.ServeHTTP(rw, r)
+}
+
+// finish runs when the handler returns, or panics.
+func (w *writer) finish() {
+	// net/http writes the header after the handler returns if the handler
+	// did not.
+	w.commit()
+	if !w.hijacked {
+		w.s.tracker.Done(w.kind)
+	}
+	*w = writer{}
+	writerPool.Put(w)
 }
 
 var (
 	writerPool     = sync.Pool{New: func() any { return new(writer) }}
-	h1Pool         = sync.Pool{New: func() any { return new(h1Writer) }}
 	connectionHdr  = []string{"close"}
 	connectionName = "Connection"
 )
@@ -108,15 +105,16 @@ func (w *writer) FlushError() error {
 func (w *writer) Unwrap() http.ResponseWriter { return w.w }
 
 // h1Writer is the writer of an HTTP/1 response, which can be hijacked and
-// copied into with sendfile.
+// copied into with sendfile. Holding a single pointer, it is stored in an
+// interface without allocating.
 type h1Writer struct {
-	writer
+	*writer
 }
 
 // Hijack takes over the connection, for websockets and the like. From
 // then on the connection, not the request, is counted in flight until it is
 // closed, and Close closes it at the deadline.
-func (w *h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (w h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, rw, err := http.NewResponseController(w.w).Hijack()
 	if err == nil && !w.hijacked {
 		// net/http has reported StateHijacked, which counted the
@@ -128,7 +126,7 @@ func (w *h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // ReadFrom lets io.Copy use sendfile, as with net/http's own writer.
-func (w *h1Writer) ReadFrom(src io.Reader) (int64, error) {
+func (w h1Writer) ReadFrom(src io.Reader) (int64, error) {
 	w.commit()
 	if rf, ok := w.w.(io.ReaderFrom); ok {
 		return rf.ReadFrom(src)
