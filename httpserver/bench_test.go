@@ -157,7 +157,6 @@ func exitLatency(b *testing.B, lameduckServer, h2c bool, hold time.Duration) tim
 	return latency
 }
 
-
 // BenchmarkLoopback measures whole requests over keep-alive loopback
 // connections, through a bare http.Server and through the adapter, in the
 // same run: what the adapter costs a real request.
