@@ -1,0 +1,253 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	var err error
+	if binDir, err = os.MkdirTemp("", "httpserver-example"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(binDir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+const waitTimeout = 20 * time.Second
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+// build builds the example, once, for the tests that run it.
+func build(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binary = filepath.Join(binDir, "httpserver")
+		if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	require.NoError(t, buildErr)
+	return binary
+}
+
+// proc is the example running as a process.
+type proc struct {
+	cmd   *exec.Cmd
+	lines chan string // its log, line by line
+	log   strings.Builder
+	addr  string
+	done  chan error
+}
+
+var servingLine = regexp.MustCompile(`servers="http ([0-9.:]+)"`)
+
+func startProc(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(build(t), args...), lines: make(chan string, 1000), done: make(chan error, 1)}
+	stderr, err := p.cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, p.cmd.Start())
+	go func() {
+		s := bufio.NewScanner(stderr)
+		for s.Scan() {
+			p.lines <- s.Text()
+		}
+		close(p.lines)
+		p.done <- p.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("log of the example:\n%s", p.log.String())
+		}
+	})
+	return p
+}
+
+// await reads the log until a line matches re, and returns its submatches.
+func (p *proc) await(t *testing.T, re *regexp.Regexp) []string {
+	t.Helper()
+	timeout := time.After(waitTimeout)
+	for {
+		select {
+		case line, ok := <-p.lines:
+			if !ok {
+				t.Fatalf("the example exited before logging %v", re)
+			}
+			p.log.WriteString(line + "\n")
+			if m := re.FindStringSubmatch(line); m != nil {
+				return m
+			}
+		case <-timeout:
+			t.Fatalf("the example never logged %v", re)
+		}
+	}
+}
+
+// exit waits for the process to exit and returns its exit code.
+func (p *proc) exit(t *testing.T) int {
+	t.Helper()
+	for line := range p.lines {
+		p.log.WriteString(line + "\n")
+	}
+	select {
+	case err := <-p.done:
+		p.done <- err // for Cleanup
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return exit.ExitCode()
+		}
+		require.NoError(t, err)
+		return 0
+	case <-time.After(waitTimeout):
+		t.Fatal("the example did not exit")
+		return -1
+	}
+}
+
+func get(t *testing.T, client *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := client.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(body)
+}
+
+func TestExampleServesThenDrains(t *testing.T) {
+	p := startProc(t, "-addr", "127.0.0.1:0", "-drain-delay", "300ms", "-grace-period", "10s", "-init-delay", "100ms")
+	p.addr = p.await(t, servingLine)[1]
+	base := "http://" + p.addr
+	client := &http.Client{Timeout: waitTimeout}
+	defer client.CloseIdleConnections()
+
+	code, body := get(t, client, base+"/readyz")
+	if code == http.StatusServiceUnavailable {
+		assert.Equal(t, "starting", body)
+		p.await(t, regexp.MustCompile(`lameduck: ready`))
+	}
+	code, body = get(t, client, base+"/readyz")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "ok", body)
+	code, body = get(t, client, base+"/")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "ok", body)
+	code, body = get(t, client, base+"/?delay=soon")
+	assert.Equal(t, http.StatusBadRequest, code)
+	assert.Contains(t, body, `delay "soon" is not a Go duration`)
+
+	slow := make(chan string, 1)
+	go func() {
+		_, body := get(t, &http.Client{Timeout: waitTimeout}, base+"/?delay=600ms")
+		slow <- body
+	}()
+	// The slow request is in flight once a later request is answered:
+	// each goes on its own connection, and the server reads them in order.
+	get(t, client, base+"/?delay=10ms")
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	p.await(t, regexp.MustCompile(`lameduck: lame duck`))
+	code, _ = get(t, client, base+"/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	code, _ = get(t, client, base+"/livez")
+	assert.Equal(t, http.StatusOK, code)
+	code, _ = get(t, client, base+"/")
+	assert.Equal(t, http.StatusOK, code, "still serving during the drain delay")
+
+	assert.Equal(t, "ok", <-slow, "the request in flight finishes")
+	assert.Equal(t, 0, p.exit(t), "a clean drain exits 0")
+	assert.Contains(t, p.log.String(), "cut=nothing")
+}
+
+func TestExampleExitsNonZeroWhenItCuts(t *testing.T) {
+	p := startProc(t, "-addr", "127.0.0.1:0", "-drain-delay", "0s", "-grace-period", "6s")
+	p.addr = p.await(t, servingLine)[1]
+	conn, err := net.Dial("tcp", p.addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = io.WriteString(conn, "GET /?delay=1m HTTP/1.1\r\nHost: x\r\n\r\n")
+	require.NoError(t, err)
+	// A second request answered means the first one reached its handler.
+	get(t, &http.Client{Timeout: waitTimeout}, "http://"+p.addr+"/")
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 1, p.exit(t))
+	assert.Contains(t, p.log.String(), "1 request cut")
+}
+
+func TestExampleRejectsBadUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	for _, tt := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown flag", []string{"-bogus"}, 2, "flag provided but not defined: -bogus"},
+		{"bad duration", []string{"-drain-delay", "soon"}, 2, `invalid value "soon" for flag -drain-delay`},
+		{"budget", []string{"-drain-delay", "40s"}, 2, "terminationGracePeriodSeconds to at least 46"},
+		{"negative init", []string{"-init-delay", "-1s"}, 2, "-init-delay is -1s"},
+		{"arguments", []string{"serve"}, 2, "unexpected arguments"},
+		{"busy port", []string{"-addr", taken.Addr().String()}, 1, "address already in use"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := exec.Command(build(t), tt.args...).CombinedOutput()
+			var exit *exec.ExitError
+			require.ErrorAs(t, err, &exit, "%s", out)
+			assert.Equal(t, tt.code, exit.ExitCode())
+			assert.Contains(t, string(out), tt.want)
+		})
+	}
+}
+
+func FuzzParseDelay(f *testing.F) {
+	for _, seed := range []string{"", "150ms", "2s", "-1s", "1h", "soon", "9223372036854775807ns", "1e9s", strings.Repeat("9", 100) + "s"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := parseDelay(s)
+		if err != nil {
+			if len(err.Error()) > 120 {
+				t.Fatalf("%d-byte error for %q: the message must stay short whatever the input", len(err.Error()), s)
+			}
+			return
+		}
+		if d < 0 || d > maxDelay {
+			t.Fatalf("parseDelay(%q) = %v, outside [0, %v]", s, d, maxDelay)
+		}
+	})
+}

@@ -1,0 +1,154 @@
+// Package kubernetes holds example manifests; its test checks that their
+// numbers agree with the programs' flags and with lameduck's budget.
+package kubernetes
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"gopkg.in/yaml.v3"
+
+	"github.com/lameduck/lameduck"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+type manifest struct {
+	Kind string `yaml:"kind"`
+	Spec struct {
+		Strategy struct {
+			RollingUpdate struct {
+				MaxUnavailable any `yaml:"maxUnavailable"`
+			} `yaml:"rollingUpdate"`
+		} `yaml:"strategy"`
+		Template struct {
+			Spec struct {
+				TerminationGracePeriodSeconds *int        `yaml:"terminationGracePeriodSeconds"`
+				Containers                    []container `yaml:"containers"`
+			} `yaml:"spec"`
+		} `yaml:"template"`
+	} `yaml:"spec"`
+}
+
+type container struct {
+	Args  []string `yaml:"args"`
+	Ports []struct {
+		Name          string `yaml:"name"`
+		ContainerPort int    `yaml:"containerPort"`
+	} `yaml:"ports"`
+	ReadinessProbe *probe `yaml:"readinessProbe"`
+	LivenessProbe  *probe `yaml:"livenessProbe"`
+}
+
+type probe struct {
+	HTTPGet *struct {
+		Path string `yaml:"path"`
+		Port any    `yaml:"port"`
+	} `yaml:"httpGet"`
+	GRPC *struct {
+		Port any `yaml:"port"`
+	} `yaml:"grpc"`
+	TimeoutSeconds int `yaml:"timeoutSeconds"`
+}
+
+// port resolves a probe's port, a number or the name of a container port.
+func (c container) port(t *testing.T, p any) int {
+	switch p := p.(type) {
+	case int:
+		return p
+	case string:
+		for _, cp := range c.Ports {
+			if cp.Name == p {
+				return cp.ContainerPort
+			}
+		}
+		t.Fatalf("probe port %q names no container port", p)
+	}
+	t.Fatalf("probe port %v is neither a number nor a name", p)
+	return 0
+}
+
+func portOf(t *testing.T, addr string) int {
+	_, p, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	n, err := strconv.Atoi(p)
+	require.NoError(t, err)
+	return n
+}
+
+func TestManifestsMatchTheFlags(t *testing.T) {
+	files, err := filepath.Glob("*.yaml")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, file := range files {
+		t.Run(file, func(t *testing.T) {
+			data, err := os.ReadFile(file)
+			require.NoError(t, err)
+			dec := yaml.NewDecoder(bytes.NewReader(data))
+			deployments := 0
+			for {
+				var m manifest
+				if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+					break
+				} else {
+					require.NoError(t, err)
+				}
+				if m.Kind != "Deployment" {
+					continue
+				}
+				deployments++
+				spec := m.Spec.Template.Spec
+				require.NotNil(t, spec.TerminationGracePeriodSeconds, "set terminationGracePeriodSeconds explicitly")
+				assert.Equal(t, 0, m.Spec.Strategy.RollingUpdate.MaxUnavailable, "capacity must not drop during the update")
+				require.Len(t, spec.Containers, 1)
+				c := spec.Containers[0]
+
+				fs := flag.NewFlagSet(file, flag.ContinueOnError)
+				addr := fs.String("addr", "", "")
+				probeAddr := fs.String("probe-addr", "", "")
+				delay := fs.Duration("drain-delay", lameduck.DefaultDrainDelay, "")
+				grace := fs.Duration("grace-period", lameduck.DefaultGracePeriod, "")
+				require.NoError(t, fs.Parse(c.Args))
+
+				assert.Equal(t, time.Duration(*spec.TerminationGracePeriodSeconds)*time.Second, *grace,
+					"-grace-period must equal terminationGracePeriodSeconds")
+				_, err := lameduck.New(lameduck.WithDrainDelay(*delay), lameduck.WithGracePeriod(*grace))
+				assert.NoError(t, err, "the flags must fit lameduck's budget")
+
+				httpPort := portOf(t, *addr)
+				if *probeAddr != "" {
+					httpPort = portOf(t, *probeAddr)
+				}
+				for name, p := range map[string]*probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
+					require.NotNil(t, p, "%s probe", name)
+					switch {
+					case p.HTTPGet != nil:
+						want := map[string]string{"readiness": "/readyz", "liveness": "/livez"}[name]
+						assert.Equal(t, want, p.HTTPGet.Path, "%s probe path", name)
+						assert.Equal(t, httpPort, c.port(t, p.HTTPGet.Port), "%s probe port serves the HTTP probes", name)
+					case p.GRPC != nil:
+						assert.Equal(t, portOf(t, *addr), c.port(t, p.GRPC.Port), "%s gRPC probe port is -addr's", name)
+					default:
+						t.Errorf("%s probe is neither httpGet nor grpc", name)
+					}
+					assert.GreaterOrEqual(t, p.TimeoutSeconds, int(lameduck.DefaultCheckTimeout/time.Second),
+						"%s probe must wait for lameduck's check timeout", name)
+				}
+			}
+			assert.Positive(t, deployments)
+		})
+	}
+}
