@@ -23,7 +23,8 @@ const (
 	// DefaultDrainDelay is long enough for kube-proxy and most load balancers
 	// to stop sending new connections to a terminating pod.
 	DefaultDrainDelay = 5 * time.Second
-	// DefaultHookTimeout is the time reserved for shutdown hooks.
+	// DefaultHookTimeout is the time reserved for closing servers and
+	// running shutdown hooks.
 	DefaultHookTimeout = 3 * time.Second
 	// DefaultSafetyMargin is kept free at the end of the grace period for the
 	// process to exit before the kubelet sends SIGKILL.
@@ -180,10 +181,11 @@ func WithDrainDelay(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.drainDelay = d })
 }
 
-// WithHookTimeout sets the time reserved at the end of the shutdown for the
-// hooks registered with [Coordinator.OnShutdown], all of them together: the
-// drain is cut that long before the deadline when hooks are registered. The
-// default is [DefaultHookTimeout].
+// WithHookTimeout sets the time reserved at the end of the shutdown for
+// closing the servers and running the hooks registered with
+// [Coordinator.OnShutdown], all of them together: the drain is cut that long
+// before the deadline. It must be positive. The default is
+// [DefaultHookTimeout].
 func WithHookTimeout(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.hookTimeout = d })
 }
@@ -346,12 +348,14 @@ func (o *options) validate() error {
 		value        time.Duration
 	}{
 		{"drain delay", "WithDrainDelay", o.drainDelay},
-		{"hook timeout", "WithHookTimeout", o.hookTimeout},
 		{"safety margin", "WithSafetyMargin", o.safetyMargin},
 	} {
 		if d.value < 0 {
 			return fmt.Errorf("lameduck: %s is %v; it must be zero or more (%s)", d.name, d.value, d.option)
 		}
+	}
+	if o.hookTimeout <= 0 {
+		return fmt.Errorf("lameduck: hook timeout is %v; it must be positive: it is the time kept after the drain to close the servers and run the shutdown hooks (WithHookTimeout)", o.hookTimeout)
 	}
 	if o.gracePeriod <= 0 {
 		return fmt.Errorf("lameduck: grace period is %v; set it with WithGracePeriod to the pod's terminationGracePeriodSeconds (30s by default)", o.gracePeriod)
@@ -473,9 +477,8 @@ func (c *Coordinator) ShuttingDown() bool { return c.state.Load() == stateShutti
 //     contexts are done. Run learns that the drain is over from events, not
 //     by polling, and moves on at once.
 //  5. If anything is left at the drain deadline — the grace period minus the
-//     safety margin and, when hooks are registered, the hook timeout,
-//     counted from the signal — servers close it, and Run logs and returns
-//     what was cut.
+//     safety margin and the hook timeout, counted from the signal — servers
+//     close it, and Run logs and returns what was cut.
 //  6. Stopping: shutdown hooks (see [Coordinator.OnShutdown]) run in
 //     reverse order, within the deadline: the grace period minus the safety
 //     margin, counted from the signal.
@@ -566,7 +569,11 @@ func (r *run) run(ctx context.Context) error {
 	trigger := r.waitForShutdown(ctx)
 	signalAt := c.clock.Now()
 	deadline := signalAt.Add(c.opts.gracePeriod - c.opts.safetyMargin)
-	hardCtx, force := c.deadlineContext(context.WithoutCancel(ctx), deadline)
+	// deadlineCtx ends at the deadline; hardCtx also ends at a second
+	// signal, which skips what remains but still lets Close report.
+	deadlineCtx, cancelDeadline := c.deadlineContext(context.WithoutCancel(ctx), deadline)
+	defer cancelDeadline(nil)
+	hardCtx, force := context.WithCancelCause(deadlineCtx)
 	defer force(nil)
 	r.force = force
 
@@ -578,9 +585,7 @@ func (r *run) run(ctx context.Context) error {
 	}
 	r.enter(PhaseLameDuck, Counts{}, slog.String("trigger", trigger), slog.Bool("was_ready", wasReady),
 		slog.Duration("drain_delay", delay), slog.Duration("deadline_in", deadline.Sub(signalAt)))
-	for _, s := range r.servers {
-		s.LameDuck()
-	}
+	r.each(hardCtx, func(s Server) { s.LameDuck() })
 	if delay > 0 {
 		delayed := make(chan struct{})
 		stop := c.clock.AfterFunc(delay, func() { close(delayed) })
@@ -589,37 +594,33 @@ func (r *run) run(ctx context.Context) error {
 	}
 
 	// Drain.
-	drainDeadline := deadline
-	if len(r.hooks) > 0 {
-		drainDeadline = drainDeadline.Add(-c.opts.hookTimeout)
-	}
+	drainDeadline := deadline.Add(-c.opts.hookTimeout)
 	drainCtx, cancelDrain := c.deadlineContext(hardCtx, drainDeadline)
 	defer cancelDrain(nil)
 	r.enter(PhaseDraining, Counts{})
 	close(c.draining)
 	stopWork()
-	drained := make(chan struct{})
-	var draining sync.WaitGroup
-	for _, s := range r.servers {
-		draining.Add(1)
-		go func() {
-			defer draining.Done()
-			_ = s.Drain(drainCtx) // the counts from Close below say what was cut
-		}()
-	}
-	go func() { draining.Wait(); close(drained) }()
-	r.await(drained, drainCtx)
+	// Drain's error says no more than the counts from Close below.
+	drained, _ := r.each(drainCtx, func(s Server) { _ = s.Drain(drainCtx) })
 	for r.working > 0 && r.await(nil, drainCtx) {
 	}
 
+	var mu sync.Mutex
 	var cut Counts
-	for _, s := range r.servers {
-		cut = cut.Add(s.Close())
+	if _, ok := r.each(deadlineCtx, func(s Server) {
+		c := s.Close()
+		mu.Lock()
+		cut = cut.Add(c)
+		mu.Unlock()
+	}); !ok {
+		r.errs = append(r.errs, errors.New("lameduck: a server's Close did not return by the deadline"))
 	}
+	mu.Lock()
 	cut.Workers = r.working
+	mu.Unlock()
 	// Close makes Serve and Drain return; give them until the deadline.
-	r.await(drained, hardCtx)
-	for r.serving > 0 && r.await(nil, hardCtx) {
+	r.await(drained, deadlineCtx)
+	for r.serving > 0 && r.await(nil, deadlineCtx) {
 	}
 	var cutErr error
 	if cut.Total() > 0 {
@@ -637,6 +638,32 @@ func (r *run) run(ctx context.Context) error {
 }
 
 var errForced = errors.New("lameduck: a second signal forced the shutdown")
+
+// each calls f on every server, concurrently, and waits for every call to
+// return or for ctx to end: a server that breaks its contract by blocking
+// cannot hold Run past its deadline. It returns a channel closed once every
+// call has returned, and whether that happened before ctx ended.
+func (r *run) each(ctx context.Context, f func(Server)) (<-chan struct{}, bool) {
+	done := make(chan struct{})
+	var calls sync.WaitGroup
+	for _, s := range r.servers {
+		calls.Add(1)
+		go func() {
+			defer calls.Done()
+			f(s)
+		}()
+	}
+	go func() { calls.Wait(); close(done) }()
+	ok := r.await(done, ctx)
+	if !ok {
+		select {
+		case <-done: // both were ready
+			ok = true
+		default:
+		}
+	}
+	return done, ok
+}
 
 // waitForShutdown waits for a signal, the end of ctx, or a failure, and says
 // which.

@@ -372,9 +372,11 @@ func TestWhatIgnoresTheDrainIsCutAtTheDeadline(t *testing.T) {
 	}
 	p.sigterm(t)
 	p.endDelay(t, time.Second)
-	// The drain deadline: grace period 30s - safety margin 2s - delay 1s.
-	p.clock.awaitTimer(t, gracePeriod-lameduck.DefaultSafetyMargin-time.Second)
-	p.clock.Advance(gracePeriod)
+	// The drain deadline: grace period - safety margin - hook timeout -
+	// delay, from the start of the drain.
+	drain := gracePeriod - lameduck.DefaultSafetyMargin - time.Second - time.Second
+	p.clock.awaitTimer(t, drain)
+	p.clock.Advance(drain)
 	err := p.wait(t)
 	require.ErrorIs(t, err, lameduck.ErrCut)
 	assert.Contains(t, err.Error(), "2 requests, 1 stream, 1 connection cut")
