@@ -404,7 +404,7 @@ func (r *run) startReadyPod(ctx context.Context) (*pod, time.Duration, error) {
 			return nil, 0, fmt.Errorf("pod %s exited before becoming ready (%s), %s; check the pod command; its last output:%s",
 				p.name, p.exitStatus().Status, p.lastWords(), p.lastLines(15))
 		case <-deadline.C:
-			return fail(fmt.Errorf("pod %s did not become ready within %s: GET %s: %s; check the ready path (-ready-path) and that the pod serves it on the address given for %s; its last output:%s",
+			return fail(fmt.Errorf("pod %s did not become ready within %s: GET %s: %s; check the ready path (Config.ReadyPath, or -ready-path on the command line) and that the pod serves it on the address given for %s; its last output:%s",
 				p.name, r.cfg.ReadyTimeout, url, last, p.probePlaceholder, p.lastLines(15)))
 		case <-ctx.Done():
 			return fail(ctx.Err())

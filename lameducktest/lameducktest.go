@@ -1,0 +1,392 @@
+package lameducktest
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lameduck/lameduck/internal/rollout"
+)
+
+// Settings that [Config] does not expose: short enough for a test, long
+// enough to mean something.
+const (
+	// defaultLag is short so that a test runs in seconds; a real
+	// cluster's lag is often longer (see the package documentation).
+	defaultLag          = 500 * time.Millisecond
+	defaultGrace        = 10 * time.Second
+	defaultConns        = 8
+	defaultReadyTimeout = 10 * time.Second
+	// probePeriod is shorter than the kubelet's so a run does not wait for
+	// nothing; readiness is still polled, as the kubelet polls it.
+	probePeriod = 100 * time.Millisecond
+	// warmup lets every connection open and carry requests before the
+	// first SIGTERM, so that keep-alive connections are in use when it
+	// comes.
+	warmup = 300 * time.Millisecond
+	// deadlineMargin is kept free before the test's deadline, so that a
+	// run that would outlast it stops its pods and reports with Fatalf
+	// instead of ending in the testing package's timeout panic.
+	deadlineMargin = 3 * time.Second
+)
+
+// Bounds that keep a test a test. Load tests, long runs and many
+// connections are what the rollout command (cmd/rollout) is for.
+const (
+	maxRollouts = 100
+	maxConns    = 512
+)
+
+// A Protocol is the protocol the load speaks. The zero Protocol means
+// HTTP1.
+type Protocol string
+
+// The protocols of the load.
+const (
+	// HTTP1 sends GET requests over HTTP/1.1 keep-alive connections, one
+	// request at a time per connection.
+	HTTP1 Protocol = "http1"
+	// H2C sends GET requests over HTTP/2 with prior knowledge (cleartext,
+	// no upgrade), two at a time per connection.
+	H2C Protocol = "h2c"
+	// GRPC makes unary grpc.testing.TestService/EmptyCall calls (the
+	// service of google.golang.org/grpc/interop/grpc_testing), two at a
+	// time per connection, without TLS. The readiness probe stays HTTP:
+	// a gRPC server serves it on a port of its own, {PROBE_ADDR}.
+	GRPC Protocol = "grpc"
+)
+
+// Config describes the server and the rolling update. Command (or
+// CommandLine) is required; every other zero value means a default suited
+// to a quick test.
+type Config struct {
+	// Command starts one pod: the server's program and its arguments, used
+	// as they are, with no shell. Where the server must listen, write
+	// {ADDR}: each pod gets a free address 127.0.0.1:PORT in its place. A
+	// server that serves its readiness probe on a port of its own (as gRPC
+	// servers do) gets a second address in place of {PROBE_ADDR}, and the
+	// probe goes there. Set Command or CommandLine, not both.
+	Command []string
+	// CommandLine is Command written as one string, split into words as a
+	// POSIX shell splits them: blanks separate words, quotes and
+	// backslashes keep them together, nothing is expanded. For example:
+	// bin + " -addr {ADDR} -drain-delay 1s", where a bin with blanks or
+	// quotes in its path would need quoting.
+	CommandLine string
+	// Env holds extra KEY=value variables for every pod, on top of the
+	// test's environment; {ADDR} and {PROBE_ADDR} are replaced here too.
+	// Unless GORACE says otherwise, pods also get
+	// GORACE=atexit_sleep_ms=0, so that a server built with -race does not
+	// wait a second before exiting, which would skew [PodExit.AfterTerm].
+	Env []string
+
+	// Protocol is the load's protocol; zero means HTTP1.
+	Protocol Protocol
+	// Path is the path the HTTP load requests, such as "/" or
+	// "/api/items?limit=1"; zero means "/". A response with a status of
+	// 400 or more counts as a failure. The GRPC load ignores it.
+	Path string
+	// Conns is the number of client connections, each reconnecting
+	// through the load balancer whenever its connection ends; zero means 8.
+	Conns int
+
+	// ReadyPath is the path of the readiness probe, an HTTP GET on {ADDR}
+	// (or {PROBE_ADDR} if the command uses it) that must answer 200 before
+	// a pod receives load; zero means "/readyz".
+	ReadyPath string
+	// ReadyTimeout bounds the time a pod may take to pass its readiness
+	// probe; a pod that takes longer fails the test. Zero means 10 s.
+	ReadyTimeout time.Duration
+
+	// Rollouts is the number of rollouts, each replacing the serving pod
+	// with a new one; zero means 1.
+	Rollouts int
+	// Lag is how long the load balancer keeps routing new connections to
+	// an old pod after its SIGTERM. Zero means 500 ms. Keep it shorter
+	// than the drain delay the command gives the server. A negative Lag
+	// removes the pod at SIGTERM, as no real load balancer does: it hides
+	// the failures a lag exposes.
+	Lag time.Duration
+	// Grace is the termination grace period: an old pod still running
+	// this long after its SIGTERM is SIGKILLed. Set it to the grace period
+	// the command gives the server. Zero means 10 s.
+	Grace time.Duration
+}
+
+// Result is what the clients saw during a run of [Rollout], and how the old
+// pods exited.
+type Result struct {
+	// Requests counts every request of the run that completed or failed,
+	// from the first pod's start to the last rollout's end.
+	Requests int64
+	// Failed counts the requests that failed.
+	Failed int64
+	// Failures counts the failed requests by what the client saw:
+	// "refused", "reset", "eof", "5xx", "timeout" or "other" (see the
+	// package documentation). It is nil when nothing failed.
+	Failures map[string]int64
+	// Rollouts has one entry per rollout, in order.
+	Rollouts []RolloutResult
+
+	report string
+}
+
+// String returns a report of the run, several lines long: the settings,
+// one line per rollout, the first error of each kind, the load balancer's
+// counters, and the totals.
+func (r *Result) String() string { return r.report }
+
+// RolloutResult is what happened during one rollout: from the start of its
+// new pod (or of the load, for the first rollout) until its old pod had
+// exited and left the load balancer.
+type RolloutResult struct {
+	// Requests counts the requests that completed or failed during the
+	// rollout.
+	Requests int64
+	// Failed counts the requests that failed during the rollout.
+	Failed int64
+	// Failures counts them by kind, as [Result.Failures] does; nil when
+	// nothing failed.
+	Failures map[string]int64
+	// Exit says how the old pod exited.
+	Exit PodExit
+}
+
+// PodExit says how a pod exited after its SIGTERM.
+type PodExit struct {
+	// Pod is the pod's name in the run: "pod-1" is the first one started.
+	Pod string
+	// Code is the exit code, or -1 if a signal ended the process.
+	Code int
+	// Killed reports that the pod was SIGKILLed because it had not exited
+	// within [Config.Grace].
+	Killed bool
+	// AfterTerm is the time from the SIGTERM to the exit.
+	AfterTerm time.Duration
+	// Status is the exit as the operating system reported it, such as
+	// "exit status 0" or "signal: killed".
+	Status string
+}
+
+// String describes the exit in one line, such as
+// "pod-1 exit status 0 after 1.003s".
+func (e PodExit) String() string {
+	s := fmt.Sprintf("%s %s after %s", e.Pod, e.Status, e.AfterTerm.Round(time.Millisecond))
+	if e.Killed {
+		s += " (SIGKILLed at the grace period)"
+	}
+	return s
+}
+
+// Rollout runs cfg's server through cfg.Rollouts rolling updates under load
+// and returns what the clients saw. It starts a pod, waits for its readiness
+// probe, starts the load through the load balancer, then for each rollout
+// starts a new pod, waits until it is ready, sends SIGTERM to the old one,
+// keeps routing new connections to the old one for cfg.Lag, and waits for
+// it to exit (SIGKILL after cfg.Grace). At the end it stops the load and
+// sends the last pod SIGTERM too. A run takes a few seconds: about the
+// server's drain delay per rollout and once more for the last pod, plus the
+// pods' start-up times.
+//
+// Rollout calls t.Fatalf, with what to change, when cfg is invalid or the
+// run cannot happen: a command that does not start, a pod that exits or
+// does not turn ready within cfg.ReadyTimeout, no request that succeeds
+// before the first rollout, or the test's deadline coming first. Failed
+// requests and unclean exits are not errors: they are in the Result, for
+// the test to judge.
+//
+// Every pod has stopped when Rollout returns. The pods' output is added to
+// the test log when the test ends, if it failed or go test ran with -v.
+// Rollout skips the test on systems without SIGTERM.
+func Rollout(t testing.TB, cfg Config) *Result {
+	t.Helper()
+	if !canSignal {
+		t.Skipf("lameducktest: rolling updates need SIGTERM, which %s lacks", runtime.GOOS)
+		return nil
+	}
+	rc, err := cfg.engineConfig()
+	if err != nil {
+		t.Fatalf("lameducktest: %v", err)
+		return nil
+	}
+	out := &podOutput{}
+	rc.PodLog = out
+	t.Cleanup(func() {
+		t.Helper() // the log line points at the call of Rollout
+		if t.Failed() || testing.Verbose() {
+			t.Logf("lameducktest: output of the pods (%s):\n%s", rolloutSummary(rc), out)
+		}
+	})
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var deadline time.Time
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if deadline, ok = d.Deadline(); ok {
+			ctx, cancel = context.WithDeadline(ctx, deadline.Add(-deadlineMargin))
+			defer cancel()
+		}
+	}
+
+	res, err := rollout.Run(ctx, rc)
+	if err != nil {
+		msg := strings.TrimPrefix(err.Error(), "rollout: ")
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			msg = fmt.Sprintf("the test's deadline (go test -timeout) is at %s, and the rolling update had not finished %s before it, so it was stopped; raise -timeout, or lower Rollouts, ReadyTimeout or Grace (%s)",
+				deadline.Format(time.TimeOnly), deadlineMargin, msg)
+		}
+		if res != nil && len(res.Rollouts) > 0 {
+			var b strings.Builder
+			res.WriteText(&b)
+			msg += "\nthe rollouts before the error:\n" + b.String()
+		}
+		t.Fatalf("lameducktest: %s", msg)
+		return nil
+	}
+	return newResult(res)
+}
+
+// engineConfig checks cfg and returns the engine's configuration, with the
+// defaults filled in.
+func (cfg Config) engineConfig() (rollout.Config, error) {
+	var errs []error
+	cmd := cfg.Command
+	switch {
+	case len(cfg.Command) > 0 && cfg.CommandLine != "":
+		errs = append(errs, errors.New("both Config.Command and Config.CommandLine are set; set one of them"))
+	case cfg.CommandLine != "":
+		var err error
+		if cmd, err = rollout.ParseCommand(cfg.CommandLine); err != nil {
+			errs = append(errs, fmt.Errorf("Config.CommandLine: %s", strings.TrimPrefix(err.Error(), "rollout: ")))
+		}
+	case len(cfg.Command) == 0:
+		errs = append(errs, errors.New(`Config.Command is empty: set it to the server's program and arguments, with {ADDR} where the address to listen on goes, e.g. []string{bin, "-addr", "{ADDR}"} with bin from Build`))
+	}
+	spec := rollout.PodSpec{Command: cmd, Env: withGORACE(cfg.Env, os.Getenv("GORACE"))}
+	if len(cmd) > 0 && !uses(spec, rollout.AddrPlaceholder) {
+		errs = append(errs, fmt.Errorf("the command %q has no {ADDR}: the server would not know where to listen; put {ADDR} where its listen address goes (it becomes 127.0.0.1:PORT), as in -addr {ADDR}", strings.Join(cmd, " ")))
+	}
+
+	rc := rollout.Config{
+		Pod:          spec,
+		Cycles:       cmp.Or(cfg.Rollouts, 1),
+		Lag:          cmp.Or(cfg.Lag, defaultLag),
+		Grace:        cmp.Or(cfg.Grace, defaultGrace),
+		ProbePeriod:  probePeriod,
+		ReadyPath:    cfg.ReadyPath,
+		ReadyTimeout: cmp.Or(cfg.ReadyTimeout, defaultReadyTimeout),
+		Warmup:       warmup,
+		Load:         rollout.LoadKind(cmp.Or(cfg.Protocol, HTTP1)),
+		Conns:        cmp.Or(cfg.Conns, defaultConns),
+		Path:         cfg.Path,
+	}
+	if !slices.Contains([]Protocol{HTTP1, H2C, GRPC}, Protocol(rc.Load)) {
+		errs = append(errs, fmt.Errorf("Config.Protocol is %q; use HTTP1, H2C or GRPC", cfg.Protocol))
+	}
+	if rc.Cycles < 0 || rc.Cycles > maxRollouts {
+		errs = append(errs, fmt.Errorf("Config.Rollouts is %d; use 1 to %d (or zero for 1)", cfg.Rollouts, maxRollouts))
+	}
+	if rc.Conns < 0 || rc.Conns > maxConns {
+		errs = append(errs, fmt.Errorf("Config.Conns is %d; use 1 to %d (or zero for %d): a few connections are enough to catch a bad drain", cfg.Conns, maxConns, defaultConns))
+	}
+	if cfg.Grace < 0 {
+		errs = append(errs, fmt.Errorf("Config.Grace is %s; it must be positive, or zero for %s", cfg.Grace, defaultGrace))
+	}
+	if cfg.ReadyTimeout < 0 {
+		errs = append(errs, fmt.Errorf("Config.ReadyTimeout is %s; it must be positive, or zero for %s", cfg.ReadyTimeout, defaultReadyTimeout))
+	}
+	for _, p := range []struct{ name, v string }{{"ReadyPath", cfg.ReadyPath}, {"Path", cfg.Path}} {
+		if p.v != "" && !strings.HasPrefix(p.v, "/") {
+			errs = append(errs, fmt.Errorf("Config.%s is %q; it must start with /", p.name, p.v))
+		}
+	}
+	if len(errs) > 0 {
+		return rc, fmt.Errorf("bad Config: %w", errors.Join(errs...))
+	}
+	return rc, nil
+}
+
+// uses reports whether placeholder appears in spec's command or
+// environment.
+func uses(spec rollout.PodSpec, placeholder string) bool {
+	for _, a := range slices.Concat(spec.Command, spec.Env) {
+		if strings.Contains(a, placeholder) {
+			return true
+		}
+	}
+	return false
+}
+
+// withGORACE returns env with GORACE=atexit_sleep_ms=0 added to the GORACE
+// of env, or else of the test's environment (inherited), unless it sets
+// atexit_sleep_ms already. A race-enabled program sleeps a second at exit
+// by default, to let race reports be written.
+func withGORACE(env []string, inherited string) []string {
+	gorace := inherited
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "GORACE="); ok {
+			gorace = v
+		}
+	}
+	if strings.Contains(gorace, "atexit_sleep_ms") {
+		return env
+	}
+	// Later entries win: this one replaces any earlier GORACE.
+	return append(slices.Clip(env), "GORACE="+strings.TrimSpace(gorace+" atexit_sleep_ms=0"))
+}
+
+// rolloutSummary describes the settings of a run in one line.
+func rolloutSummary(rc rollout.Config) string {
+	lag := rc.Lag.String()
+	if rc.Lag < 0 {
+		lag = "none"
+	}
+	return fmt.Sprintf("load=%s conns=%d lag=%s grace=%s rollouts=%d", rc.Load, rc.Conns, lag, rc.Grace, rc.Cycles)
+}
+
+func newResult(res *rollout.Result) *Result {
+	var b strings.Builder
+	res.WriteText(&b)
+	r := &Result{
+		Requests: res.Total.Requests,
+		Failed:   res.Total.Failed(),
+		Failures: failures(res.Total),
+		report:   b.String(),
+	}
+	for _, ro := range res.Rollouts {
+		r.Rollouts = append(r.Rollouts, RolloutResult{
+			Requests: ro.Requests,
+			Failed:   ro.Failed(),
+			Failures: failures(ro.Counts),
+			Exit: PodExit{
+				Pod:       ro.OldPod.Pod,
+				Code:      ro.OldPod.Code,
+				Killed:    ro.OldPod.Killed,
+				AfterTerm: ro.OldPod.AfterTerm,
+				Status:    ro.OldPod.Status,
+			},
+		})
+	}
+	return r
+}
+
+// failures counts c's failures by kind name; nil if there are none.
+func failures(c rollout.Counts) map[string]int64 {
+	var m map[string]int64
+	for k, n := range c.Failures {
+		if n > 0 {
+			if m == nil {
+				m = make(map[string]int64)
+			}
+			m[rollout.Kind(k).String()] = n
+		}
+	}
+	return m
+}
