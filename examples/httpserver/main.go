@@ -50,7 +50,7 @@ func parseDelay(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	switch {
 	case err != nil:
-		return 0, fmt.Errorf("delay %q is not a Go duration such as 150ms or 2s", truncate(s, 40))
+		return 0, fmt.Errorf("delay %q is not a Go duration such as 150ms or 2s", truncate(s, 16))
 	case d < 0:
 		return 0, fmt.Errorf("delay %v is negative", d)
 	case d > maxDelay:
@@ -59,6 +59,8 @@ func parseDelay(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// truncate shortens s to n bytes, so that an error message quoting it stays
+// short whatever the request carried.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
