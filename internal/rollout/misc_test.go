@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -123,4 +125,33 @@ func TestRunCancelStopsEverything(t *testing.T) {
 		require.NoError(t, err)
 		assert.ErrorIs(t, syscall.Kill(pid, 0), syscall.ESRCH, "pod pid %d still runs", pid)
 	}
+}
+
+// FuzzParseCommand checks that ParseCommand never panics, and that it
+// splits back any list of words quoted as a shell would quote them.
+func FuzzParseCommand(f *testing.F) {
+	for _, seed := range []string{"server -addr {ADDR}", `a 'b c' "d\"e"`, `x\`, `'open`, "tab\tsep\nline", ""} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		rollout.ParseCommand(s) //nolint:errcheck // only must not panic
+		if !utf8.ValidString(s) {
+			return // ParseCommand reads runes: invalid bytes do not survive
+		}
+		words := strings.Fields(s)
+		if len(words) == 0 {
+			return // an empty command is an error, checked in TestParseCommand
+		}
+		quoted := make([]string, len(words))
+		for i, w := range words {
+			quoted[i] = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
+		}
+		got, err := rollout.ParseCommand(strings.Join(quoted, " "))
+		if err != nil {
+			t.Fatalf("ParseCommand(%q): %v", strings.Join(quoted, " "), err)
+		}
+		if !slices.Equal(words, got) {
+			t.Fatalf("ParseCommand(%q) = %q, want %q", strings.Join(quoted, " "), got, words)
+		}
+	})
 }
