@@ -444,16 +444,7 @@ func (r *run) terminate(ctx context.Context, p *pod) (PodExit, error) {
 	if err := p.terminate(); err != nil {
 		p.kill(false)
 	}
-	grace := time.NewTimer(r.cfg.Grace)
-	defer grace.Stop()
-	select {
-	case <-p.done:
-	case <-grace.C:
-		p.kill(true)
-		<-p.done
-	case <-ctx.Done():
-		p.kill(false)
-		<-p.done
+	if r.awaitExit(ctx, p) {
 		if removal.Stop() {
 			r.proxy.RemoveEndpoint(p.addr)
 		}
@@ -470,6 +461,25 @@ func (r *run) terminate(ctx context.Context, p *pod) (PodExit, error) {
 	return p.exitStatus(), nil
 }
 
+// awaitExit waits for p, which has been sent SIGTERM, to exit: it SIGKILLs
+// it at the end of the grace period, as the kubelet does, or at once if ctx
+// ends, and reports whether ctx ended.
+func (r *run) awaitExit(ctx context.Context, p *pod) (aborted bool) {
+	grace := time.NewTimer(r.cfg.Grace)
+	defer grace.Stop()
+	select {
+	case <-p.done:
+	case <-grace.C:
+		p.kill(true)
+		<-p.done
+	case <-ctx.Done():
+		p.kill(false)
+		<-p.done
+		return true
+	}
+	return false
+}
+
 // stopPods terminates the pods still serving, all at once: SIGTERM and
 // SIGKILL after the grace period, or SIGKILL at once if ctx has ended
 // (the run was aborted, and nobody waits for a clean exit).
@@ -482,17 +492,7 @@ func (r *run) stopPods(ctx context.Context) {
 			if ctx.Err() != nil || p.terminate() != nil {
 				p.kill(false)
 			}
-			grace := time.NewTimer(r.cfg.Grace)
-			defer grace.Stop()
-			select {
-			case <-p.done:
-			case <-grace.C:
-				p.kill(true)
-				<-p.done
-			case <-ctx.Done():
-				p.kill(false)
-				<-p.done
-			}
+			r.awaitExit(ctx, p)
 		}()
 	}
 	wg.Wait()
