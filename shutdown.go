@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
+	"reflect"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -360,7 +362,7 @@ func (o *options) validate() error {
 	if o.gracePeriod <= 0 {
 		return fmt.Errorf("lameduck: grace period is %v; set it with WithGracePeriod to the pod's terminationGracePeriodSeconds (30s by default)", o.gracePeriod)
 	}
-	if reserved := o.drainDelay + o.hookTimeout + o.safetyMargin; reserved >= o.gracePeriod {
+	if reserved := addSaturated(o.drainDelay, o.hookTimeout, o.safetyMargin); reserved >= o.gracePeriod {
 		need := reserved.Truncate(time.Second)/time.Second + 1
 		return fmt.Errorf("lameduck: drain delay %v + hook timeout %v + safety margin %v = %v leaves no time to drain "+
 			"within the grace period of %v; set terminationGracePeriodSeconds to at least %d in the pod spec and "+
@@ -370,9 +372,23 @@ func (o *options) validate() error {
 	return nil
 }
 
+// addSaturated adds non-negative durations, returning the largest duration
+// instead of overflowing: huge settings must fail the budget check, not wrap
+// around and pass it.
+func addSaturated(ds ...time.Duration) time.Duration {
+	var sum time.Duration
+	for _, d := range ds {
+		if sum > math.MaxInt64-d {
+			return math.MaxInt64
+		}
+		sum += d
+	}
+	return sum
+}
+
 // Register adds a server for [Coordinator.Run] to start and shut down.
 // Servers are started in the order they are registered. It panics if s is
-// nil or Run has been called.
+// nil or already registered, or if Run has been called.
 func (c *Coordinator) Register(s Server) {
 	if s == nil {
 		panic("lameduck: Register: the server is nil")
@@ -380,6 +396,15 @@ func (c *Coordinator) Register(s Server) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.mustNotHaveRunLocked("Register")
+	// A server registered twice would Listen twice. Pointers, which
+	// servers almost always are, compare safely; other values might panic.
+	if reflect.TypeOf(s).Kind() == reflect.Pointer {
+		for _, x := range c.servers {
+			if x == s {
+				panic("lameduck: Register: the server is already registered; register each server once")
+			}
+		}
+	}
 	c.servers = append(c.servers, s)
 }
 
@@ -492,8 +517,12 @@ func (c *Coordinator) ShuttingDown() bool { return c.state.Load() == stateShutti
 // ctx started it. Otherwise it returns, joined, the failure that started the
 // shutdown, an error wrapping [ErrCut] saying what was cut, and the hooks'
 // errors. Register, Go, OnShutdown and AddCheck panic once Run has been
-// called.
+// called. Run returns an error at once, starting nothing, if ctx is nil or
+// Run was called before.
 func (c *Coordinator) Run(ctx context.Context) error {
+	if ctx == nil {
+		return errors.New("lameduck: Run: the context is nil; pass context.Background() or a context that ends the process")
+	}
 	c.mu.Lock()
 	if c.ran {
 		c.mu.Unlock()
@@ -585,7 +614,9 @@ func (r *run) run(ctx context.Context) error {
 	}
 	r.enter(PhaseLameDuck, Counts{}, slog.String("trigger", trigger), slog.Bool("was_ready", wasReady),
 		slog.Duration("drain_delay", delay), slog.Duration("deadline_in", deadline.Sub(signalAt)))
-	r.each(hardCtx, func(s Server) { s.LameDuck() })
+	if _, ok := r.each(hardCtx, func(s Server) { s.LameDuck() }); !ok && deadlineCtx.Err() != nil {
+		r.errs = append(r.errs, errors.New("lameduck: a server's LameDuck did not return by the deadline"))
+	}
 	if delay > 0 {
 		delayed := make(chan struct{})
 		stop := c.clock.AfterFunc(delay, func() { close(delayed) })
@@ -615,29 +646,47 @@ func (r *run) run(ctx context.Context) error {
 	}); !ok {
 		r.errs = append(r.errs, errors.New("lameduck: a server's Close did not return by the deadline"))
 	}
+	// A Close that missed the deadline may still add to cut: report what
+	// was known at the deadline.
 	mu.Lock()
 	cut.Workers = r.working
+	report := cut
 	mu.Unlock()
 	// Close makes Serve and Drain return; give them until the deadline.
-	r.await(drained, deadlineCtx)
+	if !r.await(drained, deadlineCtx) {
+		r.errs = append(r.errs, errors.New("lameduck: a server's Drain did not return by the deadline"))
+	}
 	for r.serving > 0 && r.await(nil, deadlineCtx) {
 	}
+	if r.serving > 0 {
+		r.errs = append(r.errs, errors.New("lameduck: a server's Serve did not return by the deadline"))
+	}
 	var cutErr error
-	if cut.Total() > 0 {
+	if report.Total() > 0 {
 		why := "the drain deadline passed"
 		if r.forced {
 			why = "a second signal forced the shutdown"
 		}
-		cutErr = fmt.Errorf("%w: %s: %s cut", ErrCut, why, cut)
+		cutErr = fmt.Errorf("%w: %s: %s cut", ErrCut, why, report)
 	}
 
-	r.enter(PhaseStopping, cut)
+	r.enter(PhaseStopping, report)
 	hookErr := r.runHooks(hardCtx)
-	r.enter(PhaseStopped, cut, slog.Duration("since_signal", c.clock.Now().Sub(signalAt)))
+	r.enter(PhaseStopped, report, slog.Duration("since_signal", c.clock.Now().Sub(signalAt)))
 	return errors.Join(errors.Join(r.errs...), cutErr, hookErr)
 }
 
 var errForced = errors.New("lameduck: a second signal forced the shutdown")
+
+// isClosed reports whether ch is closed; a nil ch never is.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
 
 // each calls f on every server, concurrently, and waits for every call to
 // return or for ctx to end: a server that breaks its contract by blocking
@@ -654,15 +703,7 @@ func (r *run) each(ctx context.Context, f func(Server)) (<-chan struct{}, bool) 
 		}()
 	}
 	go func() { calls.Wait(); close(done) }()
-	ok := r.await(done, ctx)
-	if !ok {
-		select {
-		case <-done: // both were ready
-			ok = true
-		default:
-		}
-	}
-	return done, ok
+	return done, r.await(done, ctx)
 }
 
 // waitForShutdown waits for a signal, the end of ctx, or a failure, and says
@@ -693,7 +734,7 @@ func (r *run) await(done <-chan struct{}, ctx context.Context) bool {
 		case <-done:
 			return true
 		case <-ctx.Done():
-			return false
+			return isClosed(done) // both may be ready; done wins
 		case sig := <-r.signals:
 			r.forced = true
 			r.c.log.Warn("lameduck: second signal, forcing the shutdown", slog.String("signal", sig.String()))
@@ -731,12 +772,21 @@ func (r *run) failStart(ctx context.Context, err error, started []Server) error 
 	c := r.c
 	c.state.Store(stateShuttingDown)
 	c.log.Error("lameduck: start failed", slog.Any("error", err))
-	for _, s := range started {
-		s.Close()
-	}
+	// The hook timeout covers closing the servers and the hooks, as at
+	// the end of a shutdown: a Close that blocks cannot hang Run.
 	hookCtx, force := c.deadlineContext(context.WithoutCancel(ctx), c.clock.Now().Add(c.opts.hookTimeout))
 	defer force(nil)
 	r.force = force
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		for _, s := range started {
+			s.Close()
+		}
+	}()
+	if !r.await(closed, hookCtx) {
+		err = errors.Join(err, errors.New("lameduck: a server's Close did not return in time"))
+	}
 	r.enter(PhaseStopping, Counts{})
 	err = errors.Join(err, r.runHooks(hookCtx))
 	r.enter(PhaseStopped, Counts{})
