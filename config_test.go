@@ -1,0 +1,131 @@
+package lameduck_test
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/lameduck/lameduck"
+)
+
+func TestNewRejectsSettingsBeyondTheGracePeriod(t *testing.T) {
+	const huge = time.Duration(math.MaxInt64)
+	tests := []struct {
+		name string
+		opts []lameduck.Option
+		want []string // parts of the message
+	}{
+		{"negative grace period", []lameduck.Option{lameduck.WithGracePeriod(-time.Second)},
+			[]string{"grace period is -1s", "WithGracePeriod"}},
+		{"drain delay that overflows", []lameduck.Option{lameduck.WithDrainDelay(huge)},
+			[]string{"leaves no time to drain within the grace period of 30s", "shorten the drain delay"}},
+		{"hook timeout that overflows", []lameduck.Option{lameduck.WithHookTimeout(huge)},
+			[]string{"leaves no time to drain", "terminationGracePeriodSeconds to at least"}},
+		{"safety margin that overflows", []lameduck.Option{lameduck.WithSafetyMargin(huge)},
+			[]string{"leaves no time to drain"}},
+		{"everything at the maximum", []lameduck.Option{lameduck.WithGracePeriod(huge), lameduck.WithDrainDelay(huge),
+			lameduck.WithHookTimeout(huge), lameduck.WithSafetyMargin(huge)},
+			[]string{"leaves no time to drain"}},
+		{"safety margin alone fills the grace period", []lameduck.Option{lameduck.WithDrainDelay(0), lameduck.WithHookTimeout(time.Nanosecond),
+			lameduck.WithSafetyMargin(lameduck.DefaultGracePeriod)}, []string{"WithGracePeriod(31 * time.Second)"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ld, err := lameduck.New(tt.opts...)
+			require.Error(t, err)
+			assert.Nil(t, ld)
+			assert.Contains(t, err.Error(), "lameduck: ")
+			for _, part := range tt.want {
+				assert.Contains(t, err.Error(), part)
+			}
+		})
+	}
+}
+
+func TestMisuseIsExplained(t *testing.T) {
+	tests := []struct {
+		name string
+		do   func(ld *lameduck.Coordinator) error
+		// Exactly one of panics and err is set: the panic value or a part
+		// of the error.
+		panics string
+		err    string
+	}{
+		{
+			name: "Run with a nil context",
+			do:   func(ld *lameduck.Coordinator) error { return ld.Run(nil) }, //nolint:staticcheck // SA1012: the misuse under test
+			err:  "lameduck: Run: the context is nil; pass context.Background()",
+		},
+		{
+			name: "the same server registered twice",
+			do: func(ld *lameduck.Coordinator) error {
+				s := newFakeServer("a", newCallLog())
+				ld.Register(s)
+				ld.Register(s)
+				return nil
+			},
+			panics: "lameduck: Register: the server is already registered; register each server once",
+		},
+		{
+			name: "a check named like a built-in one",
+			do: func(ld *lameduck.Coordinator) error {
+				ld.AddCheck(lameduck.Check{Name: "started", Func: passing})
+				return nil
+			},
+			panics: `lameduck: AddCheck: the name "started" is reserved for a built-in check; choose another`,
+		},
+		{
+			name: "a check name with a line separator",
+			do: func(ld *lameduck.Coordinator) error {
+				ld.AddCheck(lameduck.Check{Name: "db\u2028[+]x", Func: passing})
+				return nil
+			},
+			panics: "lameduck: AddCheck: the name \"db\\u2028[+]x\" has spaces or control characters; use letters, digits, '-', '_' or '.'",
+		},
+		{
+			name:   "an unknown kind of work",
+			do:     func(*lameduck.Coordinator) error { new(lameduck.Tracker).Start(lameduck.Kind(3)); return nil },
+			panics: "lameduck: unknown Kind 3",
+		},
+		{
+			name: "more work in flight than a Tracker counts",
+			do: func(*lameduck.Coordinator) error {
+				var tr lameduck.Tracker
+				for range 1<<21 - 1 {
+					tr.Start(lameduck.Conn)
+				}
+				tr.Start(lameduck.Conn)
+				return nil
+			},
+			panics: "lameduck: Tracker.Start: more than 2097151 connections in flight",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ld, err := lameduck.New(lameduck.WithSignals(), lameduck.WithLogger(discard))
+			require.NoError(t, err)
+			if tt.panics != "" {
+				assert.PanicsWithValue(t, tt.panics, func() { tt.do(ld) })
+				return
+			}
+			err = tt.do(ld)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.err)
+		})
+	}
+}
+
+func TestRunWithANilContextStartsNothing(t *testing.T) {
+	h := newHarness(t)
+	h.ld.Register(newFakeServer("a", h.log))
+	require.Error(t, h.ld.Run(nil)) //nolint:staticcheck // SA1012: the misuse under test
+	assert.Empty(t, h.log.all(), "no server listens")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.NoError(t, h.ld.Run(ctx), "Run can still run once with a context")
+	assert.Equal(t, []string{"a listen", "a lame duck", "a drain", "a close"}, h.log.all())
+}
