@@ -188,9 +188,9 @@ func TestRunReturnsBeforeTheDeadlineWhateverTheFaults(t *testing.T) {
 			h.start(t, context.Background())
 			deadline := h.clock.Now().Add(grace - margin)
 			h.signals <- syscall.SIGTERM
-			h.clock.awaitTimer(t, grace-margin)
+			h.clock.AwaitTimer(t, grace-margin)
 			if !tt.noDelay {
-				h.clock.awaitTimer(t, delay)
+				h.clock.AwaitTimer(t, delay)
 			}
 			// Up to the last millisecond before the deadline, Run waits for
 			// the faulty part, unless the drain deadline bounds it.
@@ -232,7 +232,7 @@ func TestFailedStartReturnsWithinTheHookTimeout(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- h.ld.Run(context.Background()) }()
 	h.log.await(t, "a hangs in Close")
-	h.clock.awaitTimer(t, time.Second)
+	h.clock.AwaitTimer(t, time.Second)
 	h.clock.Advance(time.Second)
 	var err error
 	select {
@@ -358,7 +358,7 @@ func TestServeFailures(t *testing.T) {
 			if !tt.early {
 				tt.fail(a)
 				h.phases.await(t, lameduck.PhaseLameDuck)
-				h.clock.awaitTimer(t, time.Second)
+				h.clock.AwaitTimer(t, time.Second)
 				h.clock.Advance(time.Second)
 			}
 			err := h.wait(t)

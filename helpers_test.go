@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/fakeclock"
 )
 
 func TestMain(m *testing.M) {
@@ -23,96 +23,6 @@ func TestMain(m *testing.M) {
 // waitTimeout bounds every wait on an event in these tests, so that a bug
 // fails a test instead of hanging the suite.
 const waitTimeout = 10 * time.Second
-
-// fakeClock is a lameduck.Clock whose time only moves when a test says so.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-	added  chan time.Duration // each AfterFunc's duration, for tests that wait for one
-}
-
-type fakeTimer struct {
-	at      time.Time
-	f       func()
-	stopped bool
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), added: make(chan time.Duration, 100)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) func() bool {
-	c.mu.Lock()
-	t := &fakeTimer{at: c.now.Add(d), f: f}
-	if d <= 0 {
-		// Like time.AfterFunc, a time already passed fires at once: the
-		// drain deadline may be behind a clock that a test moved far.
-		t.stopped = true
-		go f()
-	} else {
-		c.timers = append(c.timers, t)
-	}
-	c.mu.Unlock()
-	select {
-	case c.added <- d:
-	default:
-	}
-	return func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		was := !t.stopped
-		t.stopped = true
-		return was
-	}
-}
-
-// Advance moves the time forward by d and fires the timers that are due, in
-// order.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	var due []*fakeTimer
-	kept := c.timers[:0]
-	for _, t := range c.timers {
-		switch {
-		case t.stopped:
-		case !t.at.After(c.now):
-			t.stopped = true
-			due = append(due, t)
-		default:
-			kept = append(kept, t)
-		}
-	}
-	c.timers = kept
-	c.mu.Unlock()
-	sort.Slice(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
-	for _, t := range due {
-		go t.f()
-	}
-}
-
-// awaitTimer waits until a timer of duration d is set.
-func (c *fakeClock) awaitTimer(t *testing.T, d time.Duration) {
-	t.Helper()
-	timeout := time.After(waitTimeout)
-	for {
-		select {
-		case got := <-c.added:
-			if got == d {
-				return
-			}
-		case <-timeout:
-			t.Fatalf("no timer of %v was set", d)
-		}
-	}
-}
 
 // fakeServer is a lameduck.Server that records the calls it gets and whose
 // in-flight work the test controls.
@@ -239,7 +149,7 @@ var discard = slog.New(slog.DiscardHandler)
 // set-up of these tests.
 type harness struct {
 	ld      *lameduck.Coordinator
-	clock   *fakeClock
+	clock   *fakeclock.Clock
 	signals chan os.Signal
 	phases  *phases
 	log     *callLog
@@ -248,7 +158,7 @@ type harness struct {
 
 func newHarness(t *testing.T, opts ...lameduck.Option) *harness {
 	t.Helper()
-	h := &harness{clock: newFakeClock(), signals: make(chan os.Signal, 2), phases: newPhases(), log: newCallLog()}
+	h := &harness{clock: fakeclock.New(), signals: make(chan os.Signal, 2), phases: newPhases(), log: newCallLog()}
 	base := []lameduck.Option{
 		lameduck.WithSignals(), lameduck.WithSignalChannel(h.signals), lameduck.WithClock(h.clock),
 		lameduck.WithLogger(discard), lameduck.WithObserver(h.phases.observe),

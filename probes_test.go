@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/fakeclock"
 )
 
 // repeat joins n copies of part, numbered, with "&".
@@ -93,7 +94,7 @@ func TestProbeAnswersStaySmallWhateverTheQuery(t *testing.T) {
 func TestReadinessFloodRunsEachCheckOnceAtATime(t *testing.T) {
 	for _, cache := range []time.Duration{0, time.Second} {
 		t.Run("cache "+cache.String(), func(t *testing.T) {
-			clock := newFakeClock()
+			clock := fakeclock.New()
 			ld, err := lameduck.New(lameduck.WithLogger(discard), lameduck.WithClock(clock))
 			require.NoError(t, err)
 			release := make(chan struct{})
@@ -121,7 +122,7 @@ func TestReadinessFloodRunsEachCheckOnceAtATime(t *testing.T) {
 					answers <- http.StatusText(code) + " " + body
 				}()
 			}
-			clock.awaitTimer(t, 2*time.Second)
+			clock.AwaitTimer(t, 2*time.Second)
 			clock.Advance(2 * time.Second)
 			wg.Wait()
 			close(answers)

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/fakeclock"
 )
 
 // probe serves one request to h and returns the status and body.
@@ -56,7 +57,7 @@ func TestReadinessFollowsTheLifecycle(t *testing.T) {
 	expect(http.StatusServiceUnavailable, "shutting down")
 	h.ld.MarkReady() // too late: the latch is one way
 	expect(http.StatusServiceUnavailable, "shutting down")
-	h.clock.awaitTimer(t, time.Second)
+	h.clock.AwaitTimer(t, time.Second)
 	h.clock.Advance(time.Second)
 	h.log.await(t, "a drain")
 	expect(http.StatusServiceUnavailable, "shutting down")
@@ -147,7 +148,7 @@ func TestReadinessCheckDetailsAreOptIn(t *testing.T) {
 }
 
 func TestReadinessCheckTimeout(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	ld, err := lameduck.New(lameduck.WithLogger(discard), lameduck.WithClock(clock), lameduck.WithCheckDetails())
 	require.NoError(t, err)
 	release := make(chan struct{})
@@ -162,7 +163,7 @@ func TestReadinessCheckTimeout(t *testing.T) {
 
 	answered := make(chan string)
 	go func() { _, body := probe(t, h, http.MethodGet, "/readyz?verbose"); answered <- body }()
-	clock.awaitTimer(t, 2*time.Second)
+	clock.AwaitTimer(t, 2*time.Second)
 	clock.Advance(2 * time.Second)
 	assert.Contains(t, <-answered, "[-]slow failed: timed out after 2s")
 
@@ -227,7 +228,7 @@ func TestReadinessChecksAreCoalesced(t *testing.T) {
 }
 
 func TestReadinessCheckCache(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	ld, err := lameduck.New(lameduck.WithLogger(discard), lameduck.WithClock(clock))
 	require.NoError(t, err)
 	var calls atomic.Int32

@@ -70,7 +70,7 @@ func TestRunGoesThroughThePhasesInOrder(t *testing.T) {
 	h.signals <- syscall.SIGTERM
 	h.phases.await(t, lameduck.PhaseLameDuck)
 	assert.True(t, h.ld.ShuttingDown())
-	h.clock.awaitTimer(t, 5*time.Second)
+	h.clock.AwaitTimer(t, 5*time.Second)
 	select {
 	case <-h.ld.Draining():
 		t.Fatal("draining before the delay passed")
@@ -107,7 +107,7 @@ func TestRunStopsWhenTheContextEnds(t *testing.T) {
 	h.start(t, ctx)
 	cancel()
 	h.phases.await(t, lameduck.PhaseLameDuck)
-	h.clock.awaitTimer(t, time.Second)
+	h.clock.AwaitTimer(t, time.Second)
 	h.clock.Advance(time.Second)
 	require.NoError(t, h.wait(t), "a cancelled context is an expected shutdown")
 }
@@ -128,10 +128,10 @@ func TestRunCutsWhatIsLeftAtTheDrainDeadline(t *testing.T) {
 	h.start(t, context.Background())
 	start := h.clock.Now()
 	h.signals <- syscall.SIGTERM
-	h.clock.awaitTimer(t, 5*time.Second)
+	h.clock.AwaitTimer(t, 5*time.Second)
 	h.clock.Advance(5 * time.Second)
 	h.phases.await(t, lameduck.PhaseDraining)
-	h.clock.awaitTimer(t, 20*time.Second) // grace - margin - hooks - delay
+	h.clock.AwaitTimer(t, 20*time.Second) // grace - margin - hooks - delay
 	h.clock.Advance(20*time.Second - time.Millisecond)
 	select {
 	case err := <-h.done:
@@ -194,13 +194,13 @@ func TestSecondSignalForcesTheShutdown(t *testing.T) {
 			h.signals <- syscall.SIGTERM
 			switch at {
 			case lameduck.PhaseLameDuck:
-				h.clock.awaitTimer(t, 5*time.Second)
+				h.clock.AwaitTimer(t, 5*time.Second)
 			case lameduck.PhaseDraining:
-				h.clock.awaitTimer(t, 5*time.Second)
+				h.clock.AwaitTimer(t, 5*time.Second)
 				h.clock.Advance(5 * time.Second)
 				h.log.await(t, "a drain")
 			case lameduck.PhaseStopping:
-				h.clock.awaitTimer(t, 5*time.Second)
+				h.clock.AwaitTimer(t, 5*time.Second)
 				h.clock.Advance(5 * time.Second)
 				<-hookRunning
 			}
@@ -250,7 +250,7 @@ func TestServerFailureShutsTheOthersDown(t *testing.T) {
 	a.fail <- errors.New("accept: too many open files")
 	ev := h.phases.await(t, lameduck.PhaseLameDuck)
 	_ = ev
-	h.clock.awaitTimer(t, time.Second)
+	h.clock.AwaitTimer(t, time.Second)
 	h.clock.Advance(time.Second)
 	err := h.wait(t)
 	require.Error(t, err)
@@ -276,7 +276,7 @@ func TestWorkers(t *testing.T) {
 		h.ld.MarkReady()
 		h.start(t, context.Background())
 		h.signals <- syscall.SIGTERM
-		h.clock.awaitTimer(t, time.Second)
+		h.clock.AwaitTimer(t, time.Second)
 		select {
 		case <-stopped:
 			t.Fatal("worker stopped during the drain delay")
@@ -301,7 +301,7 @@ func TestWorkers(t *testing.T) {
 		h.ld.MarkReady()
 		h.start(t, context.Background())
 		h.signals <- syscall.SIGTERM
-		h.clock.awaitTimer(t, lameduck.DefaultDrainDelay)
+		h.clock.AwaitTimer(t, lameduck.DefaultDrainDelay)
 		h.clock.Advance(lameduck.DefaultDrainDelay)
 		require.NoError(t, h.wait(t))
 	})
@@ -320,7 +320,7 @@ func TestWorkers(t *testing.T) {
 		h.start(t, context.Background())
 		h.signals <- syscall.SIGTERM
 		h.phases.await(t, lameduck.PhaseDraining)
-		h.clock.awaitTimer(t, lameduck.DefaultGracePeriod-lameduck.DefaultSafetyMargin)
+		h.clock.AwaitTimer(t, lameduck.DefaultGracePeriod-lameduck.DefaultSafetyMargin)
 		h.clock.Advance(lameduck.DefaultGracePeriod)
 		err := h.wait(t)
 		require.ErrorIs(t, err, lameduck.ErrCut)

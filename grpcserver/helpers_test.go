@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/grpcserver"
+	"github.com/lameduck/lameduck/internal/fakeclock"
 )
 
 func TestMain(m *testing.M) {
@@ -34,95 +34,6 @@ const waitTimeout = 10 * time.Second
 
 // testServiceName is the full name of grpc.testing.TestService.
 const testServiceName = "grpc.testing.TestService"
-
-// fakeClock is a lameduck.Clock whose time moves only when a test says so.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-	added  chan struct{} // closed and replaced whenever a timer is set
-}
-
-type fakeTimer struct {
-	d       time.Duration
-	at      time.Time
-	f       func()
-	stopped bool
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), added: make(chan struct{})}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) func() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{d: d, at: c.now.Add(d), f: f}
-	c.timers = append(c.timers, t)
-	close(c.added)
-	c.added = make(chan struct{})
-	return func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		was := !t.stopped
-		t.stopped = true
-		return was
-	}
-}
-
-// Advance moves the time forward by d and fires the timers that are due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	var due []*fakeTimer
-	kept := c.timers[:0]
-	for _, t := range c.timers {
-		switch {
-		case t.stopped:
-		case !t.at.After(c.now):
-			t.stopped = true
-			due = append(due, t)
-		default:
-			kept = append(kept, t)
-		}
-	}
-	c.timers = kept
-	c.mu.Unlock()
-	for _, t := range due {
-		go t.f()
-	}
-}
-
-// Pass waits until a timer of duration d is pending, such as the
-// Coordinator's drain delay, then advances the time by d.
-func (c *fakeClock) Pass(t *testing.T, d time.Duration) {
-	t.Helper()
-	timeout := time.After(waitTimeout)
-	for {
-		c.mu.Lock()
-		pending := false
-		for _, tm := range c.timers {
-			pending = pending || (!tm.stopped && tm.d == d)
-		}
-		added := c.added
-		c.mu.Unlock()
-		if pending {
-			c.Advance(d)
-			return
-		}
-		select {
-		case <-added:
-		case <-timeout:
-			t.Fatalf("no timer of %v was set", d)
-		}
-	}
-}
 
 // drainTime is how long the Coordinator lets the drain last: from the end
 // of the delay to the drain deadline, which leaves the hook timeout and the
@@ -137,7 +48,7 @@ type harness struct {
 	ld      *lameduck.Coordinator
 	srv     *grpcserver.Server
 	svc     *testService
-	clock   *fakeClock
+	clock   *fakeclock.Clock
 	signals chan os.Signal
 	events  chan lameduck.Event
 	done    chan error // Run's result
@@ -146,7 +57,7 @@ type harness struct {
 func newHarness(t *testing.T, opts ...lameduck.Option) *harness {
 	t.Helper()
 	h := &harness{
-		clock:   newFakeClock(),
+		clock:   fakeclock.New(),
 		signals: make(chan os.Signal, 2),
 		events:  make(chan lameduck.Event, 16),
 		svc:     newTestService(),

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/httpserver"
+	"github.com/lameduck/lameduck/internal/fakeclock"
 )
 
 func TestMain(m *testing.M) {
@@ -34,94 +34,13 @@ const waitTimeout = 10 * time.Second
 
 var discard = slog.New(slog.DiscardHandler)
 
-// fakeClock is a lameduck.Clock whose time only moves when a test says so.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-	added  chan time.Duration
-}
-
-type fakeTimer struct {
-	at      time.Time
-	f       func()
-	stopped bool
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), added: make(chan time.Duration, 100)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) func() bool {
-	c.mu.Lock()
-	t := &fakeTimer{at: c.now.Add(d), f: f}
-	c.timers = append(c.timers, t)
-	c.mu.Unlock()
-	select {
-	case c.added <- d:
-	default:
-	}
-	return func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		was := !t.stopped
-		t.stopped = true
-		return was
-	}
-}
-
-// Advance moves the time forward and fires the timers that are due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	var due []*fakeTimer
-	kept := c.timers[:0]
-	for _, t := range c.timers {
-		switch {
-		case t.stopped:
-		case !t.at.After(c.now):
-			t.stopped = true
-			due = append(due, t)
-		default:
-			kept = append(kept, t)
-		}
-	}
-	c.timers = kept
-	c.mu.Unlock()
-	for _, t := range due {
-		go t.f()
-	}
-}
-
-// awaitTimer waits until a timer of duration d is set.
-func (c *fakeClock) awaitTimer(t testing.TB, d time.Duration) {
-	t.Helper()
-	timeout := time.After(waitTimeout)
-	for {
-		select {
-		case got := <-c.added:
-			if got == d {
-				return
-			}
-		case <-timeout:
-			t.Fatalf("no timer of %v was set", d)
-		}
-	}
-}
-
 // process is a Coordinator running one httpserver.Server on a loopback
 // port, driven by a fake clock and fake signals.
 type process struct {
 	ld      *lameduck.Coordinator
 	srv     *httpserver.Server
 	http    *http.Server
-	clock   *fakeClock
+	clock   *fakeclock.Clock
 	signals chan os.Signal
 	events  chan lameduck.Event
 	done    chan error
@@ -142,7 +61,7 @@ const gracePeriod = 30 * time.Second
 // start runs a process and waits until it serves.
 func start(t testing.TB, cfg config) *process {
 	t.Helper()
-	p := &process{clock: newFakeClock(), signals: make(chan os.Signal, 2), events: make(chan lameduck.Event, 100), done: make(chan error, 1)}
+	p := &process{clock: fakeclock.New(), signals: make(chan os.Signal, 2), events: make(chan lameduck.Event, 100), done: make(chan error, 1)}
 	opts := []lameduck.Option{
 		lameduck.WithSignals(), lameduck.WithSignalChannel(p.signals), lameduck.WithClock(p.clock),
 		lameduck.WithLogger(discard), lameduck.WithDrainDelay(cfg.delay), lameduck.WithGracePeriod(gracePeriod),
@@ -197,7 +116,7 @@ func (p *process) sigterm(t testing.TB) {
 // endDelay ends the drain delay and waits for the drain to begin.
 func (p *process) endDelay(t testing.TB, delay time.Duration) {
 	t.Helper()
-	p.clock.awaitTimer(t, delay)
+	p.clock.AwaitTimer(t, delay)
 	p.clock.Advance(delay)
 	p.await(t, lameduck.PhaseDraining)
 }

@@ -375,7 +375,7 @@ func TestWhatIgnoresTheDrainIsCutAtTheDeadline(t *testing.T) {
 	// The drain deadline: grace period - safety margin - hook timeout -
 	// delay, from the start of the drain.
 	drain := gracePeriod - lameduck.DefaultSafetyMargin - time.Second - time.Second
-	p.clock.awaitTimer(t, drain)
+	p.clock.AwaitTimer(t, drain)
 	p.clock.Advance(drain)
 	err := p.wait(t)
 	require.ErrorIs(t, err, lameduck.ErrCut)

@@ -183,7 +183,7 @@ func TestMisbehavingClientsAreCutAtTheDeadline(t *testing.T) {
 			default:
 			}
 			drain := gracePeriod - lameduck.DefaultSafetyMargin - hooks - delay
-			p.clock.awaitTimer(t, drain)
+			p.clock.AwaitTimer(t, drain)
 			p.clock.Advance(drain)
 			err = p.wait(t)
 			require.ErrorIs(t, err, lameduck.ErrCut)
@@ -230,7 +230,7 @@ func TestHTTP2StreamThatNeverEndsIsCutAtTheDeadline(t *testing.T) {
 	default:
 	}
 	drain := gracePeriod - lameduck.DefaultSafetyMargin - hooks - delay
-	p.clock.awaitTimer(t, drain)
+	p.clock.AwaitTimer(t, drain)
 	p.clock.Advance(drain)
 	err = p.wait(t)
 	require.ErrorIs(t, err, lameduck.ErrCut)
