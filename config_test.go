@@ -2,49 +2,13 @@ package lameduck_test
 
 import (
 	"context"
-	"math"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
 )
-
-func TestNewRejectsSettingsBeyondTheGracePeriod(t *testing.T) {
-	const huge = time.Duration(math.MaxInt64)
-	tests := []struct {
-		name string
-		opts []lameduck.Option
-		want []string // parts of the message
-	}{
-		{"negative grace period", []lameduck.Option{lameduck.WithGracePeriod(-time.Second)},
-			[]string{"grace period is -1s", "WithGracePeriod"}},
-		{"drain delay that overflows", []lameduck.Option{lameduck.WithDrainDelay(huge)},
-			[]string{"leaves no time to drain within the grace period of 30s", "shorten the drain delay"}},
-		{"hook timeout that overflows", []lameduck.Option{lameduck.WithHookTimeout(huge)},
-			[]string{"leaves no time to drain", "terminationGracePeriodSeconds to at least"}},
-		{"safety margin that overflows", []lameduck.Option{lameduck.WithSafetyMargin(huge)},
-			[]string{"leaves no time to drain"}},
-		{"everything at the maximum", []lameduck.Option{lameduck.WithGracePeriod(huge), lameduck.WithDrainDelay(huge),
-			lameduck.WithHookTimeout(huge), lameduck.WithSafetyMargin(huge)},
-			[]string{"leaves no time to drain"}},
-		{"safety margin alone fills the grace period", []lameduck.Option{lameduck.WithDrainDelay(0), lameduck.WithHookTimeout(time.Nanosecond),
-			lameduck.WithSafetyMargin(lameduck.DefaultGracePeriod)}, []string{"WithGracePeriod(31 * time.Second)"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ld, err := lameduck.New(tt.opts...)
-			require.Error(t, err)
-			assert.Nil(t, ld)
-			assert.Contains(t, err.Error(), "lameduck: ")
-			for _, part := range tt.want {
-				assert.Contains(t, err.Error(), part)
-			}
-		})
-	}
-}
 
 func TestMisuseIsExplained(t *testing.T) {
 	tests := []struct {

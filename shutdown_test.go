@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 )
 
 func TestNewRejectsBadConfiguration(t *testing.T) {
+	const huge = time.Duration(math.MaxInt64)
 	tests := []struct {
 		name string
 		opts []lameduck.Option
@@ -35,6 +37,19 @@ func TestNewRejectsBadConfiguration(t *testing.T) {
 		{"nil signal", []lameduck.Option{lameduck.WithSignals(syscall.SIGTERM, nil)}, []string{"WithSignals", "nil"}},
 		{"nil signal channel", []lameduck.Option{lameduck.WithSignalChannel(nil)}, []string{"WithSignalChannel", "nil"}},
 		{"nil option", []lameduck.Option{nil}, []string{"option is nil"}},
+		{"negative grace period", []lameduck.Option{lameduck.WithGracePeriod(-time.Second)},
+			[]string{"grace period is -1s", "WithGracePeriod"}},
+		{"drain delay that overflows", []lameduck.Option{lameduck.WithDrainDelay(huge)},
+			[]string{"leaves no time to drain within the grace period of 30s", "shorten the drain delay"}},
+		{"hook timeout that overflows", []lameduck.Option{lameduck.WithHookTimeout(huge)},
+			[]string{"leaves no time to drain", "terminationGracePeriodSeconds to at least"}},
+		{"safety margin that overflows", []lameduck.Option{lameduck.WithSafetyMargin(huge)},
+			[]string{"leaves no time to drain"}},
+		{"everything at the maximum", []lameduck.Option{lameduck.WithGracePeriod(huge), lameduck.WithDrainDelay(huge),
+			lameduck.WithHookTimeout(huge), lameduck.WithSafetyMargin(huge)},
+			[]string{"leaves no time to drain"}},
+		{"safety margin alone fills the grace period", []lameduck.Option{lameduck.WithDrainDelay(0), lameduck.WithHookTimeout(time.Nanosecond),
+			lameduck.WithSafetyMargin(lameduck.DefaultGracePeriod)}, []string{"WithGracePeriod(31 * time.Second)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
