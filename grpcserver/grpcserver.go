@@ -67,6 +67,11 @@
 // when the drain begins; the health protocol asks clients to retry it with
 // backoff.
 //
+// Readiness checks added with [lameduck.Coordinator.AddCheck] are run by
+// the HTTP readiness probe only: the health service reports the process's
+// lifecycle, not the state of its dependencies. Probe /readyz when a failing
+// dependency should take the pod out of its Services.
+//
 // # How connections are moved off during the delay
 //
 // grpc-go sends a graceful GOAWAY only from GracefulStop, to every
