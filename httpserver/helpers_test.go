@@ -45,6 +45,7 @@ type process struct {
 	events  chan lameduck.Event
 	done    chan error
 	addr    string
+	cfg     config
 }
 
 type config struct {
@@ -61,7 +62,7 @@ const gracePeriod = 30 * time.Second
 // start runs a process and waits until it serves.
 func start(t testing.TB, cfg config) *process {
 	t.Helper()
-	p := &process{clock: fakeclock.New(), signals: make(chan os.Signal, 2), events: make(chan lameduck.Event, 100), done: make(chan error, 1)}
+	p := &process{cfg: cfg, clock: fakeclock.New(), signals: make(chan os.Signal, 2), events: make(chan lameduck.Event, 100), done: make(chan error, 1)}
 	opts := []lameduck.Option{
 		lameduck.WithSignals(), lameduck.WithSignalChannel(p.signals), lameduck.WithClock(p.clock),
 		lameduck.WithLogger(discard), lameduck.WithDrainDelay(cfg.delay), lameduck.WithGracePeriod(gracePeriod),
@@ -116,9 +117,20 @@ func (p *process) sigterm(t testing.TB) {
 // endDelay ends the drain delay and waits for the drain to begin.
 func (p *process) endDelay(t testing.TB, delay time.Duration) {
 	t.Helper()
-	p.clock.AwaitTimer(t, delay)
-	p.clock.Advance(delay)
+	p.clock.Pass(t, delay)
 	p.await(t, lameduck.PhaseDraining)
+}
+
+// endDrain moves the clock, once the drain has begun, to the drain
+// deadline: the grace period minus the safety margin, the hook timeout and
+// the delay.
+func (p *process) endDrain(t testing.TB) {
+	t.Helper()
+	hooks := p.cfg.hookTime
+	if hooks == 0 {
+		hooks = lameduck.DefaultHookTimeout
+	}
+	p.clock.Pass(t, gracePeriod-lameduck.DefaultSafetyMargin-hooks-p.cfg.delay)
 }
 
 // wait returns what Run returned.

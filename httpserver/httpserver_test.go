@@ -372,11 +372,7 @@ func TestWhatIgnoresTheDrainIsCutAtTheDeadline(t *testing.T) {
 	}
 	p.sigterm(t)
 	p.endDelay(t, time.Second)
-	// The drain deadline: grace period - safety margin - hook timeout -
-	// delay, from the start of the drain.
-	drain := gracePeriod - lameduck.DefaultSafetyMargin - time.Second - time.Second
-	p.clock.AwaitTimer(t, drain)
-	p.clock.Advance(drain)
+	p.endDrain(t)
 	err := p.wait(t)
 	require.ErrorIs(t, err, lameduck.ErrCut)
 	assert.Contains(t, err.Error(), "2 requests, 1 stream, 1 connection cut")

@@ -182,9 +182,7 @@ func TestMisbehavingClientsAreCutAtTheDeadline(t *testing.T) {
 				t.Fatalf("Run returned while a client held the drain: %v", err)
 			default:
 			}
-			drain := gracePeriod - lameduck.DefaultSafetyMargin - hooks - delay
-			p.clock.AwaitTimer(t, drain)
-			p.clock.Advance(drain)
+			p.endDrain(t)
 			err = p.wait(t)
 			require.ErrorIs(t, err, lameduck.ErrCut)
 			assert.Contains(t, err.Error(), "the drain deadline passed: "+tt.cut)
@@ -229,9 +227,7 @@ func TestHTTP2StreamThatNeverEndsIsCutAtTheDeadline(t *testing.T) {
 		t.Fatalf("Run returned while the stream went on: %v", err)
 	default:
 	}
-	drain := gracePeriod - lameduck.DefaultSafetyMargin - hooks - delay
-	p.clock.AwaitTimer(t, drain)
-	p.clock.Advance(drain)
+	p.endDrain(t)
 	err = p.wait(t)
 	require.ErrorIs(t, err, lameduck.ErrCut)
 	assert.Contains(t, err.Error(), "the drain deadline passed: 1 stream cut")
