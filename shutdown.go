@@ -636,22 +636,8 @@ func (r *run) run(ctx context.Context) error {
 	for r.working > 0 && r.await(nil, drainCtx) {
 	}
 
-	var mu sync.Mutex
-	var cut Counts
-	if _, ok := r.each(deadlineCtx, func(s Server) {
-		c := s.Close()
-		mu.Lock()
-		cut = cut.Add(c)
-		mu.Unlock()
-	}); !ok {
-		r.errs = append(r.errs, errors.New("lameduck: a server's Close did not return by the deadline"))
-	}
-	// A Close that missed the deadline may still add to cut: report what
-	// was known at the deadline.
-	mu.Lock()
-	cut.Workers = r.working
-	report := cut
-	mu.Unlock()
+	report := r.closeServers(deadlineCtx)
+	report.Workers = r.working
 	// Close makes Serve and Drain return; give them until the deadline.
 	if !r.await(drained, deadlineCtx) {
 		r.errs = append(r.errs, errors.New("lameduck: a server's Drain did not return by the deadline"))
@@ -677,6 +663,25 @@ func (r *run) run(ctx context.Context) error {
 }
 
 var errForced = errors.New("lameduck: a second signal forced the shutdown")
+
+// closeServers calls every server's Close and adds up what they cut, as far
+// as known when ctx ends: a Close that returns later is reported as stuck
+// and its counts are left out.
+func (r *run) closeServers(ctx context.Context) Counts {
+	var mu sync.Mutex
+	var cut Counts
+	if _, ok := r.each(ctx, func(s Server) {
+		c := s.Close()
+		mu.Lock()
+		cut = cut.Add(c)
+		mu.Unlock()
+	}); !ok {
+		r.errs = append(r.errs, errors.New("lameduck: a server's Close did not return by the deadline"))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return cut
+}
 
 // isClosed reports whether ch is closed; a nil ch never is.
 func isClosed(ch <-chan struct{}) bool {
