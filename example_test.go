@@ -54,8 +54,8 @@ func ExampleCoordinator_Run() {
 	// starting
 	//   server: listen
 	// serving
-	// lame duck
 	//   server: ask clients to leave
+	// lame duck
 	// draining
 	//   server: stop accepting, wait for in-flight requests
 	//   server: close

@@ -106,7 +106,8 @@ const (
 	// failure.
 	PhaseServing
 	// PhaseLameDuck: readiness answers 503 for good; servers keep serving
-	// but ask clients to move elsewhere, for the drain delay.
+	// but ask clients to move elsewhere, for the drain delay. It is entered
+	// once every server's LameDuck has returned.
 	PhaseLameDuck
 	// PhaseDraining: servers stop accepting and in-flight work finishes;
 	// [Coordinator.Draining] is closed and workers' contexts are done. At
@@ -612,11 +613,13 @@ func (r *run) run(ctx context.Context) error {
 	if !wasReady {
 		delay = 0
 	}
-	r.enter(PhaseLameDuck, Counts{}, slog.String("trigger", trigger), slog.Bool("was_ready", wasReady),
-		slog.Duration("drain_delay", delay), slog.Duration("deadline_in", deadline.Sub(signalAt)))
 	if _, ok := r.each(hardCtx, func(s Server) { s.LameDuck() }); !ok && deadlineCtx.Err() != nil {
 		r.errs = append(r.errs, errors.New("lameduck: a server's LameDuck did not return by the deadline"))
 	}
+	// Entered once the servers ask clients to leave, so that an observer
+	// sees the phase in effect.
+	r.enter(PhaseLameDuck, Counts{}, slog.String("trigger", trigger), slog.Bool("was_ready", wasReady),
+		slog.Duration("drain_delay", delay), slog.Duration("deadline_in", deadline.Sub(signalAt)))
 	if delay > 0 {
 		delayed := make(chan struct{})
 		stop := c.clock.AfterFunc(delay, func() { close(delayed) })
