@@ -17,23 +17,37 @@
 // response asks its client to leave gently: HTTP/1 responses carry
 // "Connection: close", so that each keep-alive connection ends cleanly right
 // after a response and the client's next request opens a new connection
-// through the Service; on HTTP/2 the same header makes net/http send a
-// graceful GOAWAY. The header is added when the response's header is
-// written, so responses to requests that began before the signal carry it
-// too. Idle connections are left alone: closing a keep-alive connection from
-// the server side races a client that has just sent a request on it, and
-// that is the race that fails requests in the textbook recipe
-// (SetKeepAlivesEnabled(false), then a delay, then Shutdown).
+// through the Service; HTTP/2 connections get a graceful GOAWAY. This is
+// decided when the response's header is written, so responses to requests
+// that began before the signal do it too. Idle connections are left alone:
+// closing a keep-alive connection from the server side races a client that
+// has just sent a request on it, and that is the race that fails requests
+// in the textbook recipe (SetKeepAlivesEnabled(false), then a delay, then
+// Shutdown).
 //
-// Drain: the listener closes; HTTP/1 connections that are idle — no request
-// in flight and none arriving — are closed; requests in flight finish, and
-// their connections close right after their responses. Every HTTP/2
-// connection gets a graceful GOAWAY, if it has not had one yet, once no
-// HTTP/1 connection is left (net/http's Shutdown sends it, and would drop an
-// HTTP/1 request read after it began, golang/go#75591). The drain ends as
-// soon as the last response is written and the last connection closed: it
-// follows connection and request events and never polls, unlike Shutdown,
-// whose poll interval grows to 500 ms.
+// The GOAWAY that net/http sends (for a response carrying "Connection:
+// close") names the last stream it has read, so a stream the client opened
+// a moment before receiving it is refused, and fails unless the client
+// retries it. On h2c connections, whose frames it can follow, the adapter
+// sends its own GOAWAY instead, between two frames, naming the largest
+// stream ID, as RFC 9113 (section 6.8) recommends for a graceful shutdown:
+// it refuses no stream. Over TLS the frames are encrypted, so net/http's
+// GOAWAY is used; Go, gRPC and browser clients retry refused streams.
+//
+// Drain: the listener stops accepting, after taking the connections the
+// kernel has already queued (closing it at once would reset them). Idle
+// HTTP/1 connections — no request in flight and no byte of one received —
+// end: each connection's reader decides, so that no request can be taken
+// from the kernel and then dropped. Requests in flight finish, and their
+// connections close right after their responses. HTTP/2 clients, told to
+// go away, close their connections after their last responses; those
+// still open, idle ones included, get net/http's GOAWAY, after which
+// net/http closes them, once no HTTP/1 connection is left (net/http's
+// Shutdown sends it, and would drop an HTTP/1 request read after it began,
+// golang/go#75591). The drain
+// ends as soon as the last response is written and the last connection
+// closed: it follows connection and request events and never polls, unlike
+// Shutdown, whose poll interval grows to 500 ms.
 //
 // Deadline: [Server.Close] cancels request contexts (see
 // [net/http.Server.BaseContext]), closes every connection, hijacked ones
@@ -48,11 +62,11 @@
 //
 // An HTTP/2 client that does not close its connection after a GOAWAY keeps
 // it open until net/http closes it, one second after its last stream
-// (golang/go#18701). Over TLS, an HTTP/1 connection is seen as finished when
-// net/http closes it, 500 ms after its last response (net/http lingers to
-// avoid a TCP reset, see rstAvoidanceDelay), and a connection whose TLS
-// handshake is done but whose first request has not arrived holds the drain
-// until the deadline. Handlers' ResponseWriter is wrapped: it implements
+// (golang/go#18701); so does an HTTP/2 connection idle through the whole
+// drain delay, as Go's client waits for the server to close it. Over TLS,
+// an HTTP/1 connection is seen as finished when net/http closes it, 500 ms
+// after its last response (net/http lingers to avoid a TCP reset, see
+// rstAvoidanceDelay). Handlers' ResponseWriter is wrapped: it implements
 // [http.Flusher], [http.Hijacker] (HTTP/1), [io.ReaderFrom] (HTTP/1) and
 // Unwrap for [http.ResponseController], but not the deprecated
 // [http.CloseNotifier] and [http.Pusher].
@@ -63,10 +77,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lameduck/lameduck"
 )
@@ -80,6 +96,7 @@ type Server struct {
 	// Hooks the user had set on srv, which ours call.
 	userConnState   func(net.Conn, http.ConnState)
 	userBaseContext func(net.Listener) context.Context
+	userConnContext func(context.Context, net.Conn) context.Context
 
 	// baseCtx is the parent of every request context; Close cancels it.
 	baseCtx    context.Context
@@ -94,8 +111,9 @@ type Server struct {
 
 	mu sync.Mutex
 	// Guarded by mu.
-	ln       net.Listener // nil until Listen succeeds
-	stopped  bool         // the listener was closed by Drain or Close: Serve returns nil
+	ln       *listener // nil until Listen succeeds
+	serving  bool      // Serve has begun accepting on ln
+	stopped  bool      // Drain or Close stopped ln: Serve returns nil
 	conns    map[*conn]struct{}
 	goAway   bool // the GOAWAY for idle HTTP/2 connections has been started
 	closed   bool
@@ -124,6 +142,7 @@ func New(srv *http.Server) *Server {
 		handler:         srv.Handler,
 		userConnState:   srv.ConnState,
 		userBaseContext: srv.BaseContext,
+		userConnContext: srv.ConnContext,
 		changed:         make(chan struct{}, 1),
 		conns:           make(map[*conn]struct{}),
 		shutdown:        make(chan struct{}),
@@ -146,6 +165,7 @@ func New(srv *http.Server) *Server {
 	srv.Handler = http.HandlerFunc(s.serveHTTP)
 	srv.ConnState = s.connState
 	srv.BaseContext = s.baseContext
+	srv.ConnContext = s.connContext
 	return s
 }
 
@@ -196,7 +216,7 @@ func (s *Server) Listen() error {
 		ln.Close()
 		return errors.New("httpserver: Listen called after Close")
 	}
-	s.ln = &listener{Listener: ln, s: s}
+	s.ln = &listener{Listener: ln, s: s, done: make(chan struct{})}
 	return nil
 }
 
@@ -205,6 +225,7 @@ func (s *Server) Listen() error {
 func (s *Server) Serve() error {
 	s.mu.Lock()
 	ln := s.ln
+	s.serving = ln != nil
 	s.mu.Unlock()
 	if ln == nil {
 		return errors.New("httpserver: Serve called before a successful Listen")
@@ -215,6 +236,9 @@ func (s *Server) Serve() error {
 	} else {
 		err = s.srv.Serve(ln)
 	}
+	// Nothing accepts any more, whatever made Serve return: a drain
+	// waiting for queued connections must not wait for it.
+	ln.Close()
 	s.mu.Lock()
 	stopped := s.stopped || s.closed
 	s.mu.Unlock()
@@ -237,9 +261,17 @@ func (s *Server) Drain(ctx context.Context) error {
 	s.tracker.Drain()
 	s.draining.Store(true)
 	s.mu.Lock()
-	if s.ln != nil && !s.stopped {
-		s.stopped = true
-		s.ln.Close()
+	accepting := closedChan
+	if s.ln != nil {
+		accepting = s.ln.done
+		if !s.stopped {
+			s.stopped = true
+			if s.serving {
+				s.ln.stop()
+			} else {
+				s.ln.Close() // nobody will accept what is queued
+			}
+		}
 	}
 	s.mu.Unlock()
 	for {
@@ -247,7 +279,7 @@ func (s *Server) Drain(ctx context.Context) error {
 		live := s.settleLocked()
 		s.mu.Unlock()
 		busy := s.tracker.InFlight().Total() > 0
-		if live == 0 && !busy {
+		if live == 0 && !busy && isClosed(accepting) {
 			return nil
 		}
 		var idle <-chan struct{}
@@ -256,35 +288,44 @@ func (s *Server) Drain(ctx context.Context) error {
 		}
 		select {
 		case <-idle:
-		case <-s.changed:
+		case <-s.changed: // connection events, and the listener closing
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 }
 
-// settleLocked closes the connections the drain need not wait for, starts
-// the GOAWAY for idle HTTP/2 connections when it is safe, and returns how
-// many connections the drain still waits for.
+// settleLocked ends the connections the drain need not wait for: it asks
+// idle HTTP/1 connections' readers to end them, sends h2c connections the
+// connection's own GOAWAY, and starts net/http's GOAWAY for every HTTP/2
+// connection when it is safe. It returns how many connections the drain
+// still waits for.
 func (s *Server) settleLocked() int {
 	live, h1 := 0, 0
 	for c := range s.conns {
 		switch {
 		case c.done():
 			continue
-		case c.idleH1():
-			c.closeLocked()
-			continue
-		case !c.h2:
+		case c.h2c.Load():
+			c.goAway()
+		case c.h2:
+		default:
 			h1++
+			if c.idleH1() {
+				c.endIfIdle()
+			}
 		}
 		live++
 	}
 	if live > h1 && h1 == 0 && !s.goAway {
-		// Shutdown sends every HTTP/2 connection a graceful GOAWAY. It also
-		// drops any HTTP/1 request read after it begins, which is why it
-		// waits until no HTTP/1 connection is left. Its own polling is not
-		// waited for: the drain follows events, and Close stops it.
+		// Shutdown sends every HTTP/2 connection net/http's GOAWAY, after
+		// which net/http closes it once it has no stream: the only way to
+		// close an idle one, since clients wait for the server to do it,
+		// and to tell those over TLS, whose frames the connection cannot
+		// see. It also drops any HTTP/1 request read after it begins, which
+		// is why it waits until no HTTP/1 connection is left. Its own
+		// polling is not waited for: the drain follows events, and Close
+		// stops it.
 		s.goAway = true
 		go func() {
 			defer close(s.shutdown)
@@ -312,9 +353,9 @@ func (s *Server) Close() lameduck.Counts {
 		}
 	}
 	s.cut = cut
-	if s.ln != nil && !s.stopped {
+	if s.ln != nil {
 		s.stopped = true
-		s.ln.Close()
+		s.ln.Close() // even if Drain's stop is still taking queued connections
 	}
 	hijacked := make([]*conn, 0)
 	for c := range s.conns {
@@ -348,6 +389,20 @@ func (s *Server) baseContext(l net.Listener) context.Context {
 	return ctx
 }
 
+// connKey is the request context key of the *conn a request arrived on.
+type connKey struct{}
+
+// connContext lets a request find its connection, for the lame duck.
+func (s *Server) connContext(ctx context.Context, nc net.Conn) context.Context {
+	if s.userConnContext != nil {
+		ctx = s.userConnContext(ctx, nc)
+	}
+	if c := connOf(nc); c != nil {
+		ctx = context.WithValue(ctx, connKey{}, c)
+	}
+	return ctx
+}
+
 // notify wakes the drain.
 func (s *Server) notify() {
 	select {
@@ -373,11 +428,8 @@ func (s *Server) connState(nc net.Conn, state http.ConnState) {
 			}
 		case http.StateActive, http.StateIdle:
 			c.state = state
-			if tc, ok := nc.(*tls.Conn); ok && !c.h2 {
-				// HTTP/2 connections are handed to the HTTP/2 server as a
-				// *tls.Conn, a real one or, for h2c, one wrapping the plain
-				// connection.
-				c.h2 = !s.tls || tc.ConnectionState().NegotiatedProtocol == "h2"
+			if tc, ok := nc.(*tls.Conn); ok && s.tls && !c.h2 {
+				c.h2 = tc.ConnectionState().NegotiatedProtocol == "h2"
 			}
 			c.reading.Store(false)
 			if state == http.StateActive {
@@ -394,30 +446,96 @@ func (s *Server) connState(nc net.Conn, state http.ConnState) {
 	}
 }
 
+// connOf finds the *conn under what net/http hands its hooks: the *conn
+// itself, a *tls.Conn, or, for h2c, a *tls.Conn around a wrapper of it.
 func connOf(nc net.Conn) *conn {
 	if tc, ok := nc.(*tls.Conn); ok {
 		nc = tc.NetConn()
+	}
+	if u, ok := nc.(interface{ UnencryptedNetConn() net.Conn }); ok {
+		nc = u.UnencryptedNetConn()
 	}
 	c, _ := nc.(*conn)
 	return c
 }
 
-// listener registers every connection it accepts.
+// listener registers every connection it accepts, and stops accepting
+// without resetting the connections the kernel has already queued.
 type listener struct {
 	net.Listener
 	s *Server
+
+	stopping  atomic.Bool
+	closeOnce sync.Once
+	done      chan struct{} // closed once the listener is closed
+}
+
+// queuedWait is how long Accept waits for a connection once the listener is
+// stopping: connections already queued by the kernel come at once, and
+// when none does, the listener closes.
+const queuedWait = time.Millisecond
+
+// stop makes Accept take the connections already queued, then close the
+// listener. Closing it at once would make the kernel reset them, failing
+// requests their clients have already sent: the clients of connections
+// accepted by the kernel just before the drain began.
+func (l *listener) stop() {
+	l.stopping.Store(true)
+	// Wake the Accept in progress.
+	if d, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); !ok || d.SetDeadline(time.Now()) != nil {
+		l.Close()
+	}
 }
 
 func (l *listener) Accept() (net.Conn, error) {
-	nc, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		stopping := l.stopping.Load()
+		if stopping {
+			if d, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); ok {
+				d.SetDeadline(time.Now().Add(queuedWait)) //nolint:errcheck // Accept's error tells
+			}
+		}
+		nc, err := l.Listener.Accept()
+		if err == nil {
+			c := &conn{Conn: nc, s: l.s, state: http.StateNew}
+			l.s.mu.Lock()
+			l.s.conns[c] = struct{}{}
+			l.s.mu.Unlock()
+			return c, nil
+		}
+		if !isTimeout(err) {
+			return nil, err
+		}
+		if stopping {
+			l.Close()
+			return nil, net.ErrClosed
+		}
+		// stop woke this Accept: take what is queued.
 	}
-	c := &conn{Conn: nc, s: l.s, state: http.StateNew}
-	l.s.mu.Lock()
-	l.s.conns[c] = struct{}{}
-	l.s.mu.Unlock()
-	return c, nil
+}
+
+func (l *listener) Close() error {
+	err := net.ErrClosed
+	l.closeOnce.Do(func() {
+		err = l.Listener.Close()
+		close(l.done)
+		if l.s.draining.Load() {
+			l.s.notify()
+		}
+	})
+	return err
+}
+
+// closedChan is a closed channel.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // conn is an accepted connection and what the drain knows of it.
@@ -436,6 +554,29 @@ type conn struct {
 	// request has been read.
 	early atomic.Bool
 
+	// idleCheck is set while the drain asks the reader whether c is idle
+	// (see endIfIdle); the deadline net/http sets meanwhile waits in
+	// readDeadline.
+	idleCheck    atomic.Bool
+	dmu          sync.Mutex
+	readDeadline time.Time
+
+	// sniffed counts the bytes of the h2c preface that the first bytes
+	// read matched, until it is decided (-1) whether the connection is h2c.
+	// Only the reads touch it.
+	sniffed int
+	// h2c is set when the connection speaks HTTP/2 with prior knowledge:
+	// the server's output is then a stream of frames that Write follows.
+	h2c atomic.Bool
+
+	wmu sync.Mutex
+	// Guarded by wmu: where the server's output is in its frames, and the
+	// connection's own GOAWAY (see goAway).
+	frames     frameCursor
+	wrote      bool // the server has begun its output, which must open with its SETTINGS
+	wantGoAway bool
+	sentGoAway bool
+
 	// Guarded by s.mu.
 	state       http.ConnState // StateNew, StateActive or StateIdle
 	h2          bool
@@ -445,19 +586,212 @@ type conn struct {
 }
 
 func (c *conn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		// net/http's background read is the only one-byte read of a
-		// plain HTTP/1 connection: requests are read through a bufio.Reader.
-		flag := &c.reading
-		if len(p) == 1 {
-			flag = &c.early
+	for {
+		n, err := c.Conn.Read(p)
+		if c.idleCheck.Load() {
+			switch {
+			case n > 0 || unread(c.Conn) > 0:
+				// A request is arriving after all: serve it.
+				c.endIdleCheck()
+				if n == 0 {
+					continue // the read timed out before taking it
+				}
+				err = nil
+			case isTimeout(err):
+				// Nothing came, nothing waits in the kernel: the client
+				// is not sending; end the connection as if it had.
+				return 0, io.EOF
+			}
 		}
-		if !flag.Load() {
-			flag.Store(true)
+		if c.sniffed >= 0 && n > 0 {
+			c.sniff(p[:n])
+		}
+		if n > 0 {
+			// net/http's background read is the only one-byte read of a
+			// plain HTTP/1 connection: requests are read through a
+			// bufio.Reader.
+			flag := &c.reading
+			if len(p) == 1 {
+				flag = &c.early
+			}
+			if !flag.Load() {
+				flag.Store(true)
+			}
+		}
+		return n, err
+	}
+}
+
+// endIfIdle ends c if it turns out to be idle: its reader, woken at once,
+// returns EOF unless a byte of a request has come or waits in the kernel.
+// Deciding in the reader leaves no moment where a request could have been
+// taken from the kernel but not yet seen: only a request still on the
+// network can meet a closing connection, which no server can prevent.
+func (c *conn) endIfIdle() {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if c.idleCheck.Load() {
+		return
+	}
+	c.idleCheck.Store(true)
+	c.Conn.SetReadDeadline(time.Unix(1, 0)) //nolint:errcheck // a broken connection ends anyway
+}
+
+// endIdleCheck gives the reader back the deadline net/http last set.
+func (c *conn) endIdleCheck() {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.idleCheck.Store(false)
+	c.Conn.SetReadDeadline(c.readDeadline) //nolint:errcheck
+}
+
+// SetReadDeadline records net/http's deadline, and applies it unless an
+// idle check holds the reader.
+func (c *conn) SetReadDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.readDeadline = t
+	if c.idleCheck.Load() {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline is SetReadDeadline and SetWriteDeadline.
+func (c *conn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// h2cPreface opens every HTTP/2 connection with prior knowledge.
+const h2cPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// sniff decides from the first bytes read whether c is h2c.
+func (c *conn) sniff(p []byte) {
+	rest := h2cPreface[c.sniffed:]
+	n := min(len(p), len(rest))
+	switch {
+	case c.s.tls || string(p[:n]) != rest[:n]:
+		c.sniffed = -1
+	case n == len(rest):
+		c.sniffed = -1
+		c.h2c.Store(true)
+		c.s.mu.Lock()
+		c.h2 = true
+		c.s.mu.Unlock()
+	default:
+		c.sniffed += n
+	}
+}
+
+// Write follows the frames of an h2c connection's output, to add the
+// connection's own GOAWAY between two of them when it is wanted.
+func (c *conn) Write(p []byte) (int, error) {
+	if !c.h2c.Load() {
+		return c.Conn.Write(p)
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	written := 0
+	for {
+		if c.wantGoAway && c.wrote && c.frames.boundary() {
+			c.writeGoAwayLocked()
+		}
+		if len(p) == 0 {
+			return written, nil
+		}
+		n := len(p)
+		switch {
+		case c.wantGoAway:
+			n = c.frames.advance(p) // up to the next frame
+		case !c.sentGoAway:
+			for k := 0; k < n; k += c.frames.advance(p[k:]) {
+			}
+		}
+		m, err := c.Conn.Write(p[:n])
+		written += m
+		c.wrote = true
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+}
+
+// goAwayFrame is a GOAWAY, NO_ERROR, whose last stream ID is the largest
+// there is: it asks the client to open no more streams on the connection
+// and refuses none, not even one already on its way.
+var goAwayFrame = []byte{0, 0, 8, 0x7, 0, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0}
+
+// goAway asks the client of an h2c connection to take its next requests
+// elsewhere. net/http's own GOAWAY, which "Connection: close" triggers,
+// carries the ID of the last stream it has read, so a stream the client
+// opened just before it arrives is refused, and fails unless the client
+// retries it; RFC 9113, section 6.8, recommends this one instead. It goes
+// out at once if the server's output is between two frames, and otherwise
+// right after the frame being written, and never before the server's
+// first frame, which the protocol requires to be its SETTINGS.
+func (c *conn) goAway() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.sentGoAway {
+		return
+	}
+	c.wantGoAway = true
+	if c.wrote && c.frames.boundary() {
+		c.writeGoAwayLocked()
+	}
+}
+
+func (c *conn) writeGoAwayLocked() {
+	// A failed write means a broken connection, which the server will
+	// see too: there is nothing to retry.
+	c.Conn.Write(goAwayFrame) //nolint:errcheck
+	c.wantGoAway, c.sentGoAway = false, true
+}
+
+// frameCursor follows the frames of an HTTP/2 byte stream: each is a
+// 9-byte header, whose first three bytes give the length of the payload
+// that follows.
+type frameCursor struct {
+	hdr  [9]byte
+	hdrN int // bytes of the current frame's header seen so far
+	left int // bytes of the current frame's payload still to come
+}
+
+// boundary reports whether the next byte starts a frame.
+func (f *frameCursor) boundary() bool { return f.hdrN == 0 && f.left == 0 }
+
+// advance follows p up to the next frame boundary, or to its end, and
+// returns how many bytes it followed.
+func (f *frameCursor) advance(p []byte) int {
+	n := 0
+	for n < len(p) {
+		if f.left > 0 {
+			k := min(f.left, len(p)-n)
+			f.left -= k
+			n += k
+		} else {
+			k := copy(f.hdr[f.hdrN:], p[n:])
+			f.hdrN += k
+			n += k
+			if f.hdrN == len(f.hdr) {
+				f.hdrN = 0
+				f.left = int(f.hdr[0])<<16 | int(f.hdr[1])<<8 | int(f.hdr[2])
+			}
+		}
+		if f.boundary() {
+			break
 		}
 	}
-	return n, err
+	return n
 }
 
 // CloseWrite is how net/http ends an HTTP/1 connection after a response
@@ -494,29 +828,17 @@ func (c *conn) Close() error {
 	return err
 }
 
-// closeLocked closes an idle connection for the drain.
-func (c *conn) closeLocked() {
-	c.closed = true
-	delete(c.s.conns, c)
-	c.Conn.Close()
-}
-
 // done reports whether the drain has nothing more to wait for on c.
 // Guarded by s.mu.
 func (c *conn) done() bool {
 	return c.closed || (c.closeWriter && !c.hijacked)
 }
 
-// idleH1 reports whether c is an HTTP/1 connection with no request in
-// flight and none arriving. Guarded by s.mu.
+// idleH1 reports whether c is an HTTP/1 connection that has neither a
+// request in flight nor bytes of one read. Guarded by s.mu.
 func (c *conn) idleH1() bool {
 	if c.h2 || c.hijacked || c.reading.Load() || c.early.Load() {
 		return false
 	}
-	if c.state != http.StateIdle && (c.state != http.StateNew || c.s.tls) {
-		return false
-	}
-	// Bytes that arrived but that net/http has not read yet are a request
-	// on its way too.
-	return unread(c.Conn) == 0
+	return c.state == http.StateIdle || c.state == http.StateNew
 }

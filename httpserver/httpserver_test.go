@@ -435,3 +435,67 @@ func TestMethodsAreSafeInAnyOrder(t *testing.T) {
 	assert.Error(t, s.Serve())
 	assert.PanicsWithValue(t, "httpserver: New: the *http.Server is nil", func() { httpserver.New(nil) })
 }
+
+func TestIdleHTTP2ConnectionsAreToldToLeaveWhenTheDrainBegins(t *testing.T) {
+	serverTLS, clientTLS := tlsConfig(t)
+	for _, tt := range []struct {
+		name      string
+		serverTLS *tls.Config
+		client    func() *http.Client
+		scheme    string
+	}{
+		{"h2c", nil, h2cClient, "http"},
+		{"tls", serverTLS, func() *http.Client {
+			return &http.Client{Timeout: waitTimeout, Transport: &http.Transport{TLSClientConfig: clientTLS, ForceAttemptHTTP2: true}}
+		}, "https"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := newConnRecorder()
+			p := start(t, config{delay: time.Second, handler: okHandler, ready: true, tls: tt.serverTLS, connState: rec.connState})
+			client := tt.client()
+			defer client.CloseIdleConnections()
+			resp, local, _ := tracedGet(t, client, tt.scheme+"://"+p.addr+"/")
+			assert.Equal(t, 2, resp.ProtoMajor)
+			// The connection stays idle through the delay: no response
+			// could tell it to leave, so the drain does, with a GOAWAY.
+			p.sigterm(t)
+			p.endDelay(t, time.Second)
+			require.NoError(t, p.wait(t), "the drain ends without waiting for the deadline")
+			rec.awaitClosed(t, local)
+		})
+	}
+}
+
+func TestConnectionsQueuedWhenTheDrainBeginsAreServed(t *testing.T) {
+	// The first connection's StateNew hook holds net/http's accept loop,
+	// so that the next ones wait in the kernel's accept queue when the
+	// drain begins, as connections routed here just before it may.
+	holding := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	p := start(t, config{delay: time.Second, handler: okHandler, ready: true, connState: func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			once.Do(func() { close(holding); <-release })
+		}
+	}})
+	conns := []*rawConn{dialRaw(t, p.addr)}
+	<-holding
+	for range 5 {
+		conns = append(conns, dialRaw(t, p.addr))
+	}
+	for _, c := range conns {
+		_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+		require.NoError(t, err)
+	}
+	p.sigterm(t)
+	p.endDelay(t, time.Second)
+	close(release)
+	for i, c := range conns {
+		resp, err := http.ReadResponse(c.r, nil)
+		require.NoError(t, err, "connection %d", i)
+		body, _ := io.ReadAll(resp.Body)
+		assert.Equal(t, "ok", string(body))
+		assert.True(t, resp.Close)
+	}
+	require.NoError(t, p.wait(t))
+}

@@ -16,7 +16,7 @@ import (
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.tracker.Start(lameduck.Request)
 	ww := writerPool.Get().(*writer)
-	ww.w, ww.s, ww.kind = w, s, lameduck.Request
+	ww.w, ww.r, ww.s, ww.kind = w, r, s, lameduck.Request
 	defer ww.finish()
 	if _, ok := w.(http.Hijacker); ok {
 		s.handler.ServeHTTP(h1Writer{ww}, r)
@@ -49,6 +49,7 @@ var (
 // request's response.
 type writer struct {
 	w    http.ResponseWriter
+	r    *http.Request
 	s    *Server
 	kind lameduck.Kind // Request, or Stream once flushed
 	// committed is set once the header has been written, or is about to be.
@@ -64,9 +65,14 @@ func (w *writer) commit() {
 		return
 	}
 	w.committed = true
-	if w.s.lameDuck.Load() {
-		w.w.Header()[connectionName] = connectionHdr
+	if !w.s.lameDuck.Load() {
+		return
 	}
+	if c, ok := w.r.Context().Value(connKey{}).(*conn); ok && c.h2c.Load() {
+		c.goAway()
+		return
+	}
+	w.w.Header()[connectionName] = connectionHdr
 }
 
 func (w *writer) Header() http.Header { return w.w.Header() }
