@@ -158,46 +158,55 @@ func exitLatency(b *testing.B, lameduckServer, h2c bool, hold time.Duration) tim
 }
 
 // BenchmarkLoopback measures whole requests over keep-alive loopback
-// connections, through a bare http.Server and through the adapter, in the
-// same run: what the adapter costs a real request.
+// connections, HTTP/1.1 and h2c, through a bare http.Server and through the
+// adapter, in the same run: what the adapter costs a real request.
 func BenchmarkLoopback(b *testing.B) {
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(okBody) })
-	for _, name := range []string{"bare", "adapter"} {
-		b.Run(name, func(b *testing.B) {
-			srv := &http.Server{Addr: "127.0.0.1:0", Handler: handler, ErrorLog: quiet}
-			var addr string
-			if name == "adapter" {
-				s := httpserver.New(srv)
-				if err := s.Listen(); err != nil {
-					b.Fatal(err)
-				}
-				go s.Serve()
-				defer s.Close()
-				addr = s.Addr().String()
-			} else {
-				ln, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					b.Fatal(err)
-				}
-				go srv.Serve(ln)
-				defer srv.Close()
-				addr = ln.Addr().String()
-			}
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-			defer client.CloseIdleConnections()
-			url := "http://" + addr + "/"
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					resp, err := client.Get(url)
-					if err != nil {
-						b.Error(err)
-						return
+	for _, proto := range []string{"http1", "h2c"} {
+		for _, name := range []string{"bare", "adapter"} {
+			b.Run(proto+"/"+name, func(b *testing.B) {
+				srv := &http.Server{Addr: "127.0.0.1:0", Handler: handler, ErrorLog: quiet}
+				var addr string
+				if name == "adapter" {
+					s := httpserver.New(srv)
+					if err := s.Listen(); err != nil {
+						b.Fatal(err)
 					}
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
+					go s.Serve()
+					defer s.Close()
+					addr = s.Addr().String()
+				} else {
+					p := new(http.Protocols)
+					p.SetHTTP1(true)
+					p.SetUnencryptedHTTP2(true)
+					srv.Protocols = p
+					ln, err := net.Listen("tcp", "127.0.0.1:0")
+					if err != nil {
+						b.Fatal(err)
+					}
+					go srv.Serve(ln)
+					defer srv.Close()
+					addr = ln.Addr().String()
 				}
+				client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+				if proto == "h2c" {
+					client = h2cClient()
+				}
+				defer client.CloseIdleConnections()
+				url := "http://" + addr + "/"
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						resp, err := client.Get(url)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+				})
 			})
-		})
+		}
 	}
 }
