@@ -116,16 +116,7 @@ func exitLatency(b *testing.B, lameduckServer, h2c bool, hold time.Duration) tim
 		addr = s.Addr().String()
 		shutdown = func() { signals <- os.Interrupt }
 	} else {
-		p := new(http.Protocols)
-		p.SetHTTP1(true)
-		p.SetUnencryptedHTTP2(true)
-		srv.Protocols = p
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		go srv.Serve(ln)
-		addr = ln.Addr().String()
+		addr = serveBare(b, srv)
 		shutdown = func() { go func() { srv.Shutdown(context.Background()); close(done) }() }
 	}
 
@@ -157,6 +148,21 @@ func exitLatency(b *testing.B, lameduckServer, h2c bool, hold time.Duration) tim
 	return latency
 }
 
+// serveBare serves srv without the adapter, on HTTP/1.1 and h2c like the
+// adapter does, and returns its address.
+func serveBare(b *testing.B, srv *http.Server) string {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	srv.Protocols = p
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(ln)
+	return ln.Addr().String()
+}
+
 // BenchmarkLoopback measures whole requests over keep-alive loopback
 // connections, HTTP/1.1 and h2c, through a bare http.Server and through the
 // adapter, in the same run: what the adapter costs a real request.
@@ -176,17 +182,8 @@ func BenchmarkLoopback(b *testing.B) {
 					defer s.Close()
 					addr = s.Addr().String()
 				} else {
-					p := new(http.Protocols)
-					p.SetHTTP1(true)
-					p.SetUnencryptedHTTP2(true)
-					srv.Protocols = p
-					ln, err := net.Listen("tcp", "127.0.0.1:0")
-					if err != nil {
-						b.Fatal(err)
-					}
-					go srv.Serve(ln)
+					addr = serveBare(b, srv)
 					defer srv.Close()
-					addr = ln.Addr().String()
 				}
 				client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 				if proto == "h2c" {

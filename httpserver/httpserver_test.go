@@ -218,19 +218,26 @@ func tracedGet(t *testing.T, client *http.Client, url string) (resp *http.Respon
 	return resp, local, reused
 }
 
-func TestHTTP2ConnectionsGetAGracefulGoAway(t *testing.T) {
+// http2Setup is a way to speak HTTP/2 to the server: h2c, or over TLS.
+type http2Setup struct {
+	name      string
+	serverTLS *tls.Config // for the server; nil for h2c
+	client    func() *http.Client
+	scheme    string
+}
+
+func http2Setups(t *testing.T) []http2Setup {
 	serverTLS, clientTLS := tlsConfig(t)
-	for _, tt := range []struct {
-		name      string
-		serverTLS *tls.Config
-		client    func() *http.Client
-		scheme    string
-	}{
+	return []http2Setup{
 		{"h2c", nil, h2cClient, "http"},
 		{"tls", serverTLS, func() *http.Client {
 			return &http.Client{Timeout: waitTimeout, Transport: &http.Transport{TLSClientConfig: clientTLS, ForceAttemptHTTP2: true}}
 		}, "https"},
-	} {
+	}
+}
+
+func TestHTTP2ConnectionsGetAGracefulGoAway(t *testing.T) {
+	for _, tt := range http2Setups(t) {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := newConnRecorder()
 			p := start(t, config{delay: 5 * time.Second, handler: okHandler, ready: true, tls: tt.serverTLS, connState: rec.connState})
@@ -437,18 +444,7 @@ func TestMethodsAreSafeInAnyOrder(t *testing.T) {
 }
 
 func TestIdleHTTP2ConnectionsAreToldToLeaveWhenTheDrainBegins(t *testing.T) {
-	serverTLS, clientTLS := tlsConfig(t)
-	for _, tt := range []struct {
-		name      string
-		serverTLS *tls.Config
-		client    func() *http.Client
-		scheme    string
-	}{
-		{"h2c", nil, h2cClient, "http"},
-		{"tls", serverTLS, func() *http.Client {
-			return &http.Client{Timeout: waitTimeout, Transport: &http.Transport{TLSClientConfig: clientTLS, ForceAttemptHTTP2: true}}
-		}, "https"},
-	} {
+	for _, tt := range http2Setups(t) {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := newConnRecorder()
 			p := start(t, config{delay: time.Second, handler: okHandler, ready: true, tls: tt.serverTLS, connState: rec.connState})
