@@ -115,7 +115,7 @@ type Server struct {
 	serving  bool      // Serve has begun accepting on ln
 	stopped  bool      // Drain or Close stopped ln: Serve returns nil
 	conns    map[*conn]struct{}
-	goAway   bool // the GOAWAY for idle HTTP/2 connections has been started
+	goAway   bool // Shutdown has been started for net/http's GOAWAY
 	closed   bool
 	cut      lameduck.Counts
 	shutdown chan struct{} // closed when the Shutdown started for GOAWAY returns
@@ -348,7 +348,7 @@ func (s *Server) Close() lameduck.Counts {
 	s.closed = true
 	cut := s.tracker.InFlight()
 	for c := range s.conns {
-		if !c.done() && !c.h2 && (c.reading.Load() || c.early.Load()) && (c.state == http.StateNew || c.state == http.StateIdle) {
+		if !c.done() && c.betweenRequests() && c.requestArriving() {
 			cut.Requests++ // a request was arriving
 		}
 	}
@@ -482,7 +482,7 @@ const queuedWait = time.Millisecond
 func (l *listener) stop() {
 	l.stopping.Store(true)
 	// Wake the Accept in progress.
-	if d, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); !ok || d.SetDeadline(time.Now()) != nil {
+	if l.setDeadline(time.Now()) != nil {
 		l.Close()
 	}
 }
@@ -491,9 +491,7 @@ func (l *listener) Accept() (net.Conn, error) {
 	for {
 		stopping := l.stopping.Load()
 		if stopping {
-			if d, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); ok {
-				d.SetDeadline(time.Now().Add(queuedWait)) //nolint:errcheck // Accept's error tells
-			}
+			l.setDeadline(time.Now().Add(queuedWait)) //nolint:errcheck // Accept's error tells
 		}
 		nc, err := l.Listener.Accept()
 		if err == nil {
@@ -512,6 +510,15 @@ func (l *listener) Accept() (net.Conn, error) {
 		}
 		// stop woke this Accept: take what is queued.
 	}
+}
+
+// setDeadline sets the deadline of Accept, if the listener has one.
+func (l *listener) setDeadline(t time.Time) error {
+	d, ok := l.Listener.(interface{ SetDeadline(time.Time) error })
+	if !ok {
+		return errors.ErrUnsupported
+	}
+	return d.SetDeadline(t)
 }
 
 func (l *listener) Close() error {
@@ -834,11 +841,17 @@ func (c *conn) done() bool {
 	return c.closed || (c.closeWriter && !c.hijacked)
 }
 
+// betweenRequests reports whether c is an HTTP/1 connection whose handler
+// is not running: it has not read a request yet, or has answered its last.
+// Guarded by s.mu.
+func (c *conn) betweenRequests() bool {
+	return !c.h2 && !c.hijacked && (c.state == http.StateIdle || c.state == http.StateNew)
+}
+
+// requestArriving reports whether bytes of a request have been read since c
+// last turned idle.
+func (c *conn) requestArriving() bool { return c.reading.Load() || c.early.Load() }
+
 // idleH1 reports whether c is an HTTP/1 connection that has neither a
 // request in flight nor bytes of one read. Guarded by s.mu.
-func (c *conn) idleH1() bool {
-	if c.h2 || c.hijacked || c.reading.Load() || c.early.Load() {
-		return false
-	}
-	return c.state == http.StateIdle || c.state == http.StateNew
-}
+func (c *conn) idleH1() bool { return c.betweenRequests() && !c.requestArriving() }

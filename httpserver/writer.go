@@ -38,9 +38,8 @@ func (w *writer) finish() {
 }
 
 var (
-	writerPool     = sync.Pool{New: func() any { return new(writer) }}
-	connectionHdr  = []string{"close"}
-	connectionName = "Connection"
+	writerPool    = sync.Pool{New: func() any { return new(writer) }}
+	connectionHdr = []string{"close"} // shared: net/http only reads it
 )
 
 // writer wraps a handler's ResponseWriter. Writers are pooled: the fields
@@ -72,7 +71,7 @@ func (w *writer) commit() {
 		c.goAway()
 		return
 	}
-	w.w.Header()[connectionName] = connectionHdr
+	w.w.Header()["Connection"] = connectionHdr
 }
 
 func (w *writer) Header() http.Header { return w.w.Header() }
