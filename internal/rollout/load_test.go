@@ -42,18 +42,7 @@ func h2cServer(t *testing.T) string {
 			io.WriteString(w, "ok")
 		}),
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	return ln.Addr().String()
+	return serveOnLoopback(t, func(ln net.Listener) { srv.Serve(ln) }, func() { srv.Close() })
 }
 
 type emptyServer struct {
@@ -68,15 +57,22 @@ func grpcServer(t *testing.T) string {
 	t.Helper()
 	srv := grpc.NewServer()
 	testgrpc.RegisterTestServiceServer(srv, emptyServer{})
+	return serveOnLoopback(t, func(ln net.Listener) { srv.Serve(ln) }, srv.Stop)
+}
+
+// serveOnLoopback runs serve on a fresh loopback listener until the test
+// ends, then stops it and waits for serve to return; it returns the address.
+func serveOnLoopback(t *testing.T, serve func(net.Listener), stop func()) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srv.Serve(ln)
+		serve(ln)
 	}()
 	t.Cleanup(func() {
-		srv.Stop()
+		stop()
 		<-done
 	})
 	return ln.Addr().String()
