@@ -1,0 +1,170 @@
+package lameduck
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// Readiness states, in the only order they can change.
+const (
+	stateStarting int32 = iota
+	stateReady
+	stateShuttingDown
+)
+
+// A Coordinator runs a process's servers and workers through the
+// zero-downtime shutdown sequence (see [Coordinator.Run]) and answers its
+// readiness and liveness probes. Create one with [New].
+type Coordinator struct {
+	opts  options
+	log   *slog.Logger
+	clock Clock
+
+	// state is the readiness latch: stateStarting, then stateReady (by
+	// MarkReady), then stateShuttingDown, never back.
+	state atomic.Int32
+
+	readyOnce sync.Once
+	ready     chan struct{} // closed by MarkReady
+	draining  chan struct{} // closed when the drain begins
+
+	mu sync.Mutex
+	// Guarded by mu. Registration is only allowed before Run.
+	ran     bool
+	servers []Server
+	workers []func(context.Context) error
+	hooks   []func(context.Context) error
+	checks  []*check
+}
+
+// New returns a Coordinator configured by opts, or an error that says which
+// setting is wrong and what to change.
+//
+// The settings must fit in the grace period: drain delay + hook timeout +
+// safety margin must be shorter than the grace period, leaving time for the
+// drain itself.
+func New(opts ...Option) (*Coordinator, error) {
+	o := options{
+		gracePeriod:  DefaultGracePeriod,
+		drainDelay:   DefaultDrainDelay,
+		hookTimeout:  DefaultHookTimeout,
+		safetyMargin: DefaultSafetyMargin,
+		signals:      []os.Signal{syscall.SIGTERM, os.Interrupt},
+		logger:       slog.Default(),
+		clock:        realClock{},
+	}
+	for _, opt := range opts {
+		if opt == nil {
+			return nil, errors.New("lameduck: New: an option is nil")
+		}
+		opt.apply(&o)
+	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	return &Coordinator{
+		opts:     o,
+		log:      o.logger,
+		clock:    o.clock,
+		ready:    make(chan struct{}),
+		draining: make(chan struct{}),
+	}, nil
+}
+
+// Register adds a server for [Coordinator.Run] to start and shut down.
+// Servers are started in the order they are registered. It panics if s is
+// nil or already registered, or if Run has been called.
+func (c *Coordinator) Register(s Server) {
+	if s == nil {
+		panic("lameduck: Register: the server is nil")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mustNotHaveRunLocked("Register")
+	// A server registered twice would Listen twice. Pointers, which
+	// servers almost always are, compare safely; other values might panic.
+	if reflect.TypeOf(s).Kind() == reflect.Pointer {
+		for _, x := range c.servers {
+			if x == s {
+				panic("lameduck: Register: the server is already registered; register each server once")
+			}
+		}
+	}
+	c.servers = append(c.servers, s)
+}
+
+// Go adds a background worker, such as a queue consumer, for
+// [Coordinator.Run] to start in its own goroutine once every server
+// listens. The worker's context is done when the drain begins; Run waits for
+// the worker to return, like a server's in-flight work, until the drain
+// deadline. A worker returning an error shuts the process down and Run
+// returns the error; a worker returning nil early is simply done. It panics
+// if f is nil or Run has been called.
+func (c *Coordinator) Go(f func(ctx context.Context) error) {
+	if f == nil {
+		panic("lameduck: Go: the worker is nil")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mustNotHaveRunLocked("Go")
+	c.workers = append(c.workers, f)
+}
+
+// OnShutdown adds a hook for [Coordinator.Run] to call after the drain, such
+// as closing a database pool or flushing telemetry. Hooks run one at a time,
+// in reverse order of registration, so that what was set up first is torn
+// down last. Their context ends at the deadline: together they get the hook
+// timeout (see [WithHookTimeout]) plus whatever the drain left unused. A
+// hook that panics or returns an error does not stop the others; Run
+// returns every error, joined. It panics if f is nil or Run has been called.
+func (c *Coordinator) OnShutdown(f func(ctx context.Context) error) {
+	if f == nil {
+		panic("lameduck: OnShutdown: the hook is nil")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mustNotHaveRunLocked("OnShutdown")
+	c.hooks = append(c.hooks, f)
+}
+
+func (c *Coordinator) mustNotHaveRunLocked(method string) {
+	if c.ran {
+		panic("lameduck: " + method + " called after Run; register everything before calling Run")
+	}
+}
+
+// MarkReady records that initialisation is done: from now on the readiness
+// probe answers 200 while every check passes, until the shutdown begins.
+// Call it before [Coordinator.Run] to be ready as soon as the servers
+// listen, or from another goroutine once caches are warm and dependencies
+// reachable. Calls after the first, and calls once the shutdown has begun,
+// do nothing.
+func (c *Coordinator) MarkReady() {
+	c.readyOnce.Do(func() {
+		if c.state.CompareAndSwap(stateStarting, stateReady) {
+			c.log.Info("lameduck: ready")
+		}
+		close(c.ready)
+	})
+}
+
+// Ready returns a channel that is closed once [Coordinator.MarkReady] has
+// been called. Servers that publish readiness themselves, such as the gRPC
+// health service, wait on it.
+func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
+
+// Draining returns a channel that is closed when the drain begins, after
+// the drain delay: long-lived work (server-sent event streams, websockets,
+// streaming RPCs, consumers) should then finish what it is doing and
+// return, before the deadline cuts it.
+func (c *Coordinator) Draining() <-chan struct{} { return c.draining }
+
+// ShuttingDown reports whether the shutdown has begun: readiness answers 503
+// from that moment on.
+func (c *Coordinator) ShuttingDown() bool { return c.state.Load() == stateShuttingDown }

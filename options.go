@@ -1,0 +1,158 @@
+package lameduck
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// Defaults, chosen to fit a pod spec that does not set
+// terminationGracePeriodSeconds (30 s).
+const (
+	// DefaultGracePeriod is Kubernetes' default terminationGracePeriodSeconds.
+	DefaultGracePeriod = 30 * time.Second
+	// DefaultDrainDelay is long enough for kube-proxy and most load balancers
+	// to stop sending new connections to a terminating pod.
+	DefaultDrainDelay = 5 * time.Second
+	// DefaultHookTimeout is the time reserved for closing servers and
+	// running shutdown hooks.
+	DefaultHookTimeout = 3 * time.Second
+	// DefaultSafetyMargin is kept free at the end of the grace period for the
+	// process to exit before the kubelet sends SIGKILL.
+	DefaultSafetyMargin = 2 * time.Second
+)
+
+// An Option configures a [Coordinator]; pass options to [New].
+type Option interface {
+	apply(*options)
+}
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+type options struct {
+	gracePeriod  time.Duration
+	drainDelay   time.Duration
+	hookTimeout  time.Duration
+	safetyMargin time.Duration
+	signals      []os.Signal
+	signalCh     <-chan os.Signal
+	signalChSet  bool
+	logger       *slog.Logger
+	observers    []func(Event)
+	clock        Clock
+	checkDetails bool
+	errs         []error // nil values passed to options
+}
+
+// WithGracePeriod sets the time from the shutdown signal to the moment the
+// process is killed: the pod's terminationGracePeriodSeconds, which must be
+// set to the same value. The default is [DefaultGracePeriod], Kubernetes'
+// default.
+func WithGracePeriod(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.gracePeriod = d })
+}
+
+// WithDrainDelay sets how long the process keeps serving after the shutdown
+// signal, with readiness off, while load balancers and kube-proxy stop
+// sending it new connections. During the delay every response asks its
+// client to reconnect elsewhere. Zero skips the delay, which is only safe
+// when no load balancer routes to the process. The default is
+// [DefaultDrainDelay]. A process that never became ready skips the delay:
+// nothing routes to it.
+func WithDrainDelay(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.drainDelay = d })
+}
+
+// WithHookTimeout sets the time reserved at the end of the shutdown for
+// closing the servers and running the hooks registered with
+// [Coordinator.OnShutdown], all of them together: the drain is cut that long
+// before the deadline. It must be positive. The default is
+// [DefaultHookTimeout].
+func WithHookTimeout(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.hookTimeout = d })
+}
+
+// WithSafetyMargin sets the time kept free at the end of the grace period:
+// [Coordinator.Run] returns at least this long before the grace period ends,
+// leaving the process time to exit before SIGKILL. The default is
+// [DefaultSafetyMargin].
+func WithSafetyMargin(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.safetyMargin = d })
+}
+
+// WithSignals sets the operating-system signals that start the shutdown; a
+// second one forces it. The default is SIGTERM, which the kubelet sends, and
+// SIGINT (Ctrl-C). With no signals, only the end of the context given to
+// [Coordinator.Run], a failure, or [WithSignalChannel] starts the shutdown.
+func WithSignals(sig ...os.Signal) Option {
+	for _, s := range sig {
+		if s == nil {
+			return optionFunc(func(o *options) {
+				o.errs = append(o.errs, errors.New("WithSignals: a signal is nil; pass signals such as syscall.SIGTERM"))
+			})
+		}
+	}
+	sig = append([]os.Signal(nil), sig...)
+	return optionFunc(func(o *options) { o.signals = sig })
+}
+
+// WithSignalChannel makes every value received from ch count as a shutdown
+// signal, in addition to the signals of [WithSignals]: the first starts the
+// shutdown, the second forces it. Tests use it to drive the sequence without
+// sending signals to the test process.
+func WithSignalChannel(ch <-chan os.Signal) Option {
+	return optionFunc(func(o *options) {
+		if ch == nil {
+			o.errs = append(o.errs, errors.New("WithSignalChannel: the channel is nil; pass a channel you send signals on"))
+		}
+		o.signalCh, o.signalChSet = ch, true
+	})
+}
+
+// WithLogger sets the logger for the one line per phase and for failing
+// readiness checks. The default is [slog.Default].
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(o *options) {
+		if l == nil {
+			o.errs = append(o.errs, errors.New("WithLogger: the logger is nil; pass slog.New(slog.DiscardHandler) to discard logs"))
+		}
+		o.logger = l
+	})
+}
+
+// WithObserver adds a function called with an [Event] each time
+// [Coordinator.Run] enters a phase, for exporting metrics. It is called
+// synchronously from Run and must not block. There is no observer by
+// default.
+func WithObserver(f func(Event)) Option {
+	return optionFunc(func(o *options) {
+		if f == nil {
+			o.errs = append(o.errs, errors.New("WithObserver: the function is nil"))
+			return
+		}
+		o.observers = append(o.observers, f)
+	})
+}
+
+// WithClock sets the clock behind every timer: the drain delay, the
+// deadline, hook and check timeouts. The default is the real time.
+func WithClock(c Clock) Option {
+	return optionFunc(func(o *options) {
+		if c == nil {
+			o.errs = append(o.errs, errors.New("WithClock: the clock is nil; leave the option out to use the real time"))
+		}
+		o.clock = c
+	})
+}
+
+// WithCheckDetails makes verbose readiness responses (?verbose) include the
+// error text of failing checks. By default they show only each check's name
+// and whether it passed, because error text can carry hostnames, credentials
+// or internal details and probe endpoints are often reachable by more people
+// than logs are; the text is logged instead.
+func WithCheckDetails() Option {
+	return optionFunc(func(o *options) { o.checkDetails = true })
+}
