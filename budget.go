@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 )
 
+// validate checks the options and resolves the reserves left at their
+// defaults.
 func (o *options) validate() error {
 	if len(o.errs) > 0 {
 		err := errors.Join(o.errs...)
@@ -23,20 +26,92 @@ func (o *options) validate() error {
 			return fmt.Errorf("lameduck: %s is %v; it must be zero or more (%s)", d.name, d.value, d.option)
 		}
 	}
-	if o.hookTimeout <= 0 {
+	if o.hookSet && o.hookTimeout <= 0 {
 		return fmt.Errorf("lameduck: hook timeout is %v; it must be positive: it is the time kept after the drain to close the servers and run the shutdown hooks (WithHookTimeout)", o.hookTimeout)
 	}
 	if o.gracePeriod <= 0 {
 		return fmt.Errorf("lameduck: grace period is %v; set it with WithGracePeriod to the pod's terminationGracePeriodSeconds (30s by default)", o.gracePeriod)
 	}
-	if reserved := addSaturated(o.drainDelay, o.hookTimeout, o.safetyMargin); reserved >= o.gracePeriod {
-		need := reserved.Truncate(time.Second)/time.Second + 1
-		return fmt.Errorf("lameduck: drain delay %v + hook timeout %v + safety margin %v = %v leaves no time to drain "+
-			"within the grace period of %v; set terminationGracePeriodSeconds to at least %d in the pod spec and "+
-			"WithGracePeriod(%d * time.Second) to match (more leaves in-flight work time to finish), or shorten the drain delay",
-			o.drainDelay, o.hookTimeout, o.safetyMargin, reserved, o.gracePeriod, need, need)
+	b := o.budget(o.gracePeriod)
+	o.hookTimeout, o.safetyMargin = b.hookTimeout, b.safetyMargin
+	if b.fits() {
+		return nil
 	}
-	return nil
+	return o.budgetError(b)
+}
+
+// budget is how a grace period is shared out.
+type budget struct {
+	grace, drainDelay, hookTimeout, safetyMargin time.Duration
+}
+
+// budget returns the budget of o with grace period grace: explicit reserves
+// as set, default ones scaled to grace.
+func (o *options) budget(grace time.Duration) budget {
+	b := budget{grace: grace, drainDelay: o.drainDelay, hookTimeout: o.hookTimeout, safetyMargin: o.safetyMargin}
+	if !o.hookSet {
+		b.hookTimeout = min(DefaultHookTimeout, grace/10)
+	}
+	if !o.marginSet {
+		b.safetyMargin = min(DefaultSafetyMargin, grace/10)
+	}
+	return b
+}
+
+// reserved is what the budget keeps for everything but the drain.
+func (b budget) reserved() time.Duration {
+	return addSaturated(b.drainDelay, b.hookTimeout, b.safetyMargin)
+}
+
+// fits reports whether the budget leaves time to drain.
+func (b budget) fits() bool { return b.reserved() < b.grace }
+
+// budgetError explains a budget that leaves no time to drain and lists
+// every single change that would fix it.
+func (o *options) budgetError(b budget) error {
+	var fixes []string
+	if secs, ok := o.smallestGracePeriod(); ok {
+		fixes = append(fixes, fmt.Sprintf("a grace period of %ds: set terminationGracePeriodSeconds to %d (or more) in the pod spec "+
+			"and WithGracePeriod(%d * time.Second) to match; more leaves in-flight work more time to finish", secs, secs, secs))
+	}
+	// Each of the three parts fits below what the other two leave free.
+	for _, part := range []struct {
+		name, option string
+		others       time.Duration
+	}{
+		{"drain delay", "WithDrainDelay", addSaturated(b.hookTimeout, b.safetyMargin)},
+		{"hook timeout", "WithHookTimeout", addSaturated(b.drainDelay, b.safetyMargin)},
+		{"safety margin", "WithSafetyMargin", addSaturated(b.drainDelay, b.hookTimeout)},
+	} {
+		if free := b.grace - part.others; part.others < b.grace {
+			fixes = append(fixes, fmt.Sprintf("a %s under %v (%s)", part.name, free, part.option))
+		}
+	}
+	return fmt.Errorf("lameduck: drain delay %v + hook timeout %v + safety margin %v = %v leaves no time to drain "+
+		"within the grace period of %v; any one of these fits: %s",
+		b.drainDelay, b.hookTimeout, b.safetyMargin, b.reserved(), b.grace, strings.Join(fixes, "; or "))
+}
+
+// smallestGracePeriod returns the smallest whole number of seconds of grace
+// period that fits the other settings, default reserves scaled to it, and
+// whether there is one. Fitting only gets easier as the grace period grows,
+// since default reserves grow by at most a fifth of it.
+func (o *options) smallestGracePeriod() (int64, bool) {
+	const maxSecs = math.MaxInt64 / int64(time.Second)
+	fits := func(secs int64) bool { return o.budget(time.Duration(secs) * time.Second).fits() }
+	if !fits(maxSecs) {
+		return 0, false
+	}
+	lo, hi := int64(0), maxSecs // fits(lo) is false, fits(hi) is true
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		if fits(mid) {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return hi, true
 }
 
 // addSaturated adds non-negative durations, returning the largest duration

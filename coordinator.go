@@ -32,15 +32,19 @@ type Coordinator struct {
 
 	readyOnce sync.Once
 	ready     chan struct{} // closed by MarkReady
+	lameDuck  chan struct{} // closed when the shutdown begins
 	draining  chan struct{} // closed when the drain begins
 
 	mu sync.Mutex
 	// Guarded by mu. Registration is only allowed before Run.
 	ran     bool
 	servers []Server
-	workers []func(context.Context) error
-	hooks   []func(context.Context) error
+	workers []work
+	hooks   []work
 	checks  []*check
+	// serving is set once Run serves: MarkReady logs from then on, so
+	// that the log follows the order of events.
+	serving bool
 }
 
 // New returns a Coordinator configured by opts, or an error that says which
@@ -48,13 +52,14 @@ type Coordinator struct {
 //
 // The settings must fit in the grace period: drain delay + hook timeout +
 // safety margin must be shorter than the grace period, leaving time for the
-// drain itself.
+// drain itself. The default hook timeout and safety margin shrink with a
+// short grace period, so that the defaults accept any grace period and any
+// drain delay that leave time to drain; when they do not fit, the error
+// lists every setting that would.
 func New(opts ...Option) (*Coordinator, error) {
 	o := options{
 		gracePeriod:  DefaultGracePeriod,
 		drainDelay:   DefaultDrainDelay,
-		hookTimeout:  DefaultHookTimeout,
-		safetyMargin: DefaultSafetyMargin,
 		signals:      []os.Signal{syscall.SIGTERM, os.Interrupt},
 		logger:       slog.Default(),
 		clock:        realClock{},
@@ -73,6 +78,7 @@ func New(opts ...Option) (*Coordinator, error) {
 		log:      o.logger,
 		clock:    o.clock,
 		ready:    make(chan struct{}),
+		lameDuck: make(chan struct{}),
 		draining: make(chan struct{}),
 	}, nil
 }
@@ -104,16 +110,18 @@ func (c *Coordinator) Register(s Server) {
 // listens. The worker's context is done when the drain begins; Run waits for
 // the worker to return, like a server's in-flight work, until the drain
 // deadline. A worker returning an error shuts the process down and Run
-// returns the error; a worker returning nil early is simply done. It panics
-// if f is nil or Run has been called.
-func (c *Coordinator) Go(f func(ctx context.Context) error) {
+// returns the error; a worker returning nil early is simply done. Logs and
+// errors name the worker after the line that called Go, or as [Named]
+// says. It panics if f is nil or Run has been called.
+func (c *Coordinator) Go(f func(ctx context.Context) error, opts ...WorkOption) {
 	if f == nil {
 		panic("lameduck: Go: the worker is nil")
 	}
+	w := newWork("Go", f, opts)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.mustNotHaveRunLocked("Go")
-	c.workers = append(c.workers, f)
+	c.workers = append(c.workers, w)
 }
 
 // OnShutdown adds a hook for [Coordinator.Run] to call after the drain, such
@@ -122,15 +130,18 @@ func (c *Coordinator) Go(f func(ctx context.Context) error) {
 // down last. Their context ends at the deadline: together they get the hook
 // timeout (see [WithHookTimeout]) plus whatever the drain left unused. A
 // hook that panics or returns an error does not stop the others; Run
-// returns every error, joined. It panics if f is nil or Run has been called.
-func (c *Coordinator) OnShutdown(f func(ctx context.Context) error) {
+// returns every error, joined. Logs and errors name the hook after the line
+// that called OnShutdown, or as [Named] says. It panics if f is nil or Run
+// has been called.
+func (c *Coordinator) OnShutdown(f func(ctx context.Context) error, opts ...WorkOption) {
 	if f == nil {
 		panic("lameduck: OnShutdown: the hook is nil")
 	}
+	h := newWork("OnShutdown", f, opts)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.mustNotHaveRunLocked("OnShutdown")
-	c.hooks = append(c.hooks, f)
+	c.hooks = append(c.hooks, h)
 }
 
 func (c *Coordinator) mustNotHaveRunLocked(method string) {
@@ -147,11 +158,31 @@ func (c *Coordinator) mustNotHaveRunLocked(method string) {
 // do nothing.
 func (c *Coordinator) MarkReady() {
 	c.readyOnce.Do(func() {
-		if c.state.CompareAndSwap(stateStarting, stateReady) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		// Before Run serves, the serving line says ready instead.
+		if c.state.CompareAndSwap(stateStarting, stateReady) && c.serving {
 			c.log.Info("lameduck: ready")
 		}
 		close(c.ready)
 	})
+}
+
+// markServing records that every server listens and serves, and reports
+// whether the process is ready.
+func (c *Coordinator) markServing() (ready bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.serving = true
+	return c.state.Load() == stateReady
+}
+
+// beginShutdown turns readiness off for good and closes LameDuck; it
+// reports whether the process was ready. Run calls it once.
+func (c *Coordinator) beginShutdown() (wasReady bool) {
+	wasReady = c.state.Swap(stateShuttingDown) == stateReady
+	close(c.lameDuck)
+	return wasReady
 }
 
 // Ready returns a channel that is closed once [Coordinator.MarkReady] has
@@ -159,12 +190,22 @@ func (c *Coordinator) MarkReady() {
 // health service, wait on it.
 func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
 
+// LameDuck returns a channel that is closed at the first moment of the
+// shutdown, when readiness turns off and the drain delay begins, before
+// [Coordinator.Draining]. Everything is still served during the delay, but
+// clients should move to other pods: a long-lived response, such as a
+// server-sent event stream or a websocket, can then ask its client to
+// reconnect, which takes it through the load balancer to a pod that stays.
+// It is closed as well when Run fails to start.
+func (c *Coordinator) LameDuck() <-chan struct{} { return c.lameDuck }
+
 // Draining returns a channel that is closed when the drain begins, after
 // the drain delay: long-lived work (server-sent event streams, websockets,
 // streaming RPCs, consumers) should then finish what it is doing and
-// return, before the deadline cuts it.
+// return, before the deadline cuts it. To ask clients to move earlier, at
+// the start of the delay, use [Coordinator.LameDuck].
 func (c *Coordinator) Draining() <-chan struct{} { return c.draining }
 
 // ShuttingDown reports whether the shutdown has begun: readiness answers 503
-// from that moment on.
+// from that moment on, and [Coordinator.LameDuck] is closed.
 func (c *Coordinator) ShuttingDown() bool { return c.state.Load() == stateShuttingDown }

@@ -141,20 +141,20 @@ func TestRunReturnsBeforeTheDeadlineWhateverTheFaults(t *testing.T) {
 		{
 			name: "hook ignores its context",
 			setUp: func(h *harness, rel chan struct{}) {
-				h.ld.OnShutdown(func(context.Context) error { h.log.add("hook 1"); return nil })
-				h.ld.OnShutdown(func(context.Context) error { h.log.add("hook 2 hangs"); <-rel; return nil })
+				h.ld.OnShutdown(func(context.Context) error { h.log.add("hook 1"); return nil }, lameduck.Named("cache"))
+				h.ld.OnShutdown(func(context.Context) error { h.log.add("hook 2 hangs"); <-rel; return nil }, lameduck.Named("db pool"))
 			},
 			stuck: "hook 2 hangs",
-			want:  []string{"shutdown hook 2 did not return in time", "shutdown hook 1 not run"},
+			want:  []string{`shutdown hook "db pool" did not return in time`, `shutdown hook "cache" not run`},
 		},
 		{
 			name: "hook panics, the next one hangs",
 			setUp: func(h *harness, rel chan struct{}) {
-				h.ld.OnShutdown(func(context.Context) error { h.log.add("hook 1 hangs"); <-rel; return nil })
-				h.ld.OnShutdown(func(context.Context) error { panic("flush: nil pointer") })
+				h.ld.OnShutdown(func(context.Context) error { h.log.add("hook 1 hangs"); <-rel; return nil }, lameduck.Named("db pool"))
+				h.ld.OnShutdown(func(context.Context) error { panic("flush: nil pointer") }, lameduck.Named("telemetry"))
 			},
 			stuck: "hook 1 hangs",
-			want:  []string{"shutdown hook 2: panic: flush: nil pointer", "shutdown hook 1 did not return in time"},
+			want:  []string{`shutdown hook "telemetry": panic: flush: nil pointer`, `shutdown hook "db pool" did not return in time`},
 		},
 		{
 			name: "everything at once",
@@ -162,12 +162,12 @@ func TestRunReturnsBeforeTheDeadlineWhateverTheFaults(t *testing.T) {
 				h.ld.Register(newFaultyServer("a", h.log, "Drain", rel))
 				h.ld.Register(newFaultyServer("b", h.log, "Close", rel))
 				h.ld.Register(newFaultyServer("c", h.log, "Serve", rel))
-				h.ld.Go(func(ctx context.Context) error { <-rel; return nil })
-				h.ld.OnShutdown(func(context.Context) error { <-rel; return nil })
+				h.ld.Go(func(ctx context.Context) error { <-rel; return nil }, lameduck.Named("consumer"))
+				h.ld.OnShutdown(func(context.Context) error { <-rel; return nil }, lameduck.Named("db pool"))
 			},
 			stuck: "a hangs in Drain",
 			want: []string{"a server's Drain did not return by the deadline", "a server's Close did not return by the deadline",
-				"a server's Serve did not return by the deadline", "1 worker cut", "shutdown hook 1 not run"},
+				"a server's Serve did not return by the deadline", `1 worker cut; still running: worker "consumer"`, `shutdown hook "db pool" not run`},
 		},
 	}
 	for _, tt := range tests {
@@ -228,7 +228,7 @@ func TestFailedStartReturnsWithinTheHookTimeout(t *testing.T) {
 	b.listenErr = errors.New("listen tcp :8080: bind: address already in use")
 	h.ld.Register(b)
 	hookCtx := make(chan context.Context, 1)
-	h.ld.OnShutdown(func(ctx context.Context) error { hookCtx <- ctx; return nil })
+	h.ld.OnShutdown(func(ctx context.Context) error { hookCtx <- ctx; return nil }, lameduck.Named("db pool"))
 	done := make(chan error, 1)
 	go func() { done <- h.ld.Run(context.Background()) }()
 	h.log.await(t, "a hangs in Close")
@@ -243,7 +243,7 @@ func TestFailedStartReturnsWithinTheHookTimeout(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "lameduck: starting b: listen tcp :8080: bind: address already in use")
 	assert.Contains(t, err.Error(), "a server's Close did not return in time")
-	assert.Contains(t, err.Error(), "shutdown hook 1 not run")
+	assert.Contains(t, err.Error(), `shutdown hook "db pool" not run`)
 	assert.Empty(t, hookCtx, "the hook timeout covers closing the servers and the hooks together")
 }
 
@@ -264,8 +264,13 @@ func TestShutdownStartsWheneverTheSignalArrives(t *testing.T) {
 			h.signals <- syscall.SIGTERM
 			h.signals <- syscall.SIGTERM
 		}, nil, forced},
+		// The end of the context may be the same signal as the one that
+		// follows, arriving twice (signal.NotifyContext): only a second
+		// one forces.
 		{"context cancelled during Listen, then a signal", func(_ *harness, cancel context.CancelFunc) { cancel() },
-			func(h *harness) { h.signals <- syscall.SIGTERM }, forced},
+			func(h *harness) { h.signals <- syscall.SIGTERM }, ""},
+		{"context cancelled during Listen, then two signals", func(_ *harness, cancel context.CancelFunc) { cancel() },
+			func(h *harness) { h.signals <- syscall.SIGTERM; h.signals <- syscall.SIGTERM }, forced},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,8 +3,11 @@ package lameduck_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -187,4 +190,11 @@ func (h *harness) wait(t *testing.T) error {
 		t.Fatal("Run did not return")
 		return errors.New("unreachable")
 	}
+}
+
+// lineAbove returns the file and line of the line above its caller, as
+// Go and OnShutdown name work registered there.
+func lineAbove() string {
+	_, file, line, _ := runtime.Caller(1)
+	return fmt.Sprintf("%s:%d", filepath.Base(file), line-1)
 }

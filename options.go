@@ -16,10 +16,14 @@ const (
 	// to stop sending new connections to a terminating pod.
 	DefaultDrainDelay = 5 * time.Second
 	// DefaultHookTimeout is the time reserved for closing servers and
-	// running shutdown hooks.
+	// running shutdown hooks, with a grace period of 30 s or more. With a
+	// shorter grace period the default is a tenth of it, so that short
+	// grace periods still leave time to drain.
 	DefaultHookTimeout = 3 * time.Second
 	// DefaultSafetyMargin is kept free at the end of the grace period for the
-	// process to exit before the kubelet sends SIGKILL.
+	// process to exit before the kubelet sends SIGKILL, with a grace period
+	// of 20 s or more. With a shorter grace period the default is a tenth
+	// of it.
 	DefaultSafetyMargin = 2 * time.Second
 )
 
@@ -35,8 +39,10 @@ func (f optionFunc) apply(o *options) { f(o) }
 type options struct {
 	gracePeriod  time.Duration
 	drainDelay   time.Duration
-	hookTimeout  time.Duration
+	hookTimeout  time.Duration // zero until set, then resolved by validate
 	safetyMargin time.Duration
+	hookSet      bool // hookTimeout and safetyMargin were set explicitly
+	marginSet    bool
 	signals      []os.Signal
 	signalCh     <-chan os.Signal
 	signalChSet  bool
@@ -69,22 +75,25 @@ func WithDrainDelay(d time.Duration) Option {
 // WithHookTimeout sets the time reserved at the end of the shutdown for
 // closing the servers and running the hooks registered with
 // [Coordinator.OnShutdown], all of them together: the drain is cut that long
-// before the deadline. It must be positive. The default is
-// [DefaultHookTimeout].
+// before the deadline. It must be positive, and is honoured exactly. The
+// default is [DefaultHookTimeout], or a tenth of a grace period shorter
+// than 30 s.
 func WithHookTimeout(d time.Duration) Option {
-	return optionFunc(func(o *options) { o.hookTimeout = d })
+	return optionFunc(func(o *options) { o.hookTimeout, o.hookSet = d, true })
 }
 
 // WithSafetyMargin sets the time kept free at the end of the grace period:
 // [Coordinator.Run] returns at least this long before the grace period ends,
-// leaving the process time to exit before SIGKILL. The default is
-// [DefaultSafetyMargin].
+// leaving the process time to exit before SIGKILL. It may be zero, and is
+// honoured exactly. The default is [DefaultSafetyMargin], or a tenth of a
+// grace period shorter than 20 s.
 func WithSafetyMargin(d time.Duration) Option {
-	return optionFunc(func(o *options) { o.safetyMargin = d })
+	return optionFunc(func(o *options) { o.safetyMargin, o.marginSet = d, true })
 }
 
 // WithSignals sets the operating-system signals that start the shutdown; a
-// second one forces it. The default is SIGTERM, which the kubelet sends, and
+// second delivery forces it (see [Coordinator.Run] for how signals that
+// also end Run's context are counted). The default is SIGTERM, which the kubelet sends, and
 // SIGINT (Ctrl-C). With no signals, only the end of the context given to
 // [Coordinator.Run], a failure, or [WithSignalChannel] starts the shutdown.
 func WithSignals(sig ...os.Signal) Option {

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -31,8 +29,9 @@ var ErrCut = errors.New("lameduck: in-flight work was cut")
 //     answers 200 once [Coordinator.MarkReady] has been called and the
 //     checks pass. Run waits for a shutdown signal (see [WithSignals]), for
 //     ctx to end, or for a server or a worker to fail.
-//  3. Lame duck: readiness answers 503, for good, at once; liveness keeps
-//     answering 200. Every server's LameDuck asks clients to reconnect
+//  3. Lame duck: readiness answers 503, for good, at once, and
+//     [Coordinator.LameDuck] is closed; liveness keeps answering 200.
+//     Every server's LameDuck asks clients to reconnect
 //     elsewhere while everything is still served, for the drain delay (see
 //     [WithDrainDelay]), so that kube-proxy and load balancers catch up. The
 //     delay is skipped if the process never became ready.
@@ -49,8 +48,14 @@ var ErrCut = errors.New("lameduck: in-flight work was cut")
 //  7. Stopped: Run returns before that deadline, whatever servers, workers
 //     and hooks do.
 //
-// A second signal at any point skips what remains of the delay, the drain
-// and the hooks, and cuts what is in flight at once.
+// The shutdown starts at the first signal, whichever way it arrives: one
+// of the Coordinator's own signals (see [WithSignals]), a value from
+// [WithSignalChannel], or the end of ctx, as with [signal.NotifyContext] or
+// a service's own signal handler that cancels ctx. One signal may arrive
+// all these ways at once, and still counts once: only a second delivery
+// forces the shutdown, skipping what remains of the delay, the drain and
+// the hooks, and cutting what is in flight at once. Keep the Coordinator's
+// own signals (the default) for that second signal to be seen.
 //
 // Run returns nil after a clean shutdown, whether a signal or the end of
 // ctx started it. Otherwise it returns, joined, the failure that started the
@@ -83,7 +88,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 // exit is a server's Serve or a worker returning.
 type exit struct {
 	who    string
-	worker bool
+	worker int // index in run.workers; -1 for a server
 	err    error
 }
 
@@ -91,15 +96,16 @@ type exit struct {
 type run struct {
 	c       *Coordinator
 	servers []Server
-	workers []func(context.Context) error
-	hooks   []func(context.Context) error
+	workers []work
+	hooks   []work
 
 	events  chan exit // Serve and worker returns
 	serving int       // Serve calls that have not returned
+	running []bool    // running[i]: workers[i] has not returned
 	working int       // workers that have not returned
 	errs    []error   // failures of servers and workers
 
-	signals chan os.Signal    // OS signals and those of WithSignalChannel
+	signals *signals
 	forced  bool              // a second signal arrived
 	force   func(cause error) // cancels every deadline context
 
@@ -110,7 +116,9 @@ type run struct {
 func (r *run) run(ctx context.Context) error {
 	c := r.c
 	r.enter(PhaseStarting, Counts{}, slog.Int("servers", len(r.servers)), slog.Int("workers", len(r.workers)))
-	defer r.notifySignals()()
+	sigs, stopSignals := notifySignals(&c.opts, c.log)
+	defer stopSignals()
+	r.signals = sigs
 
 	for i, s := range r.servers {
 		if err := s.Listen(); err != nil {
@@ -122,17 +130,23 @@ func (r *run) run(ctx context.Context) error {
 	defer stopWork()
 	for i, s := range r.servers {
 		r.serving++
-		go func() { r.events <- exit{who: serverName(s, i), err: s.Serve()} }()
+		go func() { r.events <- exit{who: serverName(s, i), worker: -1, err: s.Serve()} }()
 	}
+	r.running = make([]bool, len(r.workers))
 	for i, w := range r.workers {
 		r.working++
-		go func() { r.events <- exit{who: fmt.Sprintf("worker %d", i+1), worker: true, err: call(workCtx, w)} }()
+		r.running[i] = true
+		go func() { r.events <- exit{who: "worker " + w.name, worker: i, err: w.call(workCtx)} }()
 	}
 	names := make([]string, len(r.servers))
 	for i, s := range r.servers {
 		names[i] = serverName(s, i)
 	}
-	r.enter(PhaseServing, Counts{}, slog.String("servers", strings.Join(names, ", ")))
+	ready := c.markServing()
+	r.enter(PhaseServing, Counts{}, slog.String("servers", strings.Join(names, ", ")), slog.Bool("ready", ready))
+	if ready {
+		c.log.Info("lameduck: ready")
+	}
 
 	trigger := r.waitForShutdown(ctx)
 	signalAt := c.clock.Now()
@@ -146,7 +160,7 @@ func (r *run) run(ctx context.Context) error {
 	r.force = force
 
 	// Lame duck.
-	wasReady := c.state.Swap(stateShuttingDown) == stateReady
+	wasReady := c.beginShutdown()
 	delay := c.opts.drainDelay
 	if !wasReady {
 		delay = 0
@@ -154,10 +168,12 @@ func (r *run) run(ctx context.Context) error {
 	if _, ok := r.each(hardCtx, func(s Server) { s.LameDuck() }); !ok && deadlineCtx.Err() != nil {
 		r.errs = append(r.errs, errors.New("lameduck: a server's LameDuck did not return by the deadline"))
 	}
+	drainDeadline := deadline.Add(-c.opts.hookTimeout)
 	// Entered once the servers ask clients to leave, so that an observer
 	// sees the phase in effect.
 	r.enter(PhaseLameDuck, Counts{}, slog.String("trigger", trigger), slog.Bool("was_ready", wasReady),
-		slog.Duration("drain_delay", delay), slog.Duration("deadline_in", deadline.Sub(signalAt)))
+		slog.Duration("drain_delay", delay), slog.Duration("drain_deadline_in", drainDeadline.Sub(signalAt)),
+		slog.Duration("deadline_in", deadline.Sub(signalAt)))
 	if delay > 0 {
 		delayed := make(chan struct{})
 		stop := c.clock.AfterFunc(delay, func() { close(delayed) })
@@ -166,7 +182,6 @@ func (r *run) run(ctx context.Context) error {
 	}
 
 	// Drain.
-	drainDeadline := deadline.Add(-c.opts.hookTimeout)
 	drainCtx, cancelDrain := c.deadlineContext(hardCtx, drainDeadline)
 	defer cancelDrain(nil)
 	r.enter(PhaseDraining, Counts{})
@@ -179,6 +194,7 @@ func (r *run) run(ctx context.Context) error {
 
 	report := r.closeServers(deadlineCtx)
 	report.Workers = r.working
+	stillRunning := r.runningWorkers()
 	// Close makes Serve and Drain return; give them until the deadline.
 	if !r.await(drained, deadlineCtx) {
 		r.errs = append(r.errs, errors.New("lameduck: a server's Drain did not return by the deadline"))
@@ -194,16 +210,43 @@ func (r *run) run(ctx context.Context) error {
 		if r.forced {
 			why = "a second signal forced the shutdown"
 		}
-		cutErr = fmt.Errorf("%w: %s: %s cut", ErrCut, why, report)
+		cutErr = fmt.Errorf("%w: %s: %s cut%s", ErrCut, why, report, listed("; still running: ", stillRunning))
 	}
 
-	r.enter(PhaseStopping, report)
+	r.enter(PhaseStopping, report, workerAttrs(stillRunning)...)
 	hookErr := r.runHooks(hardCtx)
 	r.enter(PhaseStopped, report, slog.Duration("since_signal", c.clock.Now().Sub(signalAt)))
 	return errors.Join(errors.Join(r.errs...), cutErr, hookErr)
 }
 
 var errForced = errors.New("lameduck: a second signal forced the shutdown")
+
+// runningWorkers names the workers that have not returned.
+func (r *run) runningWorkers() []string {
+	var names []string
+	for i, running := range r.running {
+		if running {
+			names = append(names, "worker "+r.workers[i].name)
+		}
+	}
+	return names
+}
+
+// listed returns prefix followed by names, or "" if there are none.
+func listed(prefix string, names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	return prefix + strings.Join(names, ", ")
+}
+
+// workerAttrs is the log attribute that names the workers cut, if any.
+func workerAttrs(names []string) []slog.Attr {
+	if len(names) == 0 {
+		return nil
+	}
+	return []slog.Attr{slog.String("workers_cut", strings.Join(names, ", "))}
+}
 
 // closeServers calls every server's Close and adds up what they cut, as far
 // as known when ctx ends: a Close that returns later is reported as stuck
@@ -253,17 +296,24 @@ func (r *run) each(ctx context.Context, f func(Server)) (<-chan struct{}, bool) 
 }
 
 // waitForShutdown waits for a signal, the end of ctx, or a failure, and says
-// which.
+// which. The signal that starts the shutdown is counted (see signals.go), so
+// that its other copies cannot force it.
 func (r *run) waitForShutdown(ctx context.Context) string {
+	s := r.signals
 	for {
 		select {
-		case sig := <-r.signals:
+		case sig := <-s.own:
+			s.received(ownSignals, sig, true)
 			return "signal " + sig.String()
+		case sig, ok := <-s.fed:
+			if s.received(fedSignals, sig, ok); ok {
+				return "signal " + sig.String()
+			}
 		case <-ctx.Done():
 			return "context: " + context.Cause(ctx).Error()
 		case e := <-r.events:
 			r.exited(e)
-			if e.err != nil || !e.worker {
+			if e.err != nil || e.worker < 0 {
 				return e.who + " failed"
 			}
 		}
@@ -275,29 +325,36 @@ func (r *run) waitForShutdown(ctx context.Context) string {
 // a second signal, which cancels every deadline context. It reports whether
 // it returned because of an event or done rather than ctx.
 func (r *run) await(done <-chan struct{}, ctx context.Context) bool {
+	s := r.signals
 	for {
+		var force bool
 		select {
 		case <-done:
 			return true
 		case <-ctx.Done():
 			return isClosed(done) // both may be ready; done wins
-		case sig := <-r.signals:
-			r.forced = true
-			r.c.log.Warn("lameduck: second signal, forcing the shutdown", slog.String("signal", sig.String()))
-			r.force(errForced)
+		case sig := <-s.own:
+			force = s.received(ownSignals, sig, true)
+		case sig, ok := <-s.fed:
+			force = s.received(fedSignals, sig, ok)
 		case e := <-r.events:
 			r.exited(e)
 			if done == nil {
 				return true
 			}
 		}
+		if force {
+			r.forced = true
+			r.force(errForced)
+		}
 	}
 }
 
 // exited records a Serve or worker return.
 func (r *run) exited(e exit) {
-	if e.worker {
+	if e.worker >= 0 {
 		r.working--
+		r.running[e.worker] = false
 	} else {
 		r.serving--
 	}
@@ -305,7 +362,7 @@ func (r *run) exited(e exit) {
 	case e.err != nil:
 		r.errs = append(r.errs, fmt.Errorf("lameduck: %s: %w", e.who, e.err))
 		r.c.log.Error("lameduck: "+e.who+" failed", slog.Any("error", e.err))
-	case !e.worker && r.phase < PhaseLameDuck:
+	case e.worker < 0 && r.phase < PhaseLameDuck:
 		err := fmt.Errorf("lameduck: %s stopped serving before the shutdown", e.who)
 		r.errs = append(r.errs, err)
 		r.c.log.Error(err.Error())
@@ -316,7 +373,7 @@ func (r *run) exited(e exit) {
 // that were started, runs the hooks, and returns err with the hooks' errors.
 func (r *run) failStart(ctx context.Context, err error, started []Server) error {
 	c := r.c
-	c.state.Store(stateShuttingDown)
+	c.beginShutdown()
 	c.log.Error("lameduck: start failed", slog.Any("error", err))
 	// The hook timeout covers closing the servers and the hooks, as at
 	// the end of a shutdown: a Close that blocks cannot hang Run.
@@ -339,42 +396,32 @@ func (r *run) failStart(ctx context.Context, err error, started []Server) error 
 	return err
 }
 
-// runHooks runs the shutdown hooks in reverse order within ctx, and returns
-// their errors joined.
+// runHooks runs the shutdown hooks in reverse order within ctx, logs each
+// that fails, and returns their errors joined.
 func (r *run) runHooks(ctx context.Context) error {
 	var errs []error
 	for i := len(r.hooks) - 1; i >= 0; i-- {
-		name := fmt.Sprintf("shutdown hook %d", i+1)
-		if ctx.Err() != nil {
-			errs = append(errs, fmt.Errorf("lameduck: %s not run: %w", name, context.Cause(ctx)))
-			continue
-		}
+		h := r.hooks[i]
 		var err error
-		done := make(chan struct{})
-		go func() { err = call(ctx, r.hooks[i]); close(done) }()
-		if !r.await(done, ctx) {
-			// The hook ignores its context; leave it behind rather than
-			// miss the deadline.
-			errs = append(errs, fmt.Errorf("lameduck: %s did not return in time: %w", name, context.Cause(ctx)))
-			continue
+		if ctx.Err() != nil {
+			err = fmt.Errorf("lameduck: shutdown hook %s not run: %w", h.name, context.Cause(ctx))
+		} else {
+			var herr error
+			done := make(chan struct{})
+			go func() { herr = h.call(ctx); close(done) }()
+			switch {
+			case !r.await(done, ctx):
+				// The hook ignores its context; leave it behind
+				// rather than miss the deadline.
+				err = fmt.Errorf("lameduck: shutdown hook %s did not return in time: %w", h.name, context.Cause(ctx))
+			case herr != nil:
+				err = fmt.Errorf("lameduck: shutdown hook %s: %w", h.name, herr)
+			}
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("lameduck: %s: %w", name, err))
+			r.c.log.Error(err.Error())
+			errs = append(errs, err)
 		}
 	}
-	err := errors.Join(errs...)
-	if err != nil {
-		r.c.log.Error("lameduck: shutdown hooks failed", slog.Any("error", err))
-	}
-	return err
-}
-
-// call calls a worker or a hook, turning a panic into an error.
-func call(ctx context.Context, f func(context.Context) error) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
-		}
-	}()
-	return f(ctx)
+	return errors.Join(errs...)
 }
