@@ -58,11 +58,11 @@ type Coordinator struct {
 // lists every setting that would.
 func New(opts ...Option) (*Coordinator, error) {
 	o := options{
-		gracePeriod:  DefaultGracePeriod,
-		drainDelay:   DefaultDrainDelay,
-		signals:      []os.Signal{syscall.SIGTERM, os.Interrupt},
-		logger:       slog.Default(),
-		clock:        realClock{},
+		gracePeriod: DefaultGracePeriod,
+		drainDelay:  DefaultDrainDelay,
+		signals:     []os.Signal{syscall.SIGTERM, os.Interrupt},
+		logger:      slog.Default(),
+		clock:       realClock{},
 	}
 	for _, opt := range opts {
 		if opt == nil {
