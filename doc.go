@@ -14,11 +14,25 @@
 //	mux.Handle("/readyz", ld.ReadinessHandler())
 //	mux.Handle("/livez", ld.LivenessHandler())
 //	ld.Register(httpserver.New(&http.Server{Addr: ":8080", Handler: mux}))
-//	ld.OnShutdown(func(ctx context.Context) error { return db.Close() })
+//	ld.OnShutdown(func(ctx context.Context) error { return db.Close() }, lameduck.Named("db"))
 //	ld.MarkReady() // or later, once caches are warm
 //	if err := ld.Run(context.Background()); err != nil {
 //		log.Fatal(err)
 //	}
+//
+// A service that already ends a context on SIGTERM, as the os/signal
+// documentation shows, passes it to Run:
+//
+//	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+//	defer stop()
+//	...
+//	if err := ld.Run(ctx); err != nil {
+//		log.Fatal(err)
+//	}
+//
+// Both wirings, and a signal handler of the service's own that cancels the
+// context, run the same sequence: one signal that reaches Run several ways
+// counts once, and only a second delivery forces the shutdown.
 //
 // # The problem, as a timeline
 //
@@ -55,7 +69,8 @@
 //     routes elsewhere. A process that never became ready skips the delay.
 //  4. Servers stop accepting connections.
 //  5. In-flight requests, RPCs and streams finish; long-lived work is told
-//     to wrap up through [Coordinator.Draining]. The end of the drain is
+//     to wrap up through [Coordinator.Draining] (or, to move its clients
+//     during the delay, [Coordinator.LameDuck]). The end of the drain is
 //     detected by events, so the process exits as soon as the last
 //     response is out.
 //  6. At the deadline, before the grace period ends, whatever remains is
@@ -85,8 +100,18 @@
 // 5 s, hook timeout 3 s, safety margin 2 s — in-flight work has up to 20 s to
 // finish after the delay. Set [WithGracePeriod] to the pod's
 // terminationGracePeriodSeconds, and the drain delay above the time your
-// load balancers take to stop routing to a terminating pod. [New] rejects
-// settings that do not fit and says which grace period they need. Give the
+// load balancers take to stop routing to a terminating pod. With a grace
+// period under 30 s the default hook timeout and safety margin are a tenth
+// of it each (at most 3 s and 2 s), so that short grace periods fit:
+//
+//	grace period   drain delay   hook timeout   safety margin   left to drain
+//	30 s           5 s           3 s            2 s             20 s
+//	10 s           5 s           1 s            1 s             3 s
+//	5 s            1 s           0.5 s          0.5 s           3 s
+//
+// A hook timeout or safety margin set explicitly is honoured exactly. [New]
+// rejects settings that leave no time to drain, and lists every change that
+// would fit: the grace period, the delay, the hook timeout or the margin. Give the
 // readiness probe a short period (periodSeconds: 1 to 5) so that new pods
 // join quickly; the shutdown does not depend on it, because endpoints are
 // removed as soon as the pod is deleted.

@@ -1,12 +1,20 @@
 package lameduck_test
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"log"
 	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/httpserver"
 )
 
 // printServer is a lameduck.Server that prints the calls it gets.
@@ -62,5 +70,102 @@ func ExampleCoordinator_Run() {
 	// stopping
 	//   hook: close the database
 	// stopped
+	// Run returned <nil>
+}
+
+// The idiom of the os/signal documentation works as it is: the SIGTERM that
+// ends ctx also reaches the Coordinator's own signal handling, and counts
+// once. A second SIGTERM or Ctrl-C still forces the shutdown.
+func ExampleCoordinator_Run_notifyContext() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	ld, err := lameduck.New()
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Register servers, workers and hooks here.
+	ld.MarkReady()
+	if err := ld.Run(ctx); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// Hooks and workers are named in every error and log line about them;
+// without Named, after the file and line that registered them.
+func ExampleNamed() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // start the shutdown at once
+	ld, err := lameduck.New(lameduck.WithSignals(), lameduck.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		panic(err)
+	}
+	ld.OnShutdown(func(ctx context.Context) error {
+		return errors.New("close: connection reset by peer")
+	}, lameduck.Named("db pool"))
+	fmt.Println(ld.Run(ctx))
+	// Output:
+	// lameduck: shutdown hook "db pool": close: connection reset by peer
+}
+
+// A server-sent-events handler that asks its client to reconnect as soon as
+// the shutdown begins, at the start of the drain delay: the client's next
+// connection goes through the load balancer to a pod that stays, and the
+// stream does not hold up the drain.
+func ExampleCoordinator_LameDuck() {
+	ctx, shutdown := context.WithCancel(context.Background())
+	defer shutdown()
+	serving := make(chan struct{})
+	ld, err := lameduck.New(
+		lameduck.WithSignals(), // this example ends with ctx rather than SIGTERM
+		lameduck.WithDrainDelay(100*time.Millisecond),
+		lameduck.WithLogger(slog.New(slog.DiscardHandler)),
+		lameduck.WithObserver(func(e lameduck.Event) {
+			if e.Phase == lameduck.PhaseServing {
+				close(serving)
+			}
+		}),
+	)
+	if err != nil {
+		panic(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: price 42\n\n")
+		http.NewResponseController(w).Flush()
+		select {
+		case <-ld.LameDuck():
+			// "retry: 0" makes an EventSource reconnect at once.
+			fmt.Fprint(w, "retry: 0\nevent: reconnect\ndata: this server is shutting down\n\n")
+		case <-r.Context().Done():
+		}
+	})
+	srv := httpserver.New(&http.Server{Addr: "127.0.0.1:0", Handler: mux})
+	ld.Register(srv)
+	ld.MarkReady()
+	done := make(chan error, 1)
+	go func() { done <- ld.Run(ctx) }()
+	<-serving
+
+	resp, err := http.Get("http://" + srv.Addr().String() + "/events")
+	if err != nil {
+		panic(err)
+	}
+	events := bufio.NewScanner(resp.Body)
+	for events.Scan() {
+		fmt.Println(events.Text())
+		if events.Text() == "data: price 42" {
+			shutdown() // as if SIGTERM arrived
+		}
+	}
+	resp.Body.Close()
+	fmt.Println("Run returned", <-done)
+	// Output:
+	// data: price 42
+	//
+	// retry: 0
+	// event: reconnect
+	// data: this server is shutting down
+	//
 	// Run returned <nil>
 }
