@@ -30,9 +30,10 @@ const waitTimeout = 10 * time.Second
 // fakeServer is a lameduck.Server that records the calls it gets and whose
 // in-flight work the test controls.
 type fakeServer struct {
-	name      string
-	listenErr error
-	log       *callLog
+	name       string
+	listenErr  error
+	onLameDuck func() // called by LameDuck, if set
+	log        *callLog
 
 	work    lameduck.Tracker
 	stopped chan struct{} // closed by Close: Serve returns
@@ -60,7 +61,12 @@ func (s *fakeServer) Serve() error {
 	}
 }
 
-func (s *fakeServer) LameDuck() { s.log.add(s.name + " lame duck") }
+func (s *fakeServer) LameDuck() {
+	if s.onLameDuck != nil {
+		s.onLameDuck()
+	}
+	s.log.add(s.name + " lame duck")
+}
 
 func (s *fakeServer) Drain(ctx context.Context) error {
 	s.log.add(s.name + " drain")

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -391,4 +394,118 @@ func TestRegisteringNilPanics(t *testing.T) {
 	assert.PanicsWithValue(t, "lameduck: Register: the server is nil", func() { ld.Register(nil) })
 	assert.PanicsWithValue(t, "lameduck: Go: the worker is nil", func() { ld.Go(nil) })
 	assert.PanicsWithValue(t, "lameduck: OnShutdown: the hook is nil", func() { ld.OnShutdown(nil) })
+}
+
+// logMessages is a logger that keeps the message of every line.
+type logMessages struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (l *logMessages) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key != slog.MessageKey {
+				return slog.Attr{} // keep the message alone
+			}
+			return a
+		},
+	}))
+}
+
+func (l *logMessages) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.msgs = append(l.msgs, strings.TrimSuffix(strings.TrimPrefix(string(p), "msg="), "\n"))
+	return len(p), nil
+}
+
+func (l *logMessages) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.msgs...)
+}
+
+func TestLogFollowsTheOrderOfEvents(t *testing.T) {
+	t.Run("ready before Run", func(t *testing.T) {
+		var logs logMessages
+		h := newHarness(t, lameduck.WithDrainDelay(0), lameduck.WithLogger(logs.logger()))
+		h.ld.Register(newFakeServer("a", h.log))
+		h.ld.MarkReady()
+		assert.Empty(t, logs.all(), "nothing is ready before Run serves")
+		h.start(t, context.Background())
+		h.signals <- syscall.SIGTERM
+		require.NoError(t, h.wait(t))
+		assert.Equal(t, []string{`"lameduck: starting"`, `"lameduck: serving"`, `"lameduck: ready"`, `"lameduck: lame duck"`,
+			`"lameduck: draining"`, `"lameduck: stopping"`, `"lameduck: stopped"`}, logs.all())
+	})
+	t.Run("ready while serving", func(t *testing.T) {
+		var logs logMessages
+		h := newHarness(t, lameduck.WithDrainDelay(0), lameduck.WithLogger(logs.logger()))
+		h.start(t, context.Background())
+		h.ld.MarkReady()
+		h.signals <- syscall.SIGTERM
+		require.NoError(t, h.wait(t))
+		assert.Equal(t, []string{`"lameduck: starting"`, `"lameduck: serving"`, `"lameduck: ready"`, `"lameduck: lame duck"`},
+			logs.all()[:4])
+	})
+	t.Run("a start that fails is never ready", func(t *testing.T) {
+		var logs logMessages
+		h := newHarness(t, lameduck.WithLogger(logs.logger()))
+		s := newFakeServer("a", h.log)
+		s.listenErr = errors.New("listen tcp :8080: bind: address already in use")
+		h.ld.Register(s)
+		h.ld.MarkReady()
+		require.Error(t, h.ld.Run(context.Background()))
+		assert.Equal(t, []string{`"lameduck: starting"`, `"lameduck: start failed"`, `"lameduck: stopping"`, `"lameduck: stopped"`}, logs.all())
+	})
+}
+
+func TestLameDuckIsClosedAtTheFirstMomentOfTheShutdown(t *testing.T) {
+	h := newHarness(t, lameduck.WithDrainDelay(5*time.Second))
+	s := newFakeServer("a", h.log)
+	h.ld.Register(s)
+	// The server's LameDuck, the first thing Run asks of it in the
+	// shutdown, already sees the channel closed.
+	s.onLameDuck = func() {
+		select {
+		case <-h.ld.LameDuck():
+		default:
+			t.Error("LameDuck not yet closed when the servers are asked to leave")
+		}
+	}
+	h.ld.MarkReady()
+	h.start(t, context.Background())
+	select {
+	case <-h.ld.LameDuck():
+		t.Fatal("LameDuck closed before the shutdown")
+	default:
+	}
+	h.signals <- syscall.SIGTERM
+	h.phases.await(t, lameduck.PhaseLameDuck)
+	<-h.ld.LameDuck()
+	select {
+	case <-h.ld.Draining():
+		t.Fatal("Draining closed during the delay")
+	default:
+	}
+	h.clock.AwaitTimer(t, 5*time.Second)
+	h.clock.Advance(5 * time.Second)
+	require.NoError(t, h.wait(t))
+
+	failed := newHarness(t)
+	bad := newFakeServer("b", failed.log)
+	bad.listenErr = errors.New("listen tcp :8080: bind: address already in use")
+	failed.ld.Register(bad)
+	require.Error(t, failed.ld.Run(context.Background()))
+	assert.True(t, isClosed(failed.ld.LameDuck()), "a failed start closes LameDuck too, as ShuttingDown reports")
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
