@@ -26,6 +26,11 @@ func (o *options) validate() error {
 			return fmt.Errorf("lameduck: %s is %v; it must be zero or more (%s)", d.name, d.value, d.option)
 		}
 	}
+	if o.adaptive {
+		if err := o.validateAdaptive(); err != nil {
+			return err
+		}
+	}
 	if o.hookSet && o.hookTimeout <= 0 {
 		return fmt.Errorf("lameduck: hook timeout is %v; it must be positive: it is the time kept after the drain to close the servers and run the shutdown hooks (WithHookTimeout)", o.hookTimeout)
 	}
@@ -38,6 +43,21 @@ func (o *options) validate() error {
 		return nil
 	}
 	return o.budgetError(b)
+}
+
+func (o *options) validateAdaptive() error {
+	const with = "WithAdaptiveDrainDelay(min, quiet, max)"
+	switch {
+	case o.delayMin < 0:
+		return fmt.Errorf("lameduck: adaptive drain delay: the minimum is %v; it must be zero or more (%s)", o.delayMin, with)
+	case o.drainDelay < o.delayMin:
+		return fmt.Errorf("lameduck: adaptive drain delay: the maximum %v is less than the minimum %v; swap them, or raise the maximum (%s)",
+			o.drainDelay, o.delayMin, with)
+	case o.quietPeriod <= 0:
+		return fmt.Errorf("lameduck: adaptive drain delay: the quiet period is %v; it must be positive: it is how long no connection "+
+			"may arrive before the delay ends early (%s); for a fixed delay use WithDrainDelay", o.quietPeriod, with)
+	}
+	return nil
 }
 
 // budget is how a grace period is shared out.
@@ -79,7 +99,7 @@ func (o *options) budgetError(b budget) error {
 		name, option string
 		others       time.Duration
 	}{
-		{"drain delay", "WithDrainDelay", addSaturated(b.hookTimeout, b.safetyMargin)},
+		{"drain delay", delayOption(o), addSaturated(b.hookTimeout, b.safetyMargin)},
 		{"hook timeout", "WithHookTimeout", addSaturated(b.drainDelay, b.safetyMargin)},
 		{"safety margin", "WithSafetyMargin", addSaturated(b.drainDelay, b.hookTimeout)},
 	} {
@@ -87,9 +107,20 @@ func (o *options) budgetError(b budget) error {
 			fixes = append(fixes, fmt.Sprintf("a %s under %v (%s)", part.name, free, part.option))
 		}
 	}
-	return fmt.Errorf("lameduck: drain delay %v + hook timeout %v + safety margin %v = %v leaves no time to drain "+
+	delay := "drain delay"
+	if o.adaptive {
+		delay = "adaptive drain delay's maximum"
+	}
+	return fmt.Errorf("lameduck: "+delay+" %v + hook timeout %v + safety margin %v = %v leaves no time to drain "+
 		"within the grace period of %v; any one of these fits: %s",
 		b.drainDelay, b.hookTimeout, b.safetyMargin, b.reserved(), b.grace, strings.Join(fixes, "; or "))
+}
+
+func delayOption(o *options) string {
+	if o.adaptive {
+		return "the maximum of WithAdaptiveDrainDelay"
+	}
+	return "WithDrainDelay"
 }
 
 // smallestGracePeriod returns the smallest whole number of seconds of grace

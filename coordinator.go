@@ -60,6 +60,7 @@ func New(opts ...Option) (*Coordinator, error) {
 	o := options{
 		gracePeriod: DefaultGracePeriod,
 		drainDelay:  DefaultDrainDelay,
+		delayMin:    DefaultDrainDelay,
 		signals:     []os.Signal{syscall.SIGTERM, os.Interrupt},
 		logger:      slog.Default(),
 		clock:       realClock{},

@@ -109,6 +109,14 @@
 //	10 s           5 s           1 s            1 s             3 s
 //	5 s            1 s           0.5 s          0.5 s           3 s
 //
+// Every shutdown measures the load balancer's lag: the log line that ends
+// the lame-duck phase ("lameduck: draining") and the [Event] say when the
+// last new connection arrived after the signal, and on which server, and
+// a warning says when it came near the end of the delay. With
+// [WithAdaptiveDrainDelay] the delay ends as soon as routing has caught up,
+// between a minimum and a maximum, instead of always lasting the longest
+// lag a cluster might have.
+//
 // A hook timeout or safety margin set explicitly is honoured exactly. [New]
 // rejects settings that leave no time to drain, and lists every change that
 // would fit: the grace period, the delay, the hook timeout or the margin. Give the

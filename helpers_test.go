@@ -35,10 +35,11 @@ type fakeServer struct {
 	onLameDuck func() // called by LameDuck, if set
 	log        *callLog
 
-	work    lameduck.Tracker
-	stopped chan struct{} // closed by Close: Serve returns
-	fail    chan error    // a value makes Serve fail
-	once    sync.Once
+	work     lameduck.Tracker
+	arrivals lameduck.Arrivals
+	stopped  chan struct{} // closed by Close: Serve returns
+	fail     chan error    // a value makes Serve fail
+	once     sync.Once
 }
 
 func newFakeServer(name string, log *callLog) *fakeServer {
@@ -46,6 +47,8 @@ func newFakeServer(name string, log *callLog) *fakeServer {
 }
 
 func (s *fakeServer) String() string { return s.name }
+
+func (s *fakeServer) Arrivals() *lameduck.Arrivals { return &s.arrivals }
 
 func (s *fakeServer) Listen() error {
 	s.log.add(s.name + " listen")

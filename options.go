@@ -38,7 +38,10 @@ func (f optionFunc) apply(o *options) { f(o) }
 
 type options struct {
 	gracePeriod  time.Duration
-	drainDelay   time.Duration
+	drainDelay   time.Duration // the fixed delay, or the adaptive maximum
+	delayMin     time.Duration // the adaptive minimum
+	quietPeriod  time.Duration
+	adaptive     bool          // WithAdaptiveDrainDelay
 	hookTimeout  time.Duration // zero until set, then resolved by validate
 	safetyMargin time.Duration
 	hookSet      bool // hookTimeout and safetyMargin were set explicitly
@@ -67,9 +70,12 @@ func WithGracePeriod(d time.Duration) Option {
 // client to reconnect elsewhere. Zero skips the delay, which is only safe
 // when no load balancer routes to the process. The default is
 // [DefaultDrainDelay]. A process that never became ready skips the delay:
-// nothing routes to it.
+// nothing routes to it. [WithAdaptiveDrainDelay] ends the delay once
+// routing has caught up instead; the last of the two options wins.
 func WithDrainDelay(d time.Duration) Option {
-	return optionFunc(func(o *options) { o.drainDelay = d })
+	return optionFunc(func(o *options) {
+		o.drainDelay, o.delayMin, o.quietPeriod, o.adaptive = d, d, 0, false
+	})
 }
 
 // WithHookTimeout sets the time reserved at the end of the shutdown for

@@ -52,6 +52,15 @@ type Event struct {
 	// Cut counts the work cut at the deadline or by a second signal. It is
 	// set from PhaseStopping on.
 	Cut Counts
+	// Arrivals counts the connections that servers accepted during the
+	// lame-duck phase (see [ArrivalReporter]); LastArrival is how long
+	// after the signal the last of them arrived, on the server that
+	// LastArrivalServer names: how long the load balancer went on routing
+	// to the process. They are set from PhaseDraining on, whose Elapsed
+	// is the drain delay taken.
+	Arrivals          int
+	LastArrival       time.Duration
+	LastArrivalServer string
 }
 
 // enter moves to phase p: one log line with the previous phase's duration,
@@ -73,6 +82,7 @@ func (r *run) enter(p Phase, cut Counts, attrs ...slog.Attr) {
 	}
 	r.c.log.LogAttrs(context.Background(), level, "lameduck: "+p.String(), attrs...)
 	for _, f := range r.c.opts.observers {
-		f(Event{Phase: p, Elapsed: elapsed, Cut: cut})
+		f(Event{Phase: p, Elapsed: elapsed, Cut: cut, Arrivals: r.lameDuck.count,
+			LastArrival: r.lameDuck.last, LastArrivalServer: r.lameDuck.lastServer})
 	}
 }

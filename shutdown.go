@@ -109,6 +109,8 @@ type run struct {
 	forced  bool              // a second signal arrived
 	force   func(cause error) // cancels every deadline context
 
+	lameDuck lameDuckRes // what the drain delay measured, once over
+
 	phase   Phase
 	phaseAt time.Time
 }
@@ -165,6 +167,7 @@ func (r *run) run(ctx context.Context) error {
 	if !wasReady {
 		delay = 0
 	}
+	lameDuck := watchArrivals(c, r.servers, signalAt, delay)
 	if _, ok := r.each(hardCtx, func(s Server) { s.LameDuck() }); !ok && deadlineCtx.Err() != nil {
 		r.errs = append(r.errs, errors.New("lameduck: a server's LameDuck did not return by the deadline"))
 	}
@@ -172,19 +175,17 @@ func (r *run) run(ctx context.Context) error {
 	// Entered once the servers ask clients to leave, so that an observer
 	// sees the phase in effect.
 	r.enter(PhaseLameDuck, Counts{}, slog.String("trigger", trigger), slog.Bool("was_ready", wasReady),
-		slog.Duration("drain_delay", delay), slog.Duration("drain_deadline_in", drainDeadline.Sub(signalAt)),
+		delayAttr(&c.opts, delay), slog.Duration("drain_deadline_in", drainDeadline.Sub(signalAt)),
 		slog.Duration("deadline_in", deadline.Sub(signalAt)))
-	if delay > 0 {
-		delayed := make(chan struct{})
-		stop := c.clock.AfterFunc(delay, func() { close(delayed) })
-		r.await(delayed, hardCtx)
-		stop()
-	}
+	lameDuck.begin()
+	r.await(lameDuck.done, hardCtx)
+	r.lameDuck = lameDuck.stop()
 
 	// Drain.
 	drainCtx, cancelDrain := c.deadlineContext(hardCtx, drainDeadline)
 	defer cancelDrain(nil)
-	r.enter(PhaseDraining, Counts{})
+	r.enter(PhaseDraining, Counts{}, r.lameDuck.attrs()...)
+	r.lameDuck.warn(c.log, delay)
 	close(c.draining)
 	stopWork()
 	// Drain's error says no more than the counts from Close below.
