@@ -5,6 +5,7 @@ import (
 	"image/color"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 
 	xfont "golang.org/x/image/font"
@@ -105,10 +106,10 @@ func textStyle(size float64, bold bool) draw.TextStyle {
 // drawHeader explains the picture in two lines, with the glyphs and lines
 // it uses, so that nobody has to look for a legend.
 func (f *Figure) drawHeader(c draw.Canvas) {
-	sty := textStyle(13, false)
+	sty := textStyle(14, false)
 	x := c.Min.X + px(14)
 	y1 := c.Max.Y - px(22)
-	y2 := c.Max.Y - px(46)
+	y2 := c.Max.Y - px(47)
 	full := fmt.Sprintf("%s/s", thousands(int64(f.FullRate)))
 	intro := fmt.Sprintf("One lane per pod. Blue: requests it served per %s (full band: %s). Failed requests:", formatDuration(f.Bucket), full)
 	c.FillText(sty, vg.Point{X: x, Y: y1}, intro)
@@ -139,7 +140,7 @@ func (f *Figure) panelPlot(p Panel, last bool) *plot.Plot {
 	plt := plot.New()
 	plt.BackgroundColor = color.Transparent
 	plt.Title.Text = p.Title
-	plt.Title.TextStyle = textStyle(14, true)
+	plt.Title.TextStyle = textStyle(15, true)
 	plt.Title.TextStyle.XAlign = draw.XCenter
 	plt.Title.Padding = px(8)
 	plt.X.Min, plt.X.Max = 0, f.End.Seconds()
@@ -149,7 +150,7 @@ func (f *Figure) panelPlot(p Panel, last bool) *plot.Plot {
 		plt.X.Label.TextStyle.XAlign = draw.XCenter
 		plt.X.Label.TextStyle.YAlign = draw.YTop
 	}
-	plt.X.Tick.Label = textStyle(12, false)
+	plt.X.Tick.Label = textStyle(13, false)
 	plt.X.Tick.Label.XAlign = draw.XCenter
 	plt.X.Tick.Label.YAlign = draw.YTop
 	plt.X.Tick.Marker = secondTicks{}
@@ -175,10 +176,25 @@ func laneBase(n, i int) float64 { return float64(n - 1 - i) }
 type secondTicks struct{}
 
 func (secondTicks) Ticks(lo, hi float64) []plot.Tick {
-	step := niceCeil((hi - lo) / 14)
+	// A step of 1, 2 or 5 times a power of ten, for about a dozen ticks,
+	// labelled with as many decimals as the step has.
+	raw := (hi - lo) / 12
+	if raw <= 0 {
+		return nil
+	}
+	p := math.Pow(10, math.Floor(math.Log10(raw)))
+	step := 10 * p
+	for _, m := range []float64{1, 2, 5} {
+		if m*p >= raw {
+			step = m * p
+			break
+		}
+	}
+	decimals := max(0, int(-math.Floor(math.Log10(step)+1e-9)))
 	var ticks []plot.Tick
-	for v := math.Ceil(lo/step) * step; v <= hi; v += step {
-		ticks = append(ticks, plot.Tick{Value: v, Label: strings.TrimSuffix(fmt.Sprintf("%.1f", v), ".0")})
+	for i := math.Ceil(lo / step); i*step <= hi+step*1e-9; i++ {
+		v := i * step
+		ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'f', decimals, 64)})
 	}
 	return ticks
 }
@@ -225,10 +241,16 @@ func (lp lanesPlotter) Plot(c draw.Canvas, plt *plot.Plot) {
 			c.StrokeLines(draw.LineStyle{Color: loadEdge, Width: px(1)}, c.ClipLinesX(pts[1:len(pts)-1])...)
 		}
 
-		// The events, under the failures so that none hides one.
-		for _, m := range l.Marks {
-			x := trX(m.At.Seconds())
-			c.StrokeLine2(eventStyles[m.Event], x, trY(base+0.02), x, trY(base+0.98))
+		// The events, under the failures so that none hides one; the exit
+		// last, so that a listener closing as the process exits does
+		// not hide it.
+		for _, exit := range []bool{false, true} {
+			for _, m := range l.Marks {
+				if (m.Event == EventExit) == exit {
+					x := trX(m.At.Seconds())
+					c.StrokeLine2(eventStyles[m.Event], x, trY(base+0.02), x, trY(base+0.98))
+				}
+			}
 		}
 		lp.labels(c, trX, trY(base+1), l.Marks)
 
@@ -249,8 +271,8 @@ func (lp lanesPlotter) Plot(c draw.Canvas, plt *plot.Plot) {
 // lines. Events closer than a label's gap share one label; a label that
 // would run into the previous one on its row goes on the next row.
 func (lp lanesPlotter) labels(c draw.Canvas, trX func(float64) vg.Length, top vg.Length, marks []Mark) {
-	sty := textStyle(12, false)
-	rowH := px(15)
+	sty := textStyle(13, false)
+	rowH := px(16)
 	var rowEnd [labelRows]vg.Length
 	for i := range rowEnd {
 		rowEnd[i] = c.Min.X - px(100)

@@ -153,10 +153,10 @@ type Mark struct {
 // and scales a wider one down, so a width a little above that stays sharp.
 const (
 	widthPx      = 1100
-	headerPx     = 64
+	headerPx     = 72
 	footerPx     = 24
 	titlePx      = 34
-	lanePx       = 72
+	lanePx       = 76
 	axisPx       = 30
 	panelGapPx   = 14
 	minPanelPx   = titlePx + lanePx + axisPx
