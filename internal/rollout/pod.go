@@ -211,20 +211,31 @@ const listenerPoll = 2 * time.Millisecond
 func (p *pod) watchListener() {
 	tick := time.NewTicker(listenerPoll)
 	defer tick.Stop()
+	closed := func() {
+		at := time.Now()
+		select {
+		case <-p.done:
+			// The process has exited meanwhile, and its listener closed
+			// with it at the latest.
+			if p.exitAt.Before(at) {
+				at = p.exitAt
+			}
+		default:
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.listenerClosedAt = at
+	}
 	for {
 		if !listening(p.addr) {
-			p.mark(&p.listenerClosedAt)
+			closed()
 			return
 		}
 		select {
 		case <-tick.C:
 		case <-p.done:
 			if !listening(p.addr) {
-				p.mu.Lock()
-				if p.listenerClosedAt.IsZero() {
-					p.listenerClosedAt = p.exitAt
-				}
-				p.mu.Unlock()
+				closed()
 			}
 			return
 		}

@@ -453,14 +453,15 @@ func (r *run) probeOnce(ctx context.Context, url string) string {
 // end of the grace period. It returns once the pod has exited and left the
 // load balancer.
 func (r *run) terminate(ctx context.Context, p *pod) (PodExit, error) {
+	if err := p.terminate(); err != nil {
+		p.kill(false)
+	}
+	// The lag counts from the SIGTERM.
 	removed := make(chan struct{})
 	removal := time.AfterFunc(max(r.cfg.Lag, 0), func() {
 		r.remove(p)
 		close(removed)
 	})
-	if err := p.terminate(); err != nil {
-		p.kill(false)
-	}
 	if canWatchListeners {
 		watched := make(chan struct{})
 		go func() {
