@@ -119,7 +119,8 @@ type Figure struct {
 type Panel struct {
 	// Title names the server and gives the run's totals.
 	Title string
-	// Lanes has one entry per pod, in order of start, and a last one,
+	// Lanes has one entry per pod, in order of start (the first 24 pods
+	// at most: the title then says how many there were), and a last one,
 	// "no pod", if some failed requests reached no pod.
 	Lanes []Lane
 }
@@ -161,6 +162,10 @@ const (
 	panelGapPx   = 14
 	minPanelPx   = titlePx + lanePx + axisPx
 	endMarginPct = 2
+	// maxLanes bounds the lanes of a panel, and so the picture's size: a
+	// run of a thousand rollouts would be a picture too tall to look at,
+	// and too big to hold in memory.
+	maxLanes = 24
 )
 
 // New lays out the picture of runs. It needs at least one run.
@@ -170,7 +175,7 @@ func New(runs ...Run) (*Figure, error) {
 	}
 	f := &Figure{Width: widthPx, Bucket: rollout.TimelineBucket}
 	var end time.Duration
-	maxLanes := 1
+	lanes := 1
 	for _, r := range runs {
 		tl := r.Timeline
 		if tl.Bucket > 0 {
@@ -188,7 +193,10 @@ func New(runs ...Run) (*Figure, error) {
 	for _, r := range runs {
 		p := Panel{Title: title(r)}
 		tl := r.Timeline
-		for i, pt := range tl.Pods {
+		if n := len(tl.Pods); n > maxLanes {
+			p.Title += fmt.Sprintf(" (the first %d of %d pods)", maxLanes, n)
+		}
+		for i, pt := range tl.Pods[:min(len(tl.Pods), maxLanes)] {
 			l := Lane{Pod: pt.Name, Served: pt.Served}
 			for _, n := range pt.Served {
 				if n > 0 {
@@ -205,18 +213,18 @@ func New(runs ...Run) (*Figure, error) {
 		}
 		var lost []rollout.FailureAt
 		for _, fa := range tl.Failures {
-			if fa.Pod < 0 || fa.Pod >= len(tl.Pods) {
+			if fa.Pod < 0 {
 				lost = append(lost, fa)
 			}
 		}
 		if len(lost) > 0 {
 			p.Lanes = append(p.Lanes, Lane{Pod: "no pod", Failures: lost})
 		}
-		maxLanes = max(maxLanes, len(p.Lanes))
+		lanes = max(lanes, len(p.Lanes))
 		f.Panels = append(f.Panels, p)
 	}
 	f.FullRate = niceCeil(float64(fullBand(rates)) / f.Bucket.Seconds())
-	f.Height = headerPx + len(runs)*(panelPx(maxLanes)+panelGapPx) + footerPx
+	f.Height = headerPx + len(runs)*(panelPx(lanes)+panelGapPx) + footerPx
 	return f, nil
 }
 

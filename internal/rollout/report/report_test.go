@@ -255,6 +255,27 @@ func TestLostFailuresAndKilledPods(t *testing.T) {
 	assert.Equal(t, image.Rect(0, 0, fig.Width, fig.Height), renderPNG(t, run).Bounds())
 }
 
+// A run of many rollouts draws the first pods only, and says so: the
+// picture's size is bounded.
+func TestManyPods(t *testing.T) {
+	tl := rollout.Timeline{Bucket: rollout.TimelineBucket, LoadStart: 0, LoadEnd: 100 * time.Second}
+	for i := range 1000 {
+		at := time.Duration(i) * 100 * time.Millisecond
+		tl.Pods = append(tl.Pods, rollout.PodTimeline{
+			Name: fmt.Sprintf("pod-%d", i+1), Started: at, Ready: at, Joined: at, Term: at + time.Second,
+			Removed: rollout.Never, ListenerClosed: rollout.Never, Exited: rollout.Never,
+		})
+		tl.Failures = append(tl.Failures, rollout.FailureAt{At: at + time.Second, Pod: i, Kind: rollout.KindEOF})
+	}
+	fig, err := report.New(report.Run{Name: "long", Requests: 1000, Failures: [rollout.NumKinds]int64{rollout.KindEOF: 1000}, Timeline: tl})
+	require.NoError(t, err)
+	p := fig.Panels[0]
+	assert.Equal(t, "long: 1000 of 1,000 requests failed: 1000 eof (the first 24 of 1000 pods)", p.Title)
+	require.Len(t, p.Lanes, 24)
+	assert.Equal(t, "pod-24", p.Lanes[23].Pod)
+	assert.Less(t, fig.Height, 24*100+200)
+}
+
 // Drawing the README's comparison, as a -compare -report run does at its
 // end: compare ns/op with the run's duration (about 20 s).
 func BenchmarkWritePNG(b *testing.B) {
