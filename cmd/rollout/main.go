@@ -26,9 +26,9 @@
 //
 // -report FILE draws what happened: one panel per server, one lane per pod,
 // the requests each pod served, every failed request by kind at the moment
-// it failed, and each pod's events (ready, SIGTERM, out of the load
-// balancer, listener closed, exit). FILE ends in .png or .svg; .json
-// writes the recorded data instead.
+// it failed, and each pod's events (ready, SIGTERM, endpoint removed from
+// the load balancer, listener closed, exit). FILE ends in .png or .svg;
+// .json writes the recorded data instead.
 package main
 
 import (

@@ -2,7 +2,8 @@
 // rollout: one panel per run (per server, in a comparison), one lane per
 // pod, the requests each pod served per interval, every failed request
 // marked by kind where and when it happened, and the events of each pod's
-// life (ready, SIGTERM, out of the load balancer, listener closed, exit).
+// life (ready, SIGTERM, endpoint removed from the load balancer, listener
+// closed, exit).
 //
 // It is a package of its own so that the plotting library it draws with is
 // a dependency of the rollout command and of package lameducktest only:
@@ -87,7 +88,7 @@ const (
 	numEvents
 )
 
-var eventNames = [numEvents]string{"ready", "SIGTERM", "out of LB", "listener closed", "exit"}
+var eventNames = [numEvents]string{"ready", "SIGTERM", "endpoint removed", "listener closed", "exit"}
 
 // String returns the event's label in the picture.
 func (e Event) String() string {

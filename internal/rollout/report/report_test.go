@@ -251,7 +251,7 @@ func TestLostFailuresAndKilledPods(t *testing.T) {
 	for _, m := range p.Lanes[0].Marks {
 		labels = append(labels, m.Label)
 	}
-	assert.Equal(t, []string{"ready", "SIGTERM", "out of LB", "signal: killed (SIGKILL at the grace period), 1.50s after SIGTERM"}, labels)
+	assert.Equal(t, []string{"ready", "SIGTERM", "endpoint removed", "signal: killed (SIGKILL at the grace period), 1.50s after SIGTERM"}, labels)
 	assert.Equal(t, image.Rect(0, 0, fig.Width, fig.Height), renderPNG(t, run).Bounds())
 }
 
