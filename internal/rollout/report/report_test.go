@@ -190,10 +190,11 @@ func TestWriteFile(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, runs, again)
 
-	fig, err := report.New(runs...)
+	// One server only: drawing is slow under the race detector.
+	fig, err := report.New(runs[2])
 	require.NoError(t, err)
 	pngFile := filepath.Join(dir, "RUN.PNG")
-	require.NoError(t, report.WriteFile(pngFile, runs...))
+	require.NoError(t, report.WriteFile(pngFile, runs[2]))
 	f, err := os.Open(pngFile)
 	require.NoError(t, err)
 	defer f.Close()
