@@ -203,8 +203,14 @@ func (e PodExit) String() string {
 // the test to judge.
 //
 // Every pod has stopped when Rollout returns. The pods' output is added to
-// the test log when the test ends, if it failed or go test ran with -v.
-// Rollout skips the test on systems without SIGTERM.
+// the test log when the test ends, if it failed or go test ran with -v. If
+// the test failed, a picture of the rolling update is written too, and the
+// log says where: one lane per pod, the requests it served, every failed
+// request by kind at the moment it failed, and the SIGTERM, removal from
+// the load balancer, listener close and exit of each old pod. It goes to
+// the test's artifact directory when go test runs with -artifacts (Go 1.26
+// and later), and otherwise to a new temporary directory, which is left
+// for you to look at. Rollout skips the test on systems without SIGTERM.
 func Rollout(t testing.TB, cfg Config) *Result {
 	t.Helper()
 	if !canSignal {
@@ -218,8 +224,12 @@ func Rollout(t testing.TB, cfg Config) *Result {
 	}
 	out := &podOutput{}
 	rc.PodLog = out
+	var res *rollout.Result // what to draw if the test fails
 	t.Cleanup(func() {
-		t.Helper() // the log line points at the call of Rollout
+		t.Helper() // the log lines point at the call of Rollout
+		if t.Failed() && res != nil {
+			drawRollout(t, rc, res)
+		}
 		if t.Failed() || testing.Verbose() {
 			t.Logf("lameducktest: output of the pods (%s):\n%s", rolloutSummary(rc), out)
 		}
@@ -235,7 +245,7 @@ func Rollout(t testing.TB, cfg Config) *Result {
 		}
 	}
 
-	res, err := rollout.Run(ctx, rc)
+	res, err = rollout.Run(ctx, rc)
 	if err != nil {
 		msg := strings.TrimPrefix(err.Error(), "rollout: ")
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {

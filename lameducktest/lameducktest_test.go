@@ -1,7 +1,11 @@
 package lameducktest_test
 
 import (
+	"flag"
+	"image/png"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -180,7 +184,8 @@ func TestBuildErrors(t *testing.T) {
 }
 
 // The pods' output goes to the test log only if the test fails (or with
-// go test -v), and no pod outlives Rollout.
+// go test -v), and so does a picture of the rolling update; no pod outlives
+// Rollout.
 func TestPodOutput(t *testing.T) {
 	exe, err := os.Executable()
 	require.NoError(t, err)
@@ -195,6 +200,7 @@ func TestPodOutput(t *testing.T) {
 		if !testing.Verbose() {
 			assert.Empty(t, tb.log())
 		}
+		assert.NotContains(t, tb.log(), "picture", "a passing test draws nothing")
 	})
 	t.Run("failing test", func(t *testing.T) {
 		tb := &fakeTB{TB: t}
@@ -207,5 +213,53 @@ func TestPodOutput(t *testing.T) {
 		assert.Contains(t, log, "pod-1: naive ")
 		assert.Contains(t, log, "pod-2: naive ")
 		requireNoPodLeft(t, log)
+
+		// Without go test -artifacts, the picture is in a directory of
+		// its own, which outlives the test.
+		path := picturePath(t, log)
+		defer os.RemoveAll(filepath.Dir(path))
+		assert.True(t, strings.HasPrefix(filepath.Base(filepath.Dir(path)), "lameducktest-TestPodOutput_failing_test-"), path)
+		assert.Equal(t, "rollout.png", filepath.Base(path))
+		requirePNG(t, path)
 	})
+	t.Run("failing test with -artifacts", func(t *testing.T) {
+		if flag.Lookup("test.artifacts") == nil {
+			t.Skip("go test -artifacts needs Go 1.26")
+		}
+		// As go test -artifacts would; restored before any other test
+		// runs, as this one is not parallel.
+		require.NoError(t, flag.Set("test.artifacts", "true"))
+		defer flag.Set("test.artifacts", "false")
+		tb := &fakeTB{TB: t, artifactDir: t.TempDir()}
+		require.True(t, tb.run(t, func(tb testing.TB) {
+			lameducktest.Rollout(tb, cfg)
+			lameducktest.Rollout(tb, cfg)
+			tb.Errorf("a failed assertion of the test")
+		}), tb.fatal)
+		log := tb.log()
+		first := picturePath(t, log)
+		assert.Equal(t, filepath.Join(tb.artifactDir, "rollout.png"), first, "the picture goes to the artifact directory")
+		requirePNG(t, first)
+		require.FileExists(t, filepath.Join(tb.artifactDir, "rollout-2.png"), "each rolling update of the test is drawn")
+	})
+}
+
+// picturePath returns the picture the log names.
+func picturePath(t *testing.T, log string) string {
+	t.Helper()
+	m := regexp.MustCompile(`lameducktest: picture of the rolling update: (\S+)`).FindStringSubmatch(log)
+	require.NotNil(t, m, "a failed test says where its picture is:\n%s", log)
+	return m[1]
+}
+
+// requirePNG checks that path is a picture of GitHub width.
+func requirePNG(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	cfg, err := png.DecodeConfig(f)
+	require.NoError(t, err)
+	assert.Equal(t, 1100, cfg.Width)
+	assert.Greater(t, cfg.Height, 200)
 }

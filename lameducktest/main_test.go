@@ -35,6 +35,9 @@ type fakeTB struct {
 	// deadline, if set, is what Deadline reports, as *testing.T's does
 	// under go test -timeout.
 	deadline time.Time
+	// artifactDir, if set, is what ArtifactDir returns, as *testing.T's
+	// does under go test -artifacts (Go 1.26 on).
+	artifactDir string
 
 	mu       sync.Mutex
 	fatal    string
@@ -84,6 +87,13 @@ func (f *fakeTB) Cleanup(fn func()) {
 }
 
 func (f *fakeTB) Deadline() (time.Time, bool) { return f.deadline, !f.deadline.IsZero() }
+
+func (f *fakeTB) ArtifactDir() string {
+	if f.artifactDir == "" {
+		panic("fakeTB: ArtifactDir without go test -artifacts")
+	}
+	return f.artifactDir
+}
 
 // run calls fn with f in a goroutine of its own, as the testing package
 // runs a test, waits until fn returns or calls Fatalf, then runs the

@@ -18,10 +18,17 @@
 //	go run ./cmd/rollout -load h2c -cycles 5
 //	go run ./cmd/rollout -pod './myserver -listen {ADDR}' -ready-path /healthz
 //	go run ./cmd/rollout -compare -cycles 2      # naive vs textbook vs lameduck
+//	go run ./cmd/rollout -compare -cycles 2 -report rollout.png
 //
 // The report ends with one machine-readable line, "requests=N failed=F";
 // -compare prints one "server=NAME requests=N failed=F" line per built-in
 // server on standard output and the detailed reports on standard error.
+//
+// -report FILE draws what happened: one panel per server, one lane per pod,
+// the requests each pod served, every failed request by kind at the moment
+// it failed, and each pod's events (ready, SIGTERM, endpoint removed from
+// the load balancer, listener closed, exit). FILE ends in .png or .svg;
+// .json writes the recorded data instead.
 package main
 
 import (
@@ -39,6 +46,7 @@ import (
 	"time"
 
 	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/internal/rollout/report"
 )
 
 func main() {
@@ -55,6 +63,7 @@ type options struct {
 	lag, grace, drainDelay, timeout  time.Duration
 	probePeriod, warmup              time.Duration
 	load, pod, readyPath, path, addr string
+	reports                          []string
 	compare, verbose                 bool
 }
 
@@ -96,6 +105,15 @@ Flags:
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:0", "load balancer listen address (loopback only)")
 	fs.BoolVar(&o.compare, "compare", false, "run the built-in naive, textbook and lameduck servers and print one line each")
 	fs.BoolVar(&o.verbose, "v", false, "copy the pods' output to standard error")
+	fs.Func("report", "draw the runs to this `file`: .png or .svg, or .json for the recorded data (may be repeated)", func(path string) error {
+		switch strings.ToLower(filepath.Ext(path)) {
+		case ".png", ".svg", ".json":
+		default:
+			return fmt.Errorf("name the file .png, .svg or .json")
+		}
+		o.reports = append(o.reports, path)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -170,6 +188,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cfg.Pod = rollout.PodSpec{Command: argv}
 	}
 	res, err := rollout.Run(ctx, cfg)
+	code := 0
 	if err != nil {
 		// A partial report goes to stderr: its last line must not be
 		// mistaken for the result of a complete run.
@@ -177,20 +196,52 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			res.WriteText(stderr)
 		}
 		fmt.Fprintln(stderr, err) // Run's errors start with "rollout:"
-		return 1
+		code = 1
+	} else {
+		res.WriteText(stdout)
 	}
-	res.WriteText(stdout)
-	return 0
+	if res != nil && writeReports(o.reports, stderr, report.FromResult(filepath.Base(cfg.Pod.Command[0]), "", res)) != nil {
+		code = 1
+	}
+	return code
+}
+
+// notes say what each built-in server does on SIGTERM, for the picture.
+var notes = map[string]string{
+	rollout.BuiltinNaive:    "Shutdown on SIGTERM",
+	rollout.BuiltinTextbook: "readiness off, keep-alives off, delay, Shutdown",
+	rollout.BuiltinLameduck: "this library",
+}
+
+// writeReports draws runs to each of paths and says on stderr where, and
+// how long drawing took.
+func writeReports(paths []string, stderr io.Writer, runs ...report.Run) error {
+	var errs []error
+	for _, path := range paths {
+		start := time.Now()
+		if err := report.WriteFile(path, runs...); err != nil {
+			fmt.Fprintln(stderr, "rollout:", err)
+			errs = append(errs, err)
+			continue
+		}
+		fmt.Fprintf(stderr, "report: wrote %s in %s\n", path, time.Since(start).Round(time.Millisecond))
+	}
+	return errors.Join(errs...)
 }
 
 // compare runs each built-in server through the same rollouts.
-func compare(ctx context.Context, cfg rollout.Config, o options, stdout, stderr io.Writer) int {
+func compare(ctx context.Context, cfg rollout.Config, o options, stdout, stderr io.Writer) (code int) {
 	exe, err := os.Executable()
 	if err != nil {
 		fmt.Fprintln(stderr, "rollout: cannot find this binary to run the built-in servers:", err)
 		return 1
 	}
-	code := 0
+	var runs []report.Run
+	defer func() {
+		if len(runs) > 0 && writeReports(o.reports, stderr, runs...) != nil {
+			code = 1
+		}
+	}()
 	for _, name := range rollout.Builtins {
 		cfg.Pod, err = rollout.BuiltinPod(name, exe, o.drainDelay, cfg.Grace)
 		if err != nil {
@@ -201,6 +252,9 @@ func compare(ctx context.Context, cfg rollout.Config, o options, stdout, stderr 
 		res, err := rollout.Run(ctx, cfg)
 		if res != nil && len(res.Rollouts) > 0 {
 			res.WriteText(stderr)
+		}
+		if res != nil {
+			runs = append(runs, report.FromResult(name, notes[name], res))
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "server=%s: %v\n", name, err)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/internal/rollout/report"
 )
 
 func TestMain(m *testing.M) {
@@ -25,8 +28,13 @@ func TestCompare(t *testing.T) {
 	// second before exiting.
 	t.Setenv("GORACE", "atexit_sleep_ms=0")
 	var stdout, stderr bytes.Buffer
+	dir := t.TempDir()
+	// SVG rather than PNG: drawing a PNG is slow under the race detector,
+	// and the package that draws tests its PNGs.
+	picture, data := filepath.Join(dir, "rollout.svg"), filepath.Join(dir, "rollout.json")
 	code := run(t.Context(), []string{"-compare", "-cycles", "1", "-c", "8",
-		"-lag", "300ms", "-drain-delay", "600ms", "-grace", "8s", "-warmup", "200ms", "-probe-period", "50ms"},
+		"-lag", "300ms", "-drain-delay", "600ms", "-grace", "8s", "-warmup", "200ms", "-probe-period", "50ms",
+		"-report", picture, "-report", data},
 		&stdout, &stderr)
 	t.Logf("stderr:\n%s", stderr.String())
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
@@ -47,6 +55,19 @@ func TestCompare(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 0, code)
+
+	// -report draws the three runs, and records them.
+	assert.Contains(t, stderr.String(), "report: wrote "+picture+" in ")
+	svg, err := os.ReadFile(picture)
+	require.NoError(t, err)
+	assert.Contains(t, string(svg), "<svg")
+	runs, err := report.ReadFile(data)
+	require.NoError(t, err)
+	require.Len(t, runs, 3)
+	for i, r := range runs {
+		assert.Equal(t, rollout.Builtins[i], r.Name)
+		assert.Len(t, r.Timeline.Pods, 2, "%s: the first pod and its replacement", r.Name)
+	}
 }
 
 func TestFlags(t *testing.T) {
@@ -59,6 +80,7 @@ func TestFlags(t *testing.T) {
 		{[]string{"./server", "{ADDR}"}, "quote the -pod template"},
 		{[]string{"-pod", "x 'y"}, "unterminated"},
 		{[]string{"-pod", "x", "-c", "2"}, "does not contain {ADDR}"},
+		{[]string{"-compare", "-report", "rollout.gif"}, "name the file .png, .svg or .json"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := run(t.Context(), tt.args, &stdout, &stderr)

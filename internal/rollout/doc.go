@@ -21,7 +21,12 @@
 //     calls. Each failure is classified as a [Kind].
 //
 // [Run] ties them together and returns a [Result]; [Result.WriteText] ends
-// with one machine-readable line, "requests=N failed=F".
+// with one machine-readable line, "requests=N failed=F". [Result.Timeline]
+// keeps what happened over time, pod by pod, for a picture of the run
+// (package report draws it): the requests each pod served per interval,
+// each failure with its time, kind and pod, and the events of each pod's
+// life. Recording it costs a request a clock read and an atomic load, and
+// no lock.
 //
 // Three built-in HTTP servers can be run as pods by re-executing the current
 // binary (see [MaybeServePod] and [BuiltinPod]): "naive" calls

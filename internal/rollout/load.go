@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,6 +71,13 @@ type LoadConfig struct {
 	Path string
 	// Timeout bounds each request; zero means DefaultRequestTimeout.
 	Timeout time.Duration
+	// Route, if not nil, names the pod a client connection was routed to,
+	// given the connection's local address: an index into the run's pods,
+	// or -1. Without it the load's timeline has no pods.
+	Route func(local net.Addr) int
+	// Epoch is time zero of the load's timeline; zero means the start of
+	// the load.
+	Epoch time.Time
 }
 
 // Load is running load. Its requests are counted in windows: [Load.Mark]
@@ -82,8 +91,11 @@ type Load struct {
 	rec    *recorder
 
 	closers  []func()
+	lanes    []*lane // one per worker, read once the workers have stopped
 	stopOnce sync.Once
 	last     Counts
+	started  time.Time
+	stopped  time.Time
 }
 
 // StartLoad starts load against cfg.Addr and returns at once. The load runs
@@ -114,7 +126,10 @@ func StartLoad(ctx context.Context, cfg LoadConfig) (*Load, error) {
 	if err := checkLoopback(cfg.Addr); err != nil {
 		return nil, fmt.Errorf("rollout: load: %w", err)
 	}
-	l := &Load{cfg: cfg, stop: make(chan struct{}), rec: newRecorder()}
+	l := &Load{cfg: cfg, stop: make(chan struct{}), rec: newRecorder(), started: time.Now()}
+	if l.cfg.Epoch.IsZero() {
+		l.cfg.Epoch = l.started
+	}
 	l.ctx, l.cancel = context.WithCancel(ctx)
 	switch cfg.Kind {
 	case LoadHTTP1:
@@ -150,6 +165,7 @@ func (l *Load) Completed() int64 { return l.rec.requests.Load() }
 // counts.
 func (l *Load) Stop() Counts {
 	l.stopOnce.Do(func() {
+		l.stopped = time.Now()
 		close(l.stop)
 		l.wg.Wait()
 		l.cancel()
@@ -161,6 +177,30 @@ func (l *Load) Stop() Counts {
 	return l.last
 }
 
+// loadTimeline is what a stopped load recorded over time.
+type loadTimeline struct {
+	start, end time.Duration
+	// served[pod][bucket] counts the requests served per pod and interval.
+	served        [][]int64
+	servedLeftOut int64
+	failures      []FailureAt
+	failedLeftOut int64
+}
+
+// timeline returns what the load recorded over time; call it after Stop.
+func (l *Load) timeline() loadTimeline {
+	tl := loadTimeline{start: l.started.Sub(l.cfg.Epoch), end: l.stopped.Sub(l.cfg.Epoch)}
+	tl.served, tl.servedLeftOut = servedByPod(l.lanes)
+	l.rec.mu.Lock()
+	defer l.rec.mu.Unlock()
+	// Workers stamp a failure before taking the lock, so the list is only
+	// nearly in order.
+	tl.failures = slices.Clone(l.rec.failures)
+	slices.SortStableFunc(tl.failures, func(a, b FailureAt) int { return cmp.Compare(a.At, b.At) })
+	tl.failedLeftOut = l.rec.leftOut
+	return tl
+}
+
 // failurePause is how long a worker waits after a failed request before its
 // next one. Without it, a client that fails fast (a gRPC channel in
 // TRANSIENT_FAILURE fails every call at once until its reconnect backoff
@@ -169,8 +209,16 @@ func (l *Load) Stop() Counts {
 // outage counts as a rate per worker; every failure is still counted.
 const failurePause = 10 * time.Millisecond
 
-// loop runs one worker: do requests until stopped, counting each.
-func (l *Load) loop(do func(ctx context.Context) error) {
+// loop runs one worker: do requests until stopped, counting each. do
+// returns the local address of the connection the request went on (nil if
+// none), which tells the pod that served it.
+func (l *Load) loop(do func(ctx context.Context) (net.Addr, error)) {
+	ln := &lane{}
+	l.lanes = append(l.lanes, ln)
+	route := l.cfg.Route
+	if route == nil {
+		route = func(net.Addr) int { return -1 }
+	}
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -184,12 +232,18 @@ func (l *Load) loop(do func(ctx context.Context) error) {
 				return
 			default:
 			}
-			err := do(l.ctx)
-			switch {
-			case l.ctx.Err() != nil:
+			local, err := do(l.ctx)
+			if l.ctx.Err() != nil {
 				return // aborted: not the server's failure
+			}
+			at := time.Since(l.cfg.Epoch)
+			pod := -1
+			if local != nil {
+				pod = route(local)
+			}
+			switch {
 			case err != nil:
-				l.rec.failure(err)
+				l.rec.failure(err, pod, at)
 				pause.Reset(failurePause)
 				select {
 				case <-pause.C:
@@ -200,6 +254,7 @@ func (l *Load) loop(do func(ctx context.Context) error) {
 				}
 			default:
 				l.rec.success()
+				ln.add(int(at/TimelineBucket), pod)
 			}
 		}
 	}()
@@ -209,9 +264,9 @@ func (l *Load) startHTTP1() {
 	for range l.cfg.Conns {
 		c := &HTTP1Client{Addr: l.cfg.Addr, Path: l.cfg.Path, Timeout: l.cfg.Timeout}
 		l.closers = append(l.closers, func() { c.Close() })
-		l.loop(func(ctx context.Context) error {
+		l.loop(func(ctx context.Context) (net.Addr, error) {
 			_, err := c.Get(ctx)
-			return err
+			return c.LocalAddr(), err
 		})
 	}
 }
@@ -232,9 +287,19 @@ func (l *Load) startH2C() {
 	for range l.cfg.Conns {
 		var protocols http.Protocols
 		protocols.SetUnencryptedHTTP2(true)
+		// The last connection dialed, which a request that failed before
+		// the transport handed it a connection was waiting for.
+		var dialed atomic.Pointer[trackedConn]
+		dial := trackingDialer(l.cfg.Timeout, nil)
 		tr := &http.Transport{
-			Protocols:   &protocols,
-			DialContext: trackingDialer(l.cfg.Timeout, nil),
+			Protocols: &protocols,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := dial(ctx, network, addr)
+				if err == nil {
+					dialed.Store(c.(*trackedConn))
+				}
+				return c, err
+			},
 			// One connection at a time per transport, as a client with one
 			// HTTP/2 connection to a Service has: concurrent first requests
 			// wait for the one dial instead of each opening a connection.
@@ -246,19 +311,32 @@ func (l *Load) startH2C() {
 		client := &http.Client{Transport: tr}
 		l.closers = append(l.closers, tr.CloseIdleConnections)
 		for range l.cfg.WorkersPerConn {
-			l.loop(func(ctx context.Context) error { return h2cGet(ctx, client, url, l.cfg.Timeout) })
+			l.loop(func(ctx context.Context) (net.Addr, error) { return h2cGet(ctx, client, url, l.cfg.Timeout, &dialed) })
 		}
 	}
 }
 
-// h2cGet does one request and classifies its failure.
-func h2cGet(ctx context.Context, client *http.Client, url string, timeout time.Duration) error {
+// h2cGet does one request and classifies its failure. It returns the local
+// address of the connection the request went on: the one the transport
+// handed it, or else the one its transport dialed last (HTTP/2 hands out a
+// connection only once its handshake is done, and one that broke before
+// was still the request's).
+func h2cGet(ctx context.Context, client *http.Client, url string, timeout time.Duration, dialed *atomic.Pointer[trackedConn]) (local net.Addr, err error) {
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// The transport may get a connection more than once for one request
 	// (a cached connection found dead, then a dial), so each attempt
 	// forgets what the previous one recorded.
 	var conn atomic.Pointer[trackedConn]
+	defer func() {
+		tc := conn.Load()
+		if tc == nil {
+			tc = dialed.Load()
+		}
+		if tc != nil {
+			local = tc.LocalAddr()
+		}
+	}()
 	trace := &httptrace.ClientTrace{
 		GetConn: func(string) { conn.Store(nil) },
 		GotConn: func(i httptrace.GotConnInfo) {
@@ -269,7 +347,7 @@ func h2cGet(ctx context.Context, client *http.Client, url string, timeout time.D
 	}
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(rctx, trace), http.MethodGet, url, nil)
 	if err != nil {
-		return &Failure{Kind: KindOther, Err: err}
+		return nil, &Failure{Kind: KindOther, Err: err}
 	}
 	resp, err := client.Do(req)
 	if err == nil {
@@ -278,19 +356,19 @@ func h2cGet(ctx context.Context, client *http.Client, url string, timeout time.D
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 		tc := conn.Load()
 		silent := tc == nil || !tc.heard.Load()
-		return &Failure{Kind: classifyH2Error(err, silent, rctx.Err() != nil), Err: err}
+		return nil, &Failure{Kind: classifyH2Error(err, silent, rctx.Err() != nil), Err: err}
 	}
 	switch {
 	case resp.StatusCode >= 500:
-		return &Failure{Kind: Kind5xx, Err: fmt.Errorf("status %d", resp.StatusCode)}
+		return nil, &Failure{Kind: Kind5xx, Err: fmt.Errorf("status %d", resp.StatusCode)}
 	case resp.StatusCode < 200 || resp.StatusCode >= 400:
-		return &Failure{Kind: KindOther, Err: fmt.Errorf("unexpected status %d", resp.StatusCode)}
+		return nil, &Failure{Kind: KindOther, Err: fmt.Errorf("unexpected status %d", resp.StatusCode)}
 	}
-	return nil
+	return nil, nil
 }
 
 // classifyH2Error maps an error of net/http's HTTP/2 client to a kind.
@@ -412,13 +490,13 @@ func (l *Load) startGRPC() error {
 		l.closers = append(l.closers, func() { cc.Close() })
 		client := testgrpc.NewTestServiceClient(cc)
 		for range l.cfg.WorkersPerConn {
-			l.loop(func(ctx context.Context) error {
+			l.loop(func(ctx context.Context) (net.Addr, error) {
 				rctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
 				defer cancel()
 				var p peer.Peer
 				_, err := client.EmptyCall(rctx, &testgrpc.Empty{}, grpc.Peer(&p))
 				if err == nil || ctx.Err() != nil {
-					return err
+					return p.LocalAddr, err
 				}
 				silent := true // the call never got onto a connection
 				if p.LocalAddr != nil {
@@ -427,7 +505,7 @@ func (l *Load) startGRPC() error {
 					// proven silent.
 					silent = tc != nil && !tc.heard.Load()
 				}
-				return grpcFailure(err, silent)
+				return p.LocalAddr, grpcFailure(err, silent)
 			})
 		}
 	}

@@ -2,6 +2,7 @@ package rollout_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -64,6 +65,17 @@ func TestKind(t *testing.T) {
 	assert.Equal(t, rollout.KindEOF, rollout.KindOf(err))
 	assert.Equal(t, rollout.KindOther, rollout.KindOf(errors.New("plain")))
 	assert.EqualError(t, &rollout.Failure{Kind: rollout.KindRefused, Code: "Unavailable", Err: errors.New("x")}, "refused (grpc Unavailable): x")
+
+	// Recorded timelines name the kinds.
+	b, err := json.Marshal([]rollout.Kind{rollout.KindRefused, rollout.Kind5xx})
+	require.NoError(t, err)
+	assert.JSONEq(t, `["refused", "5xx"]`, string(b))
+	var kinds []rollout.Kind
+	require.NoError(t, json.Unmarshal(b, &kinds))
+	assert.Equal(t, []rollout.Kind{rollout.KindRefused, rollout.Kind5xx}, kinds)
+	assert.ErrorContains(t, json.Unmarshal([]byte(`["lost"]`), &kinds), `unknown failure kind "lost"`)
+	_, err = json.Marshal(rollout.Kind(42))
+	assert.ErrorContains(t, err, "no such kind 42")
 }
 
 // A pod that serves its probes on a port of its own ({PROBE_ADDR}, as gRPC

@@ -160,6 +160,86 @@ type pod struct {
 	mu     sync.Mutex
 	termAt time.Time
 	killed bool
+	// The other events of the pod's life, for the timeline; zero until
+	// they happen.
+	startAt, readyAt, joinedAt, removedAt, listenerClosedAt time.Time
+}
+
+// mark records the time of an event of the pod's life, now.
+func (p *pod) mark(event *time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if event.IsZero() {
+		*event = time.Now()
+	}
+}
+
+// timeline returns the pod's life as offsets from epoch.
+func (p *pod) timeline(epoch time.Time) PodTimeline {
+	var exit PodExit
+	exited := Never
+	select {
+	case <-p.done:
+		exit = p.exitStatus()
+		exited = since(epoch, p.exitAt)
+	default:
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return PodTimeline{
+		Name:           p.name,
+		Started:        since(epoch, p.startAt),
+		Ready:          since(epoch, p.readyAt),
+		Joined:         since(epoch, p.joinedAt),
+		Term:           since(epoch, p.termAt),
+		Removed:        since(epoch, p.removedAt),
+		ListenerClosed: since(epoch, p.listenerClosedAt),
+		Exited:         exited,
+		Exit:           exit,
+	}
+}
+
+// listenerPoll is how often a terminating pod's port is checked for its
+// listener: the precision of the "listener closed" event, at the price of
+// a few system calls each time.
+const listenerPoll = 2 * time.Millisecond
+
+// watchListener records when the terminating pod stops listening, as seen
+// from outside: once its port can be bound again. It returns when it has
+// seen that, or when the pod has exited; the pod's listener closed at its
+// exit at the latest.
+func (p *pod) watchListener() {
+	tick := time.NewTicker(listenerPoll)
+	defer tick.Stop()
+	closed := func() {
+		at := time.Now()
+		select {
+		case <-p.done:
+			// The process has exited meanwhile, and its listener closed
+			// with it at the latest.
+			if p.exitAt.Before(at) {
+				at = p.exitAt
+			}
+		default:
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.listenerClosedAt = at
+	}
+	for {
+		if !listening(p.addr) {
+			closed()
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-p.done:
+			if !listening(p.addr) {
+				closed()
+			}
+			return
+		}
+	}
 }
 
 // startPod starts spec as a pod called name, its output going to log.
@@ -201,6 +281,7 @@ func startPod(spec PodSpec, name string, log *podLog) (*pod, error) {
 		return nil, fmt.Errorf("start pod %s (%s): %w; check the pod command", name, strings.Join(args, " "), err)
 	}
 	p.cmd = cmd
+	p.startAt = time.Now()
 	log.add(fmt.Sprintf("%s: "+simulatorMark+" started pid %d listening on %s: %s", name, cmd.Process.Pid, addr, strings.Join(args, " ")))
 	go func() {
 		err := cmd.Wait()

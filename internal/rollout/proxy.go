@@ -62,6 +62,15 @@ type Proxy struct {
 
 	wg    sync.WaitGroup
 	stats struct{ conns, noEndpoint, dialFailed, resets atomic.Int64 }
+
+	// ordinals numbers the endpoints in the order they were first added.
+	ordinals map[string]int32
+	// routes maps a client connection's port to the ordinal (plus one) of
+	// the endpoint it was routed to. Every client is on loopback and
+	// connects to the one listener, so a port names one open connection;
+	// an array indexed by it costs a request an atomic load, where a map
+	// would cost a lock.
+	routes [1 << 16]atomic.Int32
 }
 
 // NewProxy starts a proxy listening on addr, which must be a loopback
@@ -75,7 +84,7 @@ func NewProxy(addr string) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rollout: proxy: listen on %s: %w (pick another port, or use port 0 for an OS-assigned one)", addr, err)
 	}
-	p := &Proxy{ln: ln.(*net.TCPListener), conns: make(map[*proxyConn]struct{})}
+	p := &Proxy{ln: ln.(*net.TCPListener), conns: make(map[*proxyConn]struct{}), ordinals: make(map[string]int32)}
 	p.wg.Add(1)
 	go p.serve()
 	return p, nil
@@ -107,6 +116,21 @@ func (p *Proxy) AddEndpoint(addr string) {
 	if !slices.Contains(p.endpoints, addr) {
 		p.endpoints = append(p.endpoints, addr)
 	}
+	if _, ok := p.ordinals[addr]; !ok {
+		p.ordinals[addr] = int32(len(p.ordinals))
+	}
+}
+
+// RouteOf returns the endpoint a client connection was routed to, given the
+// client's local address: its ordinal, counting the endpoints from 0 in the
+// order they were first added. It returns -1 for a connection the proxy has
+// not routed (yet), or not seen.
+func (p *Proxy) RouteOf(client net.Addr) int {
+	a, ok := client.(*net.TCPAddr)
+	if !ok || a.Port <= 0 || a.Port >= len(p.routes) {
+		return -1
+	}
+	return int(p.routes[a.Port].Load()) - 1
 }
 
 // RemoveEndpoint stops routing new connections to addr. Connections already
@@ -174,15 +198,26 @@ func (p *Proxy) serve() {
 	}
 }
 
-func (p *Proxy) pick() string {
+// pick chooses the endpoint of client's connection and records the route.
+func (p *Proxy) pick(client net.Addr) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	port := -1
+	if a, ok := client.(*net.TCPAddr); ok && a.Port > 0 && a.Port < len(p.routes) {
+		port = a.Port
+	}
 	if len(p.endpoints) == 0 {
+		if port > 0 {
+			p.routes[port].Store(0)
+		}
 		return ""
 	}
 	p.next %= len(p.endpoints)
 	ep := p.endpoints[p.next]
 	p.next++
+	if port > 0 {
+		p.routes[port].Store(p.ordinals[ep] + 1)
+	}
 	return ep
 }
 
@@ -221,7 +256,7 @@ func resetConn(c *net.TCPConn) {
 
 func (p *Proxy) handle(client *net.TCPConn) {
 	defer p.wg.Done()
-	ep := p.pick()
+	ep := p.pick(client.RemoteAddr())
 	if ep == "" {
 		// A Service with no ready endpoints rejects connections.
 		p.stats.noEndpoint.Add(1)

@@ -70,6 +70,13 @@ func TestProxyRoundRobinAndPinning(t *testing.T) {
 
 	first, second := ask(t, c1, br1, "hi"), ask(t, c2, br2, "hi")
 	assert.ElementsMatch(t, []string{"a: hi", "b: hi"}, []string{first, second}, "round-robin spreads new connections")
+	// Each connection's route is known by the client's address, the
+	// endpoints numbered in the order they were first added.
+	ordinal := map[string]int{"a": 0, "b": 1}
+	assert.Equal(t, ordinal[first[:1]], p.RouteOf(c1.LocalAddr()))
+	assert.Equal(t, ordinal[second[:1]], p.RouteOf(c2.LocalAddr()))
+	assert.Equal(t, -1, p.RouteOf(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}), "a port that never connected")
+	assert.Equal(t, -1, p.RouteOf(&net.UnixAddr{Name: "x", Net: "unix"}))
 
 	// Removing an endpoint moves no open connection (conntrack), only new ones.
 	p.RemoveEndpoint(a.addr())
@@ -82,6 +89,16 @@ func TestProxyRoundRobinAndPinning(t *testing.T) {
 		c.Close()
 	}
 	assert.Equal(t, int64(5), p.Stats().Conns)
+
+	// An endpoint added again keeps its number.
+	p.AddEndpoint(a.addr())
+	for range 2 {
+		c, err := net.Dial("tcp", p.Addr())
+		require.NoError(t, err)
+		answer := ask(t, c, bufio.NewReader(c), "back")
+		assert.Equal(t, ordinal[answer[:1]], p.RouteOf(c.LocalAddr()), answer)
+		c.Close()
+	}
 }
 
 func TestProxyPropagatesHalfClose(t *testing.T) {

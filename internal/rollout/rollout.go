@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -200,6 +202,9 @@ type Result struct {
 	Total Counts
 	// Proxy holds the load balancer's counters.
 	Proxy ProxyStats
+	// Timeline is what happened over time, pod by pod, for a picture of
+	// the run.
+	Timeline Timeline
 	// Duration is the run's wall time.
 	Duration time.Duration
 	// PodLog holds the last lines the pods printed, prefixed with the
@@ -248,12 +253,18 @@ func writeSamples(b *strings.Builder, c Counts) {
 // run is the state of one Run.
 type run struct {
 	cfg   Config
+	start time.Time
 	log   *podLog
 	proxy *Proxy
 	load  *Load
 	probe *http.Client
 	seq   int
 	pods  []*pod // serving pods, oldest first
+	all   []*pod // every pod started, in order
+	// podOf maps the proxy's endpoint ordinals to indexes in all. The load
+	// reads it for every request while rollouts add to it, so it is
+	// replaced, never changed.
+	podOf atomic.Pointer[[]int]
 }
 
 // Run replays cfg.Cycles rolling updates under load and returns what the
@@ -276,6 +287,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	start := time.Now()
 	r := &run{
 		cfg:   cfg,
+		start: start,
 		log:   &podLog{sink: cfg.PodLog},
 		probe: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: probeTimeout},
 	}
@@ -298,6 +310,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	r.probe.CloseIdleConnections()
 	res.Duration = time.Since(start)
+	res.Timeline = r.timeline()
 	res.PodLog = r.log.tail("", logTailLines)
 	return res, err
 }
@@ -312,7 +325,7 @@ func (r *run) run(ctx context.Context, res *Result) error {
 		if err != nil {
 			return err
 		}
-		r.proxy.AddEndpoint(p.addr)
+		r.join(p)
 		r.pods = append(r.pods, p)
 	}
 	r.load, err = StartLoad(ctx, LoadConfig{
@@ -322,6 +335,8 @@ func (r *run) run(ctx context.Context, res *Result) error {
 		WorkersPerConn: r.cfg.WorkersPerConn,
 		Path:           r.cfg.Path,
 		Timeout:        r.cfg.RequestTimeout,
+		Route:          r.route,
+		Epoch:          r.start,
 	})
 	if err != nil {
 		return err
@@ -356,7 +371,7 @@ func (r *run) run(ctx context.Context, res *Result) error {
 			return fmt.Errorf("rollout %d: %w", n, err)
 		}
 		ro.NewPod, ro.ReadyAfter = newPod.name, readyAfter
-		r.proxy.AddEndpoint(newPod.addr)
+		r.join(newPod)
 		old := r.pods[0]
 		r.pods = append(r.pods[1:], newPod)
 		ro.OldPod, err = r.terminate(ctx, old)
@@ -383,6 +398,7 @@ func (r *run) startReadyPod(ctx context.Context) (*pod, time.Duration, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	r.all = append(r.all, p)
 	url := "http://" + p.probeAddr + r.cfg.ReadyPath
 	deadline := time.NewTimer(r.cfg.ReadyTimeout)
 	defer deadline.Stop()
@@ -396,6 +412,7 @@ func (r *run) startReadyPod(ctx context.Context) (*pod, time.Duration, error) {
 	for {
 		last := r.probeOnce(ctx, url)
 		if last == "" {
+			p.mark(&p.readyAt)
 			return p, time.Since(start), nil
 		}
 		select {
@@ -436,17 +453,28 @@ func (r *run) probeOnce(ctx context.Context, url string) string {
 // end of the grace period. It returns once the pod has exited and left the
 // load balancer.
 func (r *run) terminate(ctx context.Context, p *pod) (PodExit, error) {
-	removed := make(chan struct{})
-	removal := time.AfterFunc(max(r.cfg.Lag, 0), func() {
-		r.proxy.RemoveEndpoint(p.addr)
-		close(removed)
-	})
 	if err := p.terminate(); err != nil {
 		p.kill(false)
 	}
+	// The lag counts from the SIGTERM.
+	removed := make(chan struct{})
+	removal := time.AfterFunc(max(r.cfg.Lag, 0), func() {
+		r.remove(p)
+		close(removed)
+	})
+	if canWatchListeners {
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			p.watchListener()
+		}()
+		// The watcher returns once the pod has exited, which happens
+		// below before terminate returns.
+		defer func() { <-watched }()
+	}
 	if r.awaitExit(ctx, p) {
 		if removal.Stop() {
-			r.proxy.RemoveEndpoint(p.addr)
+			r.remove(p)
 		}
 		return p.exitStatus(), ctx.Err()
 	}
@@ -454,11 +482,63 @@ func (r *run) terminate(ctx context.Context, p *pod) (PodExit, error) {
 	case <-removed:
 	case <-ctx.Done():
 		if removal.Stop() {
-			r.proxy.RemoveEndpoint(p.addr)
+			r.remove(p)
 		}
 		return p.exitStatus(), ctx.Err()
 	}
 	return p.exitStatus(), nil
+}
+
+// join adds p to the load balancer, recording which endpoint it is first.
+func (r *run) join(p *pod) {
+	podOf := []int{}
+	if old := r.podOf.Load(); old != nil {
+		podOf = slices.Clone(*old)
+	}
+	// The proxy numbers endpoints in the order they are first added, and
+	// every pod has an address of its own.
+	podOf = append(podOf, slices.Index(r.all, p))
+	r.podOf.Store(&podOf)
+	r.proxy.AddEndpoint(p.addr)
+	p.mark(&p.joinedAt)
+}
+
+// remove takes p out of the load balancer.
+func (r *run) remove(p *pod) {
+	r.proxy.RemoveEndpoint(p.addr)
+	p.mark(&p.removedAt)
+}
+
+// route returns the index in r.all of the pod a client connection was
+// routed to, or -1.
+func (r *run) route(local net.Addr) int {
+	ord := r.proxy.RouteOf(local)
+	podOf := r.podOf.Load()
+	if ord < 0 || podOf == nil || ord >= len(*podOf) {
+		return -1
+	}
+	return (*podOf)[ord]
+}
+
+// timeline assembles the run's timeline, once everything has stopped.
+func (r *run) timeline() Timeline {
+	tl := Timeline{Bucket: TimelineBucket, LoadStart: Never, LoadEnd: Never}
+	var served [][]int64
+	if r.load != nil {
+		lt := r.load.timeline()
+		tl.LoadStart, tl.LoadEnd = lt.start, lt.end
+		tl.Failures, tl.FailuresLeftOut = lt.failures, lt.failedLeftOut
+		tl.ServedLeftOut = lt.servedLeftOut
+		served = lt.served
+	}
+	for i, p := range r.all {
+		pt := p.timeline(r.start)
+		if i < len(served) {
+			pt.Served = served[i]
+		}
+		tl.Pods = append(tl.Pods, pt)
+	}
+	return tl
 }
 
 // awaitExit waits for p, which has been sent SIGTERM, to exit: it SIGKILLs

@@ -2,7 +2,11 @@ package rollout_test
 
 import (
 	"bytes"
+	"cmp"
+	"fmt"
 	"os"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -71,11 +75,70 @@ func checkResult(t *testing.T, cfg rollout.Config, res *rollout.Result) {
 	assert.Equal(t, sum.Requests, res.Total.Requests, "rollouts cover the whole run")
 	assert.Equal(t, sum.Failed(), res.Total.Failed())
 
+	checkTimeline(t, cfg, res)
+
 	var text strings.Builder
 	require.NoError(t, res.WriteText(&text))
 	lines := strings.Split(strings.TrimSpace(text.String()), "\n")
 	assert.Regexp(t, `^requests=\d+ failed=\d+$`, lines[len(lines)-1])
 	t.Logf("\n%s", text.String())
+}
+
+// checkTimeline checks what holds for the timeline of every complete run:
+// it accounts for every request, in order, each with the pod that served
+// it, and every pod's events come in the order a rollout makes them.
+func checkTimeline(t *testing.T, cfg rollout.Config, res *rollout.Result) {
+	t.Helper()
+	tl := res.Timeline
+	assert.Equal(t, rollout.TimelineBucket, tl.Bucket)
+	require.Len(t, tl.Pods, 1+cfg.Cycles, "one pod to start with, one more per rollout")
+	assert.Positive(t, tl.LoadStart)
+	assert.Greater(t, tl.LoadEnd, tl.LoadStart)
+	assert.Less(t, tl.LoadEnd, res.Duration)
+
+	var served int64
+	for i, pt := range tl.Pods {
+		assert.Equal(t, fmt.Sprintf("pod-%d", i+1), pt.Name)
+		assert.GreaterOrEqual(t, pt.Started, time.Duration(0))
+		assert.Greater(t, pt.Ready, pt.Started, pt.Name)
+		assert.GreaterOrEqual(t, pt.Joined, pt.Ready, pt.Name)
+		assert.Greater(t, pt.Term, pt.Joined, "%s: every pod is stopped in the end", pt.Name)
+		assert.Greater(t, pt.Exited, pt.Term, pt.Name)
+		for b, n := range pt.Served {
+			served += n
+			if n == 0 {
+				continue
+			}
+			// A request counts when its response is complete: after the
+			// pod joined, and at most an interval after it exited (bytes
+			// still on their way through the load balancer).
+			assert.Greater(t, time.Duration(b+1)*tl.Bucket, pt.Joined, "%s served requests before it joined", pt.Name)
+			assert.LessOrEqual(t, time.Duration(b)*tl.Bucket, pt.Exited+tl.Bucket, "%s served requests after it exited", pt.Name)
+		}
+	}
+	for _, ro := range res.Rollouts {
+		old := tl.Pods[ro.N-1]
+		require.Equal(t, ro.OldPod.Pod, old.Name, "rollout %d replaces the oldest pod", ro.N)
+		assert.Equal(t, ro.OldPod, old.Exit)
+		assert.GreaterOrEqual(t, old.Removed-old.Term, cfg.Lag, "%s stays in the load balancer for the lag", old.Name)
+		assert.InDelta(t, ro.OldPod.AfterTerm, old.Exited-old.Term, float64(time.Millisecond))
+		if runtime.GOOS == "linux" {
+			assert.GreaterOrEqual(t, old.ListenerClosed, old.Term, "%s: listener closed", old.Name)
+			assert.LessOrEqual(t, old.ListenerClosed, old.Exited, "%s: listener closed", old.Name)
+		}
+	}
+	last := tl.Pods[len(tl.Pods)-1]
+	assert.Equal(t, rollout.Never, last.ListenerClosed, "the last pod is stopped after the load; nobody watched its listener")
+	assert.Equal(t, res.Total.Requests-res.Total.Failed(), served+tl.ServedLeftOut, "every request served is on the timeline")
+	assert.Zero(t, tl.ServedLeftOut, "every connection is traced to its pod")
+	assert.Equal(t, res.Total.Failed(), int64(len(tl.Failures))+tl.FailuresLeftOut, "every failure is on the timeline")
+	assert.True(t, slices.IsSortedFunc(tl.Failures, func(a, b rollout.FailureAt) int { return cmp.Compare(a.At, b.At) }), "failures in order of time")
+	for _, f := range tl.Failures {
+		assert.GreaterOrEqual(t, f.Pod, -1)
+		assert.Less(t, f.Pod, len(tl.Pods))
+		assert.Greater(t, f.At, tl.LoadStart)
+		assert.LessOrEqual(t, f.At, tl.LoadEnd)
+	}
 }
 
 // The naive server must visibly fail requests: the lag routes new
@@ -96,6 +159,18 @@ func TestRunNaiveFails(t *testing.T) {
 			assert.Positive(t, res.Total.Failed(), "the naive server must fail requests")
 			assert.Positive(t, res.Proxy.DialFailed, "new connections must reach the pod after it stopped listening")
 			assert.Positive(t, res.Total.Failures[rollout.KindRefused], "samples: %q", res.Total.Samples)
+			// A refused request went to a pod that had stopped listening
+			// while the load balancer still routed to it: between that
+			// pod's SIGTERM and its removal (and the client's noticing).
+			for _, f := range res.Timeline.Failures {
+				if f.Kind != rollout.KindRefused {
+					continue
+				}
+				require.GreaterOrEqual(t, f.Pod, 0, "a refused connection went to a pod")
+				pod := res.Timeline.Pods[f.Pod]
+				assert.GreaterOrEqual(t, f.At, pod.Term, "refused by %s before its SIGTERM", pod.Name)
+				assert.LessOrEqual(t, f.At, pod.Removed+cfg.RequestTimeout, "refused by %s long after its removal", pod.Name)
+			}
 			if load == rollout.LoadHTTP1 {
 				// (Over HTTP/2, Shutdown lingers up to a second after its
 				// GOAWAY: golang/go#18701.)

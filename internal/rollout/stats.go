@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Kind classifies a failed request by what the client saw. The kinds say how
@@ -145,10 +146,11 @@ type recorder struct {
 	firstOK   chan struct{} // closed at the first success
 	once      sync.Once
 
-	mu     sync.Mutex
-	base   int64 // requests counter at the start of the current window
-	cur    Counts
-	failed int64 // failures of every window
+	mu       sync.Mutex
+	base     int64 // requests counter at the start of the current window
+	cur      Counts
+	failures []FailureAt // of every window, at most maxTimelineFailures
+	leftOut  int64       // failures not in failures
 }
 
 func newRecorder() *recorder { return &recorder{firstOK: make(chan struct{})} }
@@ -163,13 +165,20 @@ func (r *recorder) success() {
 	}
 }
 
-func (r *recorder) failure(err error) {
+// failure counts a failed request, which the client saw at (from the
+// timeline's epoch) on a connection routed to pod (-1 for none).
+func (r *recorder) failure(err error, pod int, at time.Duration) {
 	f := &Failure{Kind: KindOther, Err: err}
 	errors.As(err, &f)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.requests.Add(1)
 	r.cur.Failures[f.Kind]++
+	if len(r.failures) < maxTimelineFailures {
+		r.failures = append(r.failures, FailureAt{At: at, Pod: pod, Kind: f.Kind})
+	} else {
+		r.leftOut++
+	}
 	if r.cur.Samples[f.Kind] == "" {
 		r.cur.Samples[f.Kind] = f.Error()
 	}
