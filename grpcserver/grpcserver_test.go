@@ -257,7 +257,8 @@ func TestOpenHealthWatchDoesNotDelayTheExit(t *testing.T) {
 }
 
 func TestStreamThatNeverEndsIsCutAtTheDeadline(t *testing.T) {
-	h := newHarness(t, lameduck.WithGracePeriod(10*time.Second), lameduck.WithDrainDelay(time.Second))
+	h := newHarness(t, lameduck.WithGracePeriod(10*time.Second), lameduck.WithDrainDelay(time.Second),
+		lameduck.WithHookTimeout(3*time.Second), lameduck.WithSafetyMargin(2*time.Second))
 	h.ld.MarkReady()
 	h.start(t)
 	stream, err := testpb.NewTestServiceClient(h.dial(t)).FullDuplexCall(ctx(t))
@@ -321,7 +322,8 @@ func TestSilentConnectionHoldsNeitherTheDrainNorClose(t *testing.T) {
 // returns, even though grpc-go's Stop, called while GracefulStop waits for
 // that handler, blocks until it returns (grpc-go#9393).
 func TestHandlerIgnoringItsContextDoesNotHoldRun(t *testing.T) {
-	h := newHarness(t, lameduck.WithGracePeriod(10*time.Second), lameduck.WithDrainDelay(time.Second))
+	h := newHarness(t, lameduck.WithGracePeriod(10*time.Second), lameduck.WithDrainDelay(time.Second),
+		lameduck.WithHookTimeout(3*time.Second), lameduck.WithSafetyMargin(2*time.Second))
 	defer close(h.svc.stuck) // after Run returned: the handler returns at last
 	h.ld.MarkReady()
 	h.start(t)

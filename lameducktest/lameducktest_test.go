@@ -126,7 +126,7 @@ func TestSetupErrors(t *testing.T) {
 			want: []string{"start pod pod-1", "no such file or directory", "check the pod command"}},
 		{name: "exits at once",
 			// lameduck refuses a drain delay that leaves no time to drain.
-			cfg:        lameducktest.Config{Command: cmd("-drain-delay", "1s", "-grace-period", "5s")},
+			cfg:        lameducktest.Config{Command: cmd("-drain-delay", "5s", "-grace-period", "5s")},
 			want:       []string{"pod-1 exited before becoming ready (exit status 2)", "leaves no time to drain within the grace period of 5s"},
 			startsPods: true},
 		{name: "never ready",

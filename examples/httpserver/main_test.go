@@ -219,7 +219,7 @@ func TestExampleRejectsBadUse(t *testing.T) {
 	}{
 		{"unknown flag", []string{"-bogus"}, 2, "flag provided but not defined: -bogus"},
 		{"bad duration", []string{"-drain-delay", "soon"}, 2, `invalid value "soon" for flag -drain-delay`},
-		{"budget", []string{"-drain-delay", "40s"}, 2, "terminationGracePeriodSeconds to at least 46"},
+		{"budget", []string{"-drain-delay", "40s"}, 2, "set terminationGracePeriodSeconds to 46"},
 		{"negative init", []string{"-init-delay", "-1s"}, 2, "-init-delay is -1s"},
 		{"arguments", []string{"serve"}, 2, "unexpected arguments"},
 		{"busy port", []string{"-addr", taken.Addr().String()}, 1, "address already in use"},
