@@ -305,6 +305,8 @@ type Coordinator struct {
 	workers []func(context.Context) error
 	hooks   []func(context.Context) error
 	checks  []*check
+
+	progress progress // status.go: what Phase and Status report
 }
 
 // New returns a Coordinator configured by opts, or an error that says which
@@ -662,6 +664,7 @@ func (r *run) run(ctx context.Context) error {
 	r.enter(PhaseStopping, report)
 	hookErr := r.runHooks(hardCtx)
 	r.enter(PhaseStopped, report, slog.Duration("since_signal", c.clock.Now().Sub(signalAt)))
+	r.closeAdmins(deadlineCtx) // admin.go: admin servers close last, as Run returns
 	return errors.Join(errors.Join(r.errs...), cutErr, hookErr)
 }
 
@@ -798,6 +801,7 @@ func (r *run) failStart(ctx context.Context, err error, started []Server) error 
 	r.enter(PhaseStopping, Counts{})
 	err = errors.Join(err, r.runHooks(hookCtx))
 	r.enter(PhaseStopped, Counts{})
+	r.closeAdmins(hookCtx) // admin.go
 	return err
 }
 
@@ -850,6 +854,7 @@ func (r *run) enter(p Phase, cut Counts, attrs ...slog.Attr) {
 		elapsed = 0
 	}
 	r.phase, r.phaseAt = p, now
+	r.c.entered(p, now, cut) // status.go
 	level := slog.LevelInfo
 	attrs = append(attrs, slog.Duration("previous_phase_took", elapsed))
 	if p >= PhaseStopping {
