@@ -56,9 +56,9 @@ type adminServer struct {
 	served   chan struct{} // closed once the real Serve has returned
 	err      error         // the real Serve's result, set before served is closed
 	reported atomic.Bool   // Serve returned err to Run, which reported it
-	// Only Run's goroutine touches these.
+	serving  atomic.Bool   // Serve was called, in a goroutine of Run's
+	// Only Run's own goroutine touches these.
 	listened bool // Listen was called
-	serving  bool // Serve was called
 	closed   bool // closeAdmins closed it
 
 	once sync.Once
@@ -80,7 +80,7 @@ func (a *adminServer) Listen() error {
 // the real Serve returns, or nil when the drain begins: Run waits for every
 // Serve to return before it moves on to the hooks.
 func (a *adminServer) Serve() error {
-	a.serving = true
+	a.serving.Store(true)
 	go func() {
 		a.err = a.Server.Serve()
 		close(a.served)
@@ -123,7 +123,7 @@ func (r *run) closeAdmins(ctx context.Context) {
 		}
 		a.closed = true
 		a.Server.Close()
-		if !a.serving {
+		if !a.serving.Load() {
 			continue
 		}
 		select {

@@ -44,7 +44,9 @@
 //
 // A useful alert: lameduck_cut_total increasing means a shutdown cut work
 // at its deadline, so the drain delay or the grace period is too short for
-// the traffic.
+// the traffic. Measurements that lameduck adds to its Status later, such as
+// how long routing kept sending connections after the signal, become new
+// series; the existing ones keep their names and labels.
 package prommetrics
 
 import (
