@@ -23,8 +23,8 @@ import (
 // failure of its Serve shuts the process down. It never calls its LameDuck
 // or Drain: the server keeps accepting and answering through the delay and
 // the drain. Run closes it last, after the shutdown hooks, as it returns,
-// and waits for its Serve to return, unless a second signal comes first.
-// What its Close reports is not counted as cut.
+// and waits for its Serve to return, until the deadline (the grace period
+// minus the safety margin). What its Close reports is not counted as cut.
 //
 // RegisterAdmin panics, like Register, if s is nil or already registered,
 // or if Run has been called.
@@ -33,17 +33,18 @@ func (c *Coordinator) RegisterAdmin(s Server) {
 		panic("lameduck: RegisterAdmin: the server is nil")
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.mustNotHaveRunLocked("RegisterAdmin")
 	if reflect.TypeOf(s).Kind() == reflect.Pointer {
 		for _, x := range c.servers {
 			if a, ok := x.(*adminServer); x == s || (ok && a.Server == s) {
-				c.mu.Unlock()
 				panic("lameduck: RegisterAdmin: the server is already registered; register each server once")
 			}
 		}
 	}
-	c.mu.Unlock()
-	c.Register(&adminServer{Server: s, released: make(chan struct{}), served: make(chan struct{})})
+	// Appended as Register does, so that Run starts it in registration
+	// order; the adapter is never registered twice.
+	c.servers = append(c.servers, &adminServer{Server: s, released: make(chan struct{}), served: make(chan struct{})})
 }
 
 // adminServer is how Run sees a server of RegisterAdmin: a server that

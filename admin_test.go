@@ -107,6 +107,18 @@ func TestRegisterAdminRejectsMisuse(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	require.NoError(t, h.ld.Run(ctx))
-	assert.PanicsWithValue(t, "lameduck: RegisterAdmin called after Run; register everything before calling Run",
-		func() { h.ld.RegisterAdmin(newFakeServer("b", h.log)) })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 2 { // a panic leaves the Coordinator usable
+			assert.PanicsWithValue(t, "lameduck: RegisterAdmin called after Run; register everything before calling Run",
+				func() { h.ld.RegisterAdmin(newFakeServer("b", h.log)) })
+		}
+		assert.Equal(t, lameduck.PhaseStopped, h.ld.Status().Phase)
+	}()
+	select {
+	case <-done:
+	case <-time.After(waitTimeout):
+		t.Fatal("the Coordinator is locked after a panic")
+	}
 }
