@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
@@ -347,4 +348,46 @@ func TestCollectorLintsCleanBeforeRun(t *testing.T) {
 		"before Run: the phases, readiness and the cut counters")
 	assert.PanicsWithValue(t, "prommetrics: NewCollector: the coordinator is nil; create one with lameduck.New",
 		func() { prommetrics.NewCollector(nil) })
+}
+
+// BenchmarkGather measures a scrape's gathering of lameduck's metrics
+// (a running Coordinator with two servers and two checks) against that of
+// the Go runtime's collector, which every Go service exports: the ratio of
+// the two is what the collector adds to a scrape.
+func BenchmarkGather(b *testing.B) {
+	ld, err := lameduck.New(lameduck.WithSignals(), lameduck.WithLogger(slog.New(slog.DiscardHandler)))
+	require.NoError(b, err)
+	for _, name := range []string{"db", "cache"} {
+		ld.AddCheck(lameduck.Check{Name: name, Func: func(context.Context) error { return nil }})
+	}
+	ld.Register(httpserver.New(&http.Server{Addr: "127.0.0.1:0"}))
+	ld.Register(httpserver.New(&http.Server{Addr: "127.0.0.1:0"}))
+	ld.MarkReady()
+	require.NoError(b, ld.CheckReadiness(context.Background()))
+	ctx, cancel := context.WithCancel(context.Background())
+	serving := make(chan struct{})
+	ld.Go(func(context.Context) error { close(serving); return nil })
+	done := make(chan error, 1)
+	go func() { done <- ld.Run(ctx) }()
+	<-serving
+	defer func() { cancel(); <-done }()
+
+	for _, bc := range []struct {
+		name      string
+		collector prometheus.Collector
+	}{
+		{"lameduck", prommetrics.NewCollector(ld)},
+		{"go", collectors.NewGoCollector()},
+	} {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(bc.collector)
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := reg.Gather(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
