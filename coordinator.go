@@ -45,6 +45,8 @@ type Coordinator struct {
 	// serving is set once Run serves: MarkReady logs from then on, so
 	// that the log follows the order of events.
 	serving bool
+
+	progress progress // status.go: what Phase and Status report
 }
 
 // New returns a Coordinator configured by opts, or an error that says which

@@ -130,4 +130,17 @@
 // a [Tracker] counts its in-flight work and tells it, without polling, when
 // the last piece is done. Background work that is not a server, such as a
 // queue consumer, is started with [Coordinator.Go].
+//
+// # Watching a shutdown
+//
+// The kubelet keeps probing a terminating pod's readiness and Prometheus
+// keeps scraping it, while the application's listener closes when the drain
+// begins. [Coordinator.RegisterAdmin] runs a server of its own for probes
+// and metrics (httpserver.Admin makes one in a line) that answers through
+// the delay and the drain and closes only as Run returns.
+// [Coordinator.Status] tells an exporter, at scrape time, the phase, the
+// work in flight per server, what was cut and what the checks said (package
+// github.com/lameduck/lameduck/prommetrics exports it to Prometheus), and
+// [Coordinator.CheckReadiness] lets a server that publishes readiness itself,
+// such as the gRPC health service, decide it as /readyz does.
 package lameduck

@@ -72,6 +72,7 @@ func (r *run) enter(p Phase, cut Counts, attrs ...slog.Attr) {
 		elapsed = 0
 	}
 	r.phase, r.phaseAt = p, now
+	r.c.entered(p, now, cut) // status.go
 	level := slog.LevelInfo
 	attrs = append(attrs, slog.Duration("previous_phase_took", elapsed))
 	if p >= PhaseStopping {

@@ -2,6 +2,7 @@ package lameduck
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -51,14 +52,17 @@ type check struct {
 	running bool
 	// failing is the result last logged, so that only changes are logged.
 	failing bool
+	// stats are the finished calls, for [Coordinator.Status].
+	stats CheckStatus
 }
 
 // checkCall is one call of a check's Func, shared by every probe that
 // asks while it runs.
 type checkCall struct {
-	done chan struct{} // closed once err and at are set
-	err  error
-	at   time.Time
+	done    chan struct{} // closed once err and at are set
+	err     error
+	at      time.Time
+	started time.Time
 }
 
 // AddCheck adds a readiness check. Like [http.ServeMux.Handle], it panics
@@ -116,7 +120,7 @@ func (k *check) start() *checkCall {
 			return last
 		}
 	}
-	cc := &checkCall{done: make(chan struct{})}
+	cc := &checkCall{done: make(chan struct{}), started: k.c.clock.Now()}
 	k.last, k.running = cc, true
 	go k.run(cc)
 	return cc
@@ -148,6 +152,13 @@ func (k *check) finish(cc *checkCall, err error, returned bool) {
 	}
 	cc.err, cc.at = err, k.c.clock.Now()
 	close(cc.done)
+	k.stats.Calls++
+	k.stats.Time += cc.at.Sub(cc.started)
+	k.stats.Last = cc.at
+	k.stats.Passing = err == nil
+	if err != nil {
+		k.stats.Failures++
+	}
 	if failing := err != nil; failing != k.failing {
 		k.failing = failing
 		if failing {
@@ -293,6 +304,51 @@ func (h readinessHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	reply(w, code, []byte(b.String()))
 }
+
+// CheckReadiness reports whether the process is ready, as the readiness
+// probe decides it: it returns nil once [Coordinator.MarkReady] has been
+// called, until the shutdown begins, while every check passes. Otherwise it
+// returns an error that says why: the process is starting or shutting down,
+// or checks failed (the error wraps each failing check's error), or ctx ended
+// first (the error wraps ctx's).
+//
+// Checks run as they do for a probe: each bounded by its timeout, sharing
+// calls in progress and cached results with every probe, so that a server
+// that publishes readiness itself, such as the gRPC health service of
+// package grpcserver, may call it for every request of its own without
+// stacking calls on a dependency.
+func (c *Coordinator) CheckReadiness(ctx context.Context) error {
+	switch c.state.Load() {
+	case stateStarting:
+		return errStarting
+	case stateShuttingDown:
+		return errShuttingDown
+	}
+	c.mu.Lock()
+	checks := c.checks
+	c.mu.Unlock()
+	results, ok := runChecks(ctx, checks, probeQuery{})
+	if !ok {
+		return fmt.Errorf("lameduck: readiness not known: %w", context.Cause(ctx))
+	}
+	var errs []error
+	for _, res := range results {
+		if err := res.call.err; err != nil {
+			errs = append(errs, fmt.Errorf("lameduck: readiness check %q failed: %w", res.k.Name, err))
+		}
+	}
+	if c.state.Load() == stateShuttingDown {
+		// The shutdown began while the checks ran: it wins, as for a probe
+		// that arrives now.
+		return errShuttingDown
+	}
+	return errors.Join(errs...)
+}
+
+var (
+	errStarting     = errors.New("lameduck: not ready: starting")
+	errShuttingDown = errors.New("lameduck: not ready: shutting down")
+)
 
 // maxExcludes bounds how many ?exclude values a probe request may carry;
 // more are ignored, so that a hostile query cannot make a probe expensive.

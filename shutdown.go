@@ -217,6 +217,7 @@ func (r *run) run(ctx context.Context) error {
 	r.enter(PhaseStopping, report, workerAttrs(stillRunning)...)
 	hookErr := r.runHooks(hardCtx)
 	r.enter(PhaseStopped, report, slog.Duration("since_signal", c.clock.Now().Sub(signalAt)))
+	r.closeAdmins(deadlineCtx) // admin.go: admin servers close last, as Run returns
 	return errors.Join(errors.Join(r.errs...), cutErr, hookErr)
 }
 
@@ -394,6 +395,7 @@ func (r *run) failStart(ctx context.Context, err error, started []Server) error 
 	r.enter(PhaseStopping, Counts{})
 	err = errors.Join(err, r.runHooks(hookCtx))
 	r.enter(PhaseStopped, Counts{})
+	r.closeAdmins(hookCtx) // admin.go
 	return err
 }
 

@@ -67,10 +67,22 @@
 // when the drain begins; the health protocol asks clients to retry it with
 // backoff.
 //
-// Readiness checks added with [lameduck.Coordinator.AddCheck] are run by
-// the HTTP readiness probe only: the health service reports the process's
-// lifecycle, not the state of its dependencies. Probe /readyz when a failing
-// dependency should take the pod out of its Services.
+// Readiness checks added with [lameduck.Coordinator.AddCheck] count as they
+// do for /readyz: while the lifecycle says SERVING, a failing check makes
+// the overall service "" and every registered service NOT_SERVING, and its
+// recovery makes them SERVING again, so that the kubelet's native gRPC
+// probe and grpc-health-probe see what /readyz says. Checks are process-wide,
+// like the pod's readiness: a service whose status is set apart through
+// [Server.Health] keeps that status, made NOT_SERVING while a check fails.
+// Check and List run the checks through
+// [lameduck.Coordinator.CheckReadiness], with their timeouts, sharing calls
+// in progress and cached results with every probe, so that a flood of health
+// calls never stacks calls on a dependency. Watch streams see a check fail
+// or recover within a second: while any is open, the checks run once a
+// second (set [lameduck.Check.Cache] to call a dependency less often), and
+// every Check's result reaches them too. A Watch stream that opens, or a
+// status that turns SERVING, asks the checks first, so that a SERVING is
+// never sent only to be taken back.
 //
 // # How connections are moved off during the delay
 //
@@ -241,7 +253,7 @@ func New(ld *lameduck.Coordinator, addr string, opts ...grpc.ServerOption) *Serv
 	s.health.SetServingStatus(healthpb.Health_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	var stop context.Context
 	stop, s.stopWatches = context.WithCancel(context.Background())
-	s.hsvc = &healthService{Server: s.health, stop: stop}
+	s.hsvc = &healthService{Server: s.health, stop: stop, checks: newCheckState(ld)}
 	s.cur = s.newGeneration()
 	s.gens = []*generation{s.cur}
 	return s
@@ -295,7 +307,9 @@ func (s *Server) GetServiceInfo() map[string]grpc.ServiceInfo {
 // included, become SERVING, and at
 // the shutdown every service becomes NOT_SERVING for good
 // ([health.Server.Shutdown]). Use it to set the status of one service once
-// the process is ready, not to Resume it.
+// the process is ready, not to Resume it. Readiness checks are applied to
+// the answers, not to the statuses kept here: a SERVING status is answered
+// NOT_SERVING while a check fails.
 func (s *Server) Health() *health.Server { return s.health }
 
 // Addr returns the address the Server listens on, with the port the system

@@ -3,11 +3,14 @@
 // google.golang.org/grpc/interop/grpc_testing, so that any gRPC client can
 // load it without generated code of its own), the standard health service
 // and server reflection, so that grpcurl and grpc-health-probe work against
-// it, and the HTTP probes /readyz and /livez on a second port.
+// it, and the HTTP probes /readyz and /livez on a second port: -probe-addr,
+// which closes when the drain begins, or, if -admin-addr is given, an admin
+// listener on that address instead, which answers through the drain and
+// closes only as the process exits.
 //
 // Usage:
 //
-//	grpcserver [-addr :9090] [-probe-addr :8081] [-drain-delay 5s] [-grace-period 30s] [-init-delay 0]
+//	grpcserver [-addr :9090] [-probe-addr :8081 | -admin-addr ADDR] [-drain-delay 5s] [-grace-period 30s] [-init-delay 0]
 //
 // On SIGTERM (or SIGINT), the gRPC health status and /readyz turn
 // NOT_SERVING and 503 together, at once. For the drain delay, every RPC is
@@ -70,6 +73,7 @@ func run(args []string, stderr io.Writer) int {
 	gracePeriod := fs.Duration("grace-period", lameduck.DefaultGracePeriod,
 		"the pod's terminationGracePeriodSeconds: time from SIGTERM to SIGKILL")
 	initDelay := fs.Duration("init-delay", 0, "time to wait before turning ready, standing for initialisation")
+	adminAddr := fs.String("admin-addr", "", "`address` to serve the HTTP probes on instead of -probe-addr, through the drain; empty for -probe-addr")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -111,11 +115,15 @@ func run(args []string, stderr io.Writer) int {
 
 	// The probes flip with the gRPC health status: one Coordinator, one
 	// deadline.
-	mux := http.NewServeMux()
-	mux.Handle("/readyz", ld.ReadinessHandler())
-	mux.Handle("/livez", ld.LivenessHandler())
-	probes = httpserver.New(&http.Server{Addr: *probeAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second})
-	ld.Register(probes)
+	if *adminAddr != "" {
+		probes = httpserver.Admin(ld, *adminAddr, nil)
+	} else {
+		mux := http.NewServeMux()
+		mux.Handle("/readyz", ld.ReadinessHandler())
+		mux.Handle("/livez", ld.LivenessHandler())
+		probes = httpserver.New(&http.Server{Addr: *probeAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second})
+		ld.Register(probes)
+	}
 
 	if *initDelay == 0 {
 		ld.MarkReady()

@@ -8,9 +8,14 @@
 //	GET /readyz     the readiness probe: 503 until ready, 200, 503 from SIGTERM on
 //	GET /livez      the liveness probe: 200 while the process runs
 //
+// With -admin-addr, it also answers /readyz and /livez on that address, an
+// admin listener that stays open through the drain delay and the drain and
+// closes only as the process exits: probes there get an answer (503) instead
+// of "connection refused" once the application's port has closed.
+//
 // Usage:
 //
-//	httpserver [-addr :8080] [-drain-delay 5s] [-grace-period 30s] [-init-delay 0]
+//	httpserver [-addr :8080] [-admin-addr ADDR] [-drain-delay 5s] [-grace-period 30s] [-init-delay 0]
 //
 // On SIGTERM (or SIGINT) it turns readiness off, keeps serving for the drain
 // delay while telling keep-alive clients to reconnect elsewhere, stops
@@ -98,6 +103,7 @@ func run(args []string, stderr io.Writer) int {
 	drainDelay := fs.Duration("drain-delay", lameduck.DefaultDrainDelay, "how long to keep serving after SIGTERM while load balancers catch up")
 	gracePeriod := fs.Duration("grace-period", lameduck.DefaultGracePeriod, "the pod's terminationGracePeriodSeconds")
 	initDelay := fs.Duration("init-delay", 0, "simulated initialisation before the server turns ready")
+	adminAddr := fs.String("admin-addr", "", "address to serve the probes on, through the drain, as well; empty for none")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -131,6 +137,9 @@ func run(args []string, stderr io.Writer) int {
 		ReadHeaderTimeout: 10 * time.Second, // slow clients cannot hold connections open for free
 		IdleTimeout:       2 * time.Minute,
 	}))
+	if *adminAddr != "" {
+		httpserver.Admin(ld, *adminAddr, nil)
+	}
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()

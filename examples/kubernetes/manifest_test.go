@@ -35,6 +35,9 @@ type manifest struct {
 			} `yaml:"rollingUpdate"`
 		} `yaml:"strategy"`
 		Template struct {
+			Metadata struct {
+				Annotations map[string]string `yaml:"annotations"`
+			} `yaml:"metadata"`
 			Spec struct {
 				TerminationGracePeriodSeconds *int        `yaml:"terminationGracePeriodSeconds"`
 				Containers                    []container `yaml:"containers"`
@@ -119,6 +122,7 @@ func TestManifestsMatchTheFlags(t *testing.T) {
 				fs := flag.NewFlagSet(file, flag.ContinueOnError)
 				addr := fs.String("addr", "", "")
 				probeAddr := fs.String("probe-addr", "", "")
+				adminAddr := fs.String("admin-addr", "", "")
 				delay := fs.Duration("drain-delay", lameduck.DefaultDrainDelay, "")
 				grace := fs.Duration("grace-period", lameduck.DefaultGracePeriod, "")
 				require.NoError(t, fs.Parse(c.Args))
@@ -131,6 +135,16 @@ func TestManifestsMatchTheFlags(t *testing.T) {
 				httpPort := portOf(t, *addr)
 				if *probeAddr != "" {
 					httpPort = portOf(t, *probeAddr)
+				}
+				if *adminAddr != "" {
+					httpPort = portOf(t, *adminAddr)
+				}
+				// Prometheus scrapes the admin listener, the only one that
+				// answers through the drain.
+				if ann := m.Spec.Template.Metadata.Annotations; ann["prometheus.io/scrape"] == "true" {
+					require.NotEmpty(t, *adminAddr, "a scraped pod needs -admin-addr")
+					assert.Equal(t, strconv.Itoa(portOf(t, *adminAddr)), ann["prometheus.io/port"], "prometheus.io/port is -admin-addr's")
+					assert.Equal(t, "/metrics", ann["prometheus.io/path"])
 				}
 				for name, p := range map[string]*probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
 					require.NotNil(t, p, "%s probe", name)

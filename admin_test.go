@@ -1,0 +1,124 @@
+package lameduck_test
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/lameduck/lameduck"
+)
+
+// phaseAtClose is a fake server that also records the phase Run is in when
+// it is closed.
+type phaseAtClose struct {
+	*fakeServer
+	ld    *lameduck.Coordinator
+	phase chan lameduck.Phase
+}
+
+func (s *phaseAtClose) Close() lameduck.Counts {
+	s.phase <- s.ld.Phase()
+	return s.fakeServer.Close()
+}
+
+func TestAdminServerAnswersUntilRunReturns(t *testing.T) {
+	h := newHarness(t, lameduck.WithDrainDelay(5*time.Second))
+	app := newFakeServer("app", h.log)
+	admin := &phaseAtClose{fakeServer: newFakeServer("admin", h.log), ld: h.ld, phase: make(chan lameduck.Phase, 1)}
+	h.ld.Register(app)
+	h.ld.RegisterAdmin(admin)
+	h.ld.OnShutdown(func(context.Context) error { h.log.add("hook"); return nil })
+	h.ld.MarkReady()
+	h.start(t, context.Background())
+	assert.Equal(t, []string{"app listen", "admin listen"}, h.log.all(), "an admin server is bound before the process turns ready")
+
+	h.signals <- syscall.SIGTERM
+	h.clock.Pass(t, 5*time.Second)
+	h.phases.await(t, lameduck.PhaseStopped)
+	require.NoError(t, h.wait(t))
+
+	assert.Equal(t, []string{"app listen", "admin listen", "app lame duck", "app drain", "app close", "hook", "admin close"},
+		h.log.all(), "an admin server is neither lame duck nor drained, and closes after the hooks")
+	assert.Equal(t, lameduck.PhaseStopped, <-admin.phase, "an admin server closes as Run returns")
+	select {
+	case <-admin.stopped:
+	default:
+		t.Fatal("the admin server's Serve is still running after Run returned")
+	}
+}
+
+func TestAdminServerFailures(t *testing.T) {
+	t.Run("serve fails", func(t *testing.T) {
+		h := newHarness(t, lameduck.WithDrainDelay(time.Second))
+		app, admin := newFakeServer("app", h.log), newFakeServer("metrics", h.log)
+		h.ld.Register(app)
+		h.ld.RegisterAdmin(admin)
+		h.ld.MarkReady()
+		h.start(t, context.Background())
+		admin.fail <- errors.New("accept: too many open files")
+		h.clock.Pass(t, time.Second)
+		err := h.wait(t)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "lameduck: admin metrics: accept: too many open files")
+		assert.Equal(t, 1, countOf(err.Error(), "too many open files"), "the failure is reported once")
+		assert.Contains(t, h.log.all(), "app drain", "the other servers drain gracefully")
+	})
+	t.Run("listen fails", func(t *testing.T) {
+		h := newHarness(t)
+		app, admin := newFakeServer("app", h.log), newFakeServer("metrics", h.log)
+		admin.listenErr = errors.New("listen tcp :9102: bind: address already in use")
+		h.ld.Register(app)
+		h.ld.RegisterAdmin(admin)
+		h.ld.OnShutdown(func(context.Context) error { h.log.add("hook"); return nil })
+		h.ld.MarkReady()
+		err := h.ld.Run(context.Background())
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "lameduck: starting admin metrics: listen tcp :9102: bind: address already in use")
+		assert.Equal(t, []string{"app listen", "metrics listen", "app close", "hook", "metrics close"}, h.log.all())
+	})
+}
+
+func countOf(s, sub string) int {
+	n := 0
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			n++
+		}
+	}
+	return n
+}
+
+func TestRegisterAdminRejectsMisuse(t *testing.T) {
+	h := newHarness(t)
+	s := newFakeServer("a", h.log)
+	assert.PanicsWithValue(t, "lameduck: RegisterAdmin: the server is nil", func() { h.ld.RegisterAdmin(nil) })
+	h.ld.RegisterAdmin(s)
+	assert.PanicsWithValue(t, "lameduck: RegisterAdmin: the server is already registered; register each server once",
+		func() { h.ld.RegisterAdmin(s) })
+	app := newFakeServer("app", h.log)
+	h.ld.Register(app)
+	assert.PanicsWithValue(t, "lameduck: RegisterAdmin: the server is already registered; register each server once",
+		func() { h.ld.RegisterAdmin(app) }, "a server is drained or admin, not both")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.NoError(t, h.ld.Run(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 2 { // a panic leaves the Coordinator usable
+			assert.PanicsWithValue(t, "lameduck: RegisterAdmin called after Run; register everything before calling Run",
+				func() { h.ld.RegisterAdmin(newFakeServer("b", h.log)) })
+		}
+		assert.Equal(t, lameduck.PhaseStopped, h.ld.Status().Phase)
+	}()
+	select {
+	case <-done:
+	case <-time.After(waitTimeout):
+		t.Fatal("the Coordinator is locked after a panic")
+	}
+}

@@ -1,0 +1,8 @@
+package grpcserver
+
+import "github.com/lameduck/lameduck"
+
+// InFlight returns the RPCs the Server has in flight now: unary RPCs as
+// requests and streaming RPCs, health Watch streams included, as streams.
+// Exporters read it through [lameduck.Coordinator.Status].
+func (s *Server) InFlight() lameduck.Counts { return s.work.InFlight() }

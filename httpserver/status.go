@@ -1,0 +1,8 @@
+package httpserver
+
+import "github.com/lameduck/lameduck"
+
+// InFlight returns the work the server has in flight now: requests being
+// handled, streaming responses, and hijacked connections. Exporters read it
+// through [lameduck.Coordinator.Status].
+func (s *Server) InFlight() lameduck.Counts { return s.tracker.InFlight() }

@@ -1,0 +1,173 @@
+// Package prommetrics exports the shutdown of a [lameduck.Coordinator] to
+// Prometheus: the phase, the work in flight per server, the time spent in
+// each phase, what was cut, and what the readiness checks said.
+//
+//	reg := prometheus.NewRegistry()
+//	reg.MustRegister(collectors.NewGoCollector(), prommetrics.NewCollector(ld))
+//	httpserver.Admin(ld, ":8081", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+//
+// Served on an admin server ([lameduck.Coordinator.RegisterAdmin],
+// httpserver.Admin), the metrics can be scraped through the drain delay and
+// the drain, until Run returns.
+//
+// # Why Prometheus, and why a module of its own
+//
+// client_golang is what Go services on Kubernetes expose /metrics with, and
+// what the Kubernetes components themselves use; an OpenTelemetry
+// MeterProvider can read the same registry through its Prometheus bridge.
+// It depends on several modules (prometheus/common, procfs, protobuf,
+// x/sys...), which would enter the module graph of every user of lameduck,
+// and could raise their versions, if this package were in lameduck's
+// module: it is a module of its own, github.com/lameduck/lameduck/prommetrics,
+// that only the services importing it require.
+//
+// # Metrics
+//
+// Every value is read from [lameduck.Coordinator.Status] when Prometheus
+// scrapes, not counted from events, so the in-flight counts are exact:
+//
+//	lameduck_phase{phase}                              1 for the phase Run is in, 0 for the others
+//	lameduck_ready                                     1 from MarkReady until the shutdown begins
+//	lameduck_phase_duration_seconds{phase}             time spent in each phase entered, the current one up to now
+//	lameduck_in_flight{server,kind}                    requests, streams and connections in flight, per server
+//	lameduck_cut_total{kind}                           requests, streams, connections and workers cut at the deadline
+//	lameduck_readiness_check_passing{check}            1 if the check's last call passed; absent before its first
+//	lameduck_readiness_check_duration_seconds{check}   summary (count and sum) of the checks' calls
+//	lameduck_readiness_check_failures_total{check}     calls that failed or timed out
+//
+// Phases are named as [lameduck.Phase.String] names them, with "_" for
+// spaces: starting, serving, lame_duck, draining, stopping, stopped. Kinds
+// are request, stream and connection, and worker for cut work. The server
+// label is the name lameduck gives the server in its logs, such as "http
+// :8080"; servers that do not count their work (see
+// [lameduck.Status.Servers]) and admin servers have no in-flight series.
+//
+// A useful alert: lameduck_cut_total increasing means a shutdown cut work
+// at its deadline, so the drain delay or the grace period is too short for
+// the traffic. Measurements that lameduck adds to its Status later, such as
+// how long routing kept sending connections after the signal, become new
+// series; the existing ones keep their names and labels.
+package prommetrics
+
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lameduck/lameduck"
+)
+
+// phases are the phases lameduck reports, in order.
+var phases = []lameduck.Phase{
+	lameduck.PhaseStarting, lameduck.PhaseServing, lameduck.PhaseLameDuck,
+	lameduck.PhaseDraining, lameduck.PhaseStopping, lameduck.PhaseStopped,
+}
+
+// A Collector is a [prometheus.Collector] of one Coordinator's metrics
+// (see the package documentation). Create it with [NewCollector] and
+// register it with a [prometheus.Registerer].
+type Collector struct {
+	ld *lameduck.Coordinator
+
+	phase, ready, phaseDuration, inFlight, cut *prometheus.Desc
+	checkPassing, checkDuration, checkFailures *prometheus.Desc
+}
+
+// NewCollector returns a Collector of ld's metrics. It reads ld only when
+// collected, so it may be created and registered at any time, before or
+// after Run. It panics if ld is nil.
+func NewCollector(ld *lameduck.Coordinator) *Collector {
+	if ld == nil {
+		panic("prommetrics: NewCollector: the coordinator is nil; create one with lameduck.New")
+	}
+	return &Collector{
+		ld: ld,
+		phase: prometheus.NewDesc("lameduck_phase",
+			"The phase of the shutdown sequence the process is in: 1 for the current phase, 0 for the others.",
+			[]string{"phase"}, nil),
+		ready: prometheus.NewDesc("lameduck_ready",
+			"1 from the moment the process marked itself ready until the shutdown began; readiness checks aside.",
+			nil, nil),
+		phaseDuration: prometheus.NewDesc("lameduck_phase_duration_seconds",
+			"Time spent in each phase entered so far, the current one up to now.",
+			[]string{"phase"}, nil),
+		inFlight: prometheus.NewDesc("lameduck_in_flight",
+			"Work in flight now, per server: requests and unary RPCs, streams, and hijacked connections.",
+			[]string{"server", "kind"}, nil),
+		cut: prometheus.NewDesc("lameduck_cut_total",
+			"Work cut at the shutdown deadline or by a second signal, by kind.",
+			[]string{"kind"}, nil),
+		checkPassing: prometheus.NewDesc("lameduck_readiness_check_passing",
+			"1 if the readiness check's last call passed, 0 if it failed or timed out.",
+			[]string{"check"}, nil),
+		checkDuration: prometheus.NewDesc("lameduck_readiness_check_duration_seconds",
+			"Time taken by the readiness check's calls; a call that timed out counts for its timeout.",
+			[]string{"check"}, nil),
+		checkFailures: prometheus.NewDesc("lameduck_readiness_check_failures_total",
+			"Calls of the readiness check that failed or timed out.",
+			[]string{"check"}, nil),
+	}
+}
+
+// Describe sends the descriptions of every metric the Collector exports.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.phase, c.ready, c.phaseDuration, c.inFlight, c.cut,
+		c.checkPassing, c.checkDuration, c.checkFailures,
+	} {
+		ch <- d
+	}
+}
+
+// Collect reads the Coordinator's status and sends its metrics.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.ld.Status()
+	for _, p := range phases {
+		name := phaseLabel(p)
+		ch <- prometheus.MustNewConstMetric(c.phase, prometheus.GaugeValue, boolValue(st.Phase == p), name)
+		if d, ok := st.Spent[p]; ok {
+			ch <- prometheus.MustNewConstMetric(c.phaseDuration, prometheus.GaugeValue, d.Seconds(), name)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, boolValue(st.Ready))
+	for _, s := range st.Servers {
+		for _, k := range kinds(s.InFlight) {
+			ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(k.n), s.Name, k.name)
+		}
+	}
+	for _, k := range kinds(st.Cut) {
+		ch <- prometheus.MustNewConstMetric(c.cut, prometheus.CounterValue, float64(k.n), k.name)
+	}
+	ch <- prometheus.MustNewConstMetric(c.cut, prometheus.CounterValue, float64(st.Cut.Workers), "worker")
+	for _, k := range st.Checks {
+		if k.Calls > 0 {
+			ch <- prometheus.MustNewConstMetric(c.checkPassing, prometheus.GaugeValue, boolValue(k.Passing), k.Name)
+		}
+		ch <- prometheus.MustNewConstSummary(c.checkDuration, k.Calls, k.Time.Seconds(), nil, k.Name)
+		ch <- prometheus.MustNewConstMetric(c.checkFailures, prometheus.CounterValue, float64(k.Failures), k.Name)
+	}
+}
+
+type kindCount struct {
+	name string
+	n    int
+}
+
+// kinds splits counts by the kinds a server tracks, named as
+// [lameduck.Kind.String] names them.
+func kinds(c lameduck.Counts) []kindCount {
+	return []kindCount{
+		{lameduck.Request.String(), c.Requests},
+		{lameduck.Stream.String(), c.Streams},
+		{lameduck.Conn.String(), c.Conns},
+	}
+}
+
+func phaseLabel(p lameduck.Phase) string { return strings.ReplaceAll(p.String(), " ", "_") }
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,393 @@
+package prommetrics_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/httpserver"
+	"github.com/lameduck/lameduck/internal/fakeclock"
+	"github.com/lameduck/lameduck/prommetrics"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// waitTimeout bounds every wait on an event, so that a bug fails a test
+// instead of hanging the suite.
+const waitTimeout = 10 * time.Second
+
+// process is a Coordinator on a fake clock with an application server,
+// whose handler holds each request until the test releases it, and an
+// admin server that serves the Collector's metrics.
+type process struct {
+	ld      *lameduck.Coordinator
+	clock   *fakeclock.Clock
+	signals chan os.Signal
+	events  chan lameduck.Event
+	app     *httpserver.Server
+	admin   *httpserver.Server
+	client  *http.Client // one keep-alive connection, as Prometheus keeps
+	started chan struct{}
+	release chan struct{}
+	db      atomic.Bool // the "db" check fails
+	done    chan error
+}
+
+func newProcess(t *testing.T, delay time.Duration, observe func(lameduck.Event)) *process {
+	t.Helper()
+	p := &process{
+		clock: fakeclock.New(), signals: make(chan os.Signal, 2), events: make(chan lameduck.Event, 100),
+		client:  &http.Client{Timeout: waitTimeout, Transport: &http.Transport{}},
+		started: make(chan struct{}, 10), release: make(chan struct{}), done: make(chan error, 1),
+	}
+	t.Cleanup(p.client.CloseIdleConnections)
+	ld, err := lameduck.New(
+		lameduck.WithSignals(), lameduck.WithSignalChannel(p.signals), lameduck.WithClock(p.clock),
+		lameduck.WithLogger(slog.New(slog.DiscardHandler)), lameduck.WithDrainDelay(delay),
+		lameduck.WithObserver(func(e lameduck.Event) {
+			if observe != nil {
+				observe(e)
+			}
+			p.events <- e
+		}),
+	)
+	require.NoError(t, err)
+	p.ld = ld
+	ld.AddCheck(lameduck.Check{Name: "db", Func: func(context.Context) error {
+		if p.db.Load() {
+			return errors.New("connection refused")
+		}
+		return nil
+	}})
+	p.app = httpserver.New(&http.Server{Addr: "127.0.0.1:0", Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.started <- struct{}{}
+		select {
+		case <-p.release:
+		case <-r.Context().Done():
+		}
+		io.WriteString(w, "ok")
+	})})
+	ld.Register(p.app)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(prommetrics.NewCollector(ld))
+	p.admin = httpserver.Admin(ld, "127.0.0.1:0", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return p
+}
+
+func (p *process) run(t *testing.T) {
+	t.Helper()
+	go func() { p.done <- p.ld.Run(context.Background()) }()
+	p.await(t, lameduck.PhaseServing)
+}
+
+func (p *process) await(t *testing.T, phase lameduck.Phase) {
+	t.Helper()
+	timeout := time.After(waitTimeout)
+	for {
+		select {
+		case e := <-p.events:
+			if e.Phase == phase {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("phase %v never entered", phase)
+		}
+	}
+}
+
+func (p *process) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		return err
+	case <-time.After(waitTimeout):
+		t.Fatal("Run did not return")
+		return nil
+	}
+}
+
+// get sends one request to the application, in the background.
+func (p *process) get(t *testing.T) <-chan error {
+	t.Helper()
+	url := "http://" + p.app.Addr().String()
+	errs := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(url)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		errs <- err
+	}()
+	select {
+	case <-p.started:
+	case <-time.After(waitTimeout):
+		t.Fatal("the request never reached the handler")
+	}
+	return errs
+}
+
+// scrape is one scrape of the admin server, as Prometheus makes it.
+type scrape struct {
+	text     string
+	families map[string]*dto.MetricFamily
+}
+
+func (p *process) scrape(t *testing.T) scrape {
+	t.Helper()
+	resp, err := p.client.Get("http://" + p.admin.Addr().String() + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	require.NoError(t, err)
+	return scrape{string(body), families}
+}
+
+// value returns the value of the series of name whose labels include
+// labels, and whether there is one.
+func (s scrape) value(name string, labels ...string) (float64, bool) {
+	mf, ok := s.families[name]
+	if !ok {
+		return 0, false
+	}
+series:
+	for _, m := range mf.GetMetric() {
+		for i := 0; i+1 < len(labels); i += 2 {
+			found := false
+			for _, l := range m.GetLabel() {
+				found = found || (l.GetName() == labels[i] && l.GetValue() == labels[i+1])
+			}
+			if !found {
+				continue series
+			}
+		}
+		switch {
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Summary != nil:
+			return float64(m.Summary.GetSampleCount()), true
+		}
+	}
+	return 0, false
+}
+
+// phase returns the phase a scrape shows: the one whose lameduck_phase is 1.
+func (s scrape) phase(t *testing.T) string {
+	t.Helper()
+	var current []string
+	for _, m := range s.families["lameduck_phase"].GetMetric() {
+		if m.GetGauge().GetValue() == 1 {
+			current = append(current, m.GetLabel()[0].GetValue())
+		}
+	}
+	require.Len(t, current, 1, "exactly one phase is current:\n%s", s.text)
+	return current[0]
+}
+
+func (s scrape) inFlight(t *testing.T, server, kind string) float64 {
+	t.Helper()
+	v, ok := s.value("lameduck_in_flight", "server", server, "kind", kind)
+	require.True(t, ok, "no lameduck_in_flight for %s %s:\n%s", server, kind, s.text)
+	return v
+}
+
+func TestScrapesAnswerInEveryPhaseTheDrainIncluded(t *testing.T) {
+	const delay = 5 * time.Second
+	var p *process
+	stopped := make(chan scrape, 1)
+	p = newProcess(t, delay, func(e lameduck.Event) {
+		if e.Phase == lameduck.PhaseStopped {
+			// The last moment before Run returns: the admin server still
+			// answers.
+			stopped <- p.scrape(t)
+		}
+	})
+	hookRunning, hookDone := make(chan struct{}), make(chan struct{})
+	p.ld.OnShutdown(func(context.Context) error {
+		close(hookRunning)
+		<-hookDone
+		return nil
+	})
+	p.run(t)
+	app := p.app.String()
+
+	s := p.scrape(t)
+	assert.Equal(t, "serving", s.phase(t))
+	ready, _ := s.value("lameduck_ready")
+	assert.Equal(t, 0.0, ready, "not ready before MarkReady")
+	p.ld.MarkReady()
+	p.db.Store(true)
+	require.Error(t, p.ld.CheckReadiness(context.Background()))
+	p.db.Store(false)
+	require.NoError(t, p.ld.CheckReadiness(context.Background()))
+
+	first, second := p.get(t), p.get(t)
+	p.clock.Advance(2 * time.Second)
+	s = p.scrape(t)
+	assert.Equal(t, "serving", s.phase(t))
+	ready, _ = s.value("lameduck_ready")
+	assert.Equal(t, 1.0, ready)
+	assert.Equal(t, 2.0, s.inFlight(t, app, "request"))
+	assert.Equal(t, 0.0, s.inFlight(t, app, "stream"))
+	serving, _ := s.value("lameduck_phase_duration_seconds", "phase", "serving")
+	assert.Equal(t, 2.0, serving, "the current phase counts up to now")
+	passing, _ := s.value("lameduck_readiness_check_passing", "check", "db")
+	assert.Equal(t, 1.0, passing)
+	calls, _ := s.value("lameduck_readiness_check_duration_seconds", "check", "db")
+	assert.Equal(t, 2.0, calls)
+	failures, _ := s.value("lameduck_readiness_check_failures_total", "check", "db")
+	assert.Equal(t, 1.0, failures)
+	problems, err := promlint.New(strings.NewReader(s.text)).Lint()
+	require.NoError(t, err)
+	assert.Empty(t, problems, "the metrics follow Prometheus' naming conventions")
+
+	p.signals <- syscall.SIGTERM
+	p.await(t, lameduck.PhaseLameDuck)
+	s = p.scrape(t)
+	assert.Equal(t, "lame_duck", s.phase(t))
+	ready, _ = s.value("lameduck_ready")
+	assert.Equal(t, 0.0, ready, "not ready from the first moment of the shutdown")
+	assert.Equal(t, 2.0, s.inFlight(t, app, "request"))
+
+	p.clock.Pass(t, delay)
+	p.await(t, lameduck.PhaseDraining)
+	s = p.scrape(t)
+	assert.Equal(t, "draining", s.phase(t), "the drain can be scraped")
+	assert.Equal(t, 2.0, s.inFlight(t, app, "request"))
+	lameDuck, _ := s.value("lameduck_phase_duration_seconds", "phase", "lame_duck")
+	assert.Equal(t, delay.Seconds(), lameDuck)
+
+	p.release <- struct{}{}
+	require.NoError(t, <-first)
+	s = p.scrape(t)
+	assert.Equal(t, "draining", s.phase(t))
+	assert.Equal(t, 1.0, s.inFlight(t, app, "request"), "in-flight counts fall as requests finish")
+
+	p.release <- struct{}{}
+	require.NoError(t, <-second)
+	<-hookRunning
+	s = p.scrape(t)
+	assert.Equal(t, "stopping", s.phase(t))
+	assert.Equal(t, 0.0, s.inFlight(t, app, "request"))
+	cut, _ := s.value("lameduck_cut_total", "kind", "request")
+	assert.Equal(t, 0.0, cut, "a clean drain cuts nothing")
+
+	close(hookDone)
+	s = <-stopped
+	assert.Equal(t, "stopped", s.phase(t))
+	require.NoError(t, p.wait(t))
+}
+
+func TestWhatIsCutIsCounted(t *testing.T) {
+	p := newProcess(t, 0, nil)
+	p.ld.MarkReady()
+	p.run(t)
+	held := p.get(t)
+	p.signals <- syscall.SIGTERM
+	p.await(t, lameduck.PhaseDraining)
+	p.signals <- syscall.SIGINT // cuts at once
+	require.ErrorIs(t, p.wait(t), lameduck.ErrCut)
+	<-held // the client's error, whatever it is, does not matter here
+
+	err := testutil.CollectAndCompare(prommetrics.NewCollector(p.ld), strings.NewReader(`
+# HELP lameduck_cut_total Work cut at the shutdown deadline or by a second signal, by kind.
+# TYPE lameduck_cut_total counter
+lameduck_cut_total{kind="connection"} 0
+lameduck_cut_total{kind="request"} 1
+lameduck_cut_total{kind="stream"} 0
+lameduck_cut_total{kind="worker"} 0
+# HELP lameduck_phase The phase of the shutdown sequence the process is in: 1 for the current phase, 0 for the others.
+# TYPE lameduck_phase gauge
+lameduck_phase{phase="draining"} 0
+lameduck_phase{phase="lame_duck"} 0
+lameduck_phase{phase="serving"} 0
+lameduck_phase{phase="starting"} 0
+lameduck_phase{phase="stopped"} 1
+lameduck_phase{phase="stopping"} 0
+`), "lameduck_cut_total", "lameduck_phase")
+	assert.NoError(t, err)
+}
+
+func TestCollectorLintsCleanBeforeRun(t *testing.T) {
+	ld, err := lameduck.New(lameduck.WithSignals(), lameduck.WithLogger(slog.New(slog.DiscardHandler)))
+	require.NoError(t, err)
+	problems, err := testutil.CollectAndLint(prommetrics.NewCollector(ld))
+	require.NoError(t, err)
+	assert.Empty(t, problems)
+	assert.Equal(t, 6+1+4, testutil.CollectAndCount(prommetrics.NewCollector(ld)),
+		"before Run: the phases, readiness and the cut counters")
+	assert.PanicsWithValue(t, "prommetrics: NewCollector: the coordinator is nil; create one with lameduck.New",
+		func() { prommetrics.NewCollector(nil) })
+}
+
+// BenchmarkGather measures a scrape's gathering of lameduck's metrics
+// (a running Coordinator with two servers and two checks) against that of
+// the Go runtime's collector, which every Go service exports: the ratio of
+// the two is what the collector adds to a scrape.
+func BenchmarkGather(b *testing.B) {
+	ld, err := lameduck.New(lameduck.WithSignals(), lameduck.WithLogger(slog.New(slog.DiscardHandler)))
+	require.NoError(b, err)
+	for _, name := range []string{"db", "cache"} {
+		ld.AddCheck(lameduck.Check{Name: name, Func: func(context.Context) error { return nil }})
+	}
+	ld.Register(httpserver.New(&http.Server{Addr: "127.0.0.1:0"}))
+	ld.Register(httpserver.New(&http.Server{Addr: "127.0.0.1:0"}))
+	ld.MarkReady()
+	require.NoError(b, ld.CheckReadiness(context.Background()))
+	ctx, cancel := context.WithCancel(context.Background())
+	serving := make(chan struct{})
+	ld.Go(func(context.Context) error { close(serving); return nil })
+	done := make(chan error, 1)
+	go func() { done <- ld.Run(ctx) }()
+	<-serving
+	defer func() { cancel(); <-done }()
+
+	for _, bc := range []struct {
+		name      string
+		collector prometheus.Collector
+	}{
+		{"lameduck", prommetrics.NewCollector(ld)},
+		{"go", collectors.NewGoCollector()},
+	} {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(bc.collector)
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := reg.Gather(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

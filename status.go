@@ -1,0 +1,135 @@
+package lameduck
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A Status is a snapshot of a [Coordinator], taken by [Coordinator.Status]
+// for exporting metrics: the phase, the work in flight, what was cut, and
+// what the readiness checks said. Reading it at scrape time, rather than
+// counting events, makes the in-flight counts exact.
+type Status struct {
+	// Phase is the phase Run is in: PhaseStarting until Run binds the
+	// listeners and before Run is called.
+	Phase Phase
+	// Ready reports whether [Coordinator.MarkReady] has been called and the
+	// shutdown has not begun; the checks are not run for it (see
+	// [Coordinator.CheckReadiness]).
+	Ready bool
+	// Spent is how long Run has spent in each phase it has entered, the
+	// current one up to now. Phases that a shutdown skips, such as the
+	// drain after a failed start, are absent. It is empty before Run.
+	Spent map[Phase]time.Duration
+	// Cut counts the work cut at the deadline or by a second signal. It is
+	// set from PhaseStopping on; it is zero after a clean drain.
+	Cut Counts
+	// Servers lists, in registration order, the servers registered with
+	// [Coordinator.Register] that report the work they have in flight, by
+	// having a method InFlight() Counts, as those of packages httpserver
+	// and grpcserver do. Admin servers ([Coordinator.RegisterAdmin]) are
+	// not listed: nothing drains them.
+	Servers []ServerStatus
+	// Checks lists the readiness checks, in the order they were added.
+	Checks []CheckStatus
+}
+
+// A ServerStatus is one server's part of a [Status].
+type ServerStatus struct {
+	// Name names the server as logs and errors do: its String method, or
+	// "server N" for the Nth server registered.
+	Name string
+	// InFlight is the work the server has in flight now.
+	InFlight Counts
+}
+
+// A CheckStatus is what a readiness check ([Coordinator.AddCheck]) has
+// reported so far, counting every call that finished, whichever probe or
+// [Coordinator.CheckReadiness] asked for it.
+type CheckStatus struct {
+	// Name is the check's name.
+	Name string
+	// Passing reports whether the last call passed; it is false before the
+	// first call has finished.
+	Passing bool
+	// Calls counts the calls that finished, and Failures those of them that
+	// failed, a timeout included.
+	Calls, Failures uint64
+	// Time is the time the finished calls took, added up; a call that
+	// timed out counts for its timeout.
+	Time time.Duration
+	// Last is when the last call finished; zero before the first.
+	Last time.Time
+}
+
+// progress is what Run has done so far, for Phase and Status.
+type progress struct {
+	phase atomic.Int32 // the current Phase
+
+	mu sync.Mutex
+	// Guarded by mu: the phases entered, in order, and when.
+	entered []phaseEntry
+	cut     Counts
+}
+
+type phaseEntry struct {
+	phase Phase
+	at    time.Time
+}
+
+// entered records that Run entered phase p at now; cut is what the Event
+// reports as cut.
+func (c *Coordinator) entered(p Phase, now time.Time, cut Counts) {
+	c.progress.mu.Lock()
+	c.progress.entered = append(c.progress.entered, phaseEntry{p, now})
+	c.progress.cut = cut
+	c.progress.mu.Unlock()
+	c.progress.phase.Store(int32(p))
+}
+
+// Phase returns the phase [Coordinator.Run] is in: PhaseStarting until
+// it binds the listeners, and before Run is called.
+func (c *Coordinator) Phase() Phase { return Phase(c.progress.phase.Load()) }
+
+// Status returns a snapshot of the Coordinator, for exporting metrics (see
+// package github.com/lameduck/lameduck/prommetrics). It is safe to call at
+// any time, from any goroutine, and runs no readiness check.
+func (c *Coordinator) Status() Status {
+	st := Status{
+		Phase: c.Phase(),
+		Ready: c.state.Load() == stateReady,
+		Spent: make(map[Phase]time.Duration),
+	}
+	now := c.clock.Now()
+	c.progress.mu.Lock()
+	for i, e := range c.progress.entered {
+		end := now
+		if i+1 < len(c.progress.entered) {
+			end = c.progress.entered[i+1].at
+		}
+		st.Spent[e.phase] += end.Sub(e.at)
+	}
+	st.Cut = c.progress.cut
+	c.progress.mu.Unlock()
+
+	c.mu.Lock()
+	servers, checks := c.servers, c.checks
+	c.mu.Unlock()
+	for i, s := range servers {
+		if _, admin := s.(*adminServer); admin {
+			continue
+		}
+		if f, ok := s.(interface{ InFlight() Counts }); ok {
+			st.Servers = append(st.Servers, ServerStatus{Name: serverName(s, i), InFlight: f.InFlight()})
+		}
+	}
+	st.Checks = make([]CheckStatus, len(checks))
+	for i, k := range checks {
+		k.mu.Lock()
+		st.Checks[i] = k.stats
+		k.mu.Unlock()
+		st.Checks[i].Name = k.Name
+	}
+	return st
+}
