@@ -72,7 +72,9 @@ func (r *run) enter(p Phase, cut Counts, attrs ...slog.Attr) {
 		elapsed = 0
 	}
 	r.phase, r.phaseAt = p, now
-	r.c.entered(p, now, cut) // status.go
+	ev := Event{Phase: p, Elapsed: elapsed, Cut: cut, Arrivals: r.lameDuck.count,
+		LastArrival: r.lameDuck.last, LastArrivalServer: r.lameDuck.lastServer}
+	r.c.entered(ev, now) // status.go
 	level := slog.LevelInfo
 	attrs = append(attrs, slog.Duration("previous_phase_took", elapsed))
 	if p >= PhaseStopping {
@@ -83,7 +85,6 @@ func (r *run) enter(p Phase, cut Counts, attrs ...slog.Attr) {
 	}
 	r.c.log.LogAttrs(context.Background(), level, "lameduck: "+p.String(), attrs...)
 	for _, f := range r.c.opts.observers {
-		f(Event{Phase: p, Elapsed: elapsed, Cut: cut, Arrivals: r.lameDuck.count,
-			LastArrival: r.lameDuck.last, LastArrivalServer: r.lameDuck.lastServer})
+		f(ev)
 	}
 }

@@ -25,6 +25,12 @@ type Status struct {
 	// Cut counts the work cut at the deadline or by a second signal. It is
 	// set from PhaseStopping on; it is zero after a clean drain.
 	Cut Counts
+	// Arrivals, LastArrival and LastArrivalServer say how long the load
+	// balancer went on routing to the process after the signal, as the
+	// [Event] of PhaseDraining does; they are set from PhaseDraining on.
+	Arrivals          int
+	LastArrival       time.Duration
+	LastArrivalServer string
 	// Servers lists, in registration order, the servers registered with
 	// [Coordinator.Register] that report the work they have in flight, by
 	// having a method InFlight() Counts, as those of packages httpserver
@@ -70,7 +76,7 @@ type progress struct {
 	mu sync.Mutex
 	// Guarded by mu: the phases entered, in order, and when.
 	entered []phaseEntry
-	cut     Counts
+	last    Event // of the phase entered last
 }
 
 type phaseEntry struct {
@@ -78,14 +84,13 @@ type phaseEntry struct {
 	at    time.Time
 }
 
-// entered records that Run entered phase p at now; cut is what the Event
-// reports as cut.
-func (c *Coordinator) entered(p Phase, now time.Time, cut Counts) {
+// entered records that Run entered a phase at now, as ev reports it.
+func (c *Coordinator) entered(ev Event, now time.Time) {
 	c.progress.mu.Lock()
-	c.progress.entered = append(c.progress.entered, phaseEntry{p, now})
-	c.progress.cut = cut
+	c.progress.entered = append(c.progress.entered, phaseEntry{ev.Phase, now})
+	c.progress.last = ev
 	c.progress.mu.Unlock()
-	c.progress.phase.Store(int32(p))
+	c.progress.phase.Store(int32(ev.Phase))
 }
 
 // Phase returns the phase [Coordinator.Run] is in: PhaseStarting until
@@ -110,7 +115,8 @@ func (c *Coordinator) Status() Status {
 		}
 		st.Spent[e.phase] += end.Sub(e.at)
 	}
-	st.Cut = c.progress.cut
+	last := c.progress.last
+	st.Cut, st.Arrivals, st.LastArrival, st.LastArrivalServer = last.Cut, last.Arrivals, last.LastArrival, last.LastArrivalServer
 	c.progress.mu.Unlock()
 
 	c.mu.Lock()

@@ -34,6 +34,8 @@
 //	lameduck_readiness_check_passing{check}            1 if the check's last call passed; absent before its first
 //	lameduck_readiness_check_duration_seconds{check}   summary (count and sum) of the checks' calls
 //	lameduck_readiness_check_failures_total{check}     calls that failed or timed out
+//	lameduck_lame_duck_arrivals_total                  connections accepted during the lame-duck phase
+//	lameduck_last_arrival_seconds{server}              how long after the signal the last of them arrived, and where
 //
 // Phases are named as [lameduck.Phase.String] names them, with "_" for
 // spaces: starting, serving, lame_duck, draining, stopping, stopped. Kinds
@@ -44,9 +46,12 @@
 //
 // A useful alert: lameduck_cut_total increasing means a shutdown cut work
 // at its deadline, so the drain delay or the grace period is too short for
-// the traffic. Measurements that lameduck adds to its Status later, such as
-// how long routing kept sending connections after the signal, become new
-// series; the existing ones keep their names and labels.
+// the traffic. Another: lameduck_last_arrival_seconds close to the drain
+// delay means the load balancer was still routing to the pod when the delay
+// ended, so requests may have failed: raise the delay, or make it adaptive.
+// The arrival series appear once the lame-duck phase is over. Measurements
+// that lameduck adds to its Status later become new series; the existing
+// ones keep their names and labels.
 package prommetrics
 
 import (
@@ -71,6 +76,7 @@ type Collector struct {
 
 	phase, ready, phaseDuration, inFlight, cut *prometheus.Desc
 	checkPassing, checkDuration, checkFailures *prometheus.Desc
+	arrivals, lastArrival                      *prometheus.Desc
 }
 
 // NewCollector returns a Collector of ld's metrics. It reads ld only when
@@ -106,6 +112,12 @@ func NewCollector(ld *lameduck.Coordinator) *Collector {
 		checkFailures: prometheus.NewDesc("lameduck_readiness_check_failures_total",
 			"Calls of the readiness check that failed or timed out.",
 			[]string{"check"}, nil),
+		arrivals: prometheus.NewDesc("lameduck_lame_duck_arrivals_total",
+			"New connections accepted during the lame-duck phase: the load balancer still routed to the process.",
+			nil, nil),
+		lastArrival: prometheus.NewDesc("lameduck_last_arrival_seconds",
+			"How long after the shutdown signal the last new connection of the lame-duck phase arrived, on the server named.",
+			[]string{"server"}, nil),
 	}
 }
 
@@ -113,7 +125,7 @@ func NewCollector(ld *lameduck.Coordinator) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.phase, c.ready, c.phaseDuration, c.inFlight, c.cut,
-		c.checkPassing, c.checkDuration, c.checkFailures,
+		c.checkPassing, c.checkDuration, c.checkFailures, c.arrivals, c.lastArrival,
 	} {
 		ch <- d
 	}
@@ -145,6 +157,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstSummary(c.checkDuration, k.Calls, k.Time.Seconds(), nil, k.Name)
 		ch <- prometheus.MustNewConstMetric(c.checkFailures, prometheus.CounterValue, float64(k.Failures), k.Name)
+	}
+	if st.Phase >= lameduck.PhaseDraining {
+		ch <- prometheus.MustNewConstMetric(c.arrivals, prometheus.CounterValue, float64(st.Arrivals))
+		if st.Arrivals > 0 {
+			ch <- prometheus.MustNewConstMetric(c.lastArrival, prometheus.GaugeValue, st.LastArrival.Seconds(), st.LastArrivalServer)
+		}
 	}
 }
 
