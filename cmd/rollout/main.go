@@ -61,6 +61,7 @@ func main() {
 type options struct {
 	cycles, conns, replicas          int
 	lag, grace, drainDelay, timeout  time.Duration
+	drainMin, drainQuiet             time.Duration
 	probePeriod, warmup              time.Duration
 	load, pod, readyPath, path, addr string
 	reports                          []string
@@ -98,7 +99,9 @@ Flags:
 	fs.StringVar(&o.pod, "pod", "", "pod command template; {ADDR} becomes the pod's listen address, {PROBE_ADDR} a second address for the readiness probe (default: the project's example server for -load)")
 	fs.StringVar(&o.readyPath, "ready-path", rollout.DefaultReadyPath, "readiness probe path (GET, 200 means ready)")
 	fs.DurationVar(&o.probePeriod, "probe-period", rollout.DefaultProbePeriod, "readiness probe period")
-	fs.DurationVar(&o.drainDelay, "drain-delay", rollout.DefaultDrainDelay, "drain delay passed as -drain-delay to the built-in and example pods")
+	fs.DurationVar(&o.drainDelay, "drain-delay", rollout.DefaultDrainDelay, "drain delay passed as -drain-delay to the built-in and example pods; with -drain-quiet, the longest")
+	fs.DurationVar(&o.drainMin, "drain-min", 0, "with -drain-quiet, the shortest drain delay, passed as -drain-min")
+	fs.DurationVar(&o.drainQuiet, "drain-quiet", 0, "make lameduck's drain delay adaptive: it ends once no connection arrived for this long (passed as -drain-quiet; 0: a fixed delay)")
 	fs.DurationVar(&o.timeout, "timeout", rollout.DefaultRequestTimeout, "per-request timeout")
 	fs.DurationVar(&o.warmup, "warmup", rollout.DefaultWarmup, "load time before the first rollout (0: none)")
 	fs.StringVar(&o.path, "path", "/", "HTTP path the load requests (e.g. /?delay=50ms with the built-in pods)")
@@ -248,6 +251,7 @@ func compare(ctx context.Context, cfg rollout.Config, o options, stdout, stderr 
 			fmt.Fprintln(stderr, "rollout:", err)
 			return 2
 		}
+		cfg.Pod.Command = append(cfg.Pod.Command, o.adaptiveArgs()...)
 		fmt.Fprintf(stderr, "== server=%s\n", name)
 		res, err := rollout.Run(ctx, cfg)
 		if res != nil && len(res.Rollouts) > 0 {
@@ -292,5 +296,13 @@ func examplePod(ctx context.Context, dir string, load rollout.LoadKind, o option
 	}
 	argv := append([]string{bin, "-addr", rollout.AddrPlaceholder}, extra...)
 	argv = append(argv, "-drain-delay", o.drainDelay.String(), "-grace-period", o.grace.String())
-	return rollout.PodSpec{Command: argv}, nil
+	return rollout.PodSpec{Command: append(argv, o.adaptiveArgs()...)}, nil
+}
+
+// adaptiveArgs are the pod flags of an adaptive drain delay, if asked for.
+func (o options) adaptiveArgs() []string {
+	if o.drainQuiet == 0 {
+		return nil
+	}
+	return []string{"-drain-min", o.drainMin.String(), "-drain-quiet", o.drainQuiet.String()}
 }

@@ -10,7 +10,12 @@
 //
 // Usage:
 //
-//	grpcserver [-addr :9090] [-probe-addr :8081 | -admin-addr ADDR] [-drain-delay 5s] [-grace-period 30s] [-init-delay 0]
+//	grpcserver [-addr :9090] [-probe-addr :8081 | -admin-addr ADDR] [-drain-delay 5s] [-drain-quiet 0 -drain-min 0] [-grace-period 30s] [-init-delay 0]
+//
+// With -drain-quiet, the drain delay is adaptive: it lasts at least
+// -drain-min and at most -drain-delay, and ends in between once no new
+// connection has arrived for -drain-quiet (see
+// lameduck.WithAdaptiveDrainDelay).
 //
 // On SIGTERM (or SIGINT), the gRPC health status and /readyz turn
 // NOT_SERVING and 503 together, at once. For the drain delay, every RPC is
@@ -69,7 +74,9 @@ func run(args []string, stderr io.Writer) int {
 	addr := fs.String("addr", ":9090", "`address` to serve gRPC on")
 	probeAddr := fs.String("probe-addr", ":8081", "`address` to serve the HTTP probes /readyz and /livez on")
 	drainDelay := fs.Duration("drain-delay", lameduck.DefaultDrainDelay,
-		"how long to keep serving after SIGTERM while load balancers stop routing here")
+		"how long to keep serving after SIGTERM while load balancers stop routing here; with -drain-quiet, the longest")
+	drainQuiet := fs.Duration("drain-quiet", 0, "end the drain delay once no new connection arrived for this long (0: a fixed delay)")
+	drainMin := fs.Duration("drain-min", 0, "with -drain-quiet, the shortest drain delay")
 	gracePeriod := fs.Duration("grace-period", lameduck.DefaultGracePeriod,
 		"the pod's terminationGracePeriodSeconds: time from SIGTERM to SIGKILL")
 	initDelay := fs.Duration("init-delay", 0, "time to wait before turning ready, standing for initialisation")
@@ -92,9 +99,13 @@ func run(args []string, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	var grpcSrv *grpcserver.Server
 	var probes *httpserver.Server
+	delay := lameduck.WithDrainDelay(*drainDelay)
+	if *drainQuiet > 0 {
+		delay = lameduck.WithAdaptiveDrainDelay(*drainMin, *drainQuiet, *drainDelay)
+	}
 	ld, err := lameduck.New(
 		lameduck.WithGracePeriod(*gracePeriod),
-		lameduck.WithDrainDelay(*drainDelay),
+		delay,
 		lameduck.WithLogger(log),
 		lameduck.WithObserver(func(e lameduck.Event) {
 			if e.Phase == lameduck.PhaseServing {

@@ -15,7 +15,13 @@
 //
 // Usage:
 //
-//	httpserver [-addr :8080] [-admin-addr ADDR] [-drain-delay 5s] [-grace-period 30s] [-init-delay 0]
+//	httpserver [-addr :8080] [-admin-addr ADDR] [-drain-delay 5s] [-drain-quiet 0 -drain-min 0] [-grace-period 30s] [-init-delay 0]
+//
+// With -drain-quiet, the drain delay is adaptive: it lasts at least
+// -drain-min and at most -drain-delay, and ends in between once no new
+// connection has arrived for -drain-quiet (see
+// lameduck.WithAdaptiveDrainDelay). Either way, the line logged when the
+// delay ends says when the last new connection arrived after the signal.
 //
 // On SIGTERM (or SIGINT) it turns readiness off, keeps serving for the drain
 // delay while telling keep-alive clients to reconnect elsewhere, stops
@@ -100,7 +106,9 @@ func run(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("httpserver", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", ":8080", "address to serve the app and the probes on")
-	drainDelay := fs.Duration("drain-delay", lameduck.DefaultDrainDelay, "how long to keep serving after SIGTERM while load balancers catch up")
+	drainDelay := fs.Duration("drain-delay", lameduck.DefaultDrainDelay, "how long to keep serving after SIGTERM while load balancers catch up; with -drain-quiet, the longest")
+	drainQuiet := fs.Duration("drain-quiet", 0, "end the drain delay once no new connection arrived for this long (0: a fixed delay)")
+	drainMin := fs.Duration("drain-min", 0, "with -drain-quiet, the shortest drain delay")
 	gracePeriod := fs.Duration("grace-period", lameduck.DefaultGracePeriod, "the pod's terminationGracePeriodSeconds")
 	initDelay := fs.Duration("init-delay", 0, "simulated initialisation before the server turns ready")
 	adminAddr := fs.String("admin-addr", "", "address to serve the probes on, through the drain, as well; empty for none")
@@ -117,8 +125,12 @@ func run(args []string, stderr io.Writer) int {
 	}
 
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	delay := lameduck.WithDrainDelay(*drainDelay)
+	if *drainQuiet > 0 {
+		delay = lameduck.WithAdaptiveDrainDelay(*drainMin, *drainQuiet, *drainDelay)
+	}
 	ld, err := lameduck.New(
-		lameduck.WithDrainDelay(*drainDelay),
+		delay,
 		lameduck.WithGracePeriod(*gracePeriod),
 		lameduck.WithLogger(logger),
 	)

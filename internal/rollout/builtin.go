@@ -69,7 +69,9 @@ func BuiltinPod(name, exe string, drainDelay, grace time.Duration) (PodSpec, err
 type podOptions struct {
 	addr        string
 	probeAddr   string
-	drainDelay  time.Duration
+	drainDelay  time.Duration // fixed, or the adaptive maximum
+	drainMin    time.Duration // adaptive minimum
+	drainQuiet  time.Duration // adaptive quiet period; zero for a fixed delay
 	gracePeriod time.Duration
 	logger      *log.Logger
 }
@@ -108,7 +110,9 @@ func servePod(name string, args []string, stderr io.Writer) int {
 	o := podOptions{logger: logger}
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "`address` to listen on")
 	fs.StringVar(&o.probeAddr, "probe-addr", "", "`address` to serve /readyz and /livez on, if not -addr (as gRPC servers do)")
-	fs.DurationVar(&o.drainDelay, "drain-delay", DefaultDrainDelay, "how long to keep serving after SIGTERM (textbook, lameduck)")
+	fs.DurationVar(&o.drainDelay, "drain-delay", DefaultDrainDelay, "how long to keep serving after SIGTERM (textbook, lameduck); with -drain-quiet, the longest")
+	fs.DurationVar(&o.drainMin, "drain-min", 0, "with -drain-quiet, the shortest drain delay (lameduck)")
+	fs.DurationVar(&o.drainQuiet, "drain-quiet", 0, "end the drain delay once no connection arrived for this long (lameduck's adaptive delay; 0: fixed)")
 	fs.DurationVar(&o.gracePeriod, "grace-period", DefaultGrace, "the pod's termination grace period")
 	if err := fs.Parse(args); err != nil {
 		return 2

@@ -65,6 +65,7 @@ type lineWriter struct {
 	log    *podLog
 	prefix string
 	buf    []byte
+	onLine func(string) // called with each line, if set
 }
 
 // maxLine bounds a buffered line, so a pod printing without newlines cannot
@@ -98,6 +99,10 @@ func (w *lineWriter) Close() error {
 }
 
 func (w *lineWriter) flush() {
-	w.log.add(w.prefix + string(bytes.TrimRight(w.buf, "\r")))
+	line := string(bytes.TrimRight(w.buf, "\r"))
+	if w.onLine != nil {
+		w.onLine(line)
+	}
+	w.log.add(w.prefix + line)
 	w.buf = w.buf[:0]
 }

@@ -128,6 +128,9 @@ type PodExit struct {
 	Killed bool
 	// AfterTerm is the time from SIGTERM to the process's exit.
 	AfterTerm time.Duration
+	// LameDuck is what the pod measured of its drain delay, if it uses
+	// lameduck and logs its phases.
+	LameDuck LameDuckReport
 }
 
 // String renders the exit as in reports: "pod-1 exit status 0 after 2.01s".
@@ -135,6 +138,9 @@ func (e PodExit) String() string {
 	s := fmt.Sprintf("%s %s after %s", e.Pod, e.Status, e.AfterTerm.Round(time.Millisecond))
 	if e.Killed {
 		s += " (SIGKILLed at the grace period)"
+	}
+	if e.LameDuck.Seen {
+		s += "; " + e.LameDuck.String()
 	}
 	return s
 }
@@ -163,6 +169,7 @@ type pod struct {
 	// The other events of the pod's life, for the timeline; zero until
 	// they happen.
 	startAt, readyAt, joinedAt, removedAt, listenerClosedAt time.Time
+	lameDuck                                                LameDuckReport
 }
 
 // mark records the time of an event of the pod's life, now.
@@ -272,6 +279,7 @@ func startPod(spec PodSpec, name string, log *podLog) (*pod, error) {
 		cmd.Env = append(cmd.Env, r.Replace(e))
 	}
 	stdout, stderr := log.writer(name), log.writer(name)
+	stdout.onLine, stderr.onLine = p.readLine, p.readLine
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.SysProcAttr = podSysProcAttr()
 	// A pod that leaves a child holding its stdout open must not make Wait
@@ -315,11 +323,21 @@ func (p *pod) kill(afterGrace bool) {
 	killGroup(p.cmd.Process)
 }
 
+// readLine reads what lameduck reports of the drain delay from a line of
+// the pod's output.
+func (p *pod) readLine(line string) {
+	if r, ok := parseLameDuckLine(line); ok {
+		p.mu.Lock()
+		p.lameDuck = r
+		p.mu.Unlock()
+	}
+}
+
 // exitStatus describes how the pod ended; call it after done is closed.
 func (p *pod) exitStatus() PodExit {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	e := PodExit{Pod: p.name, Addr: p.addr, Code: -1, Killed: p.killed}
+	e := PodExit{Pod: p.name, Addr: p.addr, Code: -1, Killed: p.killed, LameDuck: p.lameDuck}
 	if p.state != nil {
 		e.Status = p.state.String()
 		e.Code = p.state.ExitCode()

@@ -14,8 +14,12 @@ import (
 // lameduck.Coordinator. ctx ends at the first SIGTERM, as does the
 // Coordinator's own signal handling; either starts the same sequence.
 func serveLameduck(ctx context.Context, o podOptions) error {
+	delay := lameduck.WithDrainDelay(o.drainDelay)
+	if o.drainQuiet > 0 {
+		delay = lameduck.WithAdaptiveDrainDelay(o.drainMin, o.drainQuiet, o.drainDelay)
+	}
 	ld, err := lameduck.New(
-		lameduck.WithDrainDelay(o.drainDelay),
+		delay,
 		lameduck.WithGracePeriod(o.gracePeriod),
 		lameduck.WithLogger(slog.New(slog.NewTextHandler(o.logger.Writer(), nil))),
 	)
