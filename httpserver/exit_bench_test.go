@@ -70,13 +70,19 @@ func BenchmarkExitLatency(b *testing.B) {
 // sc, and returns the time from max(end of the delay, last response) to
 // the end of the shutdown.
 func exitAfterLastResponse(b *testing.B, proto string, sc exitScenario, lameduckServer bool) time.Duration {
-	var drainStart, exited time.Time
+	var drainStart, exited, lastResponse time.Time
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Has("hold") {
-			// The request's own work, longer than the delay.
-			time.Sleep(exitDelay + 20*time.Millisecond)
+		if !r.URL.Query().Has("hold") {
+			io.WriteString(w, "ok")
+			return
 		}
+		// The request's own work, longer than the delay; then the whole
+		// response goes out at once, when it is timed.
+		time.Sleep(exitDelay + 20*time.Millisecond)
+		w.Header().Set("Content-Length", "2")
 		io.WriteString(w, "ok")
+		w.(http.Flusher).Flush()
+		lastResponse = time.Now()
 	})
 	srv := &http.Server{Addr: "127.0.0.1:0", Handler: handler, ErrorLog: quiet}
 	serverTLS, clientTLS := benchTLS(b)
@@ -153,7 +159,6 @@ func exitAfterLastResponse(b *testing.B, proto string, sc exitScenario, lameduck
 			tr.CloseIdleConnections()
 		}
 	}()
-	var lastResponse time.Time
 	answered := make(chan struct{})
 	if sc.inFlight {
 		tr := exitTransport(proto, clientTLS)
@@ -170,7 +175,6 @@ func exitAfterLastResponse(b *testing.B, proto string, sc exitScenario, lameduck
 			}
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			lastResponse = time.Now()
 		}()
 		<-started
 		// Sent before the signal: answered after the delay, it holds the

@@ -302,19 +302,24 @@ func (s *Server) Drain(ctx context.Context) error {
 	// From now on connection events end idle connections as they turn
 	// idle (see connState); these are the ones idle already.
 	var h2 []*h2Conn
+	var idle []*conn
 	for c := range s.conns {
 		switch {
 		case c.done():
 		case c.h2c != nil:
 			h2 = append(h2, c.h2c)
 		case c.idleH1():
-			c.endIfIdle()
+			idle = append(idle, c)
 		}
 	}
 	if !s.closed && s.ackTimer == nil {
 		s.ackTimer = time.AfterFunc(ackWait, s.stopWaitingForAcks)
 	}
 	s.mu.Unlock()
+	// Outside the lock: the readers woken take it to report the end.
+	for _, c := range idle {
+		c.endIfIdle()
+	}
 	for _, h := range h2 {
 		h.goAway()
 	}
@@ -540,8 +545,9 @@ type listener struct {
 }
 
 // queuedWait is how long Accept waits for a connection once the listener is
-// stopping: connections already queued by the kernel come at once, and
-// when none does, the listener closes.
+// stopping, where the length of the kernel's accept queue is unknown (see
+// queued): connections already queued come at once, and when none does,
+// the listener closes.
 const queuedWait = time.Millisecond
 
 // stop makes Accept take the connections already queued, then close the
@@ -562,6 +568,10 @@ func (l *listener) Accept() (net.Conn, error) {
 	for {
 		stopping := l.stopping.Load()
 		if stopping {
+			if n, known := queued(l.Listener); known && n == 0 {
+				l.Close()
+				return nil, net.ErrClosed
+			}
 			l.setDeadline(time.Now().Add(queuedWait)) //nolint:errcheck // Accept's error tells
 		}
 		nc, err := l.Listener.Accept()

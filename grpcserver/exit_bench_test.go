@@ -1,0 +1,277 @@
+package grpcserver_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/grpcserver"
+)
+
+// exitDelay is the drain delay of the exit benchmarks, as in package
+// httpserver's.
+const exitDelay = 100 * time.Millisecond
+
+// BenchmarkExitLatency measures, in the clear and over TLS, for each
+// thing the clients do across the signal, the time from the end of the
+// drain delay, or from the last response if it comes later, to the end of
+// the shutdown: through lameduck, and through a bare grpc.Server's
+// GracefulStop called after the same delay, one of each per iteration;
+// it reports both and their ratio.
+//
+//	go test -run '^$' -bench ExitLatency ./grpcserver
+func BenchmarkExitLatency(b *testing.B) {
+	raiseFileLimit(b, 2*5000+500)
+	for _, proto := range []string{"grpc", "grpc-tls"} {
+		for _, sc := range []struct {
+			name     string
+			idle     int
+			inFlight bool
+		}{
+			{"none", 0, false},
+			{"idle", 1, false},
+			{"idle+inflight", 1, true},
+			{"idle1000", 1000, false},
+			{"idle5000", 5000, false},
+		} {
+			b.Run(proto+"/"+sc.name, func(b *testing.B) {
+				var ld, gs time.Duration
+				for b.Loop() {
+					ld += grpcExit(b, proto == "grpc-tls", sc.idle, sc.inFlight, true)
+					gs += grpcExit(b, proto == "grpc-tls", sc.idle, sc.inFlight, false)
+				}
+				b.ReportMetric(float64(ld.Microseconds())/float64(b.N)/1000, "lameduck-ms")
+				b.ReportMetric(float64(gs.Microseconds())/float64(b.N)/1000, "GracefulStop-ms")
+				b.ReportMetric(float64(ld)/float64(gs), "ratio")
+				b.ReportMetric(0, "ns/op")
+			})
+		}
+	}
+}
+
+// holdService answers UnaryCall after a while longer than the drain delay,
+// and records when it answered.
+type holdService struct {
+	testpb.UnimplementedTestServiceServer
+	answered time.Time
+}
+
+func (s *holdService) EmptyCall(context.Context, *testpb.Empty) (*testpb.Empty, error) {
+	return &testpb.Empty{}, nil
+}
+
+func (s *holdService) UnaryCall(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	time.Sleep(exitDelay + 20*time.Millisecond) // the RPC's own work
+	s.answered = time.Now()
+	return &testpb.SimpleResponse{}, nil
+}
+
+// grpcExit runs one shutdown with idle clients, each on a connection of
+// its own, and an RPC in flight across the signal if inFlight, and returns
+// the time from max(end of the delay, last response) to the end of the
+// shutdown.
+func grpcExit(b *testing.B, tlsOn bool, idle int, inFlight, lameduckServer bool) time.Duration {
+	svc := &holdService{}
+	serverTLS, clientTLS := benchTLS(b)
+	var opts []grpc.ServerOption
+	creds := insecure.NewCredentials()
+	if tlsOn {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(serverTLS)))
+		creds = credentials.NewTLS(clientTLS)
+	}
+	var drainStart, exited time.Time
+	done := make(chan struct{})
+	var addr string
+	var terminate func()
+	if lameduckServer {
+		signals := make(chan os.Signal, 1)
+		serving := make(chan struct{})
+		ld, err := lameduck.New(lameduck.WithSignals(), lameduck.WithSignalChannel(signals),
+			lameduck.WithLogger(slog.New(slog.DiscardHandler)), lameduck.WithDrainDelay(exitDelay),
+			lameduck.WithObserver(func(e lameduck.Event) {
+				switch e.Phase {
+				case lameduck.PhaseServing:
+					close(serving)
+				case lameduck.PhaseDraining:
+					drainStart = time.Now()
+				}
+			}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := grpcserver.New(ld, "127.0.0.1:0", opts...)
+		testpb.RegisterTestServiceServer(s, svc)
+		ld.Register(s)
+		ld.MarkReady()
+		go func() {
+			if err := ld.Run(context.Background()); err != nil {
+				b.Error(err)
+			}
+			exited = time.Now()
+			close(done)
+		}()
+		<-serving
+		addr = s.Addr().String()
+		terminate = func() { signals <- os.Interrupt }
+	} else {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv := grpc.NewServer(opts...)
+		testpb.RegisterTestServiceServer(srv, svc)
+		go srv.Serve(lis)
+		defer srv.Stop()
+		addr = lis.Addr().String()
+		terminate = func() {
+			go func() {
+				time.Sleep(exitDelay) // the textbook delay
+				drainStart = time.Now()
+				srv.GracefulStop()
+				exited = time.Now()
+				close(done)
+			}()
+		}
+	}
+
+	ccs := make([]*grpc.ClientConn, idle)
+	defer func() {
+		for _, cc := range ccs {
+			if cc != nil {
+				cc.Close()
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, 1)
+	const dialers = 32
+	for d := range dialers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := d; i < idle; i += dialers {
+				cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+				if err == nil {
+					ccs[i] = cc
+					_, err = testpb.NewTestServiceClient(cc).EmptyCall(context.Background(), &testpb.Empty{})
+				}
+				if err != nil {
+					select {
+					case errs <- fmt.Errorf("idle client %d: %w", i, err):
+					default:
+					}
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		b.Fatal(err)
+	default:
+	}
+	answered := make(chan struct{})
+	if inFlight {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cc.Close()
+		client := testpb.NewTestServiceClient(cc)
+		if _, err := client.EmptyCall(context.Background(), &testpb.Empty{}); err != nil {
+			b.Fatal(err)
+		}
+		go func() {
+			defer close(answered)
+			if _, err := client.UnaryCall(context.Background(), &testpb.SimpleRequest{}); err != nil {
+				b.Error(err)
+			}
+		}()
+		// Sent before the signal: answered after the delay, it holds the
+		// drain.
+		time.Sleep(5 * time.Millisecond)
+	} else {
+		close(answered)
+	}
+	terminate()
+	<-answered
+	<-done
+	last := drainStart
+	if svc.answered.After(last) {
+		last = svc.answered
+	}
+	return exited.Sub(last)
+}
+
+// raiseFileLimit raises the open-file limit to at least need, or as far
+// as the hard limit allows.
+func raiseFileLimit(tb testing.TB, need uint64) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur >= need {
+		return
+	}
+	lim.Cur = min(need, lim.Max)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		tb.Logf("raising the open-file limit: %v", err)
+	}
+}
+
+var (
+	benchTLSOnce                   sync.Once
+	benchServerTLS, benchClientTLS *tls.Config
+)
+
+// benchTLS returns, once per process, a server configuration with an
+// ECDSA certificate for 127.0.0.1, quick to handshake with, and a client
+// configuration that trusts it and resumes sessions.
+func benchTLS(tb testing.TB) (server, client *tls.Config) {
+	benchTLSOnce.Do(func() {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			panic(err)
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(1),
+			Subject:      pkix.Name{CommonName: "lameduck test"},
+			NotBefore:    time.Now().Add(-time.Hour),
+			NotAfter:     time.Now().Add(24 * time.Hour),
+			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+			KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+			IsCA:         true, BasicConstraintsValid: true,
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			panic(err)
+		}
+		leaf, err := x509.ParseCertificate(der)
+		if err != nil {
+			panic(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AddCert(leaf)
+		benchServerTLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}}}
+		benchClientTLS = &tls.Config{RootCAs: pool, ClientSessionCache: tls.NewLRUClientSessionCache(64)}
+	})
+	return benchServerTLS.Clone(), benchClientTLS.Clone()
+}
