@@ -25,20 +25,19 @@ type exitScenario struct {
 	name     string
 	idle     int  // connections left idle after one request each
 	inFlight bool // and a request in flight across the signal, answered after the delay
+	// delay is the drain delay: long enough for the clients told to
+	// leave during it to do so, as in a real rollout, whose delay is
+	// seconds.
+	delay time.Duration
 }
 
 var exitScenarios = []exitScenario{
-	{"none", 0, false},
-	{"idle", 1, false},
-	{"idle+inflight", 1, true},
-	{"idle1000", 1000, false},
-	{"idle5000", 5000, false},
+	{"none", 0, false, 100 * time.Millisecond},
+	{"idle", 1, false, 100 * time.Millisecond},
+	{"idle+inflight", 1, true, 100 * time.Millisecond},
+	{"idle1000", 1000, false, time.Second},
+	{"idle5000", 5000, false, time.Second},
 }
-
-// exitDelay is the drain delay of the exit benchmarks: long enough for the
-// clients told to leave during it to do so, as in a real rollout, whose
-// delay is seconds.
-const exitDelay = 100 * time.Millisecond
 
 // BenchmarkExitLatency measures, for each protocol and what the clients
 // do, the time from the end of the drain delay, or from the last response
@@ -78,7 +77,7 @@ func exitAfterLastResponse(b *testing.B, proto string, sc exitScenario, lameduck
 		}
 		// The request's own work, longer than the delay; then the whole
 		// response goes out at once, when it is timed.
-		time.Sleep(exitDelay + 20*time.Millisecond)
+		time.Sleep(sc.delay + 20*time.Millisecond)
 		w.Header().Set("Content-Length", "2")
 		io.WriteString(w, "ok")
 		w.(http.Flusher).Flush()
@@ -97,7 +96,7 @@ func exitAfterLastResponse(b *testing.B, proto string, sc exitScenario, lameduck
 		signals := make(chan os.Signal, 1)
 		serving := make(chan struct{})
 		ld, err := lameduck.New(lameduck.WithSignals(), lameduck.WithSignalChannel(signals), lameduck.WithLogger(discard),
-			lameduck.WithDrainDelay(exitDelay), lameduck.WithObserver(func(e lameduck.Event) {
+			lameduck.WithDrainDelay(sc.delay), lameduck.WithObserver(func(e lameduck.Event) {
 				switch e.Phase {
 				case lameduck.PhaseServing:
 					close(serving)
@@ -140,7 +139,7 @@ func exitAfterLastResponse(b *testing.B, proto string, sc exitScenario, lameduck
 		addr = ln.Addr().String()
 		terminate = func() {
 			go func() {
-				time.Sleep(exitDelay) // the textbook delay
+				time.Sleep(sc.delay) // the textbook delay
 				drainStart = time.Now()
 				srv.Shutdown(context.Background())
 				exited = time.Now()

@@ -183,19 +183,16 @@ func (s *Server) newH2Conn(c *conn, nc net.Conn, tc *tls.Conn) *h2Conn {
 	if tc != nil {
 		h.preface = len(h2Preface)
 	}
+	h.ackOptional = s.acksOptional.Load()
 	s.mu.Lock()
 	c.h2 = true
 	c.h2c = h
-	lameDuck := s.lameDuck.Load()
-	draining := s.draining.Load()
 	s.mu.Unlock()
-	if lameDuck {
-		// A connection opened during the delay is asked to leave after its
-		// first response (see writer.commit), so that a client does not
-		// reconnect in a loop; one opened after the drain began, at once.
-		if draining {
-			h.goAway()
-		}
+	// A connection opened during the delay is asked to leave after its
+	// first response (see writer.commit), so that a client does not
+	// reconnect in a loop; one opened after the drain began, at once.
+	if s.draining.Load() {
+		h.goAway()
 	}
 	return h
 }

@@ -17,37 +17,47 @@
 // response asks its client to leave gently: HTTP/1 responses carry
 // "Connection: close", so that each keep-alive connection ends cleanly right
 // after a response and the client's next request opens a new connection
-// through the Service; HTTP/2 connections get a graceful GOAWAY. This is
-// decided when the response's header is written, so responses to requests
-// that began before the signal do it too. Idle connections are left alone:
-// closing a keep-alive connection from the server side races a client that
-// has just sent a request on it, and that is the race that fails requests
-// in the textbook recipe (SetKeepAlivesEnabled(false), then a delay, then
+// through the Service; HTTP/2 connections get a graceful GOAWAY, the open
+// ones at once, idle ones included, and those opened during the delay after
+// their first response. The HTTP/1 header is decided when the response's
+// header is written, so responses to requests that began before the signal
+// carry it too. Idle HTTP/1 connections are left alone: closing a
+// keep-alive connection from the server side races a client that has just
+// sent a request on it, and that is the race that fails requests in the
+// textbook recipe (SetKeepAlivesEnabled(false), then a delay, then
 // Shutdown).
 //
-// The GOAWAY that net/http sends (for a response carrying "Connection:
-// close") names the last stream it has read, so a stream the client opened
-// a moment before receiving it is refused, and fails unless the client
-// retries it. On h2c connections, whose frames it can follow, the adapter
-// sends its own GOAWAY instead, between two frames, naming the largest
-// stream ID, as RFC 9113 (section 6.8) recommends for a graceful shutdown:
-// it refuses no stream. Over TLS the frames are encrypted, so net/http's
-// GOAWAY is used; Go, gRPC and browser clients retry refused streams.
+// The adapter speaks HTTP/2's graceful shutdown itself, on h2c and TLS
+// connections alike: net/http's own HTTP/2 server serves them through a
+// wrapper that follows their frames in plaintext, above TLS, and adds
+// frames between two of the server's. Its GOAWAY names the largest stream
+// ID, as RFC 9113 (section 6.8) recommends, so it refuses no stream, and a
+// PING follows it; once the client has acknowledged the PING, it has
+// processed the GOAWAY and opens no more streams. When, after that, no
+// stream is open, a final GOAWAY names the last stream the client opened,
+// so that a client that opened one anyway knows it was not processed and
+// retries it on a new connection, and the connection is half-closed; the
+// wrapper then reads until the client closes it, so that no TCP reset can
+// destroy the end of a response. net/http's own GOAWAY instead names the
+// last stream it has read, refusing one the client opened a moment
+// before, and waits a second after the last stream before it closes the
+// connection (golang/go#18701), while Go's client waits for the server to
+// close an idle one.
 //
 // Drain: the listener stops accepting, after taking the connections the
-// kernel has already queued (closing it at once would reset them). Idle
-// HTTP/1 connections — no request in flight and no byte of one received —
-// end: each connection's reader decides, so that no request can be taken
-// from the kernel and then dropped. Requests in flight finish, and their
-// connections close right after their responses. HTTP/2 clients, told to
-// go away, close their connections after their last responses; those
-// still open, idle ones included, get net/http's GOAWAY, after which
-// net/http closes them, once no HTTP/1 connection is left (net/http's
-// Shutdown sends it, and would drop an HTTP/1 request read after it began,
-// golang/go#75591). The drain
-// ends as soon as the last response is written and the last connection
-// closed: it follows connection and request events and never polls, unlike
-// Shutdown, whose poll interval grows to 500 ms.
+// kernel has already queued (closing it at once would reset them; on
+// Linux the length of the queue is read from the socket, elsewhere Accept
+// waits a millisecond for more). Idle HTTP/1 connections — no request in
+// flight and no byte of one received — end: each connection's reader
+// decides, so that no request can be taken from the kernel and then
+// dropped. Requests in flight finish, and their connections close right
+// after their responses; over TLS, the TCP half-close follows the
+// close_notify alert at once, where net/http would wait 500 ms
+// (rstAvoidanceDelay) before closing. HTTP/2 connections end one round
+// trip after their last response. The drain ends as soon as the last
+// response is written and the last connection has ended: it follows
+// connection and request events and never polls, unlike Shutdown, whose
+// poll interval grows to 500 ms.
 //
 // Deadline: [Server.Close] cancels request contexts (see
 // [net/http.Server.BaseContext]), closes every connection, hijacked ones
@@ -60,13 +70,16 @@
 //
 // # Limits
 //
-// An HTTP/2 client that does not close its connection after a GOAWAY keeps
-// it open until net/http closes it, one second after its last stream
-// (golang/go#18701); so does an HTTP/2 connection idle through the whole
-// drain delay, as Go's client waits for the server to close it. Over TLS,
-// an HTTP/1 connection is seen as finished when net/http closes it, 500 ms
-// after its last response (net/http lingers to avoid a TCP reset, see
-// rstAvoidanceDelay). Handlers' ResponseWriter is wrapped: it implements
+// Ending a connection costs the kernel a FIN: about 10-15 µs per
+// connection on a 2-core machine, so thousands of idle HTTP/1 connections
+// take tens of milliseconds to end when the drain begins (see the
+// README's Performance section for measured figures). An HTTP/2 client
+// that never acknowledges the PING holds its connection for up to a
+// second after the drain began (ackWait), and one that does not close its
+// connection after the final GOAWAY, for up to a second (lingerWait).
+// With an HTTP/2 server other than net/http's own (a TLSNextProto of your
+// own), HTTP/2 connections get that server's GOAWAY and timers, through
+// Shutdown. Handlers' ResponseWriter is wrapped: it implements
 // [http.Flusher], [http.Hijacker] (HTTP/1), [io.ReaderFrom] (HTTP/1) and
 // Unwrap for [http.ResponseController], but not the deprecated
 // [http.CloseNotifier] and [http.Pusher].
@@ -105,6 +118,9 @@ type Server struct {
 	tracker  lameduck.Tracker
 	lameDuck atomic.Bool // responses carry Connection: close
 	draining atomic.Bool // the drain has begun: connection events wake it
+	// acksOptional is set once the drain has waited ackWait for HTTP/2
+	// clients to acknowledge their PING.
+	acksOptional atomic.Bool
 
 	// changed wakes the drain when a connection changes state.
 	changed chan struct{}
@@ -350,6 +366,7 @@ func (s *Server) Drain(ctx context.Context) error {
 // stopWaitingForAcks lets the HTTP/2 connections still waiting for their
 // client's acknowledgement end without it (see ackWait).
 func (s *Server) stopWaitingForAcks() {
+	s.acksOptional.Store(true)
 	s.mu.Lock()
 	h2 := s.h2ConnsLocked()
 	s.mu.Unlock()
