@@ -50,7 +50,11 @@
 // waits a millisecond for more). Idle HTTP/1 connections — no request in
 // flight and no byte of one received — end: each connection's reader
 // decides, so that no request can be taken from the kernel and then
-// dropped. Requests in flight finish, and their connections close right
+// dropped, and half-closes the connection, after a close_notify over TLS;
+// it then reads, handing net/http nothing, until the client closes its
+// end, so that a request sent at that very moment meets an orderly end of
+// the connection before any byte of a response, not a TCP reset, and is
+// never read. Requests in flight finish, and their connections close right
 // after their responses; over TLS, the TCP half-close follows the
 // close_notify alert at once, where net/http would wait 500 ms
 // (rstAvoidanceDelay) before closing. HTTP/2 connections end one round
@@ -486,6 +490,9 @@ func (s *Server) connState(nc net.Conn, state http.ConnState) {
 		s.mu.Lock()
 		switch state {
 		case http.StateNew:
+			if tc, ok := nc.(*tls.Conn); ok {
+				c.tc.Store(tc)
+			}
 			if s.draining.Load() && c.idleH1() {
 				// Accepted from the queue after the drain began: served
 				// if its request has arrived, ended otherwise.
@@ -670,6 +677,8 @@ type conn struct {
 	// alert is set while the last bytes written are one TLS alert record:
 	// see SetWriteDeadline.
 	alert atomic.Bool
+	// tc is the *tls.Conn net/http serves over c, if any.
+	tc atomic.Pointer[tls.Conn]
 
 	// Guarded by s.mu.
 	state       http.ConnState // StateNew, StateActive or StateIdle
@@ -696,6 +705,7 @@ func (c *conn) Read(p []byte) (int, error) {
 			case isTimeout(err):
 				// Nothing came, nothing waits in the kernel: the client
 				// is not sending; end the connection as if it had.
+				c.lingerClose(p)
 				return 0, io.EOF
 			}
 		}
@@ -728,6 +738,28 @@ func (c *conn) endIfIdle() {
 	}
 	c.idleCheck.Store(true)
 	c.Conn.SetReadDeadline(time.Unix(1, 0)) //nolint:errcheck // a broken connection ends anyway
+}
+
+// lingerClose ends an idle connection: it half-closes it, and reads, and
+// drops, what the client still sends until it closes its end or
+// lingerWait passes. A request the client sent at that very moment thus
+// meets an orderly end of the connection, before any byte of a response,
+// rather than a TCP reset, and is never read; and the drain, which has
+// nothing more to wait for once the half-close is out, need not wait for
+// the close, which takes the kernel longer.
+func (c *conn) lingerClose(buf []byte) {
+	if tc := c.tc.Load(); tc != nil {
+		// The reader holds the *tls.Conn's input, not its output: the
+		// close_notify alert can go out, ahead of the half-close.
+		tc.CloseWrite() //nolint:errcheck // fails only before the handshake
+	}
+	c.CloseWrite()                                     //nolint:errcheck // a broken connection ends anyway
+	c.Conn.SetReadDeadline(time.Now().Add(lingerWait)) //nolint:errcheck // the read fails then
+	for {
+		if _, err := c.Conn.Read(buf); err != nil {
+			return
+		}
+	}
 }
 
 // endIdleCheck gives the reader back the deadline net/http last set.
