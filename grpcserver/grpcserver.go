@@ -108,9 +108,9 @@
 // and final GOAWAY during the delay, and are gone by the time the drain
 // begins. Each takes the two processes a few round trips and, over TLS,
 // some encryption: on a 2-core machine with its clients on it, 5,000 idle
-// connections over TLS take longer than a 1 s delay, and the last of them
-// end about 370 ms into the drain (see BenchmarkExitLatency and the
-// README's Performance section).
+// connections over TLS can take longer than a 1 s delay, and the last of
+// them then end a few hundred milliseconds into the drain (see
+// BenchmarkExitLatency and the README's Performance section).
 //
 // grpc-go gives a new connection ConnectionTimeout (120 s by default) to
 // send its HTTP/2 preface, and GracefulStop and Stop wait for it meanwhile.

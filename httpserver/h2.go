@@ -25,9 +25,10 @@ const (
 // connection through an h2Conn, whose frames the adapter follows in
 // plaintext, over TLS too. net/http fills TLSNextProto when Serve starts;
 // the listener calls wrapHTTP2 from its first Accept, in Serve's goroutine,
-// before any connection is served. It does nothing unless net/http's own
-// HTTP/2 server is configured: with another one (golang.org/x/net/http2's
-// ConfigureServer, say), connections are left as they are.
+// before any connection is served. It needs both entries, which net/http
+// and golang.org/x/net/http2's ConfigureServer both set, and serve alike;
+// with an HTTP/2 server that lacks the unencrypted one, connections are
+// left as they are.
 func (s *Server) wrapHTTP2() {
 	next := s.srv.TLSNextProto
 	serve, ok := next[nextProtoUnencrypted]

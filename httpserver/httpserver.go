@@ -81,8 +81,9 @@
 // that never acknowledges the PING holds its connection for up to a
 // second after the drain began (ackWait), and one that does not close its
 // connection after the final GOAWAY, for up to a second (lingerWait).
-// With an HTTP/2 server other than net/http's own (a TLSNextProto of your
-// own), HTTP/2 connections get that server's GOAWAY and timers, through
+// With an HTTP/2 server of your own in TLSNextProto that has no
+// "unencrypted_http2" entry (net/http's and golang.org/x/net/http2's have
+// one), HTTP/2 connections get that server's GOAWAY and timers, through
 // Shutdown. Handlers' ResponseWriter is wrapped: it implements
 // [http.Flusher], [http.Hijacker] (HTTP/1), [io.ReaderFrom] (HTTP/1) and
 // Unwrap for [http.ResponseController], but not the deprecated
@@ -136,8 +137,8 @@ type Server struct {
 	stopped bool      // Drain or Close stopped ln: Serve returns nil
 	conns   map[*conn]struct{}
 	// live counts the connections in conns that the drain waits for (see
-	// conn.done); foreignH2 those of them that speak HTTP/2 through another
-	// HTTP/2 server than net/http's own (see wrapHTTP2).
+	// conn.done); foreignH2 those of them that speak HTTP/2 without an
+	// h2Conn (see wrapHTTP2).
 	live      int
 	foreignH2 int
 	ackTimer  *time.Timer // ends the wait for PING acknowledgements (see ackWait)
@@ -380,8 +381,8 @@ func (s *Server) stopWaitingForAcks() {
 }
 
 // startShutdownLocked starts net/http's Shutdown once no HTTP/1
-// connection is left, for the HTTP/2 connections served by another HTTP/2
-// server than net/http's own, whose frames the adapter does not follow.
+// connection is left, for the HTTP/2 connections whose frames the adapter
+// does not follow (see wrapHTTP2).
 // Shutdown sends each of them that server's GOAWAY, after which it closes
 // the connection once it has no stream, a second later (golang/go#18701).
 // Shutdown also drops any HTTP/1 request read after it begins
