@@ -108,18 +108,20 @@ const (
 	flagEndHeaders = 0x4
 )
 
-// ackWait bounds how long, once the drain has begun, the adapter waits for
-// a client to acknowledge its PING before it closes a connection with no
-// stream open anyway: a client that does not answer PINGs is broken, and
-// would otherwise hold the drain until the deadline. net/http waits as
-// long after its own GOAWAY (golang/go#18701).
+// ackWait bounds how long, once the drain has begun and the GOAWAY is out,
+// the adapter waits for a client to acknowledge its PING before it ends a
+// connection with no stream open anyway: a client that does not read its
+// idle connections, or does not answer PINGs, would otherwise hold the
+// drain until the deadline. net/http waits as long after its own GOAWAY
+// (golang/go#18701). A GOAWAY sent at the signal has had the whole delay.
 const ackWait = time.Second
 
 // lingerWait bounds how long a connection the adapter has half-closed
 // waits for its client to close it in turn. Reading until then, rather than
 // closing at once, keeps the kernel from answering the client's last
 // frames with a TCP reset, which could destroy the end of a response still
-// on its way (RFC 9112, section 9.6).
+// on its way (RFC 9112, section 9.6). The drain waits for it only while
+// bytes are on their way (see endLocked).
 const lingerWait = time.Second
 
 // h2Conn is an HTTP/2 connection as net/http's HTTP/2 server reads and
@@ -169,6 +171,7 @@ type h2Conn struct {
 	serverLast  uint32 // net/http's GOAWAY's last stream ID, if it sent one
 	serverGone  bool   // net/http sent a GOAWAY
 	goAwaySent  bool
+	goAwayAt    time.Time
 	acked       bool // the client acknowledged the PING that followed the GOAWAY
 	ackOptional bool // the drain has waited ackWait for the acknowledgement
 	final       bool // the final GOAWAY is out: nothing more is served
@@ -207,13 +210,22 @@ func (s *Server) newH2Conn(c *conn, nc net.Conn, tc *tls.Conn) *h2Conn {
 func (h *h2Conn) goAway() {
 	h.smu.Lock()
 	sent := h.goAwaySent
-	h.goAwaySent = true
+	if !sent {
+		h.goAwaySent, h.goAwayAt = true, time.Now()
+	}
 	h.smu.Unlock()
 	if sent {
 		return
 	}
 	h.want.Or(wantGoAway)
 	h.kick()
+}
+
+// waitedForAck reports whether the GOAWAY went out ackWait ago or more.
+func (h *h2Conn) waitedForAck() bool {
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	return h.goAwaySent && time.Since(h.goAwayAt) >= ackWait
 }
 
 // stopWaitingForAck lets the connection end without the PING's
@@ -278,6 +290,12 @@ func (h *h2Conn) endLocked() {
 	if !end {
 		return
 	}
+	// If the client has acknowledged every byte sent so far and sent
+	// nothing unread, nothing is on its way either way: the connection
+	// need not wait for the client's close (see lingerWait), which a
+	// client that does not read its idle connections would never send.
+	pending, known := unsent(h.c.Conn)
+	quiet := known && pending == 0 && unread(h.c.Conn) == 0
 	// The last stream ID tells the client that any stream it opened after
 	// those was not, and will not be, processed: it retries it on a new
 	// connection. From now on the reads hand no frame to net/http.
@@ -288,7 +306,11 @@ func (h *h2Conn) endLocked() {
 	if h.tc != nil {
 		h.tc.CloseWrite() //nolint:errcheck // the TCP half-close follows anyway
 	}
-	h.c.closeWriteTCP() //nolint:errcheck // as in writeWantedLocked
+	if quiet {
+		h.c.CloseWrite() //nolint:errcheck // as in writeWantedLocked
+	} else {
+		h.c.closeWriteTCP() //nolint:errcheck // as in writeWantedLocked
+	}
 	// Wait for the client's close, but not forever.
 	h.Conn.SetReadDeadline(time.Now().Add(lingerWait)) //nolint:errcheck
 }

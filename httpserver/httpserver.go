@@ -78,9 +78,14 @@
 // connection on a 2-core machine, so thousands of idle HTTP/1 connections
 // take tens of milliseconds to end when the drain begins (see the
 // README's Performance section for measured figures). An HTTP/2 client
-// that never acknowledges the PING holds its connection for up to a
-// second after the drain began (ackWait), and one that does not close its
-// connection after the final GOAWAY, for up to a second (lingerWait).
+// that does not acknowledge the PING within a second of the GOAWAY
+// (ackWait), because it does not read its idle connection or ignores
+// PINGs, has its connection ended without it, after the delay if the
+// GOAWAY went out at the signal, a second into the drain otherwise. One
+// that reads the final GOAWAY and the end of the connection but does not
+// close its own end, while its last response may still be on its way,
+// holds the connection for up to a second (lingerWait); clients close on
+// the end of the connection, Go's, grpc-go, curl and browsers included.
 // With an HTTP/2 server of your own in TLSNextProto that has no
 // "unencrypted_http2" entry (net/http's and golang.org/x/net/http2's have
 // one), HTTP/2 connections get that server's GOAWAY and timers, through
@@ -343,6 +348,9 @@ func (s *Server) Drain(ctx context.Context) error {
 	}
 	for _, h := range h2 {
 		h.goAway()
+		if h.waitedForAck() {
+			h.stopWaitingForAck()
+		}
 	}
 	for {
 		s.mu.Lock()

@@ -29,6 +29,27 @@ func unread(c net.Conn) int {
 	return n
 }
 
+// unsent returns how many bytes written to c its peer has not
+// acknowledged yet, and whether it could tell.
+func unsent(c net.Conn) (int, bool) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return 0, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	n, known := 0, false
+	rc.Control(func(fd uintptr) { //nolint:errcheck // known stays false
+		var v int32
+		if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCOUTQ, uintptr(unsafe.Pointer(&v))); errno == 0 {
+			n, known = int(v), true
+		}
+	})
+	return n, known
+}
+
 // queued returns how many connections wait in the accept queue of the
 // listening socket l, and whether it could tell: on a listening socket,
 // TCP_INFO's tcpi_unacked is the length of that queue (sk_ack_backlog).
