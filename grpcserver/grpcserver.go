@@ -116,6 +116,14 @@
 // new connection could be sent away sooner only by rotating grpc.Servers
 // during the delay; the measurement above shows no need.)
 //
+// Idle connections open at the signal go through grpc-go's GOAWAY, PING
+// and final GOAWAY during the delay, and are gone by the time the drain
+// begins. Each takes the two processes a few round trips and, over TLS,
+// some encryption: on a 2-core machine with its clients on it, 5,000 idle
+// connections over TLS can take longer than a 1 s delay, and the last of
+// them then end a few hundred milliseconds into the drain (see
+// BenchmarkExitLatency and the README's Performance section).
+//
 // grpc-go gives a new connection ConnectionTimeout (120 s by default) to
 // send its HTTP/2 preface, and GracefulStop and Stop wait for it meanwhile.
 // Once the drain has begun, a connection on which nothing has arrived a

@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -109,10 +110,19 @@ func TestHealthWatchNeverShowsServingWhileACheckFails(t *testing.T) {
 
 func TestHealthFloodNeverStacksCheckCalls(t *testing.T) {
 	const checks, watches = 40, 10
-	h := newHarness(t, lameduck.WithDrainDelay(time.Second))
-	// The first call is held until every RPC has been sent, so that they
-	// find it running.
+	// The first check call is held until every health RPC has reached the
+	// server, so that they find it running.
 	arrived := make(chan struct{}, checks+watches)
+	h := newHarnessWith(t, []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			arrived <- struct{}{}
+			return handler(ctx, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			arrived <- struct{}{}
+			return handler(srv, ss)
+		}),
+	}, lameduck.WithDrainDelay(time.Second))
 	var calls, running, maxRunning atomic.Int32
 	h.ld.AddCheck(lameduck.Check{Name: "db", Func: func(context.Context) error {
 		n := running.Add(1)
@@ -137,7 +147,6 @@ func TestHealthFloodNeverStacksCheckCalls(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			arrived <- struct{}{}
 			if i < checks {
 				resp, err := client.Check(ctx(t), &healthpb.HealthCheckRequest{})
 				if assert.NoError(t, err) {

@@ -2,16 +2,12 @@ package httpserver_test
 
 import (
 	"bufio"
-	"context"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"testing"
-	"time"
 
-	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/httpserver"
 )
 
@@ -62,90 +58,6 @@ func BenchmarkRequestPath(b *testing.B) {
 			}
 		})
 	}
-}
-
-// BenchmarkExitLatency measures the time from the last response of a
-// drain to the server having shut down, for a request that was in flight
-// for hold: lameduck, against net/http's Shutdown in the same run.
-func BenchmarkExitLatency(b *testing.B) {
-	const hold = 100 * time.Millisecond
-	for _, proto := range []string{"http1", "h2c"} {
-		for _, server := range []string{"Shutdown", "lameduck"} {
-			b.Run(proto+"/"+server, func(b *testing.B) {
-				var total time.Duration
-				for b.Loop() {
-					total += exitLatency(b, server == "lameduck", proto == "h2c", hold)
-				}
-				b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms/exit")
-				b.ReportMetric(0, "ns/op")
-			})
-		}
-	}
-}
-
-// exitLatency serves one request that takes hold, starts the shutdown
-// while it is in flight, and returns the time from its response to the
-// end of the shutdown.
-func exitLatency(b *testing.B, lameduckServer, h2c bool, hold time.Duration) time.Duration {
-	arrived := make(chan struct{})
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(arrived)
-		time.Sleep(hold) // the request's own work
-		io.WriteString(w, "ok")
-	})
-	srv := &http.Server{Addr: "127.0.0.1:0", Handler: handler, ErrorLog: quiet}
-	var addr string
-	var shutdown func() // starts the shutdown
-	done := make(chan struct{})
-	if lameduckServer {
-		signals := make(chan os.Signal, 1)
-		serving := make(chan struct{})
-		ld, err := lameduck.New(lameduck.WithSignals(), lameduck.WithSignalChannel(signals), lameduck.WithLogger(discard),
-			lameduck.WithDrainDelay(0), lameduck.WithObserver(func(e lameduck.Event) {
-				if e.Phase == lameduck.PhaseServing {
-					close(serving)
-				}
-			}))
-		if err != nil {
-			b.Fatal(err)
-		}
-		s := httpserver.New(srv)
-		ld.Register(s)
-		go func() { ld.Run(context.Background()); close(done) }()
-		<-serving
-		addr = s.Addr().String()
-		shutdown = func() { signals <- os.Interrupt }
-	} else {
-		addr = serveBare(b, srv)
-		shutdown = func() { go func() { srv.Shutdown(context.Background()); close(done) }() }
-	}
-
-	client := &http.Client{Transport: &http.Transport{}}
-	if h2c {
-		client = h2cClient()
-	}
-	defer client.CloseIdleConnections()
-	responded := make(chan time.Time, 1)
-	go func() {
-		resp, err := client.Get("http://" + addr + "/")
-		if err != nil {
-			b.Error(err)
-			responded <- time.Now()
-			return
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		responded <- time.Now()
-	}()
-	<-arrived
-	shutdown()
-	last := <-responded
-	<-done
-	latency := time.Since(last)
-	if !lameduckServer {
-		srv.Close()
-	}
-	return latency
 }
 
 // serveBare serves srv without the adapter, on HTTP/1.1 and h2c like the

@@ -17,37 +17,51 @@
 // response asks its client to leave gently: HTTP/1 responses carry
 // "Connection: close", so that each keep-alive connection ends cleanly right
 // after a response and the client's next request opens a new connection
-// through the Service; HTTP/2 connections get a graceful GOAWAY. This is
-// decided when the response's header is written, so responses to requests
-// that began before the signal do it too. Idle connections are left alone:
-// closing a keep-alive connection from the server side races a client that
-// has just sent a request on it, and that is the race that fails requests
-// in the textbook recipe (SetKeepAlivesEnabled(false), then a delay, then
+// through the Service; HTTP/2 connections get a graceful GOAWAY, the open
+// ones at once, idle ones included, and those opened during the delay after
+// their first response. The HTTP/1 header is decided when the response's
+// header is written, so responses to requests that began before the signal
+// carry it too. Idle HTTP/1 connections are left alone: closing a
+// keep-alive connection from the server side races a client that has just
+// sent a request on it, and that is the race that fails requests in the
+// textbook recipe (SetKeepAlivesEnabled(false), then a delay, then
 // Shutdown).
 //
-// The GOAWAY that net/http sends (for a response carrying "Connection:
-// close") names the last stream it has read, so a stream the client opened
-// a moment before receiving it is refused, and fails unless the client
-// retries it. On h2c connections, whose frames it can follow, the adapter
-// sends its own GOAWAY instead, between two frames, naming the largest
-// stream ID, as RFC 9113 (section 6.8) recommends for a graceful shutdown:
-// it refuses no stream. Over TLS the frames are encrypted, so net/http's
-// GOAWAY is used; Go, gRPC and browser clients retry refused streams.
+// The adapter speaks HTTP/2's graceful shutdown itself, on h2c and TLS
+// connections alike: net/http's own HTTP/2 server serves them through a
+// wrapper that follows their frames in plaintext, above TLS, and adds
+// frames between two of the server's. Its GOAWAY names the largest stream
+// ID, as RFC 9113 (section 6.8) recommends, so it refuses no stream, and a
+// PING follows it; once the client has acknowledged the PING, it has
+// processed the GOAWAY and opens no more streams. When, after that, no
+// stream is open, a final GOAWAY names the last stream the client opened,
+// so that a client that opened one anyway knows it was not processed and
+// retries it on a new connection, and the connection is half-closed; the
+// wrapper then reads until the client closes it, so that no TCP reset can
+// destroy the end of a response. net/http's own GOAWAY instead names the
+// last stream it has read, refusing one the client opened a moment
+// before, and waits a second after the last stream before it closes the
+// connection (golang/go#18701), while Go's client waits for the server to
+// close an idle one.
 //
 // Drain: the listener stops accepting, after taking the connections the
-// kernel has already queued (closing it at once would reset them). Idle
-// HTTP/1 connections — no request in flight and no byte of one received —
-// end: each connection's reader decides, so that no request can be taken
-// from the kernel and then dropped. Requests in flight finish, and their
-// connections close right after their responses. HTTP/2 clients, told to
-// go away, close their connections after their last responses; those
-// still open, idle ones included, get net/http's GOAWAY, after which
-// net/http closes them, once no HTTP/1 connection is left (net/http's
-// Shutdown sends it, and would drop an HTTP/1 request read after it began,
-// golang/go#75591). The drain
-// ends as soon as the last response is written and the last connection
-// closed: it follows connection and request events and never polls, unlike
-// Shutdown, whose poll interval grows to 500 ms.
+// kernel has already queued (closing it at once would reset them; on
+// Linux the length of the queue is read from the socket, elsewhere Accept
+// waits a millisecond for more). Idle HTTP/1 connections — no request in
+// flight and no byte of one received — end: each connection's reader
+// decides, so that no request can be taken from the kernel and then
+// dropped, and half-closes the connection, after a close_notify over TLS;
+// it then reads, handing net/http nothing, until the client closes its
+// end, so that a request sent at that very moment meets an orderly end of
+// the connection before any byte of a response, not a TCP reset, and is
+// never read. Requests in flight finish, and their connections close right
+// after their responses; over TLS, the TCP half-close follows the
+// close_notify alert at once, where net/http would wait 500 ms
+// (rstAvoidanceDelay) before closing. HTTP/2 connections end one round
+// trip after their last response. The drain ends as soon as the last
+// response is written and the last connection has ended: it follows
+// connection and request events and never polls, unlike Shutdown, whose
+// poll interval grows to 500 ms.
 //
 // Deadline: [Server.Close] cancels request contexts (see
 // [net/http.Server.BaseContext]), closes every connection, hijacked ones
@@ -60,13 +74,26 @@
 //
 // # Limits
 //
-// An HTTP/2 client that does not close its connection after a GOAWAY keeps
-// it open until net/http closes it, one second after its last stream
-// (golang/go#18701); so does an HTTP/2 connection idle through the whole
-// drain delay, as Go's client waits for the server to close it. Over TLS,
-// an HTTP/1 connection is seen as finished when net/http closes it, 500 ms
-// after its last response (net/http lingers to avoid a TCP reset, see
-// rstAvoidanceDelay). Handlers' ResponseWriter is wrapped: it implements
+// An idle HTTP/1 connection can be told nothing, so it is ended when the
+// drain begins, and ending a connection costs the kernel a FIN, and the
+// client's in return: tens of microseconds each on a 2-core machine with
+// its clients, so that 5,000 idle HTTP/1 connections end a few hundred
+// milliseconds into the drain, as long as Shutdown takes to close them
+// (see the README's Performance section for measured figures).
+//
+// An HTTP/2 client that does not acknowledge the PING within a second of
+// the GOAWAY (ackWait), because it does not read its idle connection or
+// ignores PINGs, has its connection ended without it: after the delay if
+// the GOAWAY went out at the signal, a second into the drain otherwise.
+// One that reads the final GOAWAY and the end of the connection but does
+// not close its own end, while its last response may still be on its way,
+// holds the connection for up to a second (lingerWait); clients close on
+// the end of the connection, Go's, grpc-go, curl and browsers included.
+//
+// With an HTTP/2 server of your own in TLSNextProto that has no
+// "unencrypted_http2" entry (net/http's and golang.org/x/net/http2's have
+// one), HTTP/2 connections get that server's GOAWAY and timers, through
+// Shutdown. Handlers' ResponseWriter is wrapped: it implements
 // [http.Flusher], [http.Hijacker] (HTTP/1), [io.ReaderFrom] (HTTP/1) and
 // Unwrap for [http.ResponseController], but not the deprecated
 // [http.CloseNotifier] and [http.Pusher].
@@ -105,20 +132,29 @@ type Server struct {
 	tracker  lameduck.Tracker
 	lameDuck atomic.Bool // responses carry Connection: close
 	draining atomic.Bool // the drain has begun: connection events wake it
+	// acksOptional is set once the drain has waited ackWait for HTTP/2
+	// clients to acknowledge their PING.
+	acksOptional atomic.Bool
 
 	// changed wakes the drain when a connection changes state.
 	changed chan struct{}
 
 	mu sync.Mutex
 	// Guarded by mu.
-	ln       *listener // nil until Listen succeeds
-	serving  bool      // Serve has begun accepting on ln
-	stopped  bool      // Drain or Close stopped ln: Serve returns nil
-	conns    map[*conn]struct{}
-	goAway   bool // Shutdown has been started for net/http's GOAWAY
-	closed   bool
-	cut      lameduck.Counts
-	shutdown chan struct{} // closed when the Shutdown started for GOAWAY returns
+	ln      *listener // nil until Listen succeeds
+	serving bool      // Serve has begun accepting on ln
+	stopped bool      // Drain or Close stopped ln: Serve returns nil
+	conns   map[*conn]struct{}
+	// live counts the connections in conns that the drain waits for (see
+	// conn.done); foreignH2 those of them that speak HTTP/2 without an
+	// h2Conn (see wrapHTTP2).
+	live      int
+	foreignH2 int
+	ackTimer  *time.Timer // ends the wait for PING acknowledgements (see ackWait)
+	goAway    bool        // Shutdown has been started for net/http's GOAWAY
+	closed    bool
+	cut       lameduck.Counts
+	shutdown  chan struct{} // closed when the Shutdown started for GOAWAY returns
 
 	shutdownCtx  context.Context
 	stopShutdown context.CancelFunc
@@ -249,9 +285,29 @@ func (s *Server) Serve() error {
 }
 
 // LameDuck makes every response from now on ask its client to leave: HTTP/1
-// responses carry "Connection: close" and HTTP/2 connections get a graceful
-// GOAWAY. The server keeps accepting and serving.
-func (s *Server) LameDuck() { s.lameDuck.Store(true) }
+// responses carry "Connection: close", and HTTP/2 connections, idle ones
+// included, get a graceful GOAWAY. The server keeps accepting and serving.
+func (s *Server) LameDuck() {
+	s.lameDuck.Store(true)
+	s.mu.Lock()
+	h2 := s.h2ConnsLocked()
+	s.mu.Unlock()
+	for _, h := range h2 {
+		h.goAway()
+	}
+}
+
+// h2ConnsLocked returns the HTTP/2 connections whose frames the adapter
+// follows.
+func (s *Server) h2ConnsLocked() []*h2Conn {
+	var h2 []*h2Conn
+	for c := range s.conns {
+		if c.h2c != nil && !c.closed {
+			h2 = append(h2, c.h2c)
+		}
+	}
+	return h2
+}
 
 // Drain stops accepting, closes idle connections, lets requests in flight
 // finish, and returns once no request is in flight and every connection is
@@ -259,8 +315,8 @@ func (s *Server) LameDuck() { s.lameDuck.Store(true) }
 func (s *Server) Drain(ctx context.Context) error {
 	s.lameDuck.Store(true)
 	s.tracker.Drain()
-	s.draining.Store(true)
 	s.mu.Lock()
+	s.draining.Store(true)
 	accepting := closedChan
 	if s.ln != nil {
 		accepting = s.ln.done
@@ -273,10 +329,39 @@ func (s *Server) Drain(ctx context.Context) error {
 			}
 		}
 	}
+	// From now on connection events end idle connections as they turn
+	// idle (see connState); these are the ones idle already.
+	var h2 []*h2Conn
+	var idle []*conn
+	for c := range s.conns {
+		switch {
+		case c.done():
+		case c.h2c != nil:
+			h2 = append(h2, c.h2c)
+		case c.idleH1():
+			idle = append(idle, c)
+		}
+	}
+	if !s.closed && s.ackTimer == nil {
+		s.ackTimer = time.AfterFunc(ackWait, s.stopWaitingForAcks)
+	}
 	s.mu.Unlock()
+	// Outside the lock: the readers woken take it to report the end.
+	for _, c := range idle {
+		c.endIfIdle()
+	}
+	for _, h := range h2 {
+		h.goAway()
+		if h.waitedForAck() {
+			h.stopWaitingForAck()
+		}
+	}
 	for {
 		s.mu.Lock()
-		live := s.settleLocked()
+		live := s.live
+		if s.foreignH2 > 0 {
+			s.startShutdownLocked()
+		}
 		s.mu.Unlock()
 		busy := s.tracker.InFlight().Total() > 0
 		if live == 0 && !busy && isClosed(accepting) {
@@ -295,44 +380,40 @@ func (s *Server) Drain(ctx context.Context) error {
 	}
 }
 
-// settleLocked ends the connections the drain need not wait for: it asks
-// idle HTTP/1 connections' readers to end them, sends h2c connections the
-// connection's own GOAWAY, and starts net/http's GOAWAY for every HTTP/2
-// connection when it is safe. It returns how many connections the drain
-// still waits for.
-func (s *Server) settleLocked() int {
-	live, h1 := 0, 0
+// stopWaitingForAcks lets the HTTP/2 connections still waiting for their
+// client's acknowledgement end without it (see ackWait).
+func (s *Server) stopWaitingForAcks() {
+	s.acksOptional.Store(true)
+	s.mu.Lock()
+	h2 := s.h2ConnsLocked()
+	s.mu.Unlock()
+	for _, h := range h2 {
+		h.stopWaitingForAck()
+	}
+}
+
+// startShutdownLocked starts net/http's Shutdown once no HTTP/1
+// connection is left, for the HTTP/2 connections whose frames the adapter
+// does not follow (see wrapHTTP2).
+// Shutdown sends each of them that server's GOAWAY, after which it closes
+// the connection once it has no stream, a second later (golang/go#18701).
+// Shutdown also drops any HTTP/1 request read after it begins
+// (golang/go#75591), hence the wait. Its own polling is not waited for:
+// the drain follows events, and Close stops it.
+func (s *Server) startShutdownLocked() {
+	if s.goAway {
+		return
+	}
 	for c := range s.conns {
-		switch {
-		case c.done():
-			continue
-		case c.h2c.Load():
-			c.goAway()
-		case c.h2:
-		default:
-			h1++
-			if c.idleH1() {
-				c.endIfIdle()
-			}
+		if !c.done() && !c.h2 {
+			return
 		}
-		live++
 	}
-	if live > h1 && h1 == 0 && !s.goAway {
-		// Shutdown sends every HTTP/2 connection net/http's GOAWAY, after
-		// which net/http closes it once it has no stream: the only way to
-		// close an idle one, since clients wait for the server to do it,
-		// and to tell those over TLS, whose frames the connection cannot
-		// see. It also drops any HTTP/1 request read after it begins, which
-		// is why it waits until no HTTP/1 connection is left. Its own
-		// polling is not waited for: the drain follows events, and Close
-		// stops it.
-		s.goAway = true
-		go func() {
-			defer close(s.shutdown)
-			s.srv.Shutdown(s.shutdownCtx) //nolint:errcheck // stopped by Close on purpose
-		}()
-	}
-	return live
+	s.goAway = true
+	go func() {
+		defer close(s.shutdown)
+		s.srv.Shutdown(s.shutdownCtx) //nolint:errcheck // stopped by Close on purpose
+	}()
 }
 
 // Close closes the listener and every connection, hijacked ones included,
@@ -346,6 +427,9 @@ func (s *Server) Close() lameduck.Counts {
 		return cut
 	}
 	s.closed = true
+	if s.ackTimer != nil {
+		s.ackTimer.Stop()
+	}
 	cut := s.tracker.InFlight()
 	for c := range s.conns {
 		if !c.done() && c.betweenRequests() && c.requestArriving() {
@@ -418,6 +502,15 @@ func (s *Server) connState(nc net.Conn, state http.ConnState) {
 	if c := connOf(nc); c != nil {
 		s.mu.Lock()
 		switch state {
+		case http.StateNew:
+			if tc, ok := nc.(*tls.Conn); ok {
+				c.tc.Store(tc)
+			}
+			if s.draining.Load() && c.idleH1() {
+				// Accepted from the queue after the drain began: served
+				// if its request has arrived, ended otherwise.
+				c.endIfIdle()
+			}
 		case http.StateClosed:
 			c.closed = true
 			delete(s.conns, c)
@@ -428,35 +521,54 @@ func (s *Server) connState(nc net.Conn, state http.ConnState) {
 			}
 		case http.StateActive, http.StateIdle:
 			c.state = state
-			if tc, ok := nc.(*tls.Conn); ok && s.tls && !c.h2 {
-				c.h2 = tc.ConnectionState().NegotiatedProtocol == "h2"
+			if tc, ok := nc.(*tls.Conn); ok && s.tls && !c.h2 && tc.ConnectionState().NegotiatedProtocol == "h2" {
+				// Served by an HTTP/2 server of the user's own.
+				c.h2 = true
+				if c.counted {
+					s.foreignH2++
+				}
 			}
 			c.reading.Store(false)
 			if state == http.StateActive {
 				c.early.Store(false)
 			}
+			if state == http.StateIdle && s.draining.Load() && c.idleH1() {
+				c.endIfIdle()
+			}
 		}
+		c.countLocked()
 		s.mu.Unlock()
-		if s.draining.Load() {
-			s.notify()
-		}
 	}
 	if s.userConnState != nil {
-		s.userConnState(nc, state)
+		s.userConnState(userConn(nc), state)
 	}
 }
 
 // connOf finds the *conn under what net/http hands its hooks: the *conn
-// itself, a *tls.Conn, or, for h2c, a *tls.Conn around a wrapper of it.
+// itself, a *tls.Conn, or the h2Conn of an HTTP/2 connection.
 func connOf(nc net.Conn) *conn {
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc = tc.NetConn()
-	}
-	if u, ok := nc.(interface{ UnencryptedNetConn() net.Conn }); ok {
-		nc = u.UnencryptedNetConn()
+	switch h := nc.(type) {
+	case *h2Conn:
+		return h.c
+	case h2TLSConn:
+		return h.c
+	case *tls.Conn:
+		nc = h.NetConn()
 	}
 	c, _ := nc.(*conn)
 	return c
+}
+
+// userConn is the connection the user's ConnState hook sees: the *tls.Conn
+// or the accepted connection, as without the adapter's h2Conn.
+func userConn(nc net.Conn) net.Conn {
+	switch h := nc.(type) {
+	case *h2Conn:
+		return h.Conn
+	case h2TLSConn:
+		return h.Conn
+	}
+	return nc
 }
 
 // listener registers every connection it accepts, and stops accepting
@@ -465,14 +577,16 @@ type listener struct {
 	net.Listener
 	s *Server
 
+	wrapOnce  sync.Once
 	stopping  atomic.Bool
 	closeOnce sync.Once
 	done      chan struct{} // closed once the listener is closed
 }
 
 // queuedWait is how long Accept waits for a connection once the listener is
-// stopping: connections already queued by the kernel come at once, and
-// when none does, the listener closes.
+// stopping, where the length of the kernel's accept queue is unknown (see
+// queued): connections already queued come at once, and when none does,
+// the listener closes.
 const queuedWait = time.Millisecond
 
 // stop makes Accept take the connections already queued, then close the
@@ -488,16 +602,23 @@ func (l *listener) stop() {
 }
 
 func (l *listener) Accept() (net.Conn, error) {
+	// net/http has configured HTTP/2 by the time it first accepts.
+	l.wrapOnce.Do(l.s.wrapHTTP2)
 	for {
 		stopping := l.stopping.Load()
 		if stopping {
+			if n, known := queued(l.Listener); known && n == 0 {
+				l.Close()
+				return nil, net.ErrClosed
+			}
 			l.setDeadline(time.Now().Add(queuedWait)) //nolint:errcheck // Accept's error tells
 		}
 		nc, err := l.Listener.Accept()
 		if err == nil {
-			c := &conn{Conn: nc, s: l.s, state: http.StateNew}
+			c := &conn{Conn: nc, s: l.s, state: http.StateNew, counted: true}
 			l.s.mu.Lock()
 			l.s.conns[c] = struct{}{}
+			l.s.live++
 			l.s.mu.Unlock()
 			return c, nil
 		}
@@ -568,28 +689,20 @@ type conn struct {
 	dmu          sync.Mutex
 	readDeadline time.Time
 
-	// sniffed counts the bytes of the h2c preface that the first bytes
-	// read matched, until it is decided (-1) whether the connection is h2c.
-	// Only the reads touch it.
-	sniffed int
-	// h2c is set when the connection speaks HTTP/2 with prior knowledge:
-	// the server's output is then a stream of frames that Write follows.
-	h2c atomic.Bool
-
-	wmu sync.Mutex
-	// Guarded by wmu: where the server's output is in its frames, and the
-	// connection's own GOAWAY (see goAway).
-	frames     frameCursor
-	wrote      bool // the server has begun its output, which must open with its SETTINGS
-	wantGoAway bool
-	sentGoAway bool
+	// alert is set while the last bytes written are one TLS alert record:
+	// see SetWriteDeadline.
+	alert atomic.Bool
+	// tc is the *tls.Conn net/http serves over c, if any.
+	tc atomic.Pointer[tls.Conn]
 
 	// Guarded by s.mu.
 	state       http.ConnState // StateNew, StateActive or StateIdle
 	h2          bool
+	h2c         *h2Conn // the HTTP/2 connection over c, if net/http's HTTP/2 server serves it
 	hijacked    bool
-	closeWriter bool // the server half-closed it after its last response
+	closeWriter bool // the server half-closed it after its last HTTP/1 response
 	closed      bool
+	counted     bool // counted in s.live
 }
 
 func (c *conn) Read(p []byte) (int, error) {
@@ -607,11 +720,9 @@ func (c *conn) Read(p []byte) (int, error) {
 			case isTimeout(err):
 				// Nothing came, nothing waits in the kernel: the client
 				// is not sending; end the connection as if it had.
+				c.lingerClose(p)
 				return 0, io.EOF
 			}
-		}
-		if c.sniffed >= 0 && n > 0 {
-			c.sniff(p[:n])
 		}
 		if n > 0 {
 			// net/http's background read is the only one-byte read of a
@@ -644,6 +755,28 @@ func (c *conn) endIfIdle() {
 	c.Conn.SetReadDeadline(time.Unix(1, 0)) //nolint:errcheck // a broken connection ends anyway
 }
 
+// lingerClose ends an idle connection: it half-closes it, and reads, and
+// drops, what the client still sends until it closes its end or
+// lingerWait passes. A request the client sent at that very moment thus
+// meets an orderly end of the connection, before any byte of a response,
+// rather than a TCP reset, and is never read; and the drain, which has
+// nothing more to wait for once the half-close is out, need not wait for
+// the close, which takes the kernel longer.
+func (c *conn) lingerClose(buf []byte) {
+	if tc := c.tc.Load(); tc != nil {
+		// The reader holds the *tls.Conn's input, not its output: the
+		// close_notify alert can go out, ahead of the half-close.
+		tc.CloseWrite() //nolint:errcheck // fails only before the handshake
+	}
+	c.CloseWrite()                                     //nolint:errcheck // a broken connection ends anyway
+	c.Conn.SetReadDeadline(time.Now().Add(lingerWait)) //nolint:errcheck // the read fails then
+	for {
+		if _, err := c.Conn.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
 // endIdleCheck gives the reader back the deadline net/http last set.
 func (c *conn) endIdleCheck() {
 	c.dmu.Lock()
@@ -669,7 +802,47 @@ func (c *conn) SetDeadline(t time.Time) error {
 	if err := c.SetReadDeadline(t); err != nil {
 		return err
 	}
-	return c.Conn.SetWriteDeadline(t)
+	return c.SetWriteDeadline(t)
+}
+
+// Write writes p, noting whether it is one TLS alert record.
+func (c *conn) Write(p []byte) (int, error) {
+	if c.s.tls {
+		c.alert.Store(isAlertRecord(p))
+	}
+	return c.Conn.Write(p)
+}
+
+// isAlertRecord reports whether p is one TLS record that can be an alert:
+// its type says so up to TLS 1.2; TLS 1.3 encrypts it, as an application
+// data record of 19 bytes (2 for the alert, 1 for the inner type, 16 for
+// the AEAD tag).
+func isAlertRecord(p []byte) bool {
+	const alert, applicationData = 21, 23
+	if len(p) < 5 || len(p) != 5+int(p[3])<<8|int(p[4]) {
+		return false
+	}
+	return p[0] == alert || p[0] == applicationData && len(p) == 5+19
+}
+
+// SetWriteDeadline sees the end of an HTTP/1 connection over TLS.
+// net/http ends one, after a response carrying "Connection: close", with
+// a close_notify alert (tls.Conn.CloseWrite), after which crypto/tls sets
+// a write deadline in the past so that nothing more is written; it then
+// waits 500 ms before it closes the connection (see rstAvoidanceDelay in
+// net/http). The adapter sends the TCP half-close right after the alert,
+// so that the client sees the end at once, and the drain need not wait.
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	err := c.Conn.SetWriteDeadline(t)
+	if c.s.tls && !t.IsZero() && !t.After(time.Now()) && c.alert.Load() {
+		c.s.mu.Lock()
+		h1 := !c.h2 && !c.hijacked
+		c.s.mu.Unlock()
+		if h1 {
+			c.CloseWrite() //nolint:errcheck // a broken connection ends anyway
+		}
+	}
+	return err
 }
 
 func isTimeout(err error) bool {
@@ -677,144 +850,23 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// h2cPreface opens every HTTP/2 connection with prior knowledge.
-const h2cPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-// sniff decides from the first bytes read whether c is h2c.
-func (c *conn) sniff(p []byte) {
-	rest := h2cPreface[c.sniffed:]
-	n := min(len(p), len(rest))
-	switch {
-	case c.s.tls || string(p[:n]) != rest[:n]:
-		c.sniffed = -1
-	case n == len(rest):
-		c.sniffed = -1
-		c.h2c.Store(true)
-		c.s.mu.Lock()
-		c.h2 = true
-		c.s.mu.Unlock()
-	default:
-		c.sniffed += n
+// closeWriteTCP half-closes the TCP connection.
+func (c *conn) closeWriteTCP() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
 	}
-}
-
-// Write follows the frames of an h2c connection's output, to add the
-// connection's own GOAWAY between two of them when it is wanted.
-func (c *conn) Write(p []byte) (int, error) {
-	if !c.h2c.Load() {
-		return c.Conn.Write(p)
-	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	written := 0
-	for {
-		if c.wantGoAway && c.wrote && c.frames.boundary() {
-			c.writeGoAwayLocked()
-		}
-		if len(p) == 0 {
-			return written, nil
-		}
-		n := len(p)
-		switch {
-		case c.wantGoAway:
-			n = c.frames.advance(p) // up to the next frame
-		case !c.sentGoAway:
-			for k := 0; k < n; k += c.frames.advance(p[k:]) {
-			}
-		}
-		m, err := c.Conn.Write(p[:n])
-		written += m
-		c.wrote = true
-		if err != nil {
-			return written, err
-		}
-		p = p[n:]
-	}
-}
-
-// goAwayFrame is a GOAWAY, NO_ERROR, whose last stream ID is the largest
-// there is: it asks the client to open no more streams on the connection
-// and refuses none, not even one already on its way.
-var goAwayFrame = []byte{0, 0, 8, 0x7, 0, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0}
-
-// goAway asks the client of an h2c connection to take its next requests
-// elsewhere. net/http's own GOAWAY, which "Connection: close" triggers,
-// carries the ID of the last stream it has read, so a stream the client
-// opened just before it arrives is refused, and fails unless the client
-// retries it; RFC 9113, section 6.8, recommends this one instead. It goes
-// out at once if the server's output is between two frames, and otherwise
-// right after the frame being written, and never before the server's
-// first frame, which the protocol requires to be its SETTINGS.
-func (c *conn) goAway() {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.sentGoAway {
-		return
-	}
-	c.wantGoAway = true
-	if c.wrote && c.frames.boundary() {
-		c.writeGoAwayLocked()
-	}
-}
-
-func (c *conn) writeGoAwayLocked() {
-	// A failed write means a broken connection, which the server will
-	// see too: there is nothing to retry.
-	c.Conn.Write(goAwayFrame) //nolint:errcheck
-	c.wantGoAway, c.sentGoAway = false, true
-}
-
-// frameCursor follows the frames of an HTTP/2 byte stream: each is a
-// 9-byte header, whose first three bytes give the length of the payload
-// that follows.
-type frameCursor struct {
-	hdr  [9]byte
-	hdrN int // bytes of the current frame's header seen so far
-	left int // bytes of the current frame's payload still to come
-}
-
-// boundary reports whether the next byte starts a frame.
-func (f *frameCursor) boundary() bool { return f.hdrN == 0 && f.left == 0 }
-
-// advance follows p up to the next frame boundary, or to its end, and
-// returns how many bytes it followed.
-func (f *frameCursor) advance(p []byte) int {
-	n := 0
-	for n < len(p) {
-		if f.left > 0 {
-			k := min(f.left, len(p)-n)
-			f.left -= k
-			n += k
-		} else {
-			k := copy(f.hdr[f.hdrN:], p[n:])
-			f.hdrN += k
-			n += k
-			if f.hdrN == len(f.hdr) {
-				f.hdrN = 0
-				f.left = int(f.hdr[0])<<16 | int(f.hdr[1])<<8 | int(f.hdr[2])
-			}
-		}
-		if f.boundary() {
-			break
-		}
-	}
-	return n
+	return errors.ErrUnsupported
 }
 
 // CloseWrite is how net/http ends an HTTP/1 connection after a response
 // with "Connection: close": the response is written, and the drain need not
 // wait for the connection to close, which net/http does 500 ms later.
 func (c *conn) CloseWrite() error {
-	var err error
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		err = cw.CloseWrite()
-	}
+	err := c.closeWriteTCP()
 	c.s.mu.Lock()
 	c.closeWriter = true
+	c.countLocked()
 	c.s.mu.Unlock()
-	if c.s.draining.Load() {
-		c.s.notify()
-	}
 	return err
 }
 
@@ -825,14 +877,28 @@ func (c *conn) Close() error {
 	hijackDone := c.hijacked && !c.closed
 	c.closed = true
 	delete(s.conns, c)
+	c.countLocked()
 	s.mu.Unlock()
 	if hijackDone {
 		s.tracker.Done(lameduck.Conn)
 	}
-	if s.draining.Load() {
-		s.notify()
-	}
 	return err
+}
+
+// countLocked takes c out of s.live once the drain has nothing more to
+// wait for on it, and wakes the drain. Guarded by s.mu.
+func (c *conn) countLocked() {
+	if !c.counted || !c.done() {
+		return
+	}
+	c.counted = false
+	c.s.live--
+	if c.h2 && c.h2c == nil {
+		c.s.foreignH2--
+	}
+	if c.s.draining.Load() {
+		c.s.notify()
+	}
 }
 
 // done reports whether the drain has nothing more to wait for on c.

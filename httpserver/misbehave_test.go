@@ -254,3 +254,31 @@ func TestServeFailingAtStartShutsTheProcessDown(t *testing.T) {
 	require.Error(t, err, "the listener is closed")
 	assert.True(t, strings.Contains(err.Error(), "refused"), err.Error())
 }
+
+func TestHTTP2ClientThatNeitherAcknowledgesNorClosesIsEndedAfterABoundedWait(t *testing.T) {
+	p := start(t, config{delay: time.Second, handler: okHandler, ready: true})
+	h := dialH2C(t, p.addr)
+	h.get(t, 1)
+	for f := h.read(t); !(f.typ == frameData && f.flags&flagEndStream != 0); f = h.read(t) {
+	}
+	p.sigterm(t)
+	p.endDelay(t, time.Second)
+	drainStart := time.Now()
+	// The client reads, acknowledges no PING, and never closes its end.
+	var goAways int
+	for {
+		f, err := h.readFrame()
+		if err != nil {
+			require.ErrorIs(t, err, io.EOF, "the server half-closes the connection")
+			break
+		}
+		if f.typ == frameGoAway {
+			goAways++
+		}
+	}
+	assert.Equal(t, 2, goAways, "the graceful GOAWAY, then the final one")
+	require.NoError(t, p.wait(t), "the connection is not counted as cut")
+	// A second for the acknowledgement, a second for the client to
+	// close, and slack for a loaded machine.
+	assert.Less(t, time.Since(drainStart), 4*time.Second)
+}

@@ -67,8 +67,8 @@ func (w *writer) commit() {
 	if !w.s.lameDuck.Load() {
 		return
 	}
-	if c, ok := w.r.Context().Value(connKey{}).(*conn); ok && c.h2c.Load() {
-		c.goAway()
+	if c, ok := w.r.Context().Value(connKey{}).(*conn); ok && c.h2c != nil {
+		c.h2c.goAway()
 		return
 	}
 	w.w.Header()["Connection"] = connectionHdr

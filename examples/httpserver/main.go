@@ -1,7 +1,9 @@
 // Command httpserver is a web server that goes through a Kubernetes rolling
 // update without failing a request: the example behind lameduck's README.
 //
-// It serves, on one port, HTTP/1.1 and HTTP/2 with prior knowledge (h2c):
+// It serves, on one port, HTTP/1.1 and HTTP/2 with prior knowledge (h2c),
+// or, given -tls-cert and -tls-key, HTTP/1.1 and HTTP/2 over TLS (h2c is
+// then off):
 //
 //	GET /           200 "ok"
 //	GET /?delay=D   200 "ok" after D, a Go duration such as 150ms; 400 if D is not one
@@ -15,7 +17,7 @@
 //
 // Usage:
 //
-//	httpserver [-addr :8080] [-admin-addr ADDR] [-drain-delay 5s] [-drain-quiet 0 -drain-min 0] [-grace-period 30s] [-init-delay 0]
+//	httpserver [-addr :8080] [-admin-addr ADDR] [-drain-delay 5s] [-drain-quiet 0 -drain-min 0] [-grace-period 30s] [-init-delay 0] [-tls-cert FILE -tls-key FILE]
 //
 // With -drain-quiet, the drain delay is adaptive: it lasts at least
 // -drain-min and at most -drain-delay, and ends in between once no new
@@ -23,15 +25,21 @@
 // lameduck.WithAdaptiveDrainDelay). Either way, the line logged when the
 // delay ends says when the last new connection arrived after the signal.
 //
+// -tls-cert and -tls-key name PEM files, a certificate (chain) and its
+// private key, as crypto/tls.LoadX509KeyPair reads them; give both or
+// neither. The port then serves HTTP/1.1 and HTTP/2 over TLS, and no h2c.
+//
 // On SIGTERM (or SIGINT) it turns readiness off, keeps serving for the drain
 // delay while telling keep-alive clients to reconnect elsewhere, stops
 // accepting, waits for requests in flight, and exits: 0 after a clean drain,
 // 1 when something had to be cut at the deadline or the port is busy, 2 on
-// bad flags. A second signal exits at once.
+// bad flags, a certificate or key that cannot be loaded included. A second
+// signal exits at once.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -112,6 +120,8 @@ func run(args []string, stderr io.Writer) int {
 	gracePeriod := fs.Duration("grace-period", lameduck.DefaultGracePeriod, "the pod's terminationGracePeriodSeconds")
 	initDelay := fs.Duration("init-delay", 0, "simulated initialisation before the server turns ready")
 	adminAddr := fs.String("admin-addr", "", "address to serve the probes on, through the drain, as well; empty for none")
+	certFile := fs.String("tls-cert", "", "PEM `file` of the TLS certificate: serve HTTP/1.1 and HTTP/2 over TLS (needs -tls-key)")
+	keyFile := fs.String("tls-key", "", "PEM `file` of the TLS certificate's private key (needs -tls-cert)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -122,6 +132,26 @@ func run(args []string, stderr io.Writer) int {
 	if *initDelay < 0 {
 		fmt.Fprintf(stderr, "httpserver: -init-delay is %v; it must be zero or more\n", *initDelay)
 		return 2
+	}
+	if (*certFile == "") != (*keyFile == "") {
+		fmt.Fprintln(stderr, "httpserver: -tls-cert and -tls-key go together; give both or neither")
+		return 2
+	}
+	srv := &http.Server{
+		Addr:              *addr,
+		ReadHeaderTimeout: 10 * time.Second, // slow clients cannot hold connections open for free
+		IdleTimeout:       2 * time.Minute,
+	}
+	if *certFile != "" {
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "httpserver: loading the TLS certificate: %v\n", err)
+			return 2
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetHTTP2(true)
 	}
 
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
@@ -143,12 +173,8 @@ func run(args []string, stderr io.Writer) int {
 	mux.Handle("/readyz", ld.ReadinessHandler())
 	mux.Handle("/livez", ld.LivenessHandler())
 	mux.HandleFunc("/", app)
-	ld.Register(httpserver.New(&http.Server{
-		Addr:              *addr,
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second, // slow clients cannot hold connections open for free
-		IdleTimeout:       2 * time.Minute,
-	}))
+	srv.Handler = mux
+	ld.Register(httpserver.New(srv))
 	if *adminAddr != "" {
 		httpserver.Admin(ld, *adminAddr, nil)
 	}

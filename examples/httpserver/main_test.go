@@ -2,9 +2,17 @@ package main
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -223,6 +231,8 @@ func TestExampleRejectsBadUse(t *testing.T) {
 		{"negative init", []string{"-init-delay", "-1s"}, 2, "-init-delay is -1s"},
 		{"arguments", []string{"serve"}, 2, "unexpected arguments"},
 		{"busy port", []string{"-addr", taken.Addr().String()}, 1, "address already in use"},
+		{"certificate without key", []string{"-tls-cert", "cert.pem"}, 2, "-tls-cert and -tls-key go together"},
+		{"missing certificate", []string{"-tls-cert", "missing.pem", "-tls-key", "missing.pem"}, 2, "loading the TLS certificate"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			out, err := exec.Command(build(t), tt.args...).CombinedOutput()
@@ -250,4 +260,107 @@ func FuzzParseDelay(f *testing.F) {
 			t.Fatalf("parseDelay(%q) = %v, outside [0, %v]", s, d, maxDelay)
 		}
 	})
+}
+
+// writeCert writes a self-signed ECDSA certificate for 127.0.0.1 and its
+// key to PEM files in dir, and returns their paths and a pool trusting it.
+func writeCert(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "httpserver example test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
+	leaf, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	pool = x509.NewCertPool()
+	pool.AddCert(leaf)
+	return certFile, keyFile, pool
+}
+
+func TestExampleExitsRightAfterTheLastResponseWithIdleClients(t *testing.T) {
+	const drainDelay = 300 * time.Millisecond
+	certFile, keyFile, pool := writeCert(t, t.TempDir())
+	transport := func(tlsOn bool, set func(*http.Protocols)) *http.Transport {
+		tr := &http.Transport{Protocols: new(http.Protocols)}
+		if tlsOn {
+			tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+		}
+		set(tr.Protocols)
+		return tr
+	}
+	h1 := func(p *http.Protocols) { p.SetHTTP1(true) }
+	for _, tt := range []struct {
+		name    string
+		args    []string
+		scheme  string
+		clients map[string]*http.Transport // by the protocol the handler sees
+	}{
+		{"h2c and HTTP/1.1", nil, "http", map[string]*http.Transport{
+			"HTTP/2.0": transport(false, func(p *http.Protocols) { p.SetUnencryptedHTTP2(true) }),
+			"HTTP/1.1": transport(false, h1),
+		}},
+		{"TLS", []string{"-tls-cert", certFile, "-tls-key", keyFile}, "https", map[string]*http.Transport{
+			"HTTP/2.0": transport(true, func(p *http.Protocols) { p.SetHTTP2(true) }),
+			"HTTP/1.1": transport(true, h1),
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"-addr", "127.0.0.1:0", "-drain-delay", drainDelay.String(), "-grace-period", "10s"}, tt.args...)
+			p := startProc(t, args...)
+			p.addr = p.await(t, regexp.MustCompile(`servers="https? ([0-9.:]+)"`))[1]
+			base := tt.scheme + "://" + p.addr
+			for proto, tr := range tt.clients {
+				defer tr.CloseIdleConnections()
+				resp, err := (&http.Client{Transport: tr, Timeout: waitTimeout}).Get(base + "/")
+				require.NoError(t, err)
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				assert.Equal(t, proto, resp.Proto)
+			}
+			// The clients above stay idle across the signal; one more
+			// request is in flight, answered after the delay.
+			busy := tt.clients["HTTP/2.0"].Clone()
+			defer busy.CloseIdleConnections()
+			answered := make(chan time.Time, 1)
+			go func() {
+				resp, err := (&http.Client{Transport: busy, Timeout: waitTimeout}).Get(base + "/?delay=" + (drainDelay + 200*time.Millisecond).String())
+				if assert.NoError(t, err) {
+					body, err := io.ReadAll(resp.Body)
+					assert.NoError(t, err)
+					assert.Equal(t, "ok", string(body))
+					resp.Body.Close()
+				}
+				answered <- time.Now()
+			}()
+			// The request in flight has reached the server once a later
+			// one on the same connection is answered.
+			resp, err := (&http.Client{Transport: busy, Timeout: waitTimeout}).Get(base + "/")
+			require.NoError(t, err)
+			resp.Body.Close()
+
+			require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+			last := <-answered
+			assert.Equal(t, 0, p.exit(t), "a clean drain exits 0")
+			// Generous, for a loaded machine: the exit takes a few
+			// milliseconds; net/http's timers added 1 s (HTTP/2) or
+			// 500 ms (HTTP/1 over TLS).
+			assert.Less(t, time.Since(last), 400*time.Millisecond, "the process exits right after the last response")
+		})
+	}
 }
