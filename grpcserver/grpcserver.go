@@ -161,6 +161,8 @@ type Server struct {
 	health *health.Server
 	hsvc   *healthService
 	work   lameduck.Tracker // unary RPCs and streams in flight, for Close's report
+	// arrivals counts the connections accepted during the lame-duck phase.
+	arrivals lameduck.Arrivals
 
 	stopWatches context.CancelFunc // ends health Watch streams: at Drain and Close
 	shutdown    chan struct{}      // closed at the first of LameDuck, Drain, Close
@@ -191,6 +193,9 @@ type Server struct {
 	closed     bool
 	serveErr   error          // a generation's Serve failing on its own
 	serving    sync.WaitGroup // running grpc.Server.Serve calls
+	// rotation, while set, will ask the connections accepted during the
+	// lame-duck phase to leave (see scheduleRotation).
+	rotation *time.Timer
 
 	connsMu sync.Mutex
 	// conns are the accepted connections not closed yet; nil once Close
@@ -508,22 +513,34 @@ func (s *Server) accept(lis net.Listener, stop <-chan struct{}) error {
 // track wraps and records an accepted connection, so that Drain and Close
 // can close it; once Close has run, it closes c and returns nil.
 func (s *Server) track(c net.Conn) *conn {
-	wc := &conn{Conn: c, s: s, accepted: time.Now()}
+	s.mu.Lock()
+	arrived := s.lameDuck && !s.draining && !s.closed
+	s.mu.Unlock()
+	wc := &conn{Conn: c, s: s, accepted: time.Now(), arrived: arrived}
 	s.connsMu.Lock()
-	defer s.connsMu.Unlock()
 	if s.conns == nil {
+		s.connsMu.Unlock()
 		c.Close()
 		return nil
 	}
 	s.conns[wc] = struct{}{}
+	s.connsMu.Unlock()
+	if arrived {
+		s.arrivals.Arrived()
+		s.scheduleRotation()
+	}
 	return wc
 }
 
 // forget removes a connection that is being closed.
 func (s *Server) forget(c *conn) {
 	s.connsMu.Lock()
+	_, open := s.conns[c]
 	delete(s.conns, c)
 	s.connsMu.Unlock()
+	if open && c.arrived {
+		s.arrivals.Left()
+	}
 }
 
 // handshakeGrace is how long after it was accepted a connection may stay
@@ -571,6 +588,9 @@ func (s *Server) closeConns() {
 	}
 	for c := range conns {
 		c.Conn.Close()
+		if c.arrived {
+			s.arrivals.Left()
+		}
 	}
 }
 
@@ -605,7 +625,14 @@ func (s *Server) LameDuck() {
 	}
 	s.lameDuck = true
 	s.beginShutdownLocked()
-	if s.lis == nil || s.acceptDone {
+	s.rotateLocked()
+}
+
+// rotateLocked hands new connections to a new generation and stops the
+// current one gracefully: its connections get a GOAWAY, their RPCs finish
+// and their clients reconnect, through the load balancer, elsewhere.
+func (s *Server) rotateLocked() {
+	if s.lis == nil || s.acceptDone || s.draining || s.closed {
 		return // nothing accepts: Drain stops everything
 	}
 	old := s.cur
@@ -616,6 +643,49 @@ func (s *Server) LameDuck() {
 	}
 	old.gracefulStop()
 }
+
+// rotateAfter is how long the connections accepted during the lame-duck
+// phase are served before they are asked to leave, all those of a batch
+// together: long enough for a client to send the RPCs it connected for, so
+// that it does not reconnect in a loop while the load balancer still
+// routes here, short enough to end each connection well before the drain.
+// An RPC sent as the GOAWAY arrives is still served (grpc-go's
+// GracefulStop sends a first GOAWAY that refuses nothing, then a PING),
+// or refused before it runs, which grpc-go clients retry transparently.
+const rotateAfter = 100 * time.Millisecond
+
+// scheduleRotation makes the connections accepted during the lame-duck
+// phase leave rotateAfter from now, unless a rotation is
+// already due.
+func (s *Server) scheduleRotation() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rotation != nil || s.draining || s.closed {
+		return
+	}
+	s.rotation = time.AfterFunc(rotateAfter, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.rotation = nil
+		s.rotateLocked()
+	})
+}
+
+// stopRotationLocked cancels a rotation that is due: the drain or Close
+// stops every generation anyway.
+func (s *Server) stopRotationLocked() {
+	if s.rotation != nil {
+		s.rotation.Stop()
+		s.rotation = nil
+	}
+}
+
+// Arrivals counts the connections the server accepts during the lame-duck
+// phase, for the Coordinator to measure the load balancer's lag and to end
+// an adaptive drain delay (see lameduck.WithAdaptiveDrainDelay). They are
+// asked to leave with a GOAWAY about 100 ms after they arrive, and counted
+// until they close.
+func (s *Server) Arrivals() *lameduck.Arrivals { return &s.arrivals }
 
 // beginShutdownLocked turns health NOT_SERVING for good and stops waiting
 // for readiness. Health first: watchReadiness may be setting SERVING, which
@@ -640,6 +710,7 @@ func (s *Server) Drain(ctx context.Context) error {
 		return nil
 	}
 	s.draining = true
+	s.stopRotationLocked()
 	s.beginShutdownLocked()
 	s.stopWatches()
 	s.closeListenerLocked()
@@ -689,6 +760,7 @@ func (s *Server) Close() lameduck.Counts {
 		return lameduck.Counts{}
 	}
 	s.closed = true
+	s.stopRotationLocked()
 	cut := s.work.InFlight()
 	s.beginShutdownLocked()
 	s.stopWatches()

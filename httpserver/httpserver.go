@@ -130,8 +130,9 @@ type Server struct {
 	cancelBase context.CancelFunc
 
 	tracker  lameduck.Tracker
-	lameDuck atomic.Bool // responses carry Connection: close
-	draining atomic.Bool // the drain has begun: connection events wake it
+	arrivals lameduck.Arrivals // connections accepted during the lame-duck phase
+	lameDuck atomic.Bool       // responses carry Connection: close
+	draining atomic.Bool       // the drain has begun: connection events wake it
 	// acksOptional is set once the drain has waited ackWait for HTTP/2
 	// clients to acknowledge their PING.
 	acksOptional atomic.Bool
@@ -296,6 +297,12 @@ func (s *Server) LameDuck() {
 		h.goAway()
 	}
 }
+
+// Arrivals counts the connections the server accepts during the lame-duck
+// phase, for the Coordinator to measure the load balancer's lag and to end
+// an adaptive drain delay (see lameduck.WithAdaptiveDrainDelay). Each is
+// asked to leave after its first response, and counted until it closes.
+func (s *Server) Arrivals() *lameduck.Arrivals { return &s.arrivals }
 
 // h2ConnsLocked returns the HTTP/2 connections whose frames the adapter
 // follows.
@@ -500,6 +507,7 @@ func (s *Server) notify() {
 // written; HTTP/2 connections are active while they have streams.
 func (s *Server) connState(nc net.Conn, state http.ConnState) {
 	if c := connOf(nc); c != nil {
+		left := false
 		s.mu.Lock()
 		switch state {
 		case http.StateNew:
@@ -512,7 +520,7 @@ func (s *Server) connState(nc net.Conn, state http.ConnState) {
 				c.endIfIdle()
 			}
 		case http.StateClosed:
-			c.closed = true
+			left = c.closeLocked()
 			delete(s.conns, c)
 		case http.StateHijacked:
 			if !c.hijacked {
@@ -538,6 +546,9 @@ func (s *Server) connState(nc net.Conn, state http.ConnState) {
 		}
 		c.countLocked()
 		s.mu.Unlock()
+		if left {
+			s.arrivals.Left()
+		}
 	}
 	if s.userConnState != nil {
 		s.userConnState(userConn(nc), state)
@@ -615,11 +626,17 @@ func (l *listener) Accept() (net.Conn, error) {
 		}
 		nc, err := l.Listener.Accept()
 		if err == nil {
-			c := &conn{Conn: nc, s: l.s, state: http.StateNew, counted: true}
+			// Accepted during the delay, it will be asked to leave after
+			// its first response (see writer.commit and newH2Conn).
+			arrived := l.s.lameDuck.Load() && !l.s.draining.Load()
+			c := &conn{Conn: nc, s: l.s, state: http.StateNew, counted: true, arrived: arrived}
 			l.s.mu.Lock()
 			l.s.conns[c] = struct{}{}
 			l.s.live++
 			l.s.mu.Unlock()
+			if arrived {
+				l.s.arrivals.Arrived()
+			}
 			return c, nil
 		}
 		if !isTimeout(err) {
@@ -703,6 +720,7 @@ type conn struct {
 	closeWriter bool // the server half-closed it after its last HTTP/1 response
 	closed      bool
 	counted     bool // counted in s.live
+	arrived     bool // accepted during the lame-duck phase: counted by s.arrivals until closed
 }
 
 func (c *conn) Read(p []byte) (int, error) {
@@ -875,14 +893,25 @@ func (c *conn) Close() error {
 	s := c.s
 	s.mu.Lock()
 	hijackDone := c.hijacked && !c.closed
-	c.closed = true
+	left := c.closeLocked()
 	delete(s.conns, c)
 	c.countLocked()
 	s.mu.Unlock()
 	if hijackDone {
 		s.tracker.Done(lameduck.Conn)
 	}
+	if left {
+		s.arrivals.Left()
+	}
 	return err
+}
+
+// closeLocked marks c closed, and reports whether it has just left the
+// connections counted by s.arrivals. Guarded by s.mu.
+func (c *conn) closeLocked() (left bool) {
+	left = c.arrived && !c.closed
+	c.closed = true
+	return left
 }
 
 // countLocked takes c out of s.live once the drain has nothing more to

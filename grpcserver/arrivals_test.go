@@ -1,0 +1,45 @@
+package grpcserver_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/connectivity"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/lameduck/lameduck"
+)
+
+// A connection accepted during the drain delay is an arrival, and is asked
+// to leave long before the drain: its client reconnects, which is another
+// arrival, and every RPC succeeds.
+func TestConnectionsAcceptedDuringTheDelayAreArrivalsAndLeave(t *testing.T) {
+	h := newHarness(t, lameduck.WithDrainDelay(5*time.Second))
+	h.ld.MarkReady()
+	h.start(t)
+	before := h.dial(t)
+	_, err := testpb.NewTestServiceClient(before).EmptyCall(ctx(t), &testpb.Empty{})
+	require.NoError(t, err)
+	h.signal(t)
+
+	cc := h.dial(t)
+	client := testpb.NewTestServiceClient(cc)
+	_, err = client.EmptyCall(ctx(t), &testpb.Empty{})
+	require.NoError(t, err, "a connection opened during the delay is served")
+	awaitReady(t, cc)
+	// The delay is on the fake clock, which does not move: only the
+	// server's GOAWAY can end the connection.
+	require.True(t, cc.WaitForStateChange(ctx(t), connectivity.Ready), "the connection was never asked to leave")
+	_, err = client.EmptyCall(ctx(t), &testpb.Empty{})
+	require.NoError(t, err, "the client reconnects and is served")
+	awaitReady(t, cc)
+	require.True(t, cc.WaitForStateChange(ctx(t), connectivity.Ready), "the second connection was never asked to leave")
+
+	h.clock.Pass(t, 5*time.Second)
+	ev := h.await(t, lameduck.PhaseDraining)
+	assert.Equal(t, 2, ev.Arrivals, "two connections arrived during the delay; the one from before the signal is not one")
+	assert.Equal(t, h.srv.String(), ev.LastArrivalServer)
+	require.NoError(t, h.wait(t))
+}
