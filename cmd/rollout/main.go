@@ -59,7 +59,7 @@ func main() {
 
 // options are the command-line flags.
 type options struct {
-	cycles, conns, replicas          int
+	cycles, conns, replicas, fresh   int
 	lag, grace, drainDelay, timeout  time.Duration
 	drainMin, drainQuiet             time.Duration
 	probePeriod, warmup              time.Duration
@@ -95,6 +95,7 @@ Flags:
 	fs.DurationVar(&o.grace, "grace", rollout.DefaultGrace, "termination grace period: SIGKILL after it; also passed to pods as -grace-period")
 	fs.IntVar(&o.conns, "c", rollout.DefaultConns, "number of client connections")
 	fs.IntVar(&o.replicas, "replicas", 1, "pods serving at once; each rollout replaces one")
+	fs.IntVar(&o.fresh, "fresh", 0, "extra clients that open a new connection for every request, about 100 a second each, as clients that come and go")
 	fs.StringVar(&o.load, "load", string(rollout.LoadHTTP1), "load protocol: http1 (raw keep-alive HTTP/1.1), h2c (HTTP/2 prior knowledge) or grpc (unary EmptyCall)")
 	fs.StringVar(&o.pod, "pod", "", "pod command template; {ADDR} becomes the pod's listen address, {PROBE_ADDR} a second address for the readiness probe (default: the project's example server for -load)")
 	fs.StringVar(&o.readyPath, "ready-path", rollout.DefaultReadyPath, "readiness probe path (GET, 200 means ready)")
@@ -152,6 +153,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Warmup:         o.warmup,
 		Load:           rollout.LoadKind(o.load),
 		Conns:          o.conns,
+		Fresh:          o.fresh,
 		Path:           o.path,
 		RequestTimeout: o.timeout,
 		ListenAddr:     o.addr,

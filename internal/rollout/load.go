@@ -67,6 +67,11 @@ type LoadConfig struct {
 	// for h2c and gRPC; zero means DefaultWorkersPerConn. HTTP/1 always has
 	// one request at a time per connection.
 	WorkersPerConn int
+	// Fresh is the number of extra clients that open a new connection for
+	// every request and close it after, about 100 a second each: clients
+	// that come and go, whose connections show where the load balancer
+	// routes at every moment, as settled keep-alive connections do not.
+	Fresh int
 	// Path is the HTTP request path; empty means "/". Ignored for gRPC.
 	Path string
 	// Timeout bounds each request; zero means DefaultRequestTimeout.
@@ -145,7 +150,56 @@ func StartLoad(ctx context.Context, cfg LoadConfig) (*Load, error) {
 		l.cancel()
 		return nil, fmt.Errorf("rollout: unknown load %q; use one of %v", cfg.Kind, LoadKinds)
 	}
+	for range cfg.Fresh {
+		l.startFresh()
+	}
 	return l, nil
+}
+
+// freshPause is the pause between two requests of a Fresh client.
+const freshPause = 10 * time.Millisecond
+
+// startFresh starts one client that opens a new connection for every
+// request, in the load's protocol.
+func (l *Load) startFresh() {
+	var get func(ctx context.Context) (net.Addr, error)
+	switch l.cfg.Kind {
+	case LoadHTTP1:
+		get = func(ctx context.Context) (net.Addr, error) {
+			c := &HTTP1Client{Addr: l.cfg.Addr, Path: l.cfg.Path, Timeout: l.cfg.Timeout}
+			defer c.Close()
+			_, err := c.Get(ctx)
+			return c.LocalAddr(), err
+		}
+	case LoadH2C:
+		url := "http://" + l.cfg.Addr + l.cfg.Path
+		get = func(ctx context.Context) (net.Addr, error) {
+			var dialed atomic.Pointer[trackedConn]
+			tr := l.h2cTransport(&dialed)
+			defer tr.CloseIdleConnections()
+			return h2cGet(ctx, &http.Client{Transport: tr}, url, l.cfg.Timeout, &dialed)
+		}
+	case LoadGRPC:
+		conns := &connTable{}
+		get = func(ctx context.Context) (net.Addr, error) {
+			cc, err := l.grpcClient(conns)
+			if err != nil {
+				return nil, err
+			}
+			defer cc.Close()
+			return l.grpcCall(ctx, testgrpc.NewTestServiceClient(cc), conns)
+		}
+	}
+	l.loop(func(ctx context.Context) (net.Addr, error) {
+		t := time.NewTimer(freshPause)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return get(ctx)
+	})
 }
 
 // Mark ends the current counting window and returns its counts.
@@ -285,34 +339,40 @@ func (l *Load) startHTTP1() {
 func (l *Load) startH2C() {
 	url := "http://" + l.cfg.Addr + l.cfg.Path
 	for range l.cfg.Conns {
-		var protocols http.Protocols
-		protocols.SetUnencryptedHTTP2(true)
 		// The last connection dialed, which a request that failed before
 		// the transport handed it a connection was waiting for.
 		var dialed atomic.Pointer[trackedConn]
-		dial := trackingDialer(l.cfg.Timeout, nil)
-		tr := &http.Transport{
-			Protocols: &protocols,
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				c, err := dial(ctx, network, addr)
-				if err == nil {
-					dialed.Store(c.(*trackedConn))
-				}
-				return c, err
-			},
-			// One connection at a time per transport, as a client with one
-			// HTTP/2 connection to a Service has: concurrent first requests
-			// wait for the one dial instead of each opening a connection.
-			MaxConnsPerHost:    1,
-			DisableCompression: true,
-			// Proxy stays nil: an HTTP_PROXY in the environment must not
-			// take the load off loopback.
-		}
+		tr := l.h2cTransport(&dialed)
 		client := &http.Client{Transport: tr}
 		l.closers = append(l.closers, tr.CloseIdleConnections)
 		for range l.cfg.WorkersPerConn {
 			l.loop(func(ctx context.Context) (net.Addr, error) { return h2cGet(ctx, client, url, l.cfg.Timeout, &dialed) })
 		}
+	}
+}
+
+// h2cTransport returns a transport for one h2c client, which records in
+// dialed the last connection it dialed.
+func (l *Load) h2cTransport(dialed *atomic.Pointer[trackedConn]) *http.Transport {
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	dial := trackingDialer(l.cfg.Timeout, nil)
+	return &http.Transport{
+		Protocols: &protocols,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dial(ctx, network, addr)
+			if err == nil {
+				dialed.Store(c.(*trackedConn))
+			}
+			return c, err
+		},
+		// One connection at a time per transport, as a client with one
+		// HTTP/2 connection to a Service has: concurrent first requests
+		// wait for the one dial instead of each opening a connection.
+		MaxConnsPerHost:    1,
+		DisableCompression: true,
+		// Proxy stays nil: an HTTP_PROXY in the environment must not
+		// take the load off loopback.
 	}
 }
 
@@ -474,42 +534,54 @@ func (t *connTable) get(key string) *trackedConn {
 
 func (l *Load) startGRPC() error {
 	conns := &connTable{}
-	dial := trackingDialer(l.cfg.Timeout, conns)
 	for range l.cfg.Conns {
-		// passthrough: dial exactly this address, as a client of a
-		// Service's cluster IP does, with no name resolution or balancing
-		// of its own.
-		cc, err := grpc.NewClient("passthrough:///"+l.cfg.Addr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-				return dial(ctx, "tcp", addr)
-			}))
+		cc, err := l.grpcClient(conns)
 		if err != nil {
-			return fmt.Errorf("rollout: grpc client for %s: %w", l.cfg.Addr, err)
+			return err
 		}
 		l.closers = append(l.closers, func() { cc.Close() })
 		client := testgrpc.NewTestServiceClient(cc)
 		for range l.cfg.WorkersPerConn {
-			l.loop(func(ctx context.Context) (net.Addr, error) {
-				rctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
-				defer cancel()
-				var p peer.Peer
-				_, err := client.EmptyCall(rctx, &testgrpc.Empty{}, grpc.Peer(&p))
-				if err == nil || ctx.Err() != nil {
-					return p.LocalAddr, err
-				}
-				silent := true // the call never got onto a connection
-				if p.LocalAddr != nil {
-					tc := conns.get(p.LocalAddr.String())
-					// A connection no longer in the table cannot be
-					// proven silent.
-					silent = tc != nil && !tc.heard.Load()
-				}
-				return p.LocalAddr, grpcFailure(err, silent)
-			})
+			l.loop(func(ctx context.Context) (net.Addr, error) { return l.grpcCall(ctx, client, conns) })
 		}
 	}
 	return nil
+}
+
+// grpcClient returns a client of the load's address whose connections are
+// recorded in conns.
+func (l *Load) grpcClient(conns *connTable) (*grpc.ClientConn, error) {
+	dial := trackingDialer(l.cfg.Timeout, conns)
+	// passthrough: dial exactly this address, as a client of a Service's
+	// cluster IP does, with no name resolution or balancing of its own.
+	cc, err := grpc.NewClient("passthrough:///"+l.cfg.Addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return dial(ctx, "tcp", addr)
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("rollout: grpc client for %s: %w", l.cfg.Addr, err)
+	}
+	return cc, nil
+}
+
+// grpcCall makes one call and classifies its failure. It returns the local
+// address of the call's connection, if it got onto one.
+func (l *Load) grpcCall(ctx context.Context, client testgrpc.TestServiceClient, conns *connTable) (net.Addr, error) {
+	rctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
+	defer cancel()
+	var p peer.Peer
+	_, err := client.EmptyCall(rctx, &testgrpc.Empty{}, grpc.Peer(&p))
+	if err == nil || ctx.Err() != nil {
+		return p.LocalAddr, err
+	}
+	silent := true // the call never got onto a connection
+	if p.LocalAddr != nil {
+		tc := conns.get(p.LocalAddr.String())
+		// A connection no longer in the table cannot be proven silent.
+		silent = tc != nil && !tc.heard.Load()
+	}
+	return p.LocalAddr, grpcFailure(err, silent)
 }
 
 // grpcFailure classifies a failed gRPC call by its status code and, for

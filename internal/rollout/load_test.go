@@ -128,3 +128,30 @@ func TestStartLoadRejectsBadConfig(t *testing.T) {
 	_, err = rollout.StartLoad(t.Context(), rollout.LoadConfig{Addr: "127.0.0.1:1", Path: "x"})
 	assert.ErrorContains(t, err, "must start with /")
 }
+
+// Fresh clients open a new connection through the load balancer for every
+// request, whatever the protocol, and fail nothing doing so.
+func TestFreshClientsOpenANewConnectionForEveryRequest(t *testing.T) {
+	servers := map[rollout.LoadKind]func(*testing.T) string{
+		rollout.LoadH2C:  h2cServer,
+		rollout.LoadGRPC: grpcServer,
+		rollout.LoadHTTP1: func(t *testing.T) string { // keeps every connection alive
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
+			return serveOnLoopback(t, func(ln net.Listener) { srv.Serve(ln) }, func() { srv.Close() })
+		},
+	}
+	for _, kind := range rollout.LoadKinds {
+		t.Run(string(kind), func(t *testing.T) {
+			p := newProxy(t, servers[kind](t))
+			const conns = 1
+			l, err := rollout.StartLoad(t.Context(), rollout.LoadConfig{Kind: kind, Addr: p.Addr(), Conns: conns, Fresh: 2})
+			require.NoError(t, err)
+			// The servers keep connections alive: only fresh clients make
+			// more than one.
+			assert.Eventually(t, func() bool { return p.Stats().Conns >= conns+20 }, 10*time.Second, time.Millisecond,
+				"fresh clients keep opening connections")
+			c := l.Stop()
+			assert.Zero(t, c.Failed(), "samples: %q", c.Samples)
+		})
+	}
+}

@@ -88,6 +88,9 @@ type Config struct {
 	// WorkersPerConn is the number of concurrent requests per h2c or gRPC
 	// connection; zero means DefaultWorkersPerConn.
 	WorkersPerConn int
+	// Fresh is the number of extra clients that open a new connection for
+	// every request (see [LoadConfig.Fresh]); zero means none.
+	Fresh int
 	// Path is the HTTP path the load requests; empty means "/".
 	Path string
 	// RequestTimeout bounds each request; zero means DefaultRequestTimeout.
@@ -333,6 +336,7 @@ func (r *run) run(ctx context.Context, res *Result) error {
 		Addr:           r.proxy.Addr(),
 		Conns:          r.cfg.Conns,
 		WorkersPerConn: r.cfg.WorkersPerConn,
+		Fresh:          r.cfg.Fresh,
 		Path:           r.cfg.Path,
 		Timeout:        r.cfg.RequestTimeout,
 		Route:          r.route,
