@@ -96,6 +96,13 @@ type Config struct {
 	// Conns is the number of client connections, each reconnecting
 	// through the load balancer whenever its connection ends; zero means 8.
 	Conns int
+	// Fresh is the number of extra clients that open a new connection for
+	// every request, about 100 a second each, as clients that come and go
+	// do; zero means none. Keep-alive clients told to leave settle on the
+	// new pod at once, so that only such clients show an old pod whether
+	// the load balancer still routes to it: an adaptive drain delay (see
+	// lameduck.WithAdaptiveDrainDelay) needs them to be tested.
+	Fresh int
 
 	// ReadyPath is the path of the readiness probe, an HTTP GET on {ADDR}
 	// (or {PROBE_ADDR} if the command uses it) that must answer 200 before
@@ -173,6 +180,11 @@ type PodExit struct {
 	// Status is the exit as the operating system reported it, such as
 	// "exit status 0" or "signal: killed".
 	Status string
+	// DrainDelay and LastArrival are what the pod logged of its drain
+	// delay, if it uses lameduck with slog's text or JSON handler: how
+	// long the delay took, and how long after the SIGTERM the last new
+	// connection reached it. Both are zero otherwise.
+	DrainDelay, LastArrival time.Duration
 }
 
 // String describes the exit in one line, such as
@@ -295,6 +307,7 @@ func (cfg Config) engineConfig() (rollout.Config, error) {
 		Warmup:       warmup,
 		Load:         rollout.LoadKind(cmp.Or(cfg.Protocol, HTTP1)),
 		Conns:        cmp.Or(cfg.Conns, defaultConns),
+		Fresh:        cfg.Fresh,
 		Path:         cfg.Path,
 	}
 	if !slices.Contains([]Protocol{HTTP1, H2C, GRPC}, Protocol(rc.Load)) {
@@ -302,6 +315,9 @@ func (cfg Config) engineConfig() (rollout.Config, error) {
 	}
 	if rc.Cycles < 0 || rc.Cycles > maxRollouts {
 		errs = append(errs, fmt.Errorf("Config.Rollouts is %d; use 1 to %d (or zero for 1)", cfg.Rollouts, maxRollouts))
+	}
+	if cfg.Fresh < 0 || cfg.Fresh > maxConns {
+		errs = append(errs, fmt.Errorf("Config.Fresh is %d; use 0 to %d", cfg.Fresh, maxConns))
 	}
 	if rc.Conns < 0 || rc.Conns > maxConns {
 		errs = append(errs, fmt.Errorf("Config.Conns is %d; use 1 to %d (or zero for %d): a few connections are enough to catch a bad drain", cfg.Conns, maxConns, defaultConns))
@@ -376,11 +392,13 @@ func newResult(res *rollout.Result) *Result {
 			Failed:   ro.Failed(),
 			Failures: failures(ro.Counts),
 			Exit: PodExit{
-				Pod:       ro.OldPod.Pod,
-				Code:      ro.OldPod.Code,
-				Killed:    ro.OldPod.Killed,
-				AfterTerm: ro.OldPod.AfterTerm,
-				Status:    ro.OldPod.Status,
+				Pod:         ro.OldPod.Pod,
+				Code:        ro.OldPod.Code,
+				Killed:      ro.OldPod.Killed,
+				AfterTerm:   ro.OldPod.AfterTerm,
+				Status:      ro.OldPod.Status,
+				DrainDelay:  ro.OldPod.LameDuck.DelayTook,
+				LastArrival: ro.OldPod.LameDuck.LastArrival,
 			},
 		})
 	}

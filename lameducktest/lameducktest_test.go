@@ -98,6 +98,31 @@ func TestNaiveServerFails(t *testing.T) {
 	assert.Less(t, exit.AfterTerm, lag, "it stops before the load balancer does: %v", exit)
 }
 
+// With an adaptive drain delay and clients that come and go, the example
+// server measures the load balancer's lag and exits soon after it, long
+// before the delay's maximum, failing nothing.
+func TestExampleServerWithAnAdaptiveDelay(t *testing.T) {
+	bin := lameducktest.Build(t, examplePkg)
+	const maximum = 5 * time.Second
+	res := lameducktest.Rollout(t, lameducktest.Config{
+		Command: []string{bin, "-addr", "{ADDR}", "-drain-delay", maximum.String(), "-drain-quiet", "200ms",
+			"-grace-period", gracePeriod.String()},
+		Fresh: 2,
+		Lag:   lag,
+		Grace: gracePeriod,
+	})
+	t.Logf("\n%v", res)
+	assert.Zero(t, res.Failed, "%d of %d requests failed:\n%v", res.Failed, res.Requests, res)
+	require.Len(t, res.Rollouts, 1)
+	exit := res.Rollouts[0].Exit
+	assert.Equal(t, 0, exit.Code)
+	assert.Positive(t, exit.LastArrival, "connections arrived while the load balancer routed to the old pod")
+	assert.Less(t, exit.LastArrival, exit.DrainDelay, "the delay outlasts the last arrival")
+	assert.LessOrEqual(t, exit.DrainDelay, exit.AfterTerm)
+	assert.Less(t, exit.AfterTerm, maximum, "the delay ended once routing had caught up")
+	assert.Contains(t, res.String(), "(quiet), last arrival ")
+}
+
 // Setup errors end the test with Fatalf and a message that says what to
 // change; no pod outlives them.
 func TestSetupErrors(t *testing.T) {
