@@ -391,3 +391,36 @@ func BenchmarkGather(b *testing.B) {
 		})
 	}
 }
+
+func TestTheLagIsExported(t *testing.T) {
+	const delay = 5 * time.Second
+	p := newProcess(t, delay, nil)
+	scraped := make(chan struct{})
+	p.ld.OnShutdown(func(context.Context) error { <-scraped; return nil }) // holds Run, and the admin server
+	p.run(t)
+	p.ld.MarkReady()
+	_, ok := p.scrape(t).value("lameduck_lame_duck_arrivals_total")
+	assert.False(t, ok, "no arrival series before the lame-duck phase is over")
+
+	p.signals <- syscall.SIGTERM
+	p.await(t, lameduck.PhaseLameDuck)
+	p.clock.AwaitTimer(t, delay)
+	p.clock.Advance(time.Second)
+	arrived := p.get(t) // a new connection: the load balancer still routes here
+	p.release <- struct{}{}
+	require.NoError(t, <-arrived)
+	p.clock.Advance(delay - time.Second)
+	p.await(t, lameduck.PhaseDraining)
+
+	s := p.scrape(t)
+	arrivals, _ := s.value("lameduck_lame_duck_arrivals_total")
+	assert.Equal(t, 1.0, arrivals)
+	last, ok := s.value("lameduck_last_arrival_seconds", "server", p.app.String())
+	assert.True(t, ok)
+	assert.Equal(t, 1.0, last, "one second after the signal")
+	problems, err := promlint.New(strings.NewReader(s.text)).Lint()
+	require.NoError(t, err)
+	assert.Empty(t, problems)
+	close(scraped)
+	require.NoError(t, p.wait(t))
+}
