@@ -142,11 +142,11 @@ type lameDuckDelay struct {
 	quit        chan struct{} // closed by stop
 	running     sync.WaitGroup
 	lastAt      time.Time // of the last arrival
-	lameDuckRes           // written by the goroutine, read after stop
+	delayReport           // written by the goroutine, read after stop
 }
 
-// lameDuckRes is what a drain delay measured.
-type lameDuckRes struct {
+// delayReport is what a drain delay measured.
+type delayReport struct {
 	took       time.Duration // the delay taken
 	ended      string
 	count      int           // arrivals
@@ -156,7 +156,7 @@ type lameDuckRes struct {
 }
 
 // attrs are the log attributes of what the delay measured.
-func (r lameDuckRes) attrs() []slog.Attr {
+func (r delayReport) attrs() []slog.Attr {
 	attrs := []slog.Attr{slog.Duration("drain_delay_took", r.took), slog.String("drain_delay_ended", r.ended),
 		slog.Int("arrivals", r.count)}
 	if r.count > 0 {
@@ -168,7 +168,7 @@ func (r lameDuckRes) attrs() []slog.Attr {
 // warn logs a warning when a connection arrived in the last fifth of a
 // delay that did not end by itself: the load balancer may well have gone on
 // routing to the process after it.
-func (r lameDuckRes) warn(log *slog.Logger, delay time.Duration) {
+func (r delayReport) warn(log *slog.Logger, delay time.Duration) {
 	if r.count == 0 || (r.ended != delayFixed && r.ended != delayMaximum) || r.last < r.took-r.took/5 {
 		return
 	}
@@ -195,7 +195,7 @@ func watchArrivals(c *Coordinator, servers []Server, signalAt time.Time, d time.
 		wake: make(chan struct{}, 1), done: make(chan struct{}), quit: make(chan struct{}),
 		names: make([]string, len(servers)), arrivals: make([]*Arrivals, len(servers)),
 	}
-	if o.adaptive {
+	if o.adaptive && d > 0 {
 		l.quiet = o.quietPeriod
 	}
 	l.seenCount = make([]int, len(servers))
@@ -219,10 +219,10 @@ func (l *lameDuckDelay) begin() {
 }
 
 // stop ends the delay if it is still running, and returns what it measured.
-func (l *lameDuckDelay) stop() lameDuckRes {
+func (l *lameDuckDelay) stop() delayReport {
 	close(l.quit)
 	l.running.Wait()
-	return l.lameDuckRes
+	return l.delayReport
 }
 
 func (l *lameDuckDelay) run() {

@@ -109,7 +109,7 @@ type run struct {
 	forced  bool              // a second signal arrived
 	force   func(cause error) // cancels every deadline context
 
-	lameDuck lameDuckRes // what the drain delay measured, once over
+	lameDuck delayReport // what the drain delay measured, once over
 
 	phase   Phase
 	phaseAt time.Time
