@@ -27,6 +27,7 @@ const (
 	numKinds = 3
 )
 
+// String names the kind as reports do: "request", "stream" or "connection".
 func (k Kind) String() string {
 	switch k {
 	case Request:

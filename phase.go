@@ -34,6 +34,7 @@ const (
 
 var phaseNames = [...]string{"starting", "serving", "lame duck", "draining", "stopping", "stopped"}
 
+// String names the phase as the log does, such as "lame duck".
 func (p Phase) String() string {
 	if p >= 0 && int(p) < len(phaseNames) {
 		return phaseNames[p]
