@@ -290,12 +290,7 @@ func (s *Server) Serve() error {
 // included, get a graceful GOAWAY. The server keeps accepting and serving.
 func (s *Server) LameDuck() {
 	s.lameDuck.Store(true)
-	s.mu.Lock()
-	h2 := s.h2ConnsLocked()
-	s.mu.Unlock()
-	for _, h := range h2 {
-		h.goAway()
-	}
+	s.eachH2((*h2Conn).goAway)
 }
 
 // Arrivals counts the connections the server accepts during the lame-duck
@@ -304,16 +299,20 @@ func (s *Server) LameDuck() {
 // asked to leave after its first response, and counted until it closes.
 func (s *Server) Arrivals() *lameduck.Arrivals { return &s.arrivals }
 
-// h2ConnsLocked returns the HTTP/2 connections whose frames the adapter
-// follows.
-func (s *Server) h2ConnsLocked() []*h2Conn {
+// eachH2 calls f on every HTTP/2 connection whose frames the adapter
+// follows, outside s.mu.
+func (s *Server) eachH2(f func(*h2Conn)) {
 	var h2 []*h2Conn
+	s.mu.Lock()
 	for c := range s.conns {
 		if c.h2c != nil && !c.closed {
 			h2 = append(h2, c.h2c)
 		}
 	}
-	return h2
+	s.mu.Unlock()
+	for _, h := range h2 {
+		f(h)
+	}
 }
 
 // Drain stops accepting, closes idle connections, lets requests in flight
@@ -391,12 +390,7 @@ func (s *Server) Drain(ctx context.Context) error {
 // client's acknowledgement end without it (see ackWait).
 func (s *Server) stopWaitingForAcks() {
 	s.acksOptional.Store(true)
-	s.mu.Lock()
-	h2 := s.h2ConnsLocked()
-	s.mu.Unlock()
-	for _, h := range h2 {
-		h.stopWaitingForAck()
-	}
+	s.eachH2((*h2Conn).stopWaitingForAck)
 }
 
 // startShutdownLocked starts net/http's Shutdown once no HTTP/1
