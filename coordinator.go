@@ -117,14 +117,7 @@ func (c *Coordinator) Register(s Server) {
 // errors name the worker after the line that called Go, or as [Named]
 // says. It panics if f is nil or Run has been called.
 func (c *Coordinator) Go(f func(ctx context.Context) error, opts ...WorkOption) {
-	if f == nil {
-		panic("lameduck: Go: the worker is nil")
-	}
-	w := newWork("Go", f, opts)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.mustNotHaveRunLocked("Go")
-	c.workers = append(c.workers, w)
+	c.addWork(&c.workers, "Go", "worker", f, opts)
 }
 
 // OnShutdown adds a hook for [Coordinator.Run] to call after the drain, such
@@ -137,14 +130,20 @@ func (c *Coordinator) Go(f func(ctx context.Context) error, opts ...WorkOption) 
 // that called OnShutdown, or as [Named] says. It panics if f is nil or Run
 // has been called.
 func (c *Coordinator) OnShutdown(f func(ctx context.Context) error, opts ...WorkOption) {
+	c.addWork(&c.hooks, "OnShutdown", "hook", f, opts)
+}
+
+// addWork adds f, a worker or a hook (what), to list for method, which
+// the user called.
+func (c *Coordinator) addWork(list *[]work, method, what string, f func(context.Context) error, opts []WorkOption) {
 	if f == nil {
-		panic("lameduck: OnShutdown: the hook is nil")
+		panic("lameduck: " + method + ": the " + what + " is nil")
 	}
-	h := newWork("OnShutdown", f, opts)
+	w := newWork(method, f, opts)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.mustNotHaveRunLocked("OnShutdown")
-	c.hooks = append(c.hooks, h)
+	c.mustNotHaveRunLocked(method)
+	*list = append(*list, w)
 }
 
 func (c *Coordinator) mustNotHaveRunLocked(method string) {

@@ -38,8 +38,8 @@ type work struct {
 	name string
 }
 
-// newWork returns f named by opts, or after the caller of the caller of
-// newWork: the code that called Go or OnShutdown.
+// newWork returns f named by opts, or after the code that called Go or
+// OnShutdown, three calls up (Go or OnShutdown, then addWork, then newWork).
 func newWork(method string, f func(context.Context) error, opts []WorkOption) work {
 	w := work{f: f}
 	for _, o := range opts {
@@ -50,7 +50,7 @@ func newWork(method string, f func(context.Context) error, opts []WorkOption) wo
 	}
 	if w.name == "" {
 		w.name = "(unknown place)"
-		if _, file, line, ok := runtime.Caller(2); ok {
+		if _, file, line, ok := runtime.Caller(3); ok {
 			w.name = fmt.Sprintf("%s:%d", filepath.Base(file), line)
 		}
 	}
