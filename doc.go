@@ -128,8 +128,10 @@
 //
 // Anything that accepts connections can take part by implementing [Server];
 // a [Tracker] counts its in-flight work and tells it, without polling, when
-// the last piece is done. Background work that is not a server, such as a
-// queue consumer, is started with [Coordinator.Go].
+// the last piece is done; [Arrivals], through [ArrivalReporter], tells the
+// Coordinator which connections arrived during the drain delay. Background
+// work that is not a server, such as a queue consumer, is started with
+// [Coordinator.Go].
 //
 // # Watching a shutdown
 //
