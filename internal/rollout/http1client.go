@@ -48,12 +48,14 @@ type HTTP1Client struct {
 	// body byte; zero means DefaultRequestTimeout.
 	Timeout time.Duration
 
-	conn     net.Conn
-	cr       *countReader
-	br       *bufio.Reader
-	used     bool // the connection has carried a complete response
-	request  []byte
-	lastConn net.Conn
+	conn    net.Conn
+	cr      *countReader
+	br      *bufio.Reader
+	used    bool // the connection has carried a complete response
+	request []byte
+	// lastLocal is the local address of the last request's connection,
+	// or of its dial if that failed.
+	lastLocal net.Addr
 }
 
 // countReader counts the bytes read from the connection, to tell whether
@@ -96,8 +98,9 @@ func (c *HTTP1Client) Get(ctx context.Context) (int, error) {
 		c.request = fmt.Appendf(nil, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: lameduck-rollout\r\nAccept: */*\r\n\r\n", path, host)
 	}
 	if c.conn == nil {
-		d := net.Dialer{Deadline: deadline}
-		conn, err := d.DialContext(ctx, "tcp", c.Addr)
+		conn, local, err := dial(ctx, net.Dialer{Deadline: deadline}, "tcp", c.Addr)
+		// A failed dial is its own connection, not the one before.
+		c.lastLocal = local
 		if err != nil {
 			if ctx.Err() != nil {
 				return 0, ctx.Err()
@@ -110,7 +113,7 @@ func (c *HTTP1Client) Get(ctx context.Context) (int, error) {
 		c.used = false
 	}
 	conn := c.conn
-	c.lastConn = conn
+	c.lastLocal = conn.LocalAddr()
 	conn.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(aLongTimeAgo) })
 	defer stop()
@@ -145,13 +148,10 @@ func (c *HTTP1Client) Get(ctx context.Context) (int, error) {
 }
 
 // LocalAddr returns the local address of the connection used by the last
-// request, or nil before the first. Tests use it to tell connections apart.
-func (c *HTTP1Client) LocalAddr() net.Addr {
-	if c.lastConn == nil {
-		return nil
-	}
-	return c.lastConn.LocalAddr()
-}
+// request (or of its dial, if that failed), or nil before the first. Tests
+// use it to tell connections apart, and the load to trace a request to its
+// pod.
+func (c *HTTP1Client) LocalAddr() net.Addr { return c.lastLocal }
 
 // Close closes the client's connection, if any.
 func (c *HTTP1Client) Close() error {

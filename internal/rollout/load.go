@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -247,9 +248,9 @@ func (l *Load) timeline() loadTimeline {
 	tl.served, tl.servedLeftOut = servedByPod(l.lanes)
 	l.rec.mu.Lock()
 	defer l.rec.mu.Unlock()
+	tl.failures = slices.Clone(l.rec.failures)
 	// Workers stamp a failure before taking the lock, so the list is only
 	// nearly in order.
-	tl.failures = slices.Clone(l.rec.failures)
 	slices.SortStableFunc(tl.failures, func(a, b FailureAt) int { return cmp.Compare(a.At, b.At) })
 	tl.failedLeftOut = l.rec.leftOut
 	return tl
@@ -351,6 +352,10 @@ func (l *Load) startH2C() {
 	}
 }
 
+// dialSlot is the context key of the slot where an h2c transport records
+// the connection it dials for a request.
+type dialSlot struct{}
+
 // h2cTransport returns a transport for one h2c client, which records in
 // dialed the last connection it dialed.
 func (l *Load) h2cTransport(dialed *atomic.Pointer[trackedConn]) *http.Transport {
@@ -361,8 +366,20 @@ func (l *Load) h2cTransport(dialed *atomic.Pointer[trackedConn]) *http.Transport
 		Protocols: &protocols,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := dial(ctx, network, addr)
-			if err == nil {
-				dialed.Store(c.(*trackedConn))
+			tc, _ := c.(*trackedConn)
+			var de *dialError
+			if errors.As(err, &de) {
+				// A failure of the request is this dial's, not that of
+				// the connection dialed before.
+				tc = &trackedConn{local: de.local}
+			}
+			if tc != nil {
+				dialed.Store(tc)
+				// The transport dials with the context of the request
+				// that needs the connection.
+				if slot, ok := ctx.Value(dialSlot{}).(*atomic.Pointer[trackedConn]); ok {
+					slot.Store(tc)
+				}
 			}
 			return c, err
 		},
@@ -388,8 +405,15 @@ func h2cGet(ctx context.Context, client *http.Client, url string, timeout time.D
 	// (a cached connection found dead, then a dial), so each attempt
 	// forgets what the previous one recorded.
 	var conn atomic.Pointer[trackedConn]
+	// own is the connection the transport dialed for this request, if it
+	// dialed one: another worker's request may dial meanwhile, so dialed
+	// alone could name a connection this request never used.
+	var own atomic.Pointer[trackedConn]
 	defer func() {
 		tc := conn.Load()
+		if tc == nil {
+			tc = own.Load()
+		}
 		if tc == nil {
 			tc = dialed.Load()
 		}
@@ -405,6 +429,7 @@ func h2cGet(ctx context.Context, client *http.Client, url string, timeout time.D
 			}
 		},
 	}
+	rctx = context.WithValue(rctx, dialSlot{}, &own)
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(rctx, trace), http.MethodGet, url, nil)
 	if err != nil {
 		return nil, &Failure{Kind: KindOther, Err: err}
@@ -467,9 +492,19 @@ func classifyH2Error(err error, silent, timedOut bool) Kind {
 // which tells a refused connection (reset by the load balancer before the
 // pod said anything) from one the pod served and then broke.
 type trackedConn struct {
-	net.Conn
+	net.Conn // nil for a dial that failed
 	heard    atomic.Bool
 	closedAt atomic.Int64 // unix nanoseconds; 0 while open
+	local    net.Addr     // of a dial that failed, if known
+}
+
+// LocalAddr returns the connection's local address, or that of a dial that
+// failed (nil if unknown).
+func (c *trackedConn) LocalAddr() net.Addr {
+	if c.Conn == nil {
+		return c.local
+	}
+	return c.Conn.LocalAddr()
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
@@ -489,11 +524,11 @@ func (c *trackedConn) Close() error {
 // *trackedConn. If conns is not nil, each connection is kept in it under
 // its local address, for clients (gRPC) that report only that.
 func trackingDialer(timeout time.Duration, conns *connTable) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout}
+	d := net.Dialer{Timeout: timeout}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := d.DialContext(ctx, network, addr)
+		c, local, err := dial(ctx, d, network, addr)
 		if err != nil {
-			return nil, err
+			return nil, &dialError{err: err, local: local}
 		}
 		tc := &trackedConn{Conn: c}
 		if conns != nil {
@@ -502,6 +537,36 @@ func trackingDialer(timeout time.Duration, conns *connTable) func(ctx context.Co
 		return tc, nil
 	}
 }
+
+// dial dials addr with d, and returns the connection's local address even
+// when the dial fails: the load balancer may have accepted the connection,
+// routed it and reset it (the pod refused the dial) before connect
+// returned, and the port tells which pod refused it.
+func dial(ctx context.Context, d net.Dialer, network, addr string) (net.Conn, net.Addr, error) {
+	var local net.Addr
+	d.ControlContext = func(_ context.Context, _, address string, rc syscall.RawConn) error {
+		var err error
+		if cerr := rc.Control(func(fd uintptr) { local, err = bindEphemeral(fd, address) }); cerr != nil {
+			return cerr
+		}
+		return err
+	}
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, local, err
+	}
+	return c, c.LocalAddr(), nil
+}
+
+// dialError is a failed dial of a trackingDialer, with the local address
+// the connection had, if known.
+type dialError struct {
+	err   error
+	local net.Addr
+}
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
 
 // connTable maps local addresses to connections. A call's failure is
 // classified after its connection has closed, so closed connections stay

@@ -3,6 +3,7 @@
 package rollout
 
 import (
+	"net"
 	"net/netip"
 	"os"
 	"syscall"
@@ -42,6 +43,40 @@ func listening(addr string) bool {
 		return true
 	}
 	return syscall.Bind(fd, &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}) != nil
+}
+
+// bindEphemeral binds socket fd, about to connect to address, to an
+// ephemeral port of the loopback address of the same family, and returns
+// that local address: a connection that the load balancer accepts and then
+// resets before connect returns (a pod that refuses its dial) still says
+// which it was. SO_REUSEADDR lets the port be one that a closed connection
+// of the load keeps in TIME_WAIT, as connect's own choice of port could.
+func bindEphemeral(fd uintptr, address string) (net.Addr, error) {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return nil, nil // not an IP address: leave the port to connect
+	}
+	if err := syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		return nil, err
+	}
+	var sa syscall.Sockaddr = &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}
+	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
+		sa = &syscall.SockaddrInet6{Addr: netip.IPv6Loopback().As16()}
+	}
+	if err := syscall.Bind(int(fd), sa); err != nil {
+		return nil, err
+	}
+	got, err := syscall.Getsockname(int(fd))
+	if err != nil {
+		return nil, err
+	}
+	switch a := got.(type) {
+	case *syscall.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}, nil
+	case *syscall.SockaddrInet6:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}, nil
+	}
+	return nil, nil
 }
 
 // canWatchListeners says that listening works here.
