@@ -17,6 +17,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/grpcserver"
+	"github.com/lameduck/lameduck/internal/testnet"
 )
 
 // BenchmarkExitLatency measures, in the clear and over TLS, for each
@@ -28,7 +29,7 @@ import (
 //
 //	go test -run '^$' -bench ExitLatency ./grpcserver
 func BenchmarkExitLatency(b *testing.B) {
-	raiseFileLimit(b, 2*5000+500)
+	testnet.RaiseFileLimit(b, 2*5000+500)
 	for _, proto := range []string{"grpc", "grpc-tls"} {
 		// As in package httpserver's: the drain delay is long enough for
 		// the clients told to leave during it to do so, as in a real
@@ -84,7 +85,7 @@ func (s *holdService) UnaryCall(context.Context, *testpb.SimpleRequest) (*testpb
 // shutdown.
 func grpcExit(b *testing.B, tlsOn bool, idle int, inFlight bool, delay time.Duration, lameduckServer bool) time.Duration {
 	svc := &holdService{hold: delay + 20*time.Millisecond}
-	serverTLS, clientTLS := benchTLS(b)
+	serverTLS, clientTLS := testnet.TLS()
 	var opts []grpc.ServerOption
 	creds := insecure.NewCredentials()
 	if tlsOn {

@@ -12,10 +12,11 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/testnet"
 )
 
 func TestIdleClientsDoNotDelayTheExit(t *testing.T) {
-	serverTLS, clientTLS := benchTLS(t)
+	serverTLS, clientTLS := testnet.TLS()
 	for _, tt := range []struct {
 		name       string
 		serverOpts []grpc.ServerOption

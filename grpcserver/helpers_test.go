@@ -2,19 +2,10 @@ package grpcserver_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
-	"net"
 	"os"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -299,56 +290,3 @@ func check(t *testing.T, cc *grpc.ClientConn, service string) healthpb.HealthChe
 
 // isEOF reports whether err is the clean end of a stream.
 func isEOF(err error) bool { return errors.Is(err, io.EOF) }
-
-// raiseFileLimit raises the open-file limit to at least need, or as far
-// as the hard limit allows.
-func raiseFileLimit(tb testing.TB, need uint64) {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur >= need {
-		return
-	}
-	lim.Cur = min(need, lim.Max)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		tb.Logf("raising the open-file limit: %v", err)
-	}
-}
-
-var (
-	benchTLSOnce                   sync.Once
-	benchServerTLS, benchClientTLS *tls.Config
-)
-
-// benchTLS returns, once per process, a server configuration with an
-// ECDSA certificate for 127.0.0.1, quick to handshake with, and a client
-// configuration that trusts it and resumes sessions.
-func benchTLS(tb testing.TB) (server, client *tls.Config) {
-	benchTLSOnce.Do(func() {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			panic(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(1),
-			Subject:      pkix.Name{CommonName: "lameduck test"},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(24 * time.Hour),
-			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-			KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-			IsCA:         true, BasicConstraintsValid: true,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			panic(err)
-		}
-		leaf, err := x509.ParseCertificate(der)
-		if err != nil {
-			panic(err)
-		}
-		pool := x509.NewCertPool()
-		pool.AddCert(leaf)
-		benchServerTLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}}}
-		benchClientTLS = &tls.Config{RootCAs: pool, ClientSessionCache: tls.NewLRUClientSessionCache(64)}
-	})
-	return benchServerTLS.Clone(), benchClientTLS.Clone()
-}

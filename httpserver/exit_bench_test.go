@@ -14,6 +14,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/httpserver"
+	"github.com/lameduck/lameduck/internal/testnet"
 )
 
 // exitProtocols are the protocols the adapter serves, each with a client
@@ -47,7 +48,7 @@ var exitScenarios = []exitScenario{
 //
 //	go test -run '^$' -bench ExitLatency ./httpserver
 func BenchmarkExitLatency(b *testing.B) {
-	raiseFileLimit(b, 2*5000+500)
+	testnet.RaiseFileLimit(b, 2*5000+500)
 	for _, proto := range exitProtocols {
 		for _, sc := range exitScenarios {
 			b.Run(proto+"/"+sc.name, func(b *testing.B) {
@@ -84,7 +85,7 @@ func exitAfterLastResponse(b *testing.B, proto string, sc exitScenario, lameduck
 		lastResponse = time.Now()
 	})
 	srv := &http.Server{Addr: "127.0.0.1:0", Handler: handler, ErrorLog: quiet}
-	serverTLS, clientTLS := benchTLS(b)
+	serverTLS, clientTLS := testnet.TLS()
 	tlsOn := proto == "https1" || proto == "h2"
 	if tlsOn {
 		srv.TLSConfig = serverTLS

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -35,12 +36,12 @@ type protocolSetup struct {
 }
 
 func protocolSetups(t testing.TB) []protocolSetup {
-	serverTLS := func() *tls.Config { server, _ := benchTLS(t); return server }
+	serverTLS := func() *tls.Config { server, _ := testnet.TLS(); return server }
 	transport := func(tlsOn bool, set func(*http.Protocols)) func() *http.Transport {
 		return func() *http.Transport {
 			tr := &http.Transport{Protocols: new(http.Protocols)}
 			if tlsOn {
-				_, tr.TLSClientConfig = benchTLS(t)
+				_, tr.TLSClientConfig = testnet.TLS()
 			}
 			set(tr.Protocols)
 			return tr

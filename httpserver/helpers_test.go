@@ -3,23 +3,16 @@ package httpserver_test
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -215,48 +208,4 @@ func tlsConfig(t testing.TB) (server, client *tls.Config) {
 	pool := ts.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
 	ts.Close()
 	return &tls.Config{Certificates: []tls.Certificate{cert}}, &tls.Config{RootCAs: pool}
-}
-
-var (
-	benchTLSOnce                   sync.Once
-	benchServerTLS, benchClientTLS *tls.Config
-)
-
-// benchTLS returns, once per process, a server configuration with an
-// ECDSA certificate for 127.0.0.1, quick to handshake with, and a client
-// configuration that trusts it and resumes sessions: thousands of
-// connections are set up in seconds.
-func benchTLS(t testing.TB) (server, client *tls.Config) {
-	t.Helper()
-	benchTLSOnce.Do(func() {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			panic(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(1),
-			Subject:      pkix.Name{CommonName: "lameduck test"},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(24 * time.Hour),
-			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-			KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-			IsCA:         true, BasicConstraintsValid: true,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			panic(err)
-		}
-		leaf, err := x509.ParseCertificate(der)
-		if err != nil {
-			panic(err)
-		}
-		pool := x509.NewCertPool()
-		pool.AddCert(leaf)
-		benchServerTLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}}}
-		benchClientTLS = &tls.Config{RootCAs: pool, ClientSessionCache: tls.NewLRUClientSessionCache(64)}
-	})
-	// Clones: net/http adds to a configuration's NextProtos, on the
-	// server and on the client.
-	return benchServerTLS.Clone(), benchClientTLS.Clone()
 }

@@ -83,17 +83,3 @@ func TestThousandsOfIdleConnectionsDoNotHoldTheDrain(t *testing.T) {
 		require.True(t, c.closedByPeer(), "connection %d", i)
 	}
 }
-
-// raiseFileLimit raises the open-file limit to at least need, or as far
-// as the hard limit allows.
-func raiseFileLimit(t testing.TB, need uint64) {
-	t.Helper()
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur >= need {
-		return
-	}
-	lim.Cur = min(need, lim.Max)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Logf("raising the open-file limit: %v", err)
-	}
-}
