@@ -3,9 +3,7 @@ package grpcserver_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -97,35 +95,13 @@ func grpcExit(b *testing.B, tlsOn bool, idle int, inFlight bool, delay time.Dura
 	var addr string
 	var terminate func()
 	if lameduckServer {
-		signals := make(chan os.Signal, 1)
-		serving := make(chan struct{})
-		ld, err := lameduck.New(lameduck.WithSignals(), lameduck.WithSignalChannel(signals),
-			lameduck.WithLogger(slog.New(slog.DiscardHandler)), lameduck.WithDrainDelay(delay),
-			lameduck.WithObserver(func(e lameduck.Event) {
-				switch e.Phase {
-				case lameduck.PhaseServing:
-					close(serving)
-				case lameduck.PhaseDraining:
-					drainStart = time.Now()
-				}
-			}))
-		if err != nil {
-			b.Fatal(err)
-		}
-		s := grpcserver.New(ld, "127.0.0.1:0", opts...)
-		testpb.RegisterTestServiceServer(s, svc)
-		ld.Register(s)
-		ld.MarkReady()
-		go func() {
-			if err := ld.Run(context.Background()); err != nil {
-				b.Error(err)
-			}
-			exited = time.Now()
-			close(done)
-		}()
-		<-serving
+		var s *grpcserver.Server
+		terminate = testnet.RunCoordinator(b, delay, func(ld *lameduck.Coordinator) lameduck.Server {
+			s = grpcserver.New(ld, "127.0.0.1:0", opts...)
+			testpb.RegisterTestServiceServer(s, svc)
+			return s
+		}, &drainStart, &exited, done)
 		addr = s.Addr().String()
-		terminate = func() { signals <- os.Interrupt }
 	} else {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

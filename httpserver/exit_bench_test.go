@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -94,33 +93,10 @@ func exitAfterLastResponse(b *testing.B, proto string, sc exitScenario, lameduck
 	var terminate func() // starts the shutdown
 	done := make(chan struct{})
 	if lameduckServer {
-		signals := make(chan os.Signal, 1)
-		serving := make(chan struct{})
-		ld, err := lameduck.New(lameduck.WithSignals(), lameduck.WithSignalChannel(signals), lameduck.WithLogger(discard),
-			lameduck.WithDrainDelay(sc.delay), lameduck.WithObserver(func(e lameduck.Event) {
-				switch e.Phase {
-				case lameduck.PhaseServing:
-					close(serving)
-				case lameduck.PhaseDraining:
-					drainStart = time.Now()
-				}
-			}))
-		if err != nil {
-			b.Fatal(err)
-		}
 		s := httpserver.New(srv)
-		ld.Register(s)
-		ld.MarkReady()
-		go func() {
-			if err := ld.Run(context.Background()); err != nil {
-				b.Error(err)
-			}
-			exited = time.Now()
-			close(done)
-		}()
-		<-serving
+		terminate = testnet.RunCoordinator(b, sc.delay, func(*lameduck.Coordinator) lameduck.Server { return s },
+			&drainStart, &exited, done)
 		addr = s.Addr().String()
-		terminate = func() { signals <- os.Interrupt }
 	} else {
 		p := new(http.Protocols)
 		p.SetHTTP1(true)
