@@ -48,7 +48,6 @@ type options struct {
 	marginSet    bool
 	signals      []os.Signal
 	signalCh     <-chan os.Signal
-	signalChSet  bool
 	logger       *slog.Logger
 	observers    []func(Event)
 	clock        Clock
@@ -123,7 +122,7 @@ func WithSignalChannel(ch <-chan os.Signal) Option {
 		if ch == nil {
 			o.errs = append(o.errs, errors.New("WithSignalChannel: the channel is nil; pass a channel you send signals on"))
 		}
-		o.signalCh, o.signalChSet = ch, true
+		o.signalCh = ch
 	})
 }
 
