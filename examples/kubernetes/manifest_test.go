@@ -23,6 +23,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if cfg := os.Getenv(loadEnv); cfg != "" {
+		// The binary is the cluster test's load generator (see startLoad).
+		os.Exit(runLoad(cfg, os.Stdin, os.Stdout, os.Stderr))
+	}
 	goleak.VerifyTestMain(m)
 }
 
