@@ -813,7 +813,7 @@ func (o *observations) report(t *testing.T, allowance time.Duration) {
 	ps := o.replaced()
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "pod\tcause\tIP\tSIGTERM\t→slice\t→rules\tslice→rules\t→drain\tended\trules→drain\trules→stopped\t")
+	fmt.Fprintln(tw, "pod\tcause\tIP\tdelete→SIGTERM\tSIGTERM\t→slice\t→rules\tslice→rules\t→unrouted (pod)\t→drain\tended\trules→drain\trules→stopped\t")
 	type key struct{ cause, what string }
 	sums := map[key][]time.Duration{}
 	add := func(cause, what string, from, to time.Time) {
@@ -822,10 +822,16 @@ func (o *observations) report(t *testing.T, allowance time.Duration) {
 		}
 	}
 	for _, p := range ps {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", p.name, p.cause, p.ip, clock(p.lameDuck),
-			since(p.lameDuck, p.sliceNotReady), since(p.lameDuck, p.iptRemoved), since(p.sliceNotReady, p.iptRemoved),
+		unrouted := "?"
+		if u := p.attrs["endpoints_unrouted"]; u != "" {
+			unrouted = "+" + u
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", p.name, p.cause, p.ip,
+			since(p.deleteAt, p.lameDuck), clock(p.lameDuck),
+			since(p.lameDuck, p.sliceNotReady), since(p.lameDuck, p.iptRemoved), since(p.sliceNotReady, p.iptRemoved), unrouted,
 			since(p.lameDuck, p.draining), p.attrs["drain_delay_ended"], since(p.iptRemoved, p.draining), since(p.iptRemoved, p.stopped))
 		for _, c := range []string{p.cause, "all"} {
+			add(c, "delete→SIGTERM", p.deleteAt, p.lameDuck)
 			add(c, "SIGTERM→slice", p.lameDuck, p.sliceNotReady)
 			add(c, "SIGTERM→rules", p.lameDuck, p.iptRemoved)
 			add(c, "slice→rules", p.sliceNotReady, p.iptRemoved)
@@ -836,7 +842,7 @@ func (o *observations) report(t *testing.T, allowance time.Duration) {
 	tw.Flush()
 	fmt.Fprintf(&b, "summary (min / median / max, n); rules polled every %v; allowance checked %v + %v:\n", iptablesPoll, allowance, leaveSlack)
 	for _, c := range []string{"delete", "rollout", "all"} {
-		for _, w := range []string{"SIGTERM→slice", "SIGTERM→rules", "slice→rules", "SIGTERM→drain", "rules→stopped"} {
+		for _, w := range []string{"delete→SIGTERM", "SIGTERM→slice", "SIGTERM→rules", "slice→rules", "SIGTERM→drain", "rules→stopped"} {
 			ds := sums[key{c, w}]
 			if len(ds) == 0 {
 				continue
