@@ -91,6 +91,12 @@ type Config struct {
 	// Fresh is the number of extra clients that open a new connection for
 	// every request (see [LoadConfig.Fresh]); zero means none.
 	Fresh int
+	// Late is the number of new clients that arrive lateLead before each
+	// terminating pod's endpoint is removed, each sending one request on a
+	// connection of its own: clients that find the old pod through the
+	// load balancer long after the keep-alive ones have moved off it, the
+	// case where silence says nothing of routing. Zero means none.
+	Late int
 	// Path is the HTTP path the load requests; empty means "/".
 	Path string
 	// RequestTimeout bounds each request; zero means DefaultRequestTimeout.
@@ -152,6 +158,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Conns < 0 || c.Conns > maxConns {
 		errs = append(errs, fmt.Errorf("conns = %d: use 1 to %d connections", c.Conns, maxConns))
+	}
+	if c.Late < 0 || c.Late > maxConns {
+		errs = append(errs, fmt.Errorf("late = %d: use 0 to %d clients", c.Late, maxConns))
 	}
 	for _, d := range []struct {
 		name string
@@ -452,6 +461,12 @@ func (r *run) probeOnce(ctx context.Context, url string) string {
 	return ""
 }
 
+// lateLead is how long before a terminating pod's endpoint is removed the
+// Late clients arrive: late enough that every keep-alive client has long
+// moved off the pod, early enough that the load balancer surely still
+// routes them to it.
+const lateLead = 100 * time.Millisecond
+
 // terminate does to p what the kubelet and kube-proxy do to a deleted pod:
 // SIGTERM now, endpoint removal after the lag (in parallel), SIGKILL at the
 // end of the grace period. It returns once the pod has exited and left the
@@ -461,6 +476,10 @@ func (r *run) terminate(ctx context.Context, p *pod) (PodExit, error) {
 		p.kill(false)
 	}
 	// The lag counts from the SIGTERM.
+	if n := r.cfg.Late; n > 0 {
+		late := time.AfterFunc(max(r.cfg.Lag-lateLead, 0), func() { r.load.Arrive(n) })
+		defer late.Stop()
+	}
 	removed := make(chan struct{})
 	removal := time.AfterFunc(max(r.cfg.Lag, 0), func() {
 		r.remove(p)
