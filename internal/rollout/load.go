@@ -215,26 +215,37 @@ func (l *Load) freshGet() func(ctx context.Context) (net.Addr, error) {
 // Arrive sends n requests at once, each from a new client on a connection
 // of its own, counted with the load's: clients that reach the load
 // balancer while the keep-alive ones have long settled, and find whatever
-// it still routes to. It does nothing once the load is stopping.
-func (l *Load) Arrive(n int) {
+// it still routes to. The channel it returns is closed once every request
+// is over. It does nothing once the load is stopping.
+func (l *Load) Arrive(n int) <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	done := make(chan struct{})
 	if l.stopping {
-		return
+		close(done)
+		return done
 	}
+	var requests sync.WaitGroup
 	for range n {
 		get := l.freshGet()
 		ln := &lane{}
 		l.lanes = append(l.lanes, ln)
 		l.wg.Add(1)
+		requests.Add(1)
 		go func() {
 			defer l.wg.Done()
+			defer requests.Done()
 			local, err := get(l.ctx)
 			if l.ctx.Err() == nil {
 				l.record(ln, local, err)
 			}
 		}()
 	}
+	go func() {
+		requests.Wait()
+		close(done)
+	}()
+	return done
 }
 
 // Mark ends the current counting window and returns its counts.

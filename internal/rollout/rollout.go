@@ -95,7 +95,9 @@ type Config struct {
 	// terminating pod's endpoint is removed, each sending one request on a
 	// connection of its own: clients that find the old pod through the
 	// load balancer long after the keep-alive ones have moved off it, the
-	// case where silence says nothing of routing. Zero means none.
+	// case where silence says nothing of routing. The endpoint is removed
+	// once the load balancer has routed them, lateLead later at the
+	// earliest. Zero means none.
 	Late int
 	// Path is the HTTP path the load requests; empty means "/".
 	Path string
@@ -476,15 +478,17 @@ func (r *run) terminate(ctx context.Context, p *pod) (PodExit, error) {
 		p.kill(false)
 	}
 	// The lag counts from the SIGTERM.
-	if n := r.cfg.Late; n > 0 {
-		late := time.AfterFunc(max(r.cfg.Lag-lateLead, 0), func() { r.load.Arrive(n) })
-		defer late.Stop()
-	}
 	removed := make(chan struct{})
-	removal := time.AfterFunc(max(r.cfg.Lag, 0), func() {
+	remove := func() {
 		r.remove(p)
 		close(removed)
-	})
+	}
+	var stopRemoval func() bool
+	if r.cfg.Late > 0 {
+		stopRemoval = r.removeAfterLate(remove)
+	} else {
+		stopRemoval = time.AfterFunc(max(r.cfg.Lag, 0), remove).Stop
+	}
 	if canWatchListeners {
 		watched := make(chan struct{})
 		go func() {
@@ -496,7 +500,7 @@ func (r *run) terminate(ctx context.Context, p *pod) (PodExit, error) {
 		defer func() { <-watched }()
 	}
 	if r.awaitExit(ctx, p) {
-		if removal.Stop() {
+		if stopRemoval() {
 			r.remove(p)
 		}
 		return p.exitStatus(), ctx.Err()
@@ -504,12 +508,48 @@ func (r *run) terminate(ctx context.Context, p *pod) (PodExit, error) {
 	select {
 	case <-removed:
 	case <-ctx.Done():
-		if removal.Stop() {
+		if stopRemoval() {
 			r.remove(p)
 		}
 		return p.exitStatus(), ctx.Err()
 	}
 	return p.exitStatus(), nil
+}
+
+// removeAfterLate sends the Late clients lateLead before the lag is over,
+// and calls remove once it is and their requests are: on a loaded machine
+// the endpoint stays until the load balancer has routed them, as it would
+// in a cluster where they came in time. stop cancels what has not
+// happened yet, and reports whether it prevented remove.
+func (r *run) removeAfterLate(remove func()) (stop func() bool) {
+	var (
+		mu              sync.Mutex
+		stopped, called bool
+	)
+	t := time.AfterFunc(max(r.cfg.Lag-lateLead, 0), func() {
+		done := r.load.Arrive(r.cfg.Late)
+		lag := time.NewTimer(min(lateLead, max(r.cfg.Lag, 0)))
+		defer lag.Stop()
+		<-lag.C
+		<-done
+		mu.Lock()
+		call := !stopped
+		called = call
+		mu.Unlock()
+		if call {
+			remove()
+		}
+	})
+	return func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if called || stopped {
+			return false
+		}
+		stopped = true
+		t.Stop()
+		return true
+	}
 }
 
 // join adds p to the load balancer, recording which endpoint it is first.
