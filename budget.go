@@ -19,14 +19,14 @@ func (o *options) validate() error {
 		name, option string
 		value        time.Duration
 	}{
-		{"drain delay", "WithDrainDelay", o.drainDelay},
+		{"drain delay", "WithDrainDelay", o.delay.max},
 		{"safety margin", "WithSafetyMargin", o.safetyMargin},
 	} {
 		if d.value < 0 {
 			return fmt.Errorf("lameduck: %s is %v; it must be zero or more (%s)", d.name, d.value, d.option)
 		}
 	}
-	if o.adaptive {
+	if o.delay.adaptive {
 		if err := o.validateAdaptive(); err != nil {
 			return err
 		}
@@ -47,15 +47,16 @@ func (o *options) validate() error {
 
 func (o *options) validateAdaptive() error {
 	const with = "WithAdaptiveDrainDelay(min, quiet, max)"
+	d := o.delay
 	switch {
-	case o.delayMin < 0:
-		return fmt.Errorf("lameduck: adaptive drain delay: the minimum is %v; it must be zero or more (%s)", o.delayMin, with)
-	case o.drainDelay < o.delayMin:
+	case d.min < 0:
+		return fmt.Errorf("lameduck: adaptive drain delay: the minimum is %v; it must be zero (for %v) or more (%s)", d.min, DefaultMinDrainDelay, with)
+	case d.max < d.min:
 		return fmt.Errorf("lameduck: adaptive drain delay: the maximum %v is less than the minimum %v; swap them, or raise the maximum (%s)",
-			o.drainDelay, o.delayMin, with)
-	case o.quietPeriod <= 0:
+			d.max, d.min, with)
+	case d.quiet <= 0:
 		return fmt.Errorf("lameduck: adaptive drain delay: the quiet period is %v; it must be positive: it is how long no connection "+
-			"may arrive before the delay ends early (%s); for a fixed delay use WithDrainDelay", o.quietPeriod, with)
+			"may arrive before the delay ends early (%s); for a fixed delay use WithDrainDelay", d.quiet, with)
 	}
 	return nil
 }
@@ -68,7 +69,7 @@ type budget struct {
 // budget returns the budget of o with grace period grace: explicit reserves
 // as set, default ones scaled to grace.
 func (o *options) budget(grace time.Duration) budget {
-	b := budget{grace: grace, drainDelay: o.drainDelay, hookTimeout: o.hookTimeout, safetyMargin: o.safetyMargin}
+	b := budget{grace: grace, drainDelay: o.delay.max, hookTimeout: o.hookTimeout, safetyMargin: o.safetyMargin}
 	if !o.hookSet {
 		b.hookTimeout = min(DefaultHookTimeout, grace/10)
 	}
@@ -108,7 +109,7 @@ func (o *options) budgetError(b budget) error {
 		}
 	}
 	delay := "drain delay"
-	if o.adaptive {
+	if o.delay.adaptive {
 		delay = "adaptive drain delay's maximum"
 	}
 	return fmt.Errorf("lameduck: "+delay+" %v + hook timeout %v + safety margin %v = %v leaves no time to drain "+
@@ -117,7 +118,7 @@ func (o *options) budgetError(b budget) error {
 }
 
 func delayOption(o *options) string {
-	if o.adaptive {
+	if o.delay.adaptive {
 		return "the maximum of WithAdaptiveDrainDelay"
 	}
 	return "WithDrainDelay"

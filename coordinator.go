@@ -61,8 +61,7 @@ type Coordinator struct {
 func New(opts ...Option) (*Coordinator, error) {
 	o := options{
 		gracePeriod: DefaultGracePeriod,
-		drainDelay:  DefaultDrainDelay,
-		delayMin:    DefaultDrainDelay,
+		delay:       delayConfig{max: DefaultDrainDelay},
 		signals:     []os.Signal{syscall.SIGTERM, os.Interrupt},
 		logger:      slog.Default(),
 		clock:       realClock{},

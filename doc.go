@@ -113,9 +113,9 @@
 // the lame-duck phase ("lameduck: draining") and the [Event] say when the
 // last new connection arrived after the signal, and on which server, and
 // a warning says when it came near the end of the delay. With
-// [WithAdaptiveDrainDelay] the delay ends as soon as routing has caught up,
-// between a minimum and a maximum, instead of always lasting the longest
-// lag a cluster might have.
+// [WithAdaptiveDrainDelay] the delay ends on evidence that routing has
+// caught up, the cluster's EndpointSlices in Kubernetes, instead of always
+// lasting the longest lag a cluster might have.
 //
 // A hook timeout or safety margin set explicitly is honoured exactly. [New]
 // rejects settings that leave no time to drain, and lists every change that

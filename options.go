@@ -38,10 +38,7 @@ func (f optionFunc) apply(o *options) { f(o) }
 
 type options struct {
 	gracePeriod  time.Duration
-	drainDelay   time.Duration // the fixed delay, or the adaptive maximum
-	delayMin     time.Duration // the adaptive minimum
-	quietPeriod  time.Duration
-	adaptive     bool          // WithAdaptiveDrainDelay
+	delay        delayConfig   // delay.go
 	hookTimeout  time.Duration // zero until set, then resolved by validate
 	safetyMargin time.Duration
 	hookSet      bool // hookTimeout and safetyMargin were set explicitly
@@ -72,9 +69,7 @@ func WithGracePeriod(d time.Duration) Option {
 // nothing routes to it. [WithAdaptiveDrainDelay] ends the delay once
 // routing has caught up instead; the last of the two options wins.
 func WithDrainDelay(d time.Duration) Option {
-	return optionFunc(func(o *options) {
-		o.drainDelay, o.delayMin, o.quietPeriod, o.adaptive = d, d, 0, false
-	})
+	return optionFunc(func(o *options) { o.delay = delayConfig{max: d, kube: o.delay.kube} })
 }
 
 // WithHookTimeout sets the time reserved at the end of the shutdown for

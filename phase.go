@@ -53,15 +53,10 @@ type Event struct {
 	// Cut counts the work cut at the deadline or by a second signal. It is
 	// set from PhaseStopping on.
 	Cut Counts
-	// Arrivals counts the connections that servers accepted during the
-	// lame-duck phase (see [ArrivalReporter]); LastArrival is how long
-	// after the signal the last of them arrived, on the server that
-	// LastArrivalServer names: how long the load balancer went on routing
-	// to the process. They are set from PhaseDraining on, whose Elapsed
-	// is the drain delay taken.
-	Arrivals          int
-	LastArrival       time.Duration
-	LastArrivalServer string
+	// Delay is what the drain delay measured: what ended it, and how long
+	// the load balancer went on routing to the process. It is set from
+	// PhaseDraining on, whose Elapsed is the delay taken.
+	Delay DelayReport
 }
 
 // enter moves to phase p: one log line with the previous phase's duration,
@@ -73,8 +68,7 @@ func (r *run) enter(p Phase, cut Counts, attrs ...slog.Attr) {
 		elapsed = 0
 	}
 	r.phase, r.phaseAt = p, now
-	ev := Event{Phase: p, Elapsed: elapsed, Cut: cut, Arrivals: r.lameDuck.count,
-		LastArrival: r.lameDuck.last, LastArrivalServer: r.lameDuck.lastServer}
+	ev := Event{Phase: p, Elapsed: elapsed, Cut: cut, Delay: r.delay}
 	r.c.entered(ev, now) // status.go
 	level := slog.LevelInfo
 	attrs = append(attrs, slog.Duration("previous_phase_took", elapsed))

@@ -109,7 +109,7 @@ type run struct {
 	forced  bool              // a second signal arrived
 	force   func(cause error) // cancels every deadline context
 
-	lameDuck delayReport // what the drain delay measured, once over
+	delay DelayReport // what the drain delay measured, once over
 
 	phase   Phase
 	phaseAt time.Time
@@ -163,11 +163,11 @@ func (r *run) run(ctx context.Context) error {
 
 	// Lame duck.
 	wasReady := c.beginShutdown()
-	delay := c.opts.drainDelay
+	delay := c.opts.delay.max
 	if !wasReady {
 		delay = 0
 	}
-	lameDuck := watchArrivals(c, r.servers, signalAt, delay)
+	lameDuck := watchDelay(c, r.servers, signalAt, delay)
 	if _, ok := r.each(hardCtx, func(s Server) { s.LameDuck() }); !ok && deadlineCtx.Err() != nil {
 		r.errs = append(r.errs, errors.New("lameduck: a server's LameDuck did not return by the deadline"))
 	}
@@ -175,17 +175,17 @@ func (r *run) run(ctx context.Context) error {
 	// Entered once the servers ask clients to leave, so that an observer
 	// sees the phase in effect.
 	r.enter(PhaseLameDuck, Counts{}, slog.String("trigger", trigger), slog.Bool("was_ready", wasReady),
-		delayAttr(&c.opts, delay), slog.Duration("drain_deadline_in", drainDeadline.Sub(signalAt)),
+		c.opts.delay.attr(delay), slog.Duration("drain_deadline_in", drainDeadline.Sub(signalAt)),
 		slog.Duration("deadline_in", deadline.Sub(signalAt)))
 	lameDuck.begin()
 	r.await(lameDuck.done, hardCtx)
-	r.lameDuck = lameDuck.stop()
+	r.delay = lameDuck.stop()
 
 	// Drain.
 	drainCtx, cancelDrain := c.deadlineContext(hardCtx, drainDeadline)
 	defer cancelDrain(nil)
-	r.enter(PhaseDraining, Counts{}, r.lameDuck.attrs()...)
-	r.lameDuck.warn(c.log, delay)
+	r.enter(PhaseDraining, Counts{}, r.delay.attrs()...)
+	r.delay.warn(c.log, delay)
 	close(c.draining)
 	stopWork()
 	// Drain's error says no more than the counts from Close below.

@@ -25,12 +25,9 @@ type Status struct {
 	// Cut counts the work cut at the deadline or by a second signal. It is
 	// set from PhaseStopping on; it is zero after a clean drain.
 	Cut Counts
-	// Arrivals, LastArrival and LastArrivalServer say how long the load
-	// balancer went on routing to the process after the signal, as the
-	// [Event] of PhaseDraining does; they are set from PhaseDraining on.
-	Arrivals          int
-	LastArrival       time.Duration
-	LastArrivalServer string
+	// Delay is what the drain delay measured, as the [Event] of
+	// PhaseDraining says; it is set from PhaseDraining on.
+	Delay DelayReport
 	// Servers lists, in registration order, the servers registered with
 	// [Coordinator.Register] that report the work they have in flight, by
 	// having a method InFlight() Counts, as those of packages httpserver
@@ -116,7 +113,7 @@ func (c *Coordinator) Status() Status {
 		st.Spent[e.phase] += end.Sub(e.at)
 	}
 	last := c.progress.last
-	st.Cut, st.Arrivals, st.LastArrival, st.LastArrivalServer = last.Cut, last.Arrivals, last.LastArrival, last.LastArrivalServer
+	st.Cut, st.Delay = last.Cut, last.Delay
 	c.progress.mu.Unlock()
 
 	c.mu.Lock()

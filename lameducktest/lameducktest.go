@@ -103,6 +103,13 @@ type Config struct {
 	// the load balancer still routes to it: an adaptive drain delay (see
 	// lameduck.WithAdaptiveDrainDelay) needs them to be tested.
 	Fresh int
+	// Late is the number of new clients that arrive 100 ms before each
+	// old pod's endpoint is removed, each sending one request on a
+	// connection of its own; zero means none. With keep-alive clients
+	// alone, nothing arrives once they have moved off the old pod, yet the
+	// load balancer still sends new clients to it: an adaptive drain
+	// delay must not read that silence as the end of routing.
+	Late int
 
 	// ReadyPath is the path of the readiness probe, an HTTP GET on {ADDR}
 	// (or {PROBE_ADDR} if the command uses it) that must answer 200 before
@@ -308,6 +315,7 @@ func (cfg Config) engineConfig() (rollout.Config, error) {
 		Load:         rollout.LoadKind(cmp.Or(cfg.Protocol, HTTP1)),
 		Conns:        cmp.Or(cfg.Conns, defaultConns),
 		Fresh:        cfg.Fresh,
+		Late:         cfg.Late,
 		Path:         cfg.Path,
 	}
 	if !slices.Contains([]Protocol{HTTP1, H2C, GRPC}, Protocol(rc.Load)) {

@@ -36,6 +36,7 @@
 //	lameduck_readiness_check_failures_total{check}     calls that failed or timed out
 //	lameduck_lame_duck_arrivals_total                  connections accepted during the lame-duck phase
 //	lameduck_last_arrival_seconds{server}              how long after the signal the last of them arrived, and where
+//	lameduck_drain_delay_ended{reason}                 1 for what ended the drain delay: fixed, endpoints, quiet, min, max or cut
 //
 // Phases are named as [lameduck.Phase.String] names them, with "_" for
 // spaces: starting, serving, lame_duck, draining, stopping, stopped. Kinds
@@ -49,7 +50,7 @@
 // the traffic. Another: lameduck_last_arrival_seconds close to the drain
 // delay means the load balancer was still routing to the pod when the delay
 // ended, so requests may have failed: raise the delay, or make it adaptive.
-// The arrival series appear once the lame-duck phase is over. Measurements
+// The arrival and drain-delay series appear once the lame-duck phase is over. Measurements
 // that lameduck adds to its Status later become new series; the existing
 // ones keep their names and labels.
 package prommetrics
@@ -76,7 +77,7 @@ type Collector struct {
 
 	phase, ready, phaseDuration, inFlight, cut *prometheus.Desc
 	checkPassing, checkDuration, checkFailures *prometheus.Desc
-	arrivals, lastArrival                      *prometheus.Desc
+	arrivals, lastArrival, delayEnded          *prometheus.Desc
 }
 
 // NewCollector returns a Collector of ld's metrics. It reads ld only when
@@ -118,6 +119,9 @@ func NewCollector(ld *lameduck.Coordinator) *Collector {
 		lastArrival: prometheus.NewDesc("lameduck_last_arrival_seconds",
 			"How long after the shutdown signal the last new connection of the lame-duck phase arrived, on the server named.",
 			[]string{"server"}, nil),
+		delayEnded: prometheus.NewDesc("lameduck_drain_delay_ended",
+			"1 for what ended the drain delay: fixed, endpoints, quiet, min, max or cut.",
+			[]string{"reason"}, nil),
 	}
 }
 
@@ -125,7 +129,7 @@ func NewCollector(ld *lameduck.Coordinator) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.phase, c.ready, c.phaseDuration, c.inFlight, c.cut,
-		c.checkPassing, c.checkDuration, c.checkFailures, c.arrivals, c.lastArrival,
+		c.checkPassing, c.checkDuration, c.checkFailures, c.arrivals, c.lastArrival, c.delayEnded,
 	} {
 		ch <- d
 	}
@@ -159,9 +163,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.checkFailures, prometheus.CounterValue, float64(k.Failures), k.Name)
 	}
 	if st.Phase >= lameduck.PhaseDraining {
-		ch <- prometheus.MustNewConstMetric(c.arrivals, prometheus.CounterValue, float64(st.Arrivals))
-		if st.Arrivals > 0 {
-			ch <- prometheus.MustNewConstMetric(c.lastArrival, prometheus.GaugeValue, st.LastArrival.Seconds(), st.LastArrivalServer)
+		d := st.Delay
+		ch <- prometheus.MustNewConstMetric(c.arrivals, prometheus.CounterValue, float64(d.Arrivals))
+		if d.Arrivals > 0 {
+			ch <- prometheus.MustNewConstMetric(c.lastArrival, prometheus.GaugeValue, d.LastArrival.Seconds(), d.LastArrivalServer)
+		}
+		if d.Ended != "" {
+			ch <- prometheus.MustNewConstMetric(c.delayEnded, prometheus.GaugeValue, 1, d.Ended)
 		}
 	}
 }
