@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -31,8 +32,23 @@ func TestMain(m *testing.M) {
 }
 
 type manifest struct {
-	Kind string `yaml:"kind"`
-	Spec struct {
+	Kind     string `yaml:"kind"`
+	Metadata struct {
+		Name string `yaml:"name"`
+	} `yaml:"metadata"`
+	// Of a Role.
+	Rules []struct {
+		APIGroups []string `yaml:"apiGroups"`
+		Resources []string `yaml:"resources"`
+		Verbs     []string `yaml:"verbs"`
+	} `yaml:"rules"`
+	// Of a RoleBinding.
+	RoleRef struct {
+		Kind string `yaml:"kind"`
+		Name string `yaml:"name"`
+	} `yaml:"roleRef"`
+	Subjects []subject `yaml:"subjects"`
+	Spec     struct {
 		Strategy struct {
 			RollingUpdate struct {
 				MaxUnavailable any `yaml:"maxUnavailable"`
@@ -43,6 +59,7 @@ type manifest struct {
 				Annotations map[string]string `yaml:"annotations"`
 			} `yaml:"metadata"`
 			Spec struct {
+				ServiceAccountName            string      `yaml:"serviceAccountName"`
 				TerminationGracePeriodSeconds *int        `yaml:"terminationGracePeriodSeconds"`
 				Containers                    []container `yaml:"containers"`
 			} `yaml:"spec"`
@@ -52,12 +69,28 @@ type manifest struct {
 
 type container struct {
 	Args  []string `yaml:"args"`
+	Env   []envVar `yaml:"env"`
 	Ports []struct {
 		Name          string `yaml:"name"`
 		ContainerPort int    `yaml:"containerPort"`
 	} `yaml:"ports"`
 	ReadinessProbe *probe `yaml:"readinessProbe"`
 	LivenessProbe  *probe `yaml:"livenessProbe"`
+}
+
+type subject struct {
+	Kind      string `yaml:"kind"`
+	Name      string `yaml:"name"`
+	Namespace string `yaml:"namespace"`
+}
+
+type envVar struct {
+	Name      string `yaml:"name"`
+	ValueFrom *struct {
+		FieldRef *struct {
+			FieldPath string `yaml:"fieldPath"`
+		} `yaml:"fieldRef"`
+	} `yaml:"valueFrom"`
 }
 
 type probe struct {
@@ -105,7 +138,7 @@ func TestManifestsMatchTheFlags(t *testing.T) {
 			data, err := os.ReadFile(file)
 			require.NoError(t, err)
 			dec := yaml.NewDecoder(bytes.NewReader(data))
-			deployments := 0
+			var docs []manifest
 			for {
 				var m manifest
 				if err := dec.Decode(&m); errors.Is(err, io.EOF) {
@@ -113,6 +146,10 @@ func TestManifestsMatchTheFlags(t *testing.T) {
 				} else {
 					require.NoError(t, err)
 				}
+				docs = append(docs, m)
+			}
+			deployments := 0
+			for _, m := range docs {
 				if m.Kind != "Deployment" {
 					continue
 				}
@@ -128,12 +165,26 @@ func TestManifestsMatchTheFlags(t *testing.T) {
 				probeAddr := fs.String("probe-addr", "", "")
 				adminAddr := fs.String("admin-addr", "", "")
 				delay := fs.Duration("drain-delay", lameduck.DefaultDrainDelay, "")
+				quiet := fs.Duration("drain-quiet", 0, "")
+				minDelay := fs.Duration("drain-min", 0, "")
 				grace := fs.Duration("grace-period", lameduck.DefaultGracePeriod, "")
 				require.NoError(t, fs.Parse(c.Args))
 
 				assert.Equal(t, time.Duration(*spec.TerminationGracePeriodSeconds)*time.Second, *grace,
 					"-grace-period must equal terminationGracePeriodSeconds")
-				_, err := lameduck.New(lameduck.WithDrainDelay(*delay), lameduck.WithGracePeriod(*grace))
+				delayOpt := lameduck.WithDrainDelay(*delay)
+				if *quiet > 0 {
+					delayOpt = lameduck.WithAdaptiveDrainDelay(*minDelay, *quiet, *delay)
+					// The adaptive delay's evidence: the pod's address in
+					// its namespace's EndpointSlices, which its service
+					// account may read.
+					assert.True(t, slices.ContainsFunc(c.Env, func(e envVar) bool {
+						return e.Name == "POD_IP" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil &&
+							e.ValueFrom.FieldRef.FieldPath == "status.podIP"
+					}), "an adaptive drain delay needs POD_IP from the downward API (fieldRef status.podIP)")
+					checkCanWatchEndpointSlices(t, docs, spec.ServiceAccountName)
+				}
+				_, err := lameduck.New(delayOpt, lameduck.WithGracePeriod(*grace))
 				assert.NoError(t, err, "the flags must fit lameduck's budget")
 
 				httpPort := portOf(t, *addr)
@@ -158,6 +209,9 @@ func TestManifestsMatchTheFlags(t *testing.T) {
 						assert.Equal(t, want, p.HTTPGet.Path, "%s probe path", name)
 						assert.Equal(t, httpPort, c.port(t, p.HTTPGet.Port), "%s probe port serves the HTTP probes", name)
 					case p.GRPC != nil:
+						// -addr closes when the drain begins; the admin
+						// listener answers until the process exits.
+						assert.Empty(t, *adminAddr, "%s probe: with -admin-addr, probe /readyz and /livez on it, not gRPC on -addr", name)
 						assert.Equal(t, portOf(t, *addr), c.port(t, p.GRPC.Port), "%s gRPC probe port is -addr's", name)
 					default:
 						t.Errorf("%s probe is neither httpGet nor grpc", name)
@@ -169,4 +223,38 @@ func TestManifestsMatchTheFlags(t *testing.T) {
 			assert.Positive(t, deployments)
 		})
 	}
+}
+
+// checkCanWatchEndpointSlices checks that the manifest's documents give the
+// service account sa the right to get, list and watch the EndpointSlices of
+// its namespace: the ServiceAccount, a Role with that rule, and a
+// RoleBinding of the Role to the account.
+func checkCanWatchEndpointSlices(t *testing.T, docs []manifest, sa string) {
+	t.Helper()
+	if !assert.NotEmpty(t, sa, "an adaptive drain delay needs a serviceAccountName allowed to watch endpointslices") {
+		return
+	}
+	assert.True(t, slices.ContainsFunc(docs, func(m manifest) bool { return m.Kind == "ServiceAccount" && m.Metadata.Name == sa }),
+		"no ServiceAccount %q in the manifest", sa)
+	roles := map[string]bool{} // the Roles that allow it
+	for _, m := range docs {
+		if m.Kind != "Role" {
+			continue
+		}
+		for _, r := range m.Rules {
+			if slices.Contains(r.APIGroups, "discovery.k8s.io") && slices.Contains(r.Resources, "endpointslices") &&
+				slices.Contains(r.Verbs, "get") && slices.Contains(r.Verbs, "list") && slices.Contains(r.Verbs, "watch") {
+				roles[m.Metadata.Name] = true
+			}
+		}
+	}
+	bound := slices.ContainsFunc(docs, func(m manifest) bool {
+		return m.Kind == "RoleBinding" && m.RoleRef.Kind == "Role" && roles[m.RoleRef.Name] &&
+			slices.ContainsFunc(m.Subjects, func(s subject) bool {
+				// A namespace, if any, must be the binding's own; the
+				// manifests leave it out.
+				return s.Kind == "ServiceAccount" && s.Name == sa && s.Namespace == ""
+			})
+	})
+	assert.True(t, bound, "no RoleBinding gives ServiceAccount %q a Role with get, list and watch on endpointslices (apiGroup discovery.k8s.io)", sa)
 }
