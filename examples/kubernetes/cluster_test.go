@@ -211,6 +211,10 @@ func (r *rig) rollExample(t *testing.T, ex exampleRun) {
 		}()
 	}
 
+	// rollout status returns once the pods are ready, which kube-proxy
+	// learns later: until its rules list them, the Service refuses
+	// connections.
+	r.waitRouted(t, obs, ns, time.Minute)
 	load := r.startLoad(t, ctx, loadConfig{Kind: ex.load, Addr: fmt.Sprintf("%s:%d", clusterIP, ex.port),
 		KeepAlive: 8, Fresh: 3, Pause: 5 * time.Millisecond, Timeout: 5 * time.Second})
 	load.waitFlowing(t, 30*time.Second)
@@ -276,8 +280,18 @@ func (r *rig) rollExample(t *testing.T, ex exampleRun) {
 			continue
 		}
 		if late := p.stopped.Sub(p.iptRemoved); late > allowance+leaveSlack {
-			t.Errorf("%s left %v after kube-proxy stopped routing to it, more than the allowance %v + %v (drain delay ended by %q)",
-				p.name, late.Round(time.Millisecond), allowance, leaveSlack, p.attrs["drain_delay_ended"])
+			// What the time went on: the pod learning of the slices after
+			// kube-proxy had acted, the delay's end after that, the drain.
+			seen, ended := "?", "?"
+			if u := parseDur(p.attrs["endpoints_unrouted"]); u > 0 {
+				at := p.signal.Add(u)
+				seen, ended = since(p.iptRemoved, at), since(at, p.draining)
+			}
+			t.Errorf("%s left %v after kube-proxy stopped routing to it, more than the allowance %v + %v: "+
+				"the pod saw the slices unrouted %s after the rules changed (the test's watch %s), its delay ended %s after that (by %q), its drain took %s; its log:\n%s",
+				p.name, late.Round(time.Millisecond), allowance, leaveSlack,
+				seen, since(p.iptRemoved, p.sliceNotReady), ended,
+				p.attrs["drain_delay_ended"], since(p.draining, p.stopped), strings.Join(p.lines, "\n"))
 		}
 	}
 }
@@ -384,6 +398,30 @@ func (r *rig) waitComplete(t *testing.T, ns, deployment string, replicas int, ti
 	}
 }
 
+// waitRouted waits until kube-proxy's rules list every ready pod of the
+// namespace.
+func (r *rig) waitRouted(t *testing.T, o *observations, ns string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		pods, err := r.pods(context.Background(), ns)
+		require.NoError(t, err)
+		var missing []string
+		o.mu.Lock()
+		for _, p := range pods {
+			if len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].Ready && !o.iptNow[p.Status.PodIP] {
+				missing = append(missing, p.Metadata.Name+" "+p.Status.PodIP)
+			}
+		}
+		o.mu.Unlock()
+		if len(missing) == 0 && len(pods) > 0 {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "kube-proxy's rules do not list %v after %v", missing, timeout)
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // podRecord is what the test saw of one pod.
 type podRecord struct {
 	name, ip string
@@ -392,8 +430,13 @@ type podRecord struct {
 
 	// From its log (slog's time=, to the millisecond).
 	lameDuck, draining, stopped time.Time
-	attrs                       map[string]string // of the "lameduck: draining" line
-	logDone                     bool
+	// signal is when the pod got SIGTERM: the "stopped" line's time less
+	// its since_signal, or else the "lame duck" line's time, which comes
+	// once the servers have turned lame duck.
+	signal  time.Time
+	attrs   map[string]string // of the "lameduck: draining" line
+	lines   []string          // lameduck's, from "lame duck" on
+	logDone bool
 
 	// From the EndpointSlice watch, as the events arrived.
 	sliceNotReady time.Time // the first event in which no slice lists it ready
@@ -415,6 +458,7 @@ type observations struct {
 	sliceNotReady map[string]time.Time
 	iptSeen       map[string]time.Time // the last poll that listed it
 	iptRemoved    map[string]time.Time
+	iptNow        map[string]bool // what the last poll listed
 	changed       chan struct{}
 }
 
@@ -594,6 +638,7 @@ func (r *rig) pollIPTables(ctx context.Context, o *observations) error {
 			listed[string(m[1])] = true
 		}
 		o.mu.Lock()
+		o.iptNow = listed
 		for ip := range listed {
 			o.iptSeen[ip] = at
 			if p := o.byIP[ip]; p != nil {
@@ -695,13 +740,19 @@ func followLog(ctx context.Context, o *observations, name string, f *os.File) {
 		}
 		o.mu.Lock()
 		p := o.pod(name)
+		if !p.lameDuck.IsZero() || kv["msg"] == "lameduck: lame duck" {
+			p.lines = append(p.lines, text)
+		}
 		switch kv["msg"] {
 		case "lameduck: lame duck":
-			p.lameDuck = at
+			p.lameDuck, p.signal = at, at
 		case "lameduck: draining":
 			p.draining, p.attrs = at, kv
 		case "lameduck: stopped":
 			p.stopped = at
+			if d := parseDur(kv["since_signal"]); d > 0 {
+				p.signal = at.Add(-d)
+			}
 		}
 		stopped := !p.stopped.IsZero()
 		o.mu.Unlock()
@@ -772,8 +823,8 @@ func (o *observations) line(name string) string {
 		return name + ": nothing seen"
 	}
 	return fmt.Sprintf("%s %s: SIGTERM→slice %s, SIGTERM→rules %s, slice→rules %s, SIGTERM→drain %s, rules→stopped %s",
-		p.name, p.ip, since(p.lameDuck, p.sliceNotReady), since(p.lameDuck, p.iptRemoved), since(p.sliceNotReady, p.iptRemoved),
-		since(p.lameDuck, p.draining), since(p.iptRemoved, p.stopped))
+		p.name, p.ip, since(p.signal, p.sliceNotReady), since(p.signal, p.iptRemoved), since(p.sliceNotReady, p.iptRemoved),
+		since(p.signal, p.draining), since(p.iptRemoved, p.stopped))
 }
 
 // around says which pods were leaving when a request failed at t.
@@ -783,9 +834,9 @@ func (o *observations) around(at time.Time) string {
 	var near []string
 	for _, n := range o.order {
 		p := o.pods[n]
-		if !p.lameDuck.IsZero() && at.After(p.lameDuck.Add(-time.Second)) && (p.stopped.IsZero() || at.Before(p.stopped.Add(time.Second))) {
+		if !p.signal.IsZero() && at.After(p.signal.Add(-time.Second)) && (p.stopped.IsZero() || at.Before(p.stopped.Add(time.Second))) {
 			near = append(near, fmt.Sprintf("%s (%s) SIGTERM%s drain%s rules%s", p.name, p.ip,
-				since(p.lameDuck, at), since(p.draining, at), since(p.iptRemoved, at)))
+				since(p.signal, at), since(p.draining, at), since(p.iptRemoved, at)))
 		}
 	}
 	if len(near) == 0 {
@@ -805,6 +856,12 @@ func since(from, to time.Time) string {
 	return d.String()
 }
 
+// parseDur reads a duration of the log, zero if it is not one.
+func parseDur(s string) time.Duration {
+	d, _ := time.ParseDuration(s)
+	return d
+}
+
 func clock(t time.Time) string { return t.Format("15:04:05.000") }
 
 // report logs, for every pod replaced, how long Kubernetes took to stop
@@ -813,7 +870,7 @@ func (o *observations) report(t *testing.T, allowance time.Duration) {
 	ps := o.replaced()
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "pod\tcause\tIP\tdelete→SIGTERM\tSIGTERM\t→slice\t→rules\tslice→rules\t→unrouted (pod)\t→drain\tended\trules→drain\trules→stopped\t")
+	fmt.Fprintln(tw, "pod\tcause\tIP\tdelete→SIGTERM\tSIGTERM\t→slice\t→rules\tslice→rules\tpod saw it\t→drain\tended\trules→drain\trules→stopped\t")
 	type key struct{ cause, what string }
 	sums := map[key][]time.Duration{}
 	add := func(cause, what string, from, to time.Time) {
@@ -822,27 +879,28 @@ func (o *observations) report(t *testing.T, allowance time.Duration) {
 		}
 	}
 	for _, p := range ps {
-		unrouted := "?"
-		if u := p.attrs["endpoints_unrouted"]; u != "" {
-			unrouted = "+" + u
+		var seen time.Time // when the pod saw its slices stop routing to it
+		if u := parseDur(p.attrs["endpoints_unrouted"]); u > 0 {
+			seen = p.signal.Add(u)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", p.name, p.cause, p.ip,
-			since(p.deleteAt, p.lameDuck), clock(p.lameDuck),
-			since(p.lameDuck, p.sliceNotReady), since(p.lameDuck, p.iptRemoved), since(p.sliceNotReady, p.iptRemoved), unrouted,
-			since(p.lameDuck, p.draining), p.attrs["drain_delay_ended"], since(p.iptRemoved, p.draining), since(p.iptRemoved, p.stopped))
+			since(p.deleteAt, p.signal), clock(p.signal),
+			since(p.signal, p.sliceNotReady), since(p.signal, p.iptRemoved), since(p.sliceNotReady, p.iptRemoved), since(p.signal, seen),
+			since(p.signal, p.draining), p.attrs["drain_delay_ended"], since(p.iptRemoved, p.draining), since(p.iptRemoved, p.stopped))
 		for _, c := range []string{p.cause, "all"} {
-			add(c, "delete→SIGTERM", p.deleteAt, p.lameDuck)
-			add(c, "SIGTERM→slice", p.lameDuck, p.sliceNotReady)
-			add(c, "SIGTERM→rules", p.lameDuck, p.iptRemoved)
+			add(c, "delete→SIGTERM", p.deleteAt, p.signal)
+			add(c, "SIGTERM→slice", p.signal, p.sliceNotReady)
+			add(c, "SIGTERM→rules", p.signal, p.iptRemoved)
 			add(c, "slice→rules", p.sliceNotReady, p.iptRemoved)
-			add(c, "SIGTERM→drain", p.lameDuck, p.draining)
+			add(c, "slice→pod saw", p.sliceNotReady, seen)
+			add(c, "SIGTERM→drain", p.signal, p.draining)
 			add(c, "rules→stopped", p.iptRemoved, p.stopped)
 		}
 	}
 	tw.Flush()
 	fmt.Fprintf(&b, "summary (min / median / max, n); rules polled every %v; allowance checked %v + %v:\n", iptablesPoll, allowance, leaveSlack)
 	for _, c := range []string{"delete", "rollout", "all"} {
-		for _, w := range []string{"delete→SIGTERM", "SIGTERM→slice", "SIGTERM→rules", "slice→rules", "SIGTERM→drain", "rules→stopped"} {
+		for _, w := range []string{"delete→SIGTERM", "SIGTERM→slice", "SIGTERM→rules", "slice→rules", "slice→pod saw", "SIGTERM→drain", "rules→stopped"} {
 			ds := sums[key{c, w}]
 			if len(ds) == 0 {
 				continue
@@ -852,7 +910,9 @@ func (o *observations) report(t *testing.T, allowance time.Duration) {
 			fmt.Fprintf(&b, "  %-8s %-14s %v / %v / %v  (n=%d)\n", c, w, r(ds[0]), r(median(ds)), r(ds[len(ds)-1]), len(ds))
 		}
 	}
-	t.Logf("pods replaced (times after SIGTERM, the pod's \"lameduck: lame duck\" line):\n%s", b.String())
+	load, _ := os.ReadFile("/proc/loadavg")
+	t.Logf("pods replaced (times after SIGTERM, from the pod's log); load average %s:\n%s",
+		strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "), b.String())
 }
 
 func median(ds []time.Duration) time.Duration {
