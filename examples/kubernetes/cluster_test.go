@@ -44,6 +44,7 @@ const (
 	measureEnv  = "LAMEDUCK_K8S_MEASURE"   // 1: measure only, do not check when pods leave
 	examplesEnv = "LAMEDUCK_K8S_EXAMPLES"  // comma-separated examples to run (default all)
 	allowEnv    = "LAMEDUCK_K8S_ALLOWANCE" // the pods' allowance after the slices, a Go duration
+	slackEnv    = "LAMEDUCK_K8S_SLACK"     // the time a pod may take after it, a Go duration (default 300ms)
 	rigDirEnv   = "LAMEDUCK_K8S_DIR"       // the rig's state directory (default /tmp/k8s)
 )
 
@@ -131,6 +132,16 @@ var examples = []exampleRun{
 	{name: "grpcserver", manifest: "grpcserver.yaml", deployment: "grpcserver", service: "grpcserver", port: 9090, load: "grpc"},
 }
 
+func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	require.NoError(t, err, "%s", name)
+	return d
+}
+
 func envInt(t *testing.T, name string, def int) int {
 	s := os.Getenv(name)
 	if s == "" {
@@ -158,12 +169,7 @@ func TestRollingUpdateOnTheRig(t *testing.T) {
 func (r *rig) rollExample(t *testing.T, ex exampleRun) {
 	deletes, restarts := envInt(t, deletesEnv, 2), envInt(t, restartsEnv, 1)
 	measureOnly := os.Getenv(measureEnv) == "1"
-	allowance := endpointAllowance
-	if s := os.Getenv(allowEnv); s != "" {
-		d, err := time.ParseDuration(s)
-		require.NoError(t, err, "%s", allowEnv)
-		allowance = d
-	}
+	allowance, slack := envDuration(t, allowEnv, endpointAllowance), envDuration(t, slackEnv, leaveSlack)
 	ns := "lameduck-rig-" + ex.name
 
 	// The image: the example built statically, packed by the rig's image.sh.
@@ -256,7 +262,7 @@ func (r *rig) rollExample(t *testing.T, ex exampleRun) {
 	}
 	assert.Zero(t, final.Failed, "failed requests")
 
-	obs.report(t, allowance)
+	obs.report(t, allowance, slack)
 	for _, p := range obs.replaced() {
 		switch {
 		case p.lameDuck.IsZero():
@@ -279,7 +285,7 @@ func (r *rig) rollExample(t *testing.T, ex exampleRun) {
 		if measureOnly {
 			continue
 		}
-		if late := p.stopped.Sub(p.iptRemoved); late > allowance+leaveSlack {
+		if late := p.stopped.Sub(p.iptRemoved); late > allowance+slack {
 			// What the time went on: the pod learning of the slices after
 			// kube-proxy had acted, the delay's end after that, the drain.
 			seen, ended := "?", "?"
@@ -289,7 +295,7 @@ func (r *rig) rollExample(t *testing.T, ex exampleRun) {
 			}
 			t.Errorf("%s left %v after kube-proxy stopped routing to it, more than the allowance %v + %v: "+
 				"the pod saw the slices unrouted %s after the rules changed (the test's watch %s), its delay ended %s after that (by %q), its drain took %s; its log:\n%s",
-				p.name, late.Round(time.Millisecond), allowance, leaveSlack,
+				p.name, late.Round(time.Millisecond), allowance, slack,
 				seen, since(p.iptRemoved, p.sliceNotReady), ended,
 				p.attrs["drain_delay_ended"], since(p.draining, p.stopped), strings.Join(p.lines, "\n"))
 		}
@@ -394,7 +400,7 @@ func (r *rig) waitComplete(t *testing.T, ns, deployment string, replicas int, ti
 			return
 		}
 		require.True(t, time.Now().Before(deadline), "deployment %s not complete after %v: %d pods, ready/available/updated %s", deployment, timeout, len(pods), out)
-		time.Sleep(250 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
@@ -418,7 +424,7 @@ func (r *rig) waitRouted(t *testing.T, o *observations, ns string, timeout time.
 			return
 		}
 		require.True(t, time.Now().Before(deadline), "kube-proxy's rules do not list %v after %v", missing, timeout)
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
@@ -657,44 +663,83 @@ func (r *rig) pollIPTables(ctx context.Context, o *observations) error {
 	}
 }
 
-// followPods lists the namespace's pods every 250 ms and follows the log
-// of each new one from its file under the rig's logs/pods. The file stays
-// open, so its last lines are read even after the kubelet deletes it.
+// followPods watches the namespace's pods and follows the log of each one
+// from its file under the rig's logs/pods once its container runs. The file
+// stays open, so its last lines are read even after the kubelet deletes it.
+// A watch rather than polls: every kubectl costs a good part of a core's
+// second, which the pods being measured would miss.
 func (r *rig) followPods(ctx context.Context, o *observations, ns string) error {
+	cmd := r.kubectl(ctx, "get", "--raw", "/api/v1/namespaces/"+ns+"/pods?watch=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer cmd.Wait()
+	events := make(chan kubePod)
+	watchErr := make(chan error, 1)
+	go func() {
+		dec := json.NewDecoder(stdout)
+		for {
+			var ev struct {
+				Type   string
+				Object kubePod
+			}
+			if err := dec.Decode(&ev); err != nil {
+				watchErr <- fmt.Errorf("pod watch: %w", err)
+				return
+			}
+			select {
+			case events <- ev.Object:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
 	following := map[string]bool{}
+	waiting := map[string]kubePod{} // running, but the log file is not there yet
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for {
-		pods, err := r.pods(ctx, ns)
+	follow := func(p kubePod) {
+		name := p.Metadata.Name
+		file := filepath.Join(r.dir, "logs", "pods", ns+"_"+name+"_"+p.Metadata.UID, p.Spec.Containers[0].Name, "0.log")
+		f, err := os.Open(file)
 		if err != nil {
+			waiting[name] = p
+			return
+		}
+		delete(waiting, name)
+		following[name] = true
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer f.Close()
+			followLog(ctx, o, name, f)
+		}()
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-watchErr:
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
-		}
-		for _, p := range pods {
-			name := p.Metadata.Name
-			o.setIP(name, p.Status.PodIP)
-			if following[name] || len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].State.Running == nil {
-				continue
+		case p := <-events:
+			o.setIP(p.Metadata.Name, p.Status.PodIP)
+			if !following[p.Metadata.Name] && len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].State.Running != nil {
+				follow(p)
 			}
-			file := filepath.Join(r.dir, "logs", "pods", ns+"_"+name+"_"+p.Metadata.UID, p.Spec.Containers[0].Name, "0.log")
-			f, err := os.Open(file)
-			if err != nil {
-				continue // not there yet
+		case <-tick.C:
+			for _, p := range waiting {
+				follow(p)
 			}
-			following[name] = true
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer f.Close()
-				followLog(ctx, o, name, f)
-			}()
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }
@@ -866,7 +911,7 @@ func clock(t time.Time) string { return t.Format("15:04:05.000") }
 
 // report logs, for every pod replaced, how long Kubernetes took to stop
 // routing to it, and a summary by cause.
-func (o *observations) report(t *testing.T, allowance time.Duration) {
+func (o *observations) report(t *testing.T, allowance, slack time.Duration) {
 	ps := o.replaced()
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -898,7 +943,7 @@ func (o *observations) report(t *testing.T, allowance time.Duration) {
 		}
 	}
 	tw.Flush()
-	fmt.Fprintf(&b, "summary (min / median / max, n); rules polled every %v; allowance checked %v + %v:\n", iptablesPoll, allowance, leaveSlack)
+	fmt.Fprintf(&b, "summary (min / median / max, n); rules polled every %v; allowance checked %v + %v:\n", iptablesPoll, allowance, slack)
 	for _, c := range []string{"delete", "rollout", "all"} {
 		for _, w := range []string{"delete→SIGTERM", "SIGTERM→slice", "SIGTERM→rules", "slice→rules", "slice→pod saw", "SIGTERM→drain", "rules→stopped"} {
 			ds := sums[key{c, w}]
