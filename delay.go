@@ -165,7 +165,9 @@ type lameDuckDelay struct {
 	running   sync.WaitGroup
 	lastAt    time.Time // of the last arrival
 	seen      []int     // arrivals seen, per server
-	report    DelayReport
+	// report is written by the goroutine, and read by Status meanwhile.
+	mu     sync.Mutex
+	report DelayReport
 }
 
 // watchDelay starts gathering evidence for a drain delay of at most d
@@ -231,6 +233,16 @@ func (l *lameDuckDelay) stop() DelayReport {
 	return l.report
 }
 
+// measured returns what the delay has measured so far; a nil l, none.
+func (l *lameDuckDelay) measured() DelayReport {
+	if l == nil {
+		return DelayReport{}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.report
+}
+
 func (l *lameDuckDelay) run() {
 	defer l.running.Done()
 	var (
@@ -244,7 +256,9 @@ func (l *lameDuckDelay) run() {
 		if l.report.Ended == "" {
 			at, why := l.end()
 			if in >= at {
+				l.mu.Lock()
 				l.report.Ended, l.report.Took = why, in
+				l.mu.Unlock()
 				close(l.done)
 				// Go on counting arrivals until stop: the log reports
 				// them all.
@@ -258,7 +272,9 @@ func (l *lameDuckDelay) run() {
 		case <-l.wake:
 		case <-l.quit:
 			if l.report.Ended == "" {
+				l.mu.Lock()
 				l.report.Ended, l.report.Took = delayCut, l.clock.Now().Sub(l.start)
+				l.mu.Unlock()
 			}
 			l.update()
 			return
@@ -307,8 +323,10 @@ func (l *lameDuckDelay) quietFrom() time.Duration {
 }
 
 // update reads every server's arrivals and the cluster's evidence into the
-// report.
+// report. Only the goroutine writes the report, under mu.
 func (l *lameDuckDelay) update() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for i, a := range l.arrivals {
 		if a == nil {
 			continue

@@ -168,6 +168,9 @@ func (r *run) run(ctx context.Context) error {
 		delay = 0
 	}
 	lameDuck := watchDelay(c, r.servers, signalAt, delay)
+	c.progress.mu.Lock()
+	c.progress.delay = lameDuck // status.go: Status reports it as it measures
+	c.progress.mu.Unlock()
 	if _, ok := r.each(hardCtx, func(s Server) { s.LameDuck() }); !ok && deadlineCtx.Err() != nil {
 		r.errs = append(r.errs, errors.New("lameduck: a server's LameDuck did not return by the deadline"))
 	}
@@ -217,7 +220,8 @@ func (r *run) run(ctx context.Context) error {
 	r.enter(PhaseStopping, report, workerAttrs(stillRunning)...)
 	hookErr := r.runHooks(hardCtx)
 	r.enter(PhaseStopped, report, slog.Duration("since_signal", c.clock.Now().Sub(signalAt)))
-	r.closeAdmins(deadlineCtx) // admin.go: admin servers close last, as Run returns
+	r.awaitFinalScrape(drainCtx) // admin.go
+	r.closeAdmins(deadlineCtx)   // admin.go: admin servers close last, as Run returns
 	return errors.Join(errors.Join(r.errs...), cutErr, hookErr)
 }
 
