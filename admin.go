@@ -114,6 +114,30 @@ func (a *adminServer) release() {
 	a.once.Do(func() { close(a.released) })
 }
 
+// awaitFinalScrape waits, with [WithFinalScrape], until Status has been
+// read in PhaseStopped, or ctx ends.
+func (r *run) awaitFinalScrape(ctx context.Context) {
+	c := r.c
+	if !c.opts.finalScrape {
+		return
+	}
+	admin := false
+	for _, s := range r.servers {
+		_, ok := s.(*adminServer)
+		admin = admin || ok
+	}
+	if !admin {
+		c.log.Warn("lameduck: WithFinalScrape: no admin server to scrape the final status from; register one with RegisterAdmin, as httpserver.Admin does")
+		return
+	}
+	start := c.clock.Now()
+	if r.await(c.progress.finalRead, ctx) {
+		c.log.Info("lameduck: the final status was read", slog.Duration("waited", c.clock.Now().Sub(start)))
+		return
+	}
+	c.log.Warn("lameduck: no scrape read the final status before the deadline", slog.Duration("waited", c.clock.Now().Sub(start)))
+}
+
 // closeAdmins closes the admin servers, after the hooks, and waits for their
 // Serve calls to return, or for ctx to end. It is the last step of Run.
 func (r *run) closeAdmins(ctx context.Context) {

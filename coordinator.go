@@ -82,6 +82,7 @@ func New(opts ...Option) (*Coordinator, error) {
 		ready:    make(chan struct{}),
 		lameDuck: make(chan struct{}),
 		draining: make(chan struct{}),
+		progress: progress{finalRead: make(chan struct{})},
 	}, nil
 }
 

@@ -49,6 +49,7 @@ type options struct {
 	observers    []func(Event)
 	clock        Clock
 	checkDetails bool
+	finalScrape  bool
 	errs         []error // nil values passed to options
 }
 
@@ -155,6 +156,20 @@ func WithClock(c Clock) Option {
 		}
 		o.clock = c
 	})
+}
+
+// WithFinalScrape makes [Coordinator.Run], once the shutdown is over, keep
+// the admin servers (see [Coordinator.RegisterAdmin]) up until
+// [Coordinator.Status] has been read once with the final values, as a
+// metrics scrape of package prommetrics does, and at most until the drain
+// deadline, which leaves the hook timeout to close them before the
+// deadline (see [WithHookTimeout]). Without it, the last values of a shutdown, such as the drain
+// delay's last arrival and what was cut, are seen only by a scrape that
+// happens in the milliseconds of the drain. The cost is the wait: up to
+// one scrape interval more of a process whose pod no Service routes to
+// any longer, holding its memory and its place on the node.
+func WithFinalScrape() Option {
+	return optionFunc(func(o *options) { o.finalScrape = true })
 }
 
 // WithCheckDetails makes verbose readiness responses (?verbose) include the
