@@ -400,7 +400,7 @@ func TestTheLagIsExported(t *testing.T) {
 	p.run(t)
 	p.ld.MarkReady()
 	_, ok := p.scrape(t).value("lameduck_lame_duck_arrivals_total")
-	assert.False(t, ok, "no arrival series before the lame-duck phase is over")
+	assert.False(t, ok, "no arrival series before the lame-duck phase")
 
 	p.signals <- syscall.SIGTERM
 	p.await(t, lameduck.PhaseLameDuck)
@@ -409,6 +409,12 @@ func TestTheLagIsExported(t *testing.T) {
 	arrived := p.get(t) // a new connection: the load balancer still routes here
 	p.release <- struct{}{}
 	require.NoError(t, <-arrived)
+	require.Eventually(t, func() bool {
+		arrivals, _ := p.scrape(t).value("lameduck_lame_duck_arrivals_total")
+		return arrivals == 1
+	}, waitTimeout, time.Millisecond, "the arrival is exported during the lame-duck phase, as it happens")
+	_, ok = p.scrape(t).value("lameduck_drain_delay_ended", "reason", "fixed")
+	assert.False(t, ok, "the delay is not over")
 	p.clock.Advance(delay - time.Second)
 	p.await(t, lameduck.PhaseDraining)
 
