@@ -61,18 +61,6 @@ func WithGracePeriod(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.gracePeriod = d })
 }
 
-// WithDrainDelay sets how long the process keeps serving after the shutdown
-// signal, with readiness off, while load balancers and kube-proxy stop
-// sending it new connections. During the delay every response asks its
-// client to reconnect elsewhere. Zero skips the delay, which is only safe
-// when no load balancer routes to the process. The default is
-// [DefaultDrainDelay]. A process that never became ready skips the delay:
-// nothing routes to it. [WithAdaptiveDrainDelay] ends the delay once
-// routing has caught up instead; the last of the two options wins.
-func WithDrainDelay(d time.Duration) Option {
-	return optionFunc(func(o *options) { o.delay = delayConfig{max: d, kube: o.delay.kube} })
-}
-
 // WithHookTimeout sets the time reserved at the end of the shutdown for
 // closing the servers and running the hooks registered with
 // [Coordinator.OnShutdown], all of them together: the drain is cut that long
