@@ -722,8 +722,10 @@ func (c *conn) Read(p []byte) (int, error) {
 		n, err := c.Conn.Read(p)
 		if c.idleCheck.Load() {
 			switch {
-			case n > 0 || unread(c.Conn) > 0:
-				// A request is arriving after all: serve it.
+			case n > 0 || c.requestArriving() || unread(c.Conn) > 0:
+				// A request is arriving after all: serve it. Bytes of it
+				// may have been read since the drain found c idle, by the
+				// read before this one.
 				c.endIdleCheck()
 				if n == 0 {
 					continue // the read timed out before taking it
