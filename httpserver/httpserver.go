@@ -433,8 +433,11 @@ func (s *Server) Close() lameduck.Counts {
 	}
 	cut := s.tracker.InFlight()
 	for c := range s.conns {
-		if !c.done() && c.betweenRequests() && c.requestArriving() {
-			cut.Requests++ // a request was arriving
+		// A request was arriving: net/http has read bytes of it, or they
+		// wait in the kernel for net/http's reader, which may not have run
+		// since the connection was accepted.
+		if !c.done() && c.betweenRequests() && (c.requestArriving() || unread(c.Conn) > 0) {
+			cut.Requests++
 		}
 	}
 	s.cut = cut
