@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 // countingServer is a fake server that reports its in-flight work, as the
@@ -116,10 +117,10 @@ func TestStatusCountsCheckCalls(t *testing.T) {
 	call := func() error {
 		done := make(chan error, 1)
 		go func() { done <- h.ld.CheckReadiness(context.Background()) }()
-		<-started
+		await.Recv(t, started, "the check to be called")
 		h.clock.Advance(200 * time.Millisecond)
 		release <- struct{}{}
-		return <-done
+		return await.Recv(t, done, "CheckReadiness to return")
 	}
 	require.NoError(t, call())
 	fail.Store(true)
@@ -227,7 +228,7 @@ func TestCheckReadinessSharesCallsWithProbes(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
+	await.Wait(t, &wg, "the callers")
 	close(errs)
 	for err := range errs {
 		assert.NoError(t, err)
