@@ -310,7 +310,7 @@ func TestScrapesAnswerInEveryPhaseTheDrainIncluded(t *testing.T) {
 
 	close(second.release)
 	require.NoError(t, second.wait(t))
-	<-hookRunning
+	await.Recv(t, hookRunning, "the hook to run")
 	s = p.scrape(t)
 	assert.Equal(t, "stopping", s.phase(t))
 	assert.Equal(t, 0.0, s.inFlight(t, app, "request"))
@@ -318,7 +318,7 @@ func TestScrapesAnswerInEveryPhaseTheDrainIncluded(t *testing.T) {
 	assert.Equal(t, 0.0, cut, "a clean drain cuts nothing")
 
 	close(hookDone)
-	s = <-stopped
+	s = await.Recv(t, stopped, "the scrape in PhaseStopped")
 	assert.Equal(t, "stopped", s.phase(t))
 	require.NoError(t, p.wait(t))
 }
@@ -384,8 +384,8 @@ func BenchmarkGather(b *testing.B) {
 	ld.Go(func(context.Context) error { close(serving); return nil })
 	done := make(chan error, 1)
 	go func() { done <- ld.Run(ctx) }()
-	<-serving
-	defer func() { cancel(); <-done }()
+	await.Recv(b, serving, "Run to serve")
+	defer func() { cancel(); await.Recv(b, done, "Run to return") }()
 
 	for _, bc := range []struct {
 		name      string

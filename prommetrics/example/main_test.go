@@ -17,6 +17,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 var binDir string
@@ -86,7 +88,7 @@ func TestMetricsCanBeScrapedDuringTheDrain(t *testing.T) {
 		for range lines {
 		}
 	}()
-	await := func(re *regexp.Regexp) []string {
+	awaitLog := func(re *regexp.Regexp) []string {
 		t.Helper()
 		timeout := time.After(waitTimeout)
 		for {
@@ -101,7 +103,7 @@ func TestMetricsCanBeScrapedDuringTheDrain(t *testing.T) {
 			}
 		}
 	}
-	m := await(serving)
+	m := awaitLog(serving)
 	app, admin := "http://"+m[1], "http://"+m[2]
 	client := &http.Client{Timeout: waitTimeout}
 	defer client.CloseIdleConnections()
@@ -113,7 +115,7 @@ func TestMetricsCanBeScrapedDuringTheDrain(t *testing.T) {
 	}()
 	get(t, client, app+"/") // the slow request is in flight once this one is answered
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	await(regexp.MustCompile(`lameduck: draining`))
+	awaitLog(regexp.MustCompile(`lameduck: draining`))
 	code, body := get(t, client, admin+"/metrics")
 	require.Equal(t, http.StatusOK, code)
 	series := lameduckLines(body)
@@ -123,7 +125,7 @@ func TestMetricsCanBeScrapedDuringTheDrain(t *testing.T) {
 	assert.Contains(t, series, `lameduck_ready 0`)
 	assert.Contains(t, body, "go_goroutines ", "the Go collector is registered too")
 
-	assert.Equal(t, http.StatusOK, <-slow)
+	assert.Equal(t, http.StatusOK, await.Recv(t, slow, "the answer to the slow request"))
 	select {
 	case err := <-exited:
 		assert.NoError(t, err, "a clean drain exits 0")
