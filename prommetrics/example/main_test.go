@@ -85,7 +85,17 @@ func TestMetricsCanBeScrapedDuringTheDrain(t *testing.T) {
 	}()
 	defer func() {
 		cmd.Process.Kill()
-		for range lines {
+		timeout := time.After(waitTimeout)
+		for {
+			select {
+			case _, ok := <-lines:
+				if !ok {
+					return
+				}
+			case <-timeout:
+				t.Error("the example did not exit once killed")
+				return
+			}
 		}
 	}()
 	awaitLog := func(re *regexp.Regexp) []string {
