@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -123,7 +124,19 @@ func TestMetricsCanBeScrapedDuringTheDrain(t *testing.T) {
 		code, _ := get(t, &http.Client{Timeout: waitTimeout}, app+"/?delay=1s")
 		slow <- code
 	}()
-	get(t, client, app+"/") // the slow request is in flight once this one is answered
+	// The slow request is in flight once the metrics count it: an answer
+	// to another request, on another connection, says nothing of it.
+	inFlight := `lameduck_in_flight{kind="request",server="http ` + m[1] + `"} 1`
+	for timeout := time.After(waitTimeout); ; {
+		if _, body := get(t, client, admin+"/metrics"); slices.Contains(lameduckLines(body), inFlight) {
+			break
+		}
+		select {
+		case <-timeout:
+			t.Fatal("the slow request never reached its handler")
+		default:
+		}
+	}
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	awaitLog(regexp.MustCompile(`lameduck: draining`))
 	code, body := get(t, client, admin+"/metrics")
@@ -131,7 +144,7 @@ func TestMetricsCanBeScrapedDuringTheDrain(t *testing.T) {
 	series := lameduckLines(body)
 	t.Logf("scrape during the drain:\n%s", strings.Join(series, "\n"))
 	assert.Contains(t, series, `lameduck_phase{phase="draining"} 1`)
-	assert.Contains(t, series, `lameduck_in_flight{kind="request",server="http `+m[1]+`"} 1`)
+	assert.Contains(t, series, inFlight)
 	assert.Contains(t, series, `lameduck_ready 0`)
 	assert.Contains(t, body, "go_goroutines ", "the Go collector is registered too")
 
