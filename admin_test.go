@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 // phaseAtClose is a fake server that also records the phase Run is in when
@@ -45,7 +46,7 @@ func TestAdminServerAnswersUntilRunReturns(t *testing.T) {
 
 	assert.Equal(t, []string{"app listen", "admin listen", "app lame duck", "app drain", "app close", "hook", "admin close"},
 		h.log.all(), "an admin server is neither lame duck nor drained, and closes after the hooks")
-	assert.Equal(t, lameduck.PhaseStopped, <-admin.phase, "an admin server closes as Run returns")
+	assert.Equal(t, lameduck.PhaseStopped, await.Recv(t, admin.phase, "the admin server to close"), "an admin server closes as Run returns")
 	select {
 	case <-admin.stopped:
 	default:

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 func TestNewRejectsBadConfiguration(t *testing.T) {
@@ -86,7 +87,7 @@ func TestRunGoesThroughThePhasesInOrder(t *testing.T) {
 	h.clock.Advance(5 * time.Second)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
 	assert.Equal(t, 5*time.Second, ev.Elapsed, "the lame-duck phase lasts the drain delay")
-	<-h.ld.Draining()
+	await.Recv(t, h.ld.Draining(), "Draining to close")
 	require.NoError(t, h.wait(t))
 
 	calls := h.log.all()
@@ -209,7 +210,7 @@ func TestSecondSignalForcesTheShutdown(t *testing.T) {
 			case lameduck.PhaseStopping:
 				h.clock.AwaitTimer(t, 5*time.Second)
 				h.clock.Advance(5 * time.Second)
-				<-hookRunning
+				await.Recv(t, hookRunning, "hook 2 to run")
 			}
 			h.signals <- syscall.SIGINT
 			err := h.wait(t)
@@ -291,7 +292,7 @@ func TestWorkers(t *testing.T) {
 		}
 		h.clock.Advance(time.Second)
 		require.NoError(t, h.wait(t))
-		<-stopped
+		await.Recv(t, stopped, "the worker to stop")
 	})
 	t.Run("error shuts down", func(t *testing.T) {
 		h := newHarness(t)
@@ -483,7 +484,7 @@ func TestLameDuckIsClosedAtTheFirstMomentOfTheShutdown(t *testing.T) {
 	}
 	h.signals <- syscall.SIGTERM
 	h.phases.await(t, lameduck.PhaseLameDuck)
-	<-h.ld.LameDuck()
+	await.Recv(t, h.ld.LameDuck(), "LameDuck to close")
 	select {
 	case <-h.ld.Draining():
 		t.Fatal("Draining closed during the delay")
