@@ -24,7 +24,7 @@ type phaseAtClose struct {
 }
 
 func (s *phaseAtClose) Close() lameduck.Counts {
-	s.phase <- s.ld.Phase()
+	s.phase <- s.ld.Status().Phase
 	return s.fakeServer.Close()
 }
 

@@ -40,7 +40,7 @@ func startAdaptive(t *testing.T, opts ...lameduck.Option) (*harness, *fakeServer
 func stillDelaying(t *testing.T, h *harness, why string) {
 	t.Helper()
 	select {
-	case <-h.ld.Draining():
+	case <-h.ld.Entered(lameduck.PhaseDraining):
 		t.Fatalf("the drain began, but %s", why)
 	default:
 	}

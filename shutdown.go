@@ -30,13 +30,13 @@ var ErrCut = errors.New("lameduck: in-flight work was cut")
 //     checks pass. Run waits for a shutdown signal (see [WithSignals]), for
 //     ctx to end, or for a server or a worker to fail.
 //  3. Lame duck: readiness answers 503, for good, at once, and
-//     [Coordinator.LameDuck] is closed; liveness keeps answering 200.
-//     Every server's LameDuck asks clients to reconnect
-//     elsewhere while everything is still served, for the drain delay (see
-//     [WithDrainDelay]), so that kube-proxy and load balancers catch up. The
-//     delay is skipped if the process never became ready.
+//     Entered(PhaseLameDuck) is closed (see [Coordinator.Entered]);
+//     liveness keeps answering 200. Every server's LameDuck asks clients to
+//     reconnect elsewhere while everything is still served, for the drain
+//     delay (see [WithDrainDelay]), so that kube-proxy and load balancers
+//     catch up. The delay is skipped if the process never became ready.
 //  4. Draining: servers stop accepting and in-flight requests, RPCs and
-//     streams finish; [Coordinator.Draining] is closed and workers'
+//     streams finish; Entered(PhaseDraining) is closed and workers'
 //     contexts are done. Run learns that the drain is over from events, not
 //     by polling, and moves on at once.
 //  5. If anything is left at the drain deadline — the grace period minus the
@@ -189,7 +189,6 @@ func (r *run) run(ctx context.Context) error {
 	defer cancelDrain(nil)
 	r.enter(PhaseDraining, Counts{}, r.delay.attrs()...)
 	r.delay.warn(c.log, delay)
-	close(c.draining)
 	stopWork()
 	// Drain's error says no more than the counts from Close below.
 	drained, _ := r.each(drainCtx, func(s Server) { _ = s.Drain(drainCtx) })

@@ -77,17 +77,17 @@ func TestRunGoesThroughThePhasesInOrder(t *testing.T) {
 
 	h.signals <- syscall.SIGTERM
 	h.phases.await(t, lameduck.PhaseLameDuck)
-	assert.True(t, h.ld.ShuttingDown())
+	assert.True(t, isClosed(h.ld.Entered(lameduck.PhaseLameDuck)))
 	h.clock.AwaitTimer(t, 5*time.Second)
 	select {
-	case <-h.ld.Draining():
+	case <-h.ld.Entered(lameduck.PhaseDraining):
 		t.Fatal("draining before the delay passed")
 	default:
 	}
 	h.clock.Advance(5 * time.Second)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
 	assert.Equal(t, 5*time.Second, ev.Elapsed, "the lame-duck phase lasts the drain delay")
-	await.Recv(t, h.ld.Draining(), "Draining to close")
+	await.Recv(t, h.ld.Entered(lameduck.PhaseDraining), "Draining to close")
 	require.NoError(t, h.wait(t))
 
 	calls := h.log.all()
@@ -245,7 +245,7 @@ func TestListenFailureStopsEverythingBeforeReady(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "lameduck: starting b: listen tcp :8080: bind: address already in use")
 	assert.Equal(t, []string{"a listen", "b listen", "a close", "b close", "hook"}, h.log.all())
-	assert.True(t, h.ld.ShuttingDown(), "readiness must not answer 200 after a failed start")
+	assert.True(t, isClosed(h.ld.Entered(lameduck.PhaseLameDuck)), "readiness must not answer 200 after a failed start")
 }
 
 func TestServerFailureShutsTheOthersDown(t *testing.T) {
@@ -274,7 +274,7 @@ func TestWorkers(t *testing.T) {
 		h.ld.Go(func(ctx context.Context) error {
 			<-ctx.Done()
 			select {
-			case <-h.ld.Draining():
+			case <-h.ld.Entered(lameduck.PhaseDraining):
 			default:
 				t.Error("worker's context ended before the drain")
 			}
@@ -470,7 +470,7 @@ func TestLameDuckIsClosedAtTheFirstMomentOfTheShutdown(t *testing.T) {
 	// shutdown, already sees the channel closed.
 	s.onLameDuck = func() {
 		select {
-		case <-h.ld.LameDuck():
+		case <-h.ld.Entered(lameduck.PhaseLameDuck):
 		default:
 			t.Error("LameDuck not yet closed when the servers are asked to leave")
 		}
@@ -478,15 +478,15 @@ func TestLameDuckIsClosedAtTheFirstMomentOfTheShutdown(t *testing.T) {
 	h.ld.MarkReady()
 	h.start(t, context.Background())
 	select {
-	case <-h.ld.LameDuck():
+	case <-h.ld.Entered(lameduck.PhaseLameDuck):
 		t.Fatal("LameDuck closed before the shutdown")
 	default:
 	}
 	h.signals <- syscall.SIGTERM
 	h.phases.await(t, lameduck.PhaseLameDuck)
-	await.Recv(t, h.ld.LameDuck(), "LameDuck to close")
+	await.Recv(t, h.ld.Entered(lameduck.PhaseLameDuck), "Entered(PhaseLameDuck) to close")
 	select {
-	case <-h.ld.Draining():
+	case <-h.ld.Entered(lameduck.PhaseDraining):
 		t.Fatal("Draining closed during the delay")
 	default:
 	}
@@ -499,7 +499,7 @@ func TestLameDuckIsClosedAtTheFirstMomentOfTheShutdown(t *testing.T) {
 	bad.listenErr = errors.New("listen tcp :8080: bind: address already in use")
 	failed.ld.Register(bad)
 	require.Error(t, failed.ld.Run(context.Background()))
-	assert.True(t, isClosed(failed.ld.LameDuck()), "a failed start closes LameDuck too, as ShuttingDown reports")
+	assert.True(t, isClosed(failed.ld.Entered(lameduck.PhaseLameDuck)), "a failed start closes Entered(PhaseLameDuck) too")
 }
 
 func isClosed(ch <-chan struct{}) bool {
@@ -509,4 +509,23 @@ func isClosed(ch <-chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+func TestEnteredClosesEachPhaseAndThoseBefore(t *testing.T) {
+	h := newHarness(t, lameduck.WithDrainDelay(time.Second))
+	h.ld.Register(newFakeServer("web", h.log))
+	h.ld.MarkReady()
+	assert.False(t, isClosed(h.ld.Entered(lameduck.PhaseStarting)), "Run has not started")
+	h.start(t, context.Background())
+	assert.True(t, isClosed(h.ld.Entered(lameduck.PhaseStarting)))
+	assert.True(t, isClosed(h.ld.Entered(lameduck.PhaseServing)))
+	assert.False(t, isClosed(h.ld.Entered(lameduck.PhaseLameDuck)))
+	h.signals <- syscall.SIGTERM
+	h.clock.Pass(t, time.Second)
+	require.NoError(t, h.wait(t))
+	for p := lameduck.PhaseStarting; p <= lameduck.PhaseStopped; p++ {
+		assert.True(t, isClosed(h.ld.Entered(p)), "%v", p)
+	}
+	assert.PanicsWithValue(t, "lameduck: Entered: Phase(6) is not a phase; use PhaseStarting to PhaseStopped",
+		func() { h.ld.Entered(lameduck.PhaseStopped + 1) })
 }

@@ -95,18 +95,15 @@ func (c *Coordinator) entered(ev Event, now time.Time) {
 	c.progress.last = ev
 	c.progress.mu.Unlock()
 	c.progress.phase.Store(int32(ev.Phase))
+	c.enteredUpTo(ev.Phase)
 }
-
-// Phase returns the phase [Coordinator.Run] is in: PhaseStarting until
-// it binds the listeners, and before Run is called.
-func (c *Coordinator) Phase() Phase { return Phase(c.progress.phase.Load()) }
 
 // Status returns a snapshot of the Coordinator, for exporting metrics (see
 // package github.com/lameduck/lameduck/prommetrics). It is safe to call at
 // any time, from any goroutine, and runs no readiness check.
 func (c *Coordinator) Status() Status {
 	st := Status{
-		Phase: c.Phase(),
+		Phase: Phase(c.progress.phase.Load()),
 		Ready: c.state.Load() == stateReady,
 		Spent: make(map[Phase]time.Duration),
 	}

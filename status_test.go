@@ -51,7 +51,7 @@ func TestStatusFollowsTheRun(t *testing.T) {
 
 	h.signals <- syscall.SIGTERM
 	h.phases.await(t, lameduck.PhaseLameDuck)
-	assert.Equal(t, lameduck.PhaseLameDuck, h.ld.Phase())
+	assert.Equal(t, lameduck.PhaseLameDuck, h.ld.Status().Phase)
 	assert.False(t, h.ld.Status().Ready, "not ready from the first moment of the shutdown")
 	h.clock.Pass(t, 5*time.Second)
 	h.log.await(t, "app drain")

@@ -110,7 +110,7 @@ func TestAdaptiveDelayEndsOnceTheArrivalsStop(t *testing.T) {
 		resp := get(t, client, "http://"+srv.Addr().String()+"/")
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		select {
-		case <-ld.Draining():
+		case <-ld.Entered(lameduck.PhaseDraining):
 			t.Fatal("the delay ended while connections kept arriving")
 		default:
 		}

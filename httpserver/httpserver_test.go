@@ -296,7 +296,7 @@ func TestStreamsAndHijackedConnectionsAreToldToFinish(t *testing.T) {
 			fmt.Fprintf(w, "data: %d\n\n", i)
 			w.(http.Flusher).Flush()
 			select {
-			case <-ld.Draining():
+			case <-ld.Entered(lameduck.PhaseDraining):
 				io.WriteString(w, "event: bye\ndata: reconnect elsewhere\n\n")
 				return
 			case <-time.After(10 * time.Millisecond):
@@ -312,7 +312,7 @@ func TestStreamsAndHijackedConnectionsAreToldToFinish(t *testing.T) {
 		defer c.Close()
 		io.WriteString(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
 		rw.Flush()
-		<-ld.Draining()
+		<-ld.Entered(lameduck.PhaseDraining)
 		io.WriteString(rw, "bye\n")
 		rw.Flush()
 	})
