@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"reflect"
 	"sync"
 	"sync/atomic"
 )
@@ -29,22 +28,11 @@ import (
 // RegisterAdmin panics, like Register, if s is nil or already registered,
 // or if Run has been called.
 func (c *Coordinator) RegisterAdmin(s Server) {
-	if s == nil {
-		panic("lameduck: RegisterAdmin: the server is nil")
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.mustNotHaveRunLocked("RegisterAdmin")
-	if reflect.TypeOf(s).Kind() == reflect.Pointer {
-		for _, x := range c.servers {
-			if a, ok := x.(*adminServer); x == s || (ok && a.Server == s) {
-				panic("lameduck: RegisterAdmin: the server is already registered; register each server once")
-			}
-		}
-	}
 	// Appended as Register does, so that Run starts it in registration
-	// order; the adapter is never registered twice.
-	c.servers = append(c.servers, &adminServer{Server: s, released: make(chan struct{}), served: make(chan struct{})})
+	// order.
+	c.register("RegisterAdmin", s, func() Server {
+		return &adminServer{Server: s, released: make(chan struct{}), served: make(chan struct{})}
+	})
 }
 
 // adminServer is how Run sees a server of RegisterAdmin: a server that

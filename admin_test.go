@@ -100,12 +100,14 @@ func TestRegisterAdminRejectsMisuse(t *testing.T) {
 	s := newFakeServer("a", h.log)
 	assert.PanicsWithValue(t, "lameduck: RegisterAdmin: the server is nil", func() { h.ld.RegisterAdmin(nil) })
 	h.ld.RegisterAdmin(s)
-	assert.PanicsWithValue(t, "lameduck: RegisterAdmin: the server is already registered; register each server once",
+	assert.PanicsWithValue(t, "lameduck: RegisterAdmin: the server is already registered; register each server once, with Register or RegisterAdmin",
 		func() { h.ld.RegisterAdmin(s) })
 	app := newFakeServer("app", h.log)
 	h.ld.Register(app)
-	assert.PanicsWithValue(t, "lameduck: RegisterAdmin: the server is already registered; register each server once",
+	assert.PanicsWithValue(t, "lameduck: RegisterAdmin: the server is already registered; register each server once, with Register or RegisterAdmin",
 		func() { h.ld.RegisterAdmin(app) }, "a server is drained or admin, not both")
+	assert.PanicsWithValue(t, "lameduck: Register: the server is already registered; register each server once, with Register or RegisterAdmin",
+		func() { h.ld.Register(s) }, "in either order")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	require.NoError(t, h.ld.Run(ctx))

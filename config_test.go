@@ -35,7 +35,7 @@ func TestMisuseIsExplained(t *testing.T) {
 				ld.Register(s)
 				return nil
 			},
-			panics: "lameduck: Register: the server is already registered; register each server once",
+			panics: "lameduck: Register: the server is already registered; register each server once, with Register or RegisterAdmin",
 		},
 		{
 			name: "a check named like a built-in one",

@@ -94,22 +94,29 @@ func New(opts ...Option) (*Coordinator, error) {
 // Servers are started in the order they are registered. It panics if s is
 // nil or already registered, or if Run has been called.
 func (c *Coordinator) Register(s Server) {
+	c.register("Register", s, func() Server { return s })
+}
+
+// register adds s, as Run sees it (wrap), for method, which the user
+// called: Register or RegisterAdmin.
+func (c *Coordinator) register(method string, s Server, wrap func() Server) {
 	if s == nil {
-		panic("lameduck: Register: the server is nil")
+		panic("lameduck: " + method + ": the server is nil")
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.mustNotHaveRunLocked("Register")
-	// A server registered twice would Listen twice. Pointers, which
-	// servers almost always are, compare safely; other values might panic.
+	c.mustNotHaveRunLocked(method)
+	// A server registered twice, by either method, would Listen twice.
+	// Pointers, which servers almost always are, compare safely; other
+	// values might panic.
 	if reflect.TypeOf(s).Kind() == reflect.Pointer {
 		for _, x := range c.servers {
-			if x == s {
-				panic("lameduck: Register: the server is already registered; register each server once")
+			if a, ok := x.(*adminServer); x == s || (ok && a.Server == s) {
+				panic("lameduck: " + method + ": the server is already registered; register each server once, with Register or RegisterAdmin")
 			}
 		}
 	}
-	c.servers = append(c.servers, s)
+	c.servers = append(c.servers, wrap())
 }
 
 // Go adds a background worker, such as a queue consumer, for

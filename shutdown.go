@@ -90,6 +90,7 @@ type exit struct {
 	who    string
 	worker int // index in run.workers; -1 for a server
 	err    error
+	took   time.Duration // how long the worker ran
 }
 
 // run is the state of one call to Run.
@@ -138,7 +139,11 @@ func (r *run) run(ctx context.Context) error {
 	for i, w := range r.workers {
 		r.working++
 		r.running[i] = true
-		go func() { r.events <- exit{who: "worker " + w.name, worker: i, err: w.call(workCtx)} }()
+		go func() {
+			start := c.clock.Now()
+			err := w.call(workCtx)
+			r.events <- exit{who: "worker " + w.name, worker: i, err: err, took: c.clock.Now().Sub(start)}
+		}()
 	}
 	names := make([]string, len(r.servers))
 	for i, s := range r.servers {
@@ -366,7 +371,9 @@ func (r *run) exited(e exit) {
 	switch {
 	case e.err != nil:
 		r.errs = append(r.errs, fmt.Errorf("lameduck: %s: %w", e.who, e.err))
-		r.c.log.Error("lameduck: "+e.who+" failed", slog.Any("error", e.err))
+		r.c.log.Error("lameduck: "+e.who+" failed", slog.Any("error", e.err), slog.Duration("took", e.took))
+	case e.worker >= 0:
+		r.c.log.Info("lameduck: "+e.who+" returned", slog.Duration("took", e.took))
 	case e.worker < 0 && r.phase < PhaseLameDuck:
 		err := fmt.Errorf("lameduck: %s stopped serving before the shutdown", e.who)
 		r.errs = append(r.errs, err)
@@ -414,6 +421,7 @@ func (r *run) runHooks(ctx context.Context) error {
 		} else {
 			var herr error
 			done := make(chan struct{})
+			start := r.c.clock.Now()
 			go func() { herr = h.call(ctx); close(done) }()
 			switch {
 			case !r.await(done, ctx):
@@ -422,6 +430,8 @@ func (r *run) runHooks(ctx context.Context) error {
 				err = fmt.Errorf("lameduck: shutdown hook %s did not return in time: %w", h.name, context.Cause(ctx))
 			case herr != nil:
 				err = fmt.Errorf("lameduck: shutdown hook %s: %w", h.name, herr)
+			default:
+				r.c.log.Info("lameduck: shutdown hook "+h.name+" done", slog.Duration("took", r.c.clock.Now().Sub(start)))
 			}
 		}
 		if err != nil {

@@ -529,3 +529,24 @@ func TestEnteredClosesEachPhaseAndThoseBefore(t *testing.T) {
 	assert.PanicsWithValue(t, "lameduck: Entered: Phase(6) is not a phase; use PhaseStarting to PhaseStopped",
 		func() { h.ld.Entered(lameduck.PhaseStopped + 1) })
 }
+
+// Every hook and worker says, in one line at Info, that it ended and how
+// long it took, so that its name shows on success too.
+func TestHooksAndWorkersLogTheirEnd(t *testing.T) {
+	var log syncLog
+	h := newHarness(t, lameduck.WithDrainDelay(time.Second), lameduck.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
+	h.ld.Register(newFakeServer("web", h.log))
+	h.ld.Go(func(ctx context.Context) error { <-ctx.Done(); return nil }, lameduck.Named("consumer"))
+	h.ld.OnShutdown(func(context.Context) error { return nil }, lameduck.Named("db"))
+	h.ld.MarkReady()
+	h.start(t, context.Background())
+	h.signals <- syscall.SIGTERM
+	h.clock.Pass(t, time.Second)
+	require.NoError(t, h.wait(t))
+	for _, want := range []string{
+		`level=INFO msg="lameduck: worker \"consumer\" returned" took=1s`,
+		`level=INFO msg="lameduck: shutdown hook \"db\" done" took=0s`,
+	} {
+		assert.Equal(t, 1, strings.Count(log.String(), want), "%s in:\n%s", want, log.String())
+	}
+}
