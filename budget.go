@@ -19,17 +19,14 @@ func (o *options) validate() error {
 		name, option string
 		value        time.Duration
 	}{
-		{"drain delay", "WithDrainDelay", o.delay.max},
 		{"safety margin", "WithSafetyMargin", o.safetyMargin},
 	} {
 		if d.value < 0 {
 			return fmt.Errorf("lameduck: %s is %v; it must be zero or more (%s)", d.name, d.value, d.option)
 		}
 	}
-	if o.delay.adaptive {
-		if err := o.validateAdaptive(); err != nil {
-			return err
-		}
+	if err := o.delay.validate(); err != nil {
+		return err
 	}
 	if o.hookSet && o.hookTimeout <= 0 {
 		return fmt.Errorf("lameduck: hook timeout is %v; it must be positive: it is the time kept after the drain to close the servers and run the shutdown hooks (WithHookTimeout)", o.hookTimeout)
@@ -43,22 +40,6 @@ func (o *options) validate() error {
 		return nil
 	}
 	return o.budgetError(b)
-}
-
-func (o *options) validateAdaptive() error {
-	const with = "WithAdaptiveDrainDelay(min, quiet, max)"
-	d := o.delay
-	switch {
-	case d.min < 0:
-		return fmt.Errorf("lameduck: adaptive drain delay: the minimum is %v; it must be zero (for %v) or more (%s)", d.min, DefaultMinDrainDelay, with)
-	case d.max < d.min:
-		return fmt.Errorf("lameduck: adaptive drain delay: the maximum %v is less than the minimum %v; swap them, or raise the maximum (%s)",
-			d.max, d.min, with)
-	case d.quiet <= 0:
-		return fmt.Errorf("lameduck: adaptive drain delay: the quiet period is %v; it must be positive: it is how long no connection "+
-			"may arrive before the delay ends early (%s); for a fixed delay use WithDrainDelay", d.quiet, with)
-	}
-	return nil
 }
 
 // budget is how a grace period is shared out.
@@ -100,7 +81,7 @@ func (o *options) budgetError(b budget) error {
 		name, option string
 		others       time.Duration
 	}{
-		{"drain delay", delayOption(o), addSaturated(b.hookTimeout, b.safetyMargin)},
+		{"drain delay", o.delay.option(), addSaturated(b.hookTimeout, b.safetyMargin)},
 		{"hook timeout", "WithHookTimeout", addSaturated(b.drainDelay, b.safetyMargin)},
 		{"safety margin", "WithSafetyMargin", addSaturated(b.drainDelay, b.hookTimeout)},
 	} {
@@ -108,20 +89,9 @@ func (o *options) budgetError(b budget) error {
 			fixes = append(fixes, fmt.Sprintf("a %s under %v (%s)", part.name, free, part.option))
 		}
 	}
-	delay := "drain delay"
-	if o.delay.adaptive {
-		delay = "adaptive drain delay's maximum"
-	}
-	return fmt.Errorf("lameduck: "+delay+" %v + hook timeout %v + safety margin %v = %v leaves no time to drain "+
+	return fmt.Errorf("lameduck: "+o.delay.name()+" %v + hook timeout %v + safety margin %v = %v leaves no time to drain "+
 		"within the grace period of %v; any one of these fits: %s",
 		b.drainDelay, b.hookTimeout, b.safetyMargin, b.reserved(), b.grace, strings.Join(fixes, "; or "))
-}
-
-func delayOption(o *options) string {
-	if o.delay.adaptive {
-		return "the maximum of WithAdaptiveDrainDelay"
-	}
-	return "WithDrainDelay"
 }
 
 // smallestGracePeriod returns the smallest whole number of seconds of grace

@@ -2,6 +2,7 @@ package lameduck
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -56,6 +57,18 @@ func WithAdaptiveDrainDelay(min, quiet, max time.Duration) Option {
 	})
 }
 
+// WithDrainDelay sets how long the process keeps serving after the shutdown
+// signal, with readiness off, while load balancers and kube-proxy stop
+// sending it new connections. During the delay every response asks its
+// client to reconnect elsewhere. Zero skips the delay, which is only safe
+// when no load balancer routes to the process. The default is
+// [DefaultDrainDelay]. A process that never became ready skips the delay:
+// nothing routes to it. [WithAdaptiveDrainDelay] ends the delay once
+// routing has caught up instead; the last of the two options wins.
+func WithDrainDelay(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.delay = delayConfig{max: d, kube: o.delay.kube} })
+}
+
 // delayConfig is the drain delay, as the options set it.
 type delayConfig struct {
 	max      time.Duration // the fixed delay, or the adaptive maximum
@@ -65,6 +78,41 @@ type delayConfig struct {
 	// kube is the Kubernetes API to watch; nil for the pod's own, if it
 	// runs in Kubernetes. Set by tests.
 	kube *kubeAPI
+}
+
+// validate checks the delay's settings.
+func (c delayConfig) validate() error {
+	const with = "WithAdaptiveDrainDelay(min, quiet, max)"
+	switch {
+	case !c.adaptive && c.max < 0:
+		return fmt.Errorf("lameduck: drain delay is %v; it must be zero or more (WithDrainDelay)", c.max)
+	case !c.adaptive:
+		return nil
+	case c.min < 0:
+		return fmt.Errorf("lameduck: adaptive drain delay: the minimum is %v; it must be zero (for %v) or more (%s)", c.min, DefaultMinDrainDelay, with)
+	case c.max < c.min:
+		return fmt.Errorf("lameduck: adaptive drain delay: the maximum %v is less than the minimum %v; swap them, or raise the maximum (%s)",
+			c.max, c.min, with)
+	case c.quiet <= 0:
+		return fmt.Errorf("lameduck: adaptive drain delay: the quiet period is %v; it must be positive: it is how long no connection "+
+			"may arrive before the delay ends early (%s); for a fixed delay use WithDrainDelay", c.quiet, with)
+	}
+	return nil
+}
+
+// name and option name the delay in the budget's errors.
+func (c delayConfig) name() string {
+	if c.adaptive {
+		return "adaptive drain delay's maximum"
+	}
+	return "drain delay"
+}
+
+func (c delayConfig) option() string {
+	if c.adaptive {
+		return "the maximum of WithAdaptiveDrainDelay"
+	}
+	return "WithDrainDelay"
 }
 
 // minimum is the shortest adaptive delay when the cluster gives no
@@ -165,7 +213,9 @@ type lameDuckDelay struct {
 	running   sync.WaitGroup
 	lastAt    time.Time // of the last arrival
 	seen      []int     // arrivals seen, per server
-	report    DelayReport
+	// report is written by the goroutine, and read by Status meanwhile.
+	mu     sync.Mutex
+	report DelayReport
 }
 
 // watchDelay starts gathering evidence for a drain delay of at most d
@@ -231,6 +281,16 @@ func (l *lameDuckDelay) stop() DelayReport {
 	return l.report
 }
 
+// measured returns what the delay has measured so far; a nil l, none.
+func (l *lameDuckDelay) measured() DelayReport {
+	if l == nil {
+		return DelayReport{}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.report
+}
+
 func (l *lameDuckDelay) run() {
 	defer l.running.Done()
 	var (
@@ -244,7 +304,9 @@ func (l *lameDuckDelay) run() {
 		if l.report.Ended == "" {
 			at, why := l.end()
 			if in >= at {
+				l.mu.Lock()
 				l.report.Ended, l.report.Took = why, in
+				l.mu.Unlock()
 				close(l.done)
 				// Go on counting arrivals until stop: the log reports
 				// them all.
@@ -258,7 +320,9 @@ func (l *lameDuckDelay) run() {
 		case <-l.wake:
 		case <-l.quit:
 			if l.report.Ended == "" {
+				l.mu.Lock()
 				l.report.Ended, l.report.Took = delayCut, l.clock.Now().Sub(l.start)
+				l.mu.Unlock()
 			}
 			l.update()
 			return
@@ -307,8 +371,10 @@ func (l *lameDuckDelay) quietFrom() time.Duration {
 }
 
 // update reads every server's arrivals and the cluster's evidence into the
-// report.
+// report. Only the goroutine writes the report, under mu.
 func (l *lameDuckDelay) update() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for i, a := range l.arrivals {
 		if a == nil {
 			continue

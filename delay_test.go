@@ -40,7 +40,7 @@ func startAdaptive(t *testing.T, opts ...lameduck.Option) (*harness, *fakeServer
 func stillDelaying(t *testing.T, h *harness, why string) {
 	t.Helper()
 	select {
-	case <-h.ld.Draining():
+	case <-h.ld.Entered(lameduck.PhaseDraining):
 		t.Fatalf("the drain began, but %s", why)
 	default:
 	}
@@ -187,4 +187,26 @@ func TestAdaptiveDelayMisuse(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Status reports the arrivals as they happen, from the first moment of the
+// lame-duck phase, and what ended the delay once it is over: a scrape
+// during a delay of a few seconds sees the lag being measured.
+func TestStatusReportsTheDelayAsItMeasures(t *testing.T) {
+	h, s := startAdaptive(t)
+	assert.Equal(t, lameduck.DelayReport{}, h.ld.Status().Delay, "nothing measured yet")
+	h.clock.AwaitTimer(t, adaptiveMin)
+	h.clock.Advance(200 * time.Millisecond)
+	s.arrivals.Arrived()
+	require.Eventually(t, func() bool { return h.ld.Status().Delay.Arrivals == 1 }, waitTimeout, time.Millisecond,
+		"the arrival shows before the delay is over")
+	d := h.ld.Status().Delay
+	assert.Equal(t, 200*time.Millisecond, d.LastArrival)
+	assert.Equal(t, "web", d.LastArrivalServer)
+	assert.Empty(t, d.Ended, "the delay is not over")
+	h.clock.Advance(adaptiveMin - 200*time.Millisecond)
+	ev := h.phases.await(t, lameduck.PhaseDraining)
+	assert.Equal(t, ev.Delay, h.ld.Status().Delay, "once over, Status says what the Event says")
+	assert.Equal(t, "min", h.ld.Status().Delay.Ended)
+	require.NoError(t, h.wait(t))
 }

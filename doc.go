@@ -69,9 +69,9 @@
 //     routes elsewhere. A process that never became ready skips the delay.
 //  4. Servers stop accepting connections.
 //  5. In-flight requests, RPCs and streams finish; long-lived work is told
-//     to wrap up through [Coordinator.Draining] (or, to move its clients
-//     during the delay, [Coordinator.LameDuck]). The end of the drain is
-//     detected by events, so the process exits as soon as the last
+//     to wrap up through [Coordinator.Entered] (PhaseDraining; or, to move
+//     its clients during the delay, PhaseLameDuck). The end of the drain
+//     is detected by events, so the process exits as soon as the last
 //     response is out.
 //  6. At the deadline, before the grace period ends, whatever remains is
 //     cut and reported ([ErrCut]); shutdown hooks ([Coordinator.OnShutdown])

@@ -23,8 +23,8 @@ const (
 	// once every server's LameDuck has returned.
 	PhaseLameDuck
 	// PhaseDraining: servers stop accepting and in-flight work finishes;
-	// [Coordinator.Draining] is closed and workers' contexts are done. At
-	// the drain deadline whatever remains is cut.
+	// workers' contexts are done. At the drain deadline whatever remains
+	// is cut.
 	PhaseDraining
 	// PhaseStopping: shutdown hooks run, in reverse order of registration.
 	PhaseStopping
@@ -32,7 +32,10 @@ const (
 	PhaseStopped
 )
 
-var phaseNames = [...]string{"starting", "serving", "lame duck", "draining", "stopping", "stopped"}
+// numPhases is the number of phases.
+const numPhases = int(PhaseStopped) + 1
+
+var phaseNames = [numPhases]string{"starting", "serving", "lame duck", "draining", "stopping", "stopped"}
 
 // String names the phase as the log does, such as "lame duck".
 func (p Phase) String() string {

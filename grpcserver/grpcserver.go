@@ -345,21 +345,18 @@ func (s *Server) Addr() net.Addr {
 	return s.lis.Addr()
 }
 
-// String describes the Server as "grpc " followed by its address, such as
-// "grpc :9090"; the Coordinator names the Server so in logs and errors. For
-// an address without a fixed port, it shows the bound address once
-// listening.
+// String describes the Server as "grpc " followed by its address: the
+// bound one once listening, such as "grpc [::]:9090", as the servers of
+// package httpserver do, and the one given to New before. The Coordinator
+// names the Server so in logs, errors and Status.
 func (s *Server) String() string {
-	addr := s.addr
-	if _, port, err := net.SplitHostPort(addr); addr == "" || (err == nil && port == "0") {
-		if a := s.Addr(); a != nil {
-			addr = a.String()
-		}
+	if a := s.Addr(); a != nil {
+		return "grpc " + a.String()
 	}
-	if addr == "" {
-		addr = ":0"
+	if s.addr == "" {
+		return "grpc :0"
 	}
-	return "grpc " + addr
+	return "grpc " + s.addr
 }
 
 // Listen binds the Server's address. An address in use is an error naming

@@ -21,6 +21,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/grpcserver"
+	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/fakeclock"
 )
 
@@ -101,7 +102,7 @@ func (h *harness) start(t *testing.T) {
 			default:
 			}
 		}
-		<-h.done
+		await.Recv(t, h.done, "Run to return after a second signal")
 	})
 }
 

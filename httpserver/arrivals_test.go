@@ -14,6 +14,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/httpserver"
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 // get makes one request with client and reads the response.
@@ -109,7 +110,7 @@ func TestAdaptiveDelayEndsOnceTheArrivalsStop(t *testing.T) {
 		resp := get(t, client, "http://"+srv.Addr().String()+"/")
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		select {
-		case <-ld.Draining():
+		case <-ld.Entered(lameduck.PhaseDraining):
 			t.Fatal("the delay ended while connections kept arriving")
 		default:
 		}
@@ -120,7 +121,7 @@ func TestAdaptiveDelayEndsOnceTheArrivalsStop(t *testing.T) {
 	assert.GreaterOrEqual(t, ev.Elapsed, quiet, "the quiet period passed")
 	assert.LessOrEqual(t, ev.Delay.LastArrival, lastRequest, "the last arrival is the last request's connection")
 	assert.Less(t, ev.Elapsed, maximum/2, "over long before the maximum")
-	require.NoError(t, <-done)
+	require.NoError(t, await.Recv(t, done, "Run to return"))
 }
 
 // Probes say nothing about routing: a connection that carries only probe

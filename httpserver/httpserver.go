@@ -434,8 +434,11 @@ func (s *Server) Close() lameduck.Counts {
 	}
 	cut := s.tracker.InFlight()
 	for c := range s.conns {
-		if !c.done() && c.betweenRequests() && c.requestArriving() {
-			cut.Requests++ // a request was arriving
+		// A request was arriving: net/http has read bytes of it, or they
+		// wait in the kernel for net/http's reader, which may not have run
+		// since the connection was accepted.
+		if !c.done() && c.betweenRequests() && (c.requestArriving() || unread(c.Conn) > 0) {
+			cut.Requests++
 		}
 	}
 	s.cut = cut
@@ -721,8 +724,10 @@ func (c *conn) Read(p []byte) (int, error) {
 		n, err := c.Conn.Read(p)
 		if c.idleCheck.Load() {
 			switch {
-			case n > 0 || unread(c.Conn) > 0:
-				// A request is arriving after all: serve it.
+			case n > 0 || c.requestArriving() || unread(c.Conn) > 0:
+				// A request is arriving after all: serve it. Bytes of it
+				// may have been read since the drain found c idle, by the
+				// read before this one.
 				c.endIdleCheck()
 				if n == 0 {
 					continue // the read timed out before taking it

@@ -336,9 +336,9 @@ func (cfg Config) engineConfig() (rollout.Config, error) {
 	if cfg.ReadyTimeout < 0 {
 		errs = append(errs, fmt.Errorf("Config.ReadyTimeout is %s; it must be positive, or zero for %s", cfg.ReadyTimeout, defaultReadyTimeout))
 	}
-	for _, p := range []struct{ name, v string }{{"ReadyPath", cfg.ReadyPath}, {"Path", cfg.Path}} {
+	for _, p := range []struct{ name, v string }{{"Config.ReadyPath", cfg.ReadyPath}, {"Config.Path", cfg.Path}} {
 		if p.v != "" && !strings.HasPrefix(p.v, "/") {
-			errs = append(errs, fmt.Errorf("Config.%s is %q; it must start with /", p.name, p.v))
+			errs = append(errs, fmt.Errorf("%s is %q; it must start with /", p.name, p.v))
 		}
 	}
 	if len(errs) > 0 {

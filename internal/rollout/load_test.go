@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
+	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/rollout"
 )
 
@@ -73,7 +74,7 @@ func serveOnLoopback(t *testing.T, serve func(net.Listener), stop func()) string
 	}()
 	t.Cleanup(func() {
 		stop()
-		<-done
+		await.Recv(t, done, "serve to return")
 	})
 	return ln.Addr().String()
 }
