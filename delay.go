@@ -221,7 +221,8 @@ type lameDuckDelay struct {
 // watchDelay starts gathering evidence for a drain delay of at most d
 // (none if d is zero) after the signal at signalAt: call it before the
 // servers' LameDuck, and begin once they have returned.
-func watchDelay(c *Coordinator, servers []Server, signalAt time.Time, d time.Duration) *lameDuckDelay {
+// endpoints is the watch that prepareEndpoints prepared, or nil.
+func watchDelay(c *Coordinator, servers []Server, endpoints *endpointsWatch, signalAt time.Time, d time.Duration) *lameDuckDelay {
 	cfg := c.opts.delay
 	l := &lameDuckDelay{
 		clock: c.clock, signalAt: signalAt, min: cfg.minimum(d), max: d,
@@ -242,26 +243,20 @@ func watchDelay(c *Coordinator, servers []Server, signalAt time.Time, d time.Dur
 		return l
 	}
 	l.quiet = cfg.quiet
-	api, err := cfg.kube, error(nil)
-	if api == nil {
-		api, err = inCluster()
-	}
-	w := &endpointsWatch{api: api, clock: c.clock, log: c.log, wake: l.wake}
-	switch {
-	case err != nil:
-		w.fail(err)
-	case api == nil:
+	if endpoints == nil {
 		return l // not in Kubernetes: no evidence from the cluster, and nothing to say
-	default:
-		ctx, cancel := context.WithCancel(context.Background())
-		l.stopWatch = cancel
-		l.watching.Add(1)
-		go func() {
-			defer l.watching.Done()
-			w.run(ctx)
-		}()
 	}
-	l.endpoints = w
+	l.endpoints = endpoints
+	if !endpoints.start(l.wake) {
+		return l // refused, and said so, while the process served
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l.stopWatch = cancel
+	l.watching.Add(1)
+	go func() {
+		defer l.watching.Done()
+		endpoints.run(ctx)
+	}()
 	return l
 }
 

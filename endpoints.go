@@ -154,7 +154,17 @@ type endpointsWatch struct {
 	api   *kubeAPI
 	clock Clock
 	log   *slog.Logger
-	wake  chan struct{}
+	wake  chan struct{} // set by start
+
+	// While the process serves, one request checks that the API answers
+	// and opens the connection the watch will use: the watch then starts
+	// at the signal without a TLS handshake, and a refusal is said at
+	// start-up. warmed is closed once it is over; refused is set if the
+	// API refused for good (401, 403). Guarded by mu.
+	warmed    chan struct{}
+	refused   bool
+	stopWarm  context.CancelFunc
+	warmGroup sync.WaitGroup
 
 	slices map[string]slice // by name; only the watch goroutine uses it
 	listed bool             // a slice has listed the pod since the watch began
@@ -203,6 +213,79 @@ func (w *endpointsWatch) fail(err error) {
 	w.set(routingNone)
 }
 
+// prepareEndpoints returns the watch of an adaptive drain delay in
+// Kubernetes, and starts checking the API, or nil without an adaptive
+// delay or outside Kubernetes. A configuration that cannot work, such as a
+// pod without its service account, is logged now. Call close when Run
+// returns.
+func prepareEndpoints(c *Coordinator) *endpointsWatch {
+	cfg := c.opts.delay
+	if !cfg.adaptive || cfg.max == 0 {
+		return nil
+	}
+	api, err := cfg.kube, error(nil)
+	if api == nil {
+		api, err = inCluster()
+	}
+	if api == nil && err == nil {
+		return nil
+	}
+	w := &endpointsWatch{api: api, clock: c.clock, log: c.log, warmed: make(chan struct{}), stopWarm: func() {}}
+	if err != nil {
+		w.fail(err)
+		w.refused = true
+		close(w.warmed)
+		return w
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w.stopWarm = cancel
+	w.warmGroup.Add(1)
+	go func() {
+		defer w.warmGroup.Done()
+		defer close(w.warmed)
+		resp, err := w.get(ctx, w.url(url.Values{"limit": {"1"}}))
+		if err == nil {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) //nolint:errcheck // the connection is kept if the body was read
+			resp.Body.Close()
+			return
+		}
+		var se *statusError
+		if errors.As(err, &se) && (se.code == http.StatusForbidden || se.code == http.StatusUnauthorized) {
+			w.fail(err)
+			w.mu.Lock()
+			w.refused = true
+			w.mu.Unlock()
+		}
+		// Otherwise the watch tries again at the signal, and says why if
+		// it fails then.
+	}()
+	return w
+}
+
+// start readies the watch to run, poking wake on every change, and reports
+// whether it should: not if the API refused it while the process served.
+// A check still in progress is abandoned: the watch asks anew.
+func (w *endpointsWatch) start(wake chan struct{}) bool {
+	w.close()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.wake = wake
+	if w.refused {
+		w.state = routingNone
+		return false
+	}
+	return true
+}
+
+// close ends the check of the API, if it still runs. A nil w is none.
+func (w *endpointsWatch) close() {
+	if w == nil {
+		return
+	}
+	w.stopWarm()
+	w.warmGroup.Wait()
+}
+
 // How often a dropped watch is resumed before the watch gives up.
 const (
 	watchRetries = 5
@@ -232,7 +315,7 @@ func (w *endpointsWatch) run(ctx context.Context) {
 			continue
 		}
 		var se *statusError
-		if w.state == routingUnknown || errors.As(err, &se) || failures == watchRetries {
+		if state, _ := w.read(); state == routingUnknown || errors.As(err, &se) || failures == watchRetries {
 			// Forbidden, unauthorized, unreachable: no evidence to
 			// wait for. A dropped watch is resumed a few times.
 			w.fail(err)
@@ -445,7 +528,7 @@ func (w *endpointsWatch) update() {
 	default:
 		// No slice lists the pod: no Service routes to it, or its
 		// address is not the one the slices know.
-		if w.state == routingUnknown {
+		if state, _ := w.read(); state == routingUnknown {
 			w.log.Warn("lameduck: no EndpointSlice lists the pod's address; the adaptive drain delay falls back to its minimum",
 				slog.String("namespace", w.api.namespace), slog.Any("addresses", w.api.addrs),
 				slog.String("fix", "if a Service selects this pod, set POD_IP from the downward API (fieldRef: status.podIP)"))

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 // The pod's address in these tests, and another pod's.
@@ -67,11 +68,13 @@ type fakeAPI struct {
 	srv      *httptest.Server
 	events   chan any      // a watch event, or dropWatch{} to end the watch
 	watching chan struct{} // a value as each watch begins
+	requests chan struct{} // a value as each check is answered
 
 	mu       sync.Mutex
 	slices   map[string]map[string]any
 	rv       int
 	status   int // non-zero: every request is answered with it
+	checks   int // lists of one item, as the Coordinator's check while it serves
 	lists    int
 	watches  int
 	badToken bool
@@ -83,7 +86,7 @@ type dropWatch struct{}
 
 func newFakeAPI(t *testing.T, slices ...map[string]any) *fakeAPI {
 	t.Helper()
-	api := &fakeAPI{events: make(chan any, 100), watching: make(chan struct{}, 100), slices: make(map[string]map[string]any)}
+	api := &fakeAPI{events: make(chan any, 100), watching: make(chan struct{}, 100), requests: make(chan struct{}, 100), slices: make(map[string]map[string]any)}
 	for _, s := range slices {
 		api.slices[s["metadata"].(map[string]any)["name"].(string)] = s
 	}
@@ -99,6 +102,10 @@ func (api *fakeAPI) option() lameduck.Option {
 func (api *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 	api.mu.Lock()
 	status := api.status
+	if r.URL.Query().Get("limit") != "" {
+		api.checks++
+		defer func() { api.requests <- struct{}{} }()
+	}
 	api.badToken = api.badToken || r.Header.Get("Authorization") != "Bearer the-token"
 	api.mu.Unlock()
 	if r.URL.Path != "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices" {
@@ -111,7 +118,7 @@ func (api *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.URL.Query().Get("watch") == "" {
-		api.list(w)
+		api.list(w, r.URL.Query().Get("limit") != "")
 		return
 	}
 	api.mu.Lock()
@@ -136,10 +143,12 @@ func (api *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (api *fakeAPI) list(w http.ResponseWriter) {
+func (api *fakeAPI) list(w http.ResponseWriter, check bool) {
 	api.mu.Lock()
 	defer api.mu.Unlock()
-	api.lists++
+	if !check {
+		api.lists++
+	}
 	items := make([]map[string]any, 0, len(api.slices))
 	for _, s := range api.slices {
 		items = append(items, s)
@@ -373,4 +382,45 @@ func TestAFixedDelayAsksTheClusterNothing(t *testing.T) {
 	require.NoError(t, h.wait(t))
 	lists, watches := api.counts()
 	assert.Zero(t, lists+watches)
+}
+
+// While the process serves, one request checks the API and opens the
+// connection the watch will use; a refusal is said then, once, and the
+// delay does not ask again.
+func TestTheAPIIsCheckedWhileServing(t *testing.T) {
+	t.Run("allowed", func(t *testing.T) {
+		api := newFakeAPI(t, endpointSlice("web-abc", "web", terminatingEP, otherReadyEP))
+		h := newHarness(t, api.option(), lameduck.WithAdaptiveDrainDelay(adaptiveMin, adaptiveQuiet, adaptiveMax))
+		h.ld.Register(newFakeServer("web", h.log))
+		h.ld.MarkReady()
+		h.start(t, context.Background())
+		await.Recv(t, api.requests, "the check of the API")
+		h.signals <- syscall.SIGTERM
+		h.clock.Pass(t, allowance)
+		ev := h.phases.await(t, lameduck.PhaseDraining)
+		assert.Equal(t, "endpoints", ev.Delay.Ended)
+		require.NoError(t, h.wait(t))
+		assert.Equal(t, 1, api.checks)
+	})
+	t.Run("forbidden", func(t *testing.T) {
+		api := newFakeAPI(t)
+		api.status = http.StatusForbidden
+		var log syncLog
+		h := newHarness(t, api.option(), lameduck.WithAdaptiveDrainDelay(adaptiveMin, adaptiveQuiet, adaptiveMax),
+			lameduck.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
+		h.ld.Register(newFakeServer("web", h.log))
+		h.ld.MarkReady()
+		h.start(t, context.Background())
+		await.Recv(t, api.requests, "the check of the API")
+		require.Eventually(t, func() bool { return strings.Contains(log.String(), "403 Forbidden") }, waitTimeout, time.Millisecond,
+			"the refusal is said while the process serves")
+		h.signals <- syscall.SIGTERM
+		h.clock.Pass(t, adaptiveMin)
+		ev := h.phases.await(t, lameduck.PhaseDraining)
+		assert.Equal(t, "min", ev.Delay.Ended)
+		require.NoError(t, h.wait(t))
+		lists, watches := api.counts()
+		assert.Zero(t, lists+watches, "refused once, not asked again")
+		assert.Equal(t, 1, strings.Count(log.String(), "level=WARN"))
+	})
 }

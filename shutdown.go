@@ -150,6 +150,8 @@ func (r *run) run(ctx context.Context) error {
 		names[i] = serverName(s, i)
 	}
 	ready := c.markServing()
+	endpoints := prepareEndpoints(c) // endpoints.go: for an adaptive delay in Kubernetes
+	defer endpoints.close()
 	r.enter(PhaseServing, Counts{}, slog.String("servers", strings.Join(names, ", ")), slog.Bool("ready", ready))
 	if ready {
 		c.log.Info("lameduck: ready")
@@ -172,7 +174,7 @@ func (r *run) run(ctx context.Context) error {
 	if !wasReady {
 		delay = 0
 	}
-	lameDuck := watchDelay(c, r.servers, signalAt, delay)
+	lameDuck := watchDelay(c, r.servers, endpoints, signalAt, delay)
 	c.progress.mu.Lock()
 	c.progress.delay = lameDuck // status.go: Status reports it as it measures
 	c.progress.mu.Unlock()
