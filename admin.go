@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // RegisterAdmin adds an admin server: one that answers the readiness and
@@ -19,11 +20,14 @@ import (
 // [Coordinator.Run] binds an admin server's listeners and serves it along
 // with the servers of [Coordinator.Register], in registration order, so
 // that an address in use fails Run before the process turns ready, and a
-// failure of its Serve shuts the process down. It never calls its LameDuck
-// or Drain: the server keeps accepting and answering through the delay and
-// the drain. Run closes it last, after the shutdown hooks, as it returns,
-// and waits for its Serve to return, until the deadline (the grace period
-// minus the safety margin). What its Close reports is not counted as cut.
+// failure of its Serve shuts the process down. It never calls its
+// LameDuck: the server keeps accepting and answering through the delay and
+// the drain. Run stops it last, after the shutdown hooks, as it returns:
+// Drain, for at most a second, so that the answers in progress, such as a
+// scrape of the final status (see [WithFinalScrape]), are not cut, then
+// Close; and waits for its Serve to return, until the deadline (the grace
+// period minus the safety margin). What its Close reports is not counted
+// as cut.
 //
 // RegisterAdmin panics, like Register, if s is nil or already registered,
 // or if Run has been called.
@@ -126,6 +130,27 @@ func (r *run) awaitFinalScrape(ctx context.Context) {
 	c.log.Warn("lameduck: no scrape read the final status before the deadline", slog.Duration("waited", c.clock.Now().Sub(start)))
 }
 
+// adminDrainTimeout bounds how long the requests an admin server is
+// answering as Run returns, such as the scrape that reads the final
+// status, are given to finish.
+const adminDrainTimeout = time.Second
+
+// finish drains the real server, for at most adminDrainTimeout, or until
+// ctx ends, so that Close cuts no answer in progress.
+func (a *adminServer) finish(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, adminDrainTimeout)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.Server.Drain(ctx) //nolint:errcheck // Close says what is left
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done(): // a Drain that ignores ctx cannot hold Run
+	}
+}
+
 // closeAdmins closes the admin servers, after the hooks, and waits for their
 // Serve calls to return, or for ctx to end. It is the last step of Run.
 func (r *run) closeAdmins(ctx context.Context) {
@@ -135,6 +160,9 @@ func (r *run) closeAdmins(ctx context.Context) {
 			continue
 		}
 		a.closed = true
+		if a.serving.Load() {
+			a.finish(ctx)
+		}
 		a.Server.Close()
 		if !a.serving.Load() {
 			continue

@@ -44,8 +44,8 @@ func TestAdminServerAnswersUntilRunReturns(t *testing.T) {
 	h.phases.await(t, lameduck.PhaseStopped)
 	require.NoError(t, h.wait(t))
 
-	assert.Equal(t, []string{"app listen", "admin listen", "app lame duck", "app drain", "app close", "hook", "admin close"},
-		h.log.all(), "an admin server is neither lame duck nor drained, and closes after the hooks")
+	assert.Equal(t, []string{"app listen", "admin listen", "app lame duck", "app drain", "app close", "hook", "admin drain", "admin close"},
+		h.log.all(), "an admin server is never a lame duck, and is drained and closed only after the hooks")
 	assert.Equal(t, lameduck.PhaseStopped, await.Recv(t, admin.phase, "the admin server to close"), "an admin server closes as Run returns")
 	select {
 	case <-admin.stopped:

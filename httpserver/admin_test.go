@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -188,4 +189,40 @@ func TestAdminWithoutMetricsServesOnlyProbes(t *testing.T) {
 
 	assert.PanicsWithValue(t, "httpserver: Admin: the coordinator is nil; create one with lameduck.New",
 		func() { httpserver.Admin(nil, ":0", nil) })
+}
+
+// With WithFinalScrape, the scrape that reads the final status gets its
+// whole answer: the admin server finishes it before it closes.
+func TestTheFinalScrapeIsAnsweredInFull(t *testing.T) {
+	signals := make(chan os.Signal, 1)
+	ld, err := lameduck.New(lameduck.WithSignals(), lameduck.WithSignalChannel(signals), lameduck.WithLogger(discard),
+		lameduck.WithDrainDelay(0), lameduck.WithFinalScrape())
+	require.NoError(t, err)
+	ld.Register(httpserver.New(&http.Server{Addr: "127.0.0.1:0", Handler: okHandler}))
+	const size = 4 << 20 // more than the socket buffers hold: the client must read while the server writes
+	admin := httpserver.Admin(ld, "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := ld.Status()
+		fmt.Fprintf(w, "phase=%s\n", st.Phase)
+		w.(http.Flusher).Flush()
+		chunk := make([]byte, 64<<10)
+		for written := 0; written < size; written += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	ld.MarkReady()
+	done := make(chan error, 1)
+	go func() { done <- ld.Run(context.Background()) }()
+	await.Recv(t, ld.Entered(lameduck.PhaseServing), "Run to serve")
+	signals <- os.Interrupt
+	await.Recv(t, ld.Entered(lameduck.PhaseStopped), "the shutdown to be over")
+
+	sc := newScraper()
+	defer sc.client.CloseIdleConnections()
+	code, body, _ := sc.get(t, "http://"+admin.Addr().String()+"/metrics")
+	assert.Equal(t, http.StatusOK, code)
+	assert.True(t, strings.HasPrefix(body, "phase=stopped\n"), "the final status")
+	assert.Len(t, body, len("phase=stopped\n")+size, "the whole answer, not cut by the close")
+	require.NoError(t, await.Recv(t, done, "Run to return once the final status was read"))
 }
