@@ -16,7 +16,13 @@
 //
 // Usage:
 //
-//	example [-addr :8080] [-admin-addr :8081] [-drain-delay 5s] [-grace-period 30s]
+//	example [-addr :8080] [-admin-addr :8081] [-drain-delay 5s] [-grace-period 30s] [-final-scrape]
+//
+// With -final-scrape (lameduck.WithFinalScrape), the admin listener stays up
+// after the shutdown until /metrics has been scraped once with the final
+// values, at most until the drain deadline: without it, the last values of a
+// shutdown reach Prometheus only if a scrape happens in the milliseconds of
+// the drain.
 //
 // On SIGTERM (or SIGINT) it goes through lameduck's shutdown and exits: 0
 // after a clean drain, 1 when something was cut at the deadline or a port is
@@ -85,6 +91,7 @@ func run(args []string, stderr io.Writer) int {
 	adminAddr := fs.String("admin-addr", ":8081", "`address` to serve the probes and /metrics on, through the drain")
 	drainDelay := fs.Duration("drain-delay", lameduck.DefaultDrainDelay, "how long to keep serving after SIGTERM while load balancers catch up")
 	gracePeriod := fs.Duration("grace-period", lameduck.DefaultGracePeriod, "the pod's terminationGracePeriodSeconds")
+	finalScrape := fs.Bool("final-scrape", false, "after the shutdown, keep serving /metrics until it has been scraped once, at most until the drain deadline")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -97,11 +104,15 @@ func run(args []string, stderr io.Writer) int {
 	}
 
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	ld, err := lameduck.New(
+	opts := []lameduck.Option{
 		lameduck.WithDrainDelay(*drainDelay),
 		lameduck.WithGracePeriod(*gracePeriod),
 		lameduck.WithLogger(logger),
-	)
+	}
+	if *finalScrape {
+		opts = append(opts, lameduck.WithFinalScrape())
+	}
+	ld, err := lameduck.New(opts...)
 	if err != nil {
 		fmt.Fprintf(stderr, "example: %v\n", err)
 		return 2
