@@ -52,6 +52,12 @@
 // GOAWAY or a failure, and every request that does not get a complete
 // successful response counts as failed.
 //
+// The gRPC client is package grpcload, in the module of grpcserver, so that
+// the test binary of an HTTP service compiles no gRPC: a test with Protocol
+// [GRPC] imports it for its side effect,
+//
+//	import _ "github.com/lameduck/lameduck/grpcserver/grpcload"
+//
 // # What it does not simulate
 //
 // Real iptables, IPVS or nftables rules and conntrack, the node's network,

@@ -59,9 +59,14 @@ const (
 	// GRPC makes unary grpc.testing.TestService/EmptyCall calls (the
 	// service of google.golang.org/grpc/interop/grpc_testing), two at a
 	// time per connection, without TLS. The readiness probe stays HTTP:
-	// a gRPC server serves it on a port of its own, {PROBE_ADDR}.
+	// a gRPC server serves it on a port of its own, {PROBE_ADDR}. Its
+	// client is package grpcload, in the module of grpcserver: the test
+	// imports it, import _ "github.com/lameduck/lameduck/grpcserver/grpcload".
 	GRPC Protocol = "grpc"
 )
+
+// grpcLoadPackage is the package that gives [GRPC] its client.
+const grpcLoadPackage = "github.com/lameduck/lameduck/grpcserver/grpcload"
 
 // Config describes the server and the rolling update. Command (or
 // CommandLine) is required; every other zero value means a default suited
@@ -310,8 +315,11 @@ func (cfg Config) engineConfig() (rollout.Config, error) {
 		Fresh:        cfg.Fresh,
 		Path:         cfg.Path,
 	}
-	if !slices.Contains([]Protocol{HTTP1, H2C, GRPC}, Protocol(rc.Load)) {
+	switch {
+	case !slices.Contains([]Protocol{HTTP1, H2C, GRPC}, Protocol(rc.Load)):
 		errs = append(errs, fmt.Errorf("Config.Protocol is %q; use HTTP1, H2C or GRPC", cfg.Protocol))
+	case rollout.CheckLoad(rc.Load) != nil:
+		errs = append(errs, fmt.Errorf("Config.Protocol is GRPC, whose client is in a module of its own, so that the tests of HTTP services build no gRPC: add import _ %q to the test", grpcLoadPackage))
 	}
 	if rc.Cycles < 0 || rc.Cycles > maxRollouts {
 		errs = append(errs, fmt.Errorf("Config.Rollouts is %d; use 1 to %d (or zero for 1)", cfg.Rollouts, maxRollouts))

@@ -149,6 +149,8 @@ func TestSetupErrors(t *testing.T) {
 			want: []string{"Config.CommandLine", "unterminated ' quote"}},
 		{name: "bad settings", cfg: lameducktest.Config{Command: cmd(), Protocol: "http3", Conns: -1, ReadyPath: "readyz"},
 			want: []string{`Config.Protocol is "http3"; use HTTP1, H2C or GRPC`, "Config.Conns is -1", `Config.ReadyPath is "readyz"; it must start with /`}},
+		{name: "gRPC without its client", cfg: lameducktest.Config{Command: cmd(), Protocol: lameducktest.GRPC},
+			want: []string{`import _ "github.com/lameduck/lameduck/grpcserver/grpcload"`}},
 		{name: "no such program", cfg: lameducktest.Config{Command: []string{bin + "-missing", "{ADDR}"}},
 			want: []string{"start pod pod-1", "no such file or directory", "check the pod command"}},
 		{name: "exits at once",

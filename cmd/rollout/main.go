@@ -45,6 +45,8 @@ import (
 	"syscall"
 	"time"
 
+	// -load grpc.
+	_ "github.com/lameduck/lameduck/grpcserver/grpcload"
 	"github.com/lameduck/lameduck/internal/rollout"
 	"github.com/lameduck/lameduck/internal/rollout/report"
 )
