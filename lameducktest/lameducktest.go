@@ -221,13 +221,14 @@ func (e PodExit) String() string {
 //
 // Every pod has stopped when Rollout returns. The pods' output is added to
 // the test log when the test ends, if it failed or go test ran with -v. If
-// the test failed, a picture of the rolling update is written too, and the
-// log says where: one lane per pod, the requests it served, every failed
-// request by kind at the moment it failed, and the SIGTERM, removal from
-// the load balancer, listener close and exit of each old pod. It goes to
-// the test's artifact directory when go test runs with -artifacts (Go 1.26
-// and later), and otherwise to a new temporary directory, which is left
-// for you to look at. Rollout skips the test on systems without SIGTERM.
+// the test failed, a record of the rolling update for a picture is
+// written too (rollout.json), and the log says where and how to draw it:
+// one lane per pod, the requests it served, every failed request by kind
+// at the moment it failed, and the SIGTERM, removal from the load balancer,
+// listener close and exit of each old pod. It goes to the test's artifact
+// directory when go test runs with -artifacts (Go 1.26 and later), and
+// otherwise to a new temporary directory, which is left for you to look
+// at. Rollout skips the test on systems without SIGTERM.
 func Rollout(t testing.TB, cfg Config) *Result {
 	t.Helper()
 	if !canSignal {
