@@ -20,9 +20,19 @@
 // with a requirement that only a replace directive could satisfy fails the
 // go get.
 //
+// It also runs go mod tidy on a copy of every module against the laid-out
+// proxy, and fails if a go.mod or go.sum is not what tidy makes of it. In
+// the repository go mod tidy and go get cannot do that in a nested module:
+// they ignore go.work, and the version of the root module that the nested
+// modules require is published only when they are. With -tidy, modcheck
+// writes the tidied files instead, and does nothing else: run it after
+// changing what a module imports. The go.sum lines of the repository's own
+// modules are left out, being the working tree's, not the release's.
+//
 // Usage:
 //
 //	go run ./internal/modcheck [-o report.md] [-keep]
+//	go run ./internal/modcheck -tidy
 //
 // It runs from anywhere in the repository. It needs the go command and a
 // module proxy for third-party modules (GOPROXY, as go env reports it);
@@ -121,14 +131,15 @@ var services = []consumer{
 func main() {
 	out := flag.String("o", "", "write the report to this `file` instead of standard output")
 	keep := flag.Bool("keep", false, "keep the proxy, module cache and services in the temporary directory, and say where")
+	write := flag.Bool("tidy", false, "tidy every module's go.mod and go.sum against the laid-out modules, and do nothing else")
 	flag.Parse()
-	if err := run(*out, *keep); err != nil {
+	if err := run(*out, *keep, *write); err != nil {
 		fmt.Fprintln(os.Stderr, "modcheck:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out string, keep bool) (err error) {
+func run(out string, keep, write bool) (err error) {
 	repo, err := repoRoot()
 	if err != nil {
 		return err
@@ -164,8 +175,16 @@ func run(out string, keep bool) (err error) {
 	if err != nil {
 		return err
 	}
+	untidy, err := tidy(filepath.Join(work, "tidy"), repo, mods, files, env, write)
+	if err != nil {
+		return err
+	}
+	if write {
+		fmt.Fprintf(os.Stderr, "modcheck: tidied %d of %d modules\n", len(untidy), len(mods))
+		return nil
+	}
 
-	r := &report{version: version, mods: mods}
+	r := &report{version: version, mods: mods, untidy: untidy}
 	for _, c := range services {
 		r.results = append(r.results, c.run(filepath.Join(work, c.name), env))
 	}
@@ -621,10 +640,85 @@ func splitLines(s string) []string {
 	return lines
 }
 
+// tidy runs go mod tidy on a copy in dir of each module, with env, and
+// returns the modules whose go.mod or go.sum it changed, leaving out the
+// go.sum lines of the repository's own modules. With write, it writes the
+// tidied files into the repository.
+func tidy(dir, repo string, mods []module, files []string, env []string, write bool) (untidy []string, err error) {
+	for _, m := range mods {
+		copyDir := filepath.Join(dir, filepath.FromSlash(m.Dir))
+		for _, f := range moduleFiles(m, mods, files) {
+			content, err := os.ReadFile(filepath.Join(repo, filepath.FromSlash(f)))
+			if err != nil {
+				return nil, err
+			}
+			rel := f
+			if m.Dir != "." {
+				rel = strings.TrimPrefix(f, m.Dir+"/")
+			}
+			to := filepath.Join(copyDir, filepath.FromSlash(rel))
+			if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(to, content, 0o644); err != nil {
+				return nil, err
+			}
+		}
+		s := gocmd(copyDir, env, "mod", "tidy")
+		progress("tidy "+m.Path, s)
+		if s.err != nil {
+			return nil, fmt.Errorf("go mod tidy in %s: %v\n%s", m.Path, s.err, s.out)
+		}
+		changed := false
+		for _, name := range []string{"go.mod", "go.sum"} {
+			tidied, err := os.ReadFile(filepath.Join(copyDir, name))
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, err
+			}
+			if name == "go.sum" {
+				tidied = withoutOwnSums(tidied)
+			}
+			path := filepath.Join(repo, filepath.FromSlash(m.Dir), name)
+			was, err := os.ReadFile(path)
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, err
+			}
+			if bytes.Equal(was, tidied) {
+				continue
+			}
+			changed = true
+			if write {
+				if err := os.WriteFile(path, tidied, 0o644); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if changed {
+			untidy = append(untidy, m.Path)
+		}
+	}
+	return untidy, nil
+}
+
+// withoutOwnSums returns go.sum content without the lines of the
+// repository's own modules.
+func withoutOwnSums(sum []byte) []byte {
+	var b bytes.Buffer
+	for line := range strings.Lines(string(sum)) {
+		if path, _, _ := strings.Cut(line, " "); path == rootModule || strings.HasPrefix(path, rootModule+"/") {
+			continue
+		}
+		b.WriteString(line)
+	}
+	return b.Bytes()
+}
+
 // A report is the outcome of a run.
 type report struct {
 	version string
 	mods    []module
+	// untidy are the modules whose go.mod or go.sum go mod tidy changes.
+	untidy  []string
 	results []result
 	tool    result
 }
@@ -632,6 +726,9 @@ type report struct {
 // failed returns the checks that failed, each prefixed by its consumer.
 func (r *report) failed() []string {
 	var failed []string
+	for _, m := range r.untidy {
+		failed = append(failed, m+": go.mod or go.sum is not tidy; run go run ./internal/modcheck -tidy")
+	}
 	for _, res := range append(slices.Clone(r.results), r.tool) {
 		for _, p := range res.problems {
 			failed = append(failed, res.name+": "+p)
@@ -644,14 +741,18 @@ func (r *report) failed() []string {
 func (r *report) write(w io.Writer) {
 	goVersion := gocmd("", nil, "env", "GOVERSION")
 	fmt.Fprintf(w, "Modules laid out at %s from the working tree (%s):\n\n", r.version, strings.TrimSpace(goVersion.out))
-	fmt.Fprintf(w, "| module | requires of the repository |\n| --- | --- |\n")
+	fmt.Fprintf(w, "| module | requires of the repository | go mod tidy |\n| --- | --- | --- |\n")
 	for _, m := range r.mods {
 		var reqs []string
 		for p, v := range m.Requires {
 			reqs = append(reqs, strings.TrimPrefix(p, rootModule+"/")+" "+v)
 		}
 		slices.Sort(reqs)
-		fmt.Fprintf(w, "| `%s` | %s |\n", m.Path, strings.Join(reqs, ", "))
+		tidy := "tidy"
+		if slices.Contains(r.untidy, m.Path) {
+			tidy = "**not tidy**"
+		}
+		fmt.Fprintf(w, "| `%s` | %s | %s |\n", m.Path, strings.Join(reqs, ", "), tidy)
 	}
 	fmt.Fprintf(w, "\n| service | modules (`go list -m all`) | test binary packages (`go list -deps -test`) | standard library | others | checks |\n| --- | --- | --- | --- | --- | --- |\n")
 	for _, res := range r.results {

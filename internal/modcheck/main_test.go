@@ -80,3 +80,14 @@ func TestUnder(t *testing.T) {
 		assert.Equal(t, tt.want, under(tt.s, tt.prefix), "under(%q, %q)", tt.s, tt.prefix)
 	}
 }
+
+// The go.sum lines of the repository's own modules hash the working tree,
+// not the release, and stay out of go.sum.
+func TestWithoutOwnSums(t *testing.T) {
+	sum := rootModule + " v0.1.0 h1:x=\n" +
+		rootModule + " v0.1.0/go.mod h1:y=\n" +
+		rootModule + "/grpcserver v0.1.0/go.mod h1:z=\n" +
+		"google.golang.org/grpc v1.80.0 h1:a=\n" +
+		rootModule + "x v1.0.0 h1:b=\n"
+	assert.Equal(t, "google.golang.org/grpc v1.80.0 h1:a=\n"+rootModule+"x v1.0.0 h1:b=\n", string(withoutOwnSums([]byte(sum))))
+}
