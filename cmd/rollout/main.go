@@ -92,7 +92,7 @@ probe, then sends SIGTERM to the oldest pod, whose endpoint stays in the load
 balancer for -lag more (kube-proxy lagging), and SIGKILLs it after -grace.
 
 Without -pod, the pod is the project's example server, built with "go build"
-from the module (run from inside it): examples/httpserver for http1 and h2c,
+from the repository (run from inside it): examples/httpserver for http1 and h2c,
 examples/grpcserver for grpc. -compare runs this binary's built-in servers
 (naive, textbook, lameduck) one after the other instead. -draw draws
 recorded runs (-report FILE.json, or lameducktest's record of a failed test)
@@ -323,7 +323,7 @@ func examplePod(ctx context.Context, dir string, load rollout.LoadKind, o option
 	bin := filepath.Join(dir, filepath.Base(pkg))
 	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/lameduck/lameduck/"+pkg)
 	if out, err := build.CombinedOutput(); err != nil {
-		return rollout.PodSpec{}, fmt.Errorf("build the default pod %s: %v\n%s\nrun from inside the lameduck module with the go tool on PATH, or give your own server with -pod 'CMD ... {ADDR} ...' (or try -compare)",
+		return rollout.PodSpec{}, fmt.Errorf("build the default pod %s: %v\n%s\nrun from inside the lameduck repository with the go tool on PATH, or give your own server with -pod 'CMD ... {ADDR} ...' (or try -compare)",
 			pkg, err, strings.TrimSpace(string(out)))
 	}
 	argv := append([]string{bin, "-addr", rollout.AddrPlaceholder}, extra...)
