@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"reflect"
 	"sync"
 	"sync/atomic"
 )
@@ -29,22 +28,11 @@ import (
 // RegisterAdmin panics, like Register, if s is nil or already registered,
 // or if Run has been called.
 func (c *Coordinator) RegisterAdmin(s Server) {
-	if s == nil {
-		panic("lameduck: RegisterAdmin: the server is nil")
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.mustNotHaveRunLocked("RegisterAdmin")
-	if reflect.TypeOf(s).Kind() == reflect.Pointer {
-		for _, x := range c.servers {
-			if a, ok := x.(*adminServer); x == s || (ok && a.Server == s) {
-				panic("lameduck: RegisterAdmin: the server is already registered; register each server once")
-			}
-		}
-	}
 	// Appended as Register does, so that Run starts it in registration
-	// order; the adapter is never registered twice.
-	c.servers = append(c.servers, &adminServer{Server: s, released: make(chan struct{}), served: make(chan struct{})})
+	// order.
+	c.register("RegisterAdmin", s, func() Server {
+		return &adminServer{Server: s, released: make(chan struct{}), served: make(chan struct{})}
+	})
 }
 
 // adminServer is how Run sees a server of RegisterAdmin: a server that
@@ -112,6 +100,30 @@ func (a *adminServer) Close() Counts {
 
 func (a *adminServer) release() {
 	a.once.Do(func() { close(a.released) })
+}
+
+// awaitFinalScrape waits, with [WithFinalScrape], until Status has been
+// read in PhaseStopped, or ctx ends.
+func (r *run) awaitFinalScrape(ctx context.Context) {
+	c := r.c
+	if !c.opts.finalScrape {
+		return
+	}
+	admin := false
+	for _, s := range r.servers {
+		_, ok := s.(*adminServer)
+		admin = admin || ok
+	}
+	if !admin {
+		c.log.Warn("lameduck: WithFinalScrape: no admin server to scrape the final status from; register one with RegisterAdmin, as httpserver.Admin does")
+		return
+	}
+	start := c.clock.Now()
+	if r.await(c.progress.finalRead, ctx) {
+		c.log.Info("lameduck: the final status was read", slog.Duration("waited", c.clock.Now().Sub(start)))
+		return
+	}
+	c.log.Warn("lameduck: no scrape read the final status before the deadline", slog.Duration("waited", c.clock.Now().Sub(start)))
 }
 
 // closeAdmins closes the admin servers, after the hooks, and waits for their

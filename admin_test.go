@@ -3,6 +3,7 @@ package lameduck_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"syscall"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 // phaseAtClose is a fake server that also records the phase Run is in when
@@ -22,7 +24,7 @@ type phaseAtClose struct {
 }
 
 func (s *phaseAtClose) Close() lameduck.Counts {
-	s.phase <- s.ld.Phase()
+	s.phase <- s.ld.Status().Phase
 	return s.fakeServer.Close()
 }
 
@@ -44,7 +46,7 @@ func TestAdminServerAnswersUntilRunReturns(t *testing.T) {
 
 	assert.Equal(t, []string{"app listen", "admin listen", "app lame duck", "app drain", "app close", "hook", "admin close"},
 		h.log.all(), "an admin server is neither lame duck nor drained, and closes after the hooks")
-	assert.Equal(t, lameduck.PhaseStopped, <-admin.phase, "an admin server closes as Run returns")
+	assert.Equal(t, lameduck.PhaseStopped, await.Recv(t, admin.phase, "the admin server to close"), "an admin server closes as Run returns")
 	select {
 	case <-admin.stopped:
 	default:
@@ -98,12 +100,14 @@ func TestRegisterAdminRejectsMisuse(t *testing.T) {
 	s := newFakeServer("a", h.log)
 	assert.PanicsWithValue(t, "lameduck: RegisterAdmin: the server is nil", func() { h.ld.RegisterAdmin(nil) })
 	h.ld.RegisterAdmin(s)
-	assert.PanicsWithValue(t, "lameduck: RegisterAdmin: the server is already registered; register each server once",
+	assert.PanicsWithValue(t, "lameduck: RegisterAdmin: the server is already registered; register each server once, with Register or RegisterAdmin",
 		func() { h.ld.RegisterAdmin(s) })
 	app := newFakeServer("app", h.log)
 	h.ld.Register(app)
-	assert.PanicsWithValue(t, "lameduck: RegisterAdmin: the server is already registered; register each server once",
+	assert.PanicsWithValue(t, "lameduck: RegisterAdmin: the server is already registered; register each server once, with Register or RegisterAdmin",
 		func() { h.ld.RegisterAdmin(app) }, "a server is drained or admin, not both")
+	assert.PanicsWithValue(t, "lameduck: Register: the server is already registered; register each server once, with Register or RegisterAdmin",
+		func() { h.ld.Register(s) }, "in either order")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	require.NoError(t, h.ld.Run(ctx))
@@ -121,4 +125,58 @@ func TestRegisterAdminRejectsMisuse(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatal("the Coordinator is locked after a panic")
 	}
+}
+
+// With WithFinalScrape, the admin server stays up after the shutdown until
+// Status has been read with the final values, and at most until the drain
+// deadline.
+func TestFinalScrape(t *testing.T) {
+	start := func(t *testing.T, opts ...lameduck.Option) (*harness, *fakeServer) {
+		h := newHarness(t, append([]lameduck.Option{lameduck.WithDrainDelay(time.Second), lameduck.WithFinalScrape()}, opts...)...)
+		admin := newFakeServer("admin", h.log)
+		h.ld.Register(newFakeServer("app", h.log))
+		h.ld.RegisterAdmin(admin)
+		h.ld.MarkReady()
+		h.start(t, context.Background())
+		h.signals <- syscall.SIGTERM
+		h.clock.Pass(t, time.Second)
+		h.phases.await(t, lameduck.PhaseStopped)
+		return h, admin
+	}
+	t.Run("a read of the final status lets Run return", func(t *testing.T) {
+		h, admin := start(t)
+		select {
+		case err := <-h.done:
+			t.Fatalf("Run returned (%v) before the final status was read", err)
+		case <-admin.stopped:
+			t.Fatal("the admin server closed before the final status was read")
+		case <-time.After(50 * time.Millisecond): // Run would have returned by now without the option
+		}
+		st := h.ld.Status()
+		assert.Equal(t, lameduck.PhaseStopped, st.Phase)
+		assert.Equal(t, "fixed", st.Delay.Ended, "the final values")
+		require.NoError(t, h.wait(t))
+		assert.Equal(t, "admin close", h.log.all()[len(h.log.all())-1])
+	})
+	t.Run("the deadline ends the wait", func(t *testing.T) {
+		var log syncLog
+		h, _ := start(t, lameduck.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
+		// The drain deadline: the 30 s grace period minus the 2 s margin
+		// and the 3 s hook timeout, from the signal, 1 s ago.
+		h.clock.Advance(24 * time.Second)
+		require.NoError(t, h.wait(t))
+		assert.Contains(t, log.String(), "no scrape read the final status before the deadline")
+	})
+	t.Run("without an admin server there is nothing to wait for", func(t *testing.T) {
+		var log syncLog
+		h := newHarness(t, lameduck.WithDrainDelay(time.Second), lameduck.WithFinalScrape(),
+			lameduck.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
+		h.ld.Register(newFakeServer("app", h.log))
+		h.ld.MarkReady()
+		h.start(t, context.Background())
+		h.signals <- syscall.SIGTERM
+		h.clock.Pass(t, time.Second)
+		require.NoError(t, h.wait(t))
+		assert.Contains(t, log.String(), "WithFinalScrape: no admin server to scrape the final status from")
+	})
 }

@@ -19,17 +19,14 @@ func (o *options) validate() error {
 		name, option string
 		value        time.Duration
 	}{
-		{"drain delay", "WithDrainDelay", o.drainDelay},
 		{"safety margin", "WithSafetyMargin", o.safetyMargin},
 	} {
 		if d.value < 0 {
 			return fmt.Errorf("lameduck: %s is %v; it must be zero or more (%s)", d.name, d.value, d.option)
 		}
 	}
-	if o.adaptive {
-		if err := o.validateAdaptive(); err != nil {
-			return err
-		}
+	if err := o.delay.validate(); err != nil {
+		return err
 	}
 	if o.hookSet && o.hookTimeout <= 0 {
 		return fmt.Errorf("lameduck: hook timeout is %v; it must be positive: it is the time kept after the drain to close the servers and run the shutdown hooks (WithHookTimeout)", o.hookTimeout)
@@ -45,21 +42,6 @@ func (o *options) validate() error {
 	return o.budgetError(b)
 }
 
-func (o *options) validateAdaptive() error {
-	const with = "WithAdaptiveDrainDelay(min, quiet, max)"
-	switch {
-	case o.delayMin < 0:
-		return fmt.Errorf("lameduck: adaptive drain delay: the minimum is %v; it must be zero or more (%s)", o.delayMin, with)
-	case o.drainDelay < o.delayMin:
-		return fmt.Errorf("lameduck: adaptive drain delay: the maximum %v is less than the minimum %v; swap them, or raise the maximum (%s)",
-			o.drainDelay, o.delayMin, with)
-	case o.quietPeriod <= 0:
-		return fmt.Errorf("lameduck: adaptive drain delay: the quiet period is %v; it must be positive: it is how long no connection "+
-			"may arrive before the delay ends early (%s); for a fixed delay use WithDrainDelay", o.quietPeriod, with)
-	}
-	return nil
-}
-
 // budget is how a grace period is shared out.
 type budget struct {
 	grace, drainDelay, hookTimeout, safetyMargin time.Duration
@@ -68,7 +50,7 @@ type budget struct {
 // budget returns the budget of o with grace period grace: explicit reserves
 // as set, default ones scaled to grace.
 func (o *options) budget(grace time.Duration) budget {
-	b := budget{grace: grace, drainDelay: o.drainDelay, hookTimeout: o.hookTimeout, safetyMargin: o.safetyMargin}
+	b := budget{grace: grace, drainDelay: o.delay.max, hookTimeout: o.hookTimeout, safetyMargin: o.safetyMargin}
 	if !o.hookSet {
 		b.hookTimeout = min(DefaultHookTimeout, grace/10)
 	}
@@ -99,7 +81,7 @@ func (o *options) budgetError(b budget) error {
 		name, option string
 		others       time.Duration
 	}{
-		{"drain delay", delayOption(o), addSaturated(b.hookTimeout, b.safetyMargin)},
+		{"drain delay", o.delay.option(), addSaturated(b.hookTimeout, b.safetyMargin)},
 		{"hook timeout", "WithHookTimeout", addSaturated(b.drainDelay, b.safetyMargin)},
 		{"safety margin", "WithSafetyMargin", addSaturated(b.drainDelay, b.hookTimeout)},
 	} {
@@ -107,20 +89,9 @@ func (o *options) budgetError(b budget) error {
 			fixes = append(fixes, fmt.Sprintf("a %s under %v (%s)", part.name, free, part.option))
 		}
 	}
-	delay := "drain delay"
-	if o.adaptive {
-		delay = "adaptive drain delay's maximum"
-	}
-	return fmt.Errorf("lameduck: "+delay+" %v + hook timeout %v + safety margin %v = %v leaves no time to drain "+
+	return fmt.Errorf("lameduck: "+o.delay.name()+" %v + hook timeout %v + safety margin %v = %v leaves no time to drain "+
 		"within the grace period of %v; any one of these fits: %s",
 		b.drainDelay, b.hookTimeout, b.safetyMargin, b.reserved(), b.grace, strings.Join(fixes, "; or "))
-}
-
-func delayOption(o *options) string {
-	if o.adaptive {
-		return "the maximum of WithAdaptiveDrainDelay"
-	}
-	return "WithDrainDelay"
 }
 
 // smallestGracePeriod returns the smallest whole number of seconds of grace

@@ -21,8 +21,11 @@ func TestMisuseIsExplained(t *testing.T) {
 	}{
 		{
 			name: "Run with a nil context",
-			do:   func(ld *lameduck.Coordinator) error { return ld.Run(nil) }, //nolint:staticcheck // SA1012: the misuse under test
-			err:  "lameduck: Run: the context is nil; pass context.Background()",
+			do: func(ld *lameduck.Coordinator) error {
+				//lint:ignore SA1012 the misuse under test
+				return ld.Run(nil)
+			},
+			err: "lameduck: Run: the context is nil; pass context.Background()",
 		},
 		{
 			name: "the same server registered twice",
@@ -32,7 +35,7 @@ func TestMisuseIsExplained(t *testing.T) {
 				ld.Register(s)
 				return nil
 			},
-			panics: "lameduck: Register: the server is already registered; register each server once",
+			panics: "lameduck: Register: the server is already registered; register each server once, with Register or RegisterAdmin",
 		},
 		{
 			name: "a check named like a built-in one",
@@ -86,7 +89,8 @@ func TestMisuseIsExplained(t *testing.T) {
 func TestRunWithANilContextStartsNothing(t *testing.T) {
 	h := newHarness(t)
 	h.ld.Register(newFakeServer("a", h.log))
-	require.Error(t, h.ld.Run(nil)) //nolint:staticcheck // SA1012: the misuse under test
+	//lint:ignore SA1012 the misuse under test
+	require.Error(t, h.ld.Run(nil))
 	assert.Empty(t, h.log.all(), "no server listens")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

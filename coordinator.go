@@ -3,6 +3,7 @@ package lameduck
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"reflect"
@@ -32,8 +33,9 @@ type Coordinator struct {
 
 	readyOnce sync.Once
 	ready     chan struct{} // closed by MarkReady
-	lameDuck  chan struct{} // closed when the shutdown begins
-	draining  chan struct{} // closed when the drain begins
+	// phaseDone[p] is closed once Run has entered phase p or a later one,
+	// PhaseLameDuck's at the first moment of the shutdown.
+	phaseDone [numPhases]chan struct{}
 
 	mu sync.Mutex
 	// Guarded by mu. Registration is only allowed before Run.
@@ -61,8 +63,7 @@ type Coordinator struct {
 func New(opts ...Option) (*Coordinator, error) {
 	o := options{
 		gracePeriod: DefaultGracePeriod,
-		drainDelay:  DefaultDrainDelay,
-		delayMin:    DefaultDrainDelay,
+		delay:       delayConfig{max: DefaultDrainDelay},
 		signals:     []os.Signal{syscall.SIGTERM, os.Interrupt},
 		logger:      slog.Default(),
 		clock:       realClock{},
@@ -76,36 +77,46 @@ func New(opts ...Option) (*Coordinator, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	return &Coordinator{
+	c := &Coordinator{
 		opts:     o,
 		log:      o.logger,
 		clock:    o.clock,
 		ready:    make(chan struct{}),
-		lameDuck: make(chan struct{}),
-		draining: make(chan struct{}),
-	}, nil
+		progress: progress{finalRead: make(chan struct{})},
+	}
+	for p := range c.phaseDone {
+		c.phaseDone[p] = make(chan struct{})
+	}
+	return c, nil
 }
 
 // Register adds a server for [Coordinator.Run] to start and shut down.
 // Servers are started in the order they are registered. It panics if s is
 // nil or already registered, or if Run has been called.
 func (c *Coordinator) Register(s Server) {
+	c.register("Register", s, func() Server { return s })
+}
+
+// register adds s, as Run sees it (wrap), for method, which the user
+// called: Register or RegisterAdmin.
+func (c *Coordinator) register(method string, s Server, wrap func() Server) {
 	if s == nil {
-		panic("lameduck: Register: the server is nil")
+		panic("lameduck: " + method + ": the server is nil")
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.mustNotHaveRunLocked("Register")
-	// A server registered twice would Listen twice. Pointers, which
-	// servers almost always are, compare safely; other values might panic.
+	c.mustNotHaveRunLocked(method)
+	// A server registered twice, by either method, would Listen twice.
+	// Pointers, which servers almost always are, compare safely; other
+	// values might panic.
 	if reflect.TypeOf(s).Kind() == reflect.Pointer {
 		for _, x := range c.servers {
-			if x == s {
-				panic("lameduck: Register: the server is already registered; register each server once")
+			if a, ok := x.(*adminServer); x == s || (ok && a.Server == s) {
+				panic("lameduck: " + method + ": the server is already registered; register each server once, with Register or RegisterAdmin")
 			}
 		}
 	}
-	c.servers = append(c.servers, s)
+	c.servers = append(c.servers, wrap())
 }
 
 // Go adds a background worker, such as a queue consumer, for
@@ -179,12 +190,23 @@ func (c *Coordinator) markServing() (ready bool) {
 	return c.state.Load() == stateReady
 }
 
-// beginShutdown turns readiness off for good and closes LameDuck; it
-// reports whether the process was ready. Run calls it once.
+// beginShutdown turns readiness off for good and closes
+// Entered(PhaseLameDuck); it reports whether the process was ready. Run
+// calls it once.
 func (c *Coordinator) beginShutdown() (wasReady bool) {
 	wasReady = c.state.Swap(stateShuttingDown) == stateReady
-	close(c.lameDuck)
+	c.enteredUpTo(PhaseLameDuck)
 	return wasReady
+}
+
+// enteredUpTo closes the channels of Entered up to phase p. Only Run's
+// goroutine calls it.
+func (c *Coordinator) enteredUpTo(p Phase) {
+	for q := PhaseStarting; q <= p; q++ {
+		if !isClosed(c.phaseDone[q]) {
+			close(c.phaseDone[q])
+		}
+	}
 }
 
 // Ready returns a channel that is closed once [Coordinator.MarkReady] has
@@ -192,22 +214,26 @@ func (c *Coordinator) beginShutdown() (wasReady bool) {
 // health service, wait on it.
 func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
 
-// LameDuck returns a channel that is closed at the first moment of the
-// shutdown, when readiness turns off and the drain delay begins, before
-// [Coordinator.Draining]. Everything is still served during the delay, but
-// clients should move to other pods: a long-lived response, such as a
-// server-sent event stream or a websocket, can then ask its client to
-// reconnect, which takes it through the load balancer to a pod that stays.
-// It is closed as well when Run fails to start.
-func (c *Coordinator) LameDuck() <-chan struct{} { return c.lameDuck }
-
-// Draining returns a channel that is closed when the drain begins, after
-// the drain delay: long-lived work (server-sent event streams, websockets,
-// streaming RPCs, consumers) should then finish what it is doing and
-// return, before the deadline cuts it. To ask clients to move earlier, at
-// the start of the delay, use [Coordinator.LameDuck].
-func (c *Coordinator) Draining() <-chan struct{} { return c.draining }
-
-// ShuttingDown reports whether the shutdown has begun: readiness answers 503
-// from that moment on, and [Coordinator.LameDuck] is closed.
-func (c *Coordinator) ShuttingDown() bool { return c.state.Load() == stateShuttingDown }
+// Entered returns a channel that is closed once [Coordinator.Run] has
+// entered phase p, or a later one, for work that must act on the shutdown:
+//
+//   - Entered(PhaseLameDuck) is closed at the first moment of the shutdown,
+//     as readiness turns off and the drain delay begins, and when Run fails
+//     to start. Everything is still served during the delay, but clients
+//     should move to other pods: a long-lived response, such as a
+//     server-sent event stream or a websocket, can ask its client to
+//     reconnect, which takes it through the load balancer to a pod that
+//     stays.
+//   - Entered(PhaseDraining) is closed when the drain begins, after the
+//     delay: long-lived work (event streams, websockets, streaming RPCs,
+//     consumers) should then finish what it is doing and return, before
+//     the deadline cuts it.
+//
+// Where Run is now, and how long each phase took, is in
+// [Coordinator.Status]. Entered panics if p is not a [Phase].
+func (c *Coordinator) Entered(p Phase) <-chan struct{} {
+	if p < 0 || int(p) >= len(c.phaseDone) {
+		panic(fmt.Sprintf("lameduck: Entered: %v is not a phase; use PhaseStarting to PhaseStopped", p))
+	}
+	return c.phaseDone[p]
+}

@@ -1,6 +1,8 @@
 package lameduck
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -9,158 +11,174 @@ import (
 // The drain delay is step 3 of the sequence: the lame-duck phase, when
 // readiness is off and every client is asked to reconnect elsewhere while
 // kube-proxy and load balancers stop routing to the process. This file
-// measures what the load balancer does meanwhile, and ends an adaptive
-// delay once it has caught up.
-//
-// Once every client already connected has been told to leave (HTTP/1
-// "Connection: close", HTTP/2 and gRPC GOAWAY) and has reconnected
-// elsewhere, a new connection arrives only if the load balancer still
-// routes to this process. So the last arrival after the signal measures the
-// load balancer's lag, and a quiet period with no arrival, once every
-// connection that arrived has been told to leave and is gone, is evidence
-// that routing has caught up.
+// holds its settings and runs it: a fixed delay, or an adaptive one that
+// ends on evidence that routing has caught up, from the cluster
+// (endpoints.go) and from the connections that arrive (arrivals.go).
+
+// DefaultMinDrainDelay is the shortest adaptive drain delay when the
+// cluster gives no evidence of routing (outside Kubernetes, or without the
+// permission to watch EndpointSlices): silence alone then ends no delay
+// sooner. It covers kube-proxy, which stops routing to a terminating pod
+// about 1 s after the signal in a rolling update (it applies changes at
+// most once per --iptables-min-sync-period, 1 s by default), with a margin
+// of 2 s for a busy control plane and for ingress controllers, which
+// follow the same EndpointSlices.
+const DefaultMinDrainDelay = 3 * time.Second
 
 // WithAdaptiveDrainDelay makes the drain delay adaptive, instead of the
-// fixed delay of [WithDrainDelay]: the lame-duck phase lasts at least min
-// and at most max, and ends in between as soon as nothing suggests that
-// routing still points here: no server that reports arrivals (see
-// [ArrivalReporter]; the adapters in httpserver and grpcserver do) has
-// accepted a connection for the quiet period, and every connection
-// accepted since the signal has been told to leave and is gone.
+// fixed delay of [WithDrainDelay]: the lame-duck phase lasts at most max,
+// and ends sooner on evidence that routing has caught up.
 //
-// Ending early is safe when traffic is steady: every client of a load
-// balancer that still routes here would open connections during the quiet
-// period. It is not when traffic is sparse: with no request for the quiet
-// period there is no evidence either way, so min must cover the load
-// balancer's lag on its own then. A quiet period a few times longer than
-// the gap between two connections of the quietest client is a good start.
-// The budget check of [New] counts max. min must not exceed max, and quiet
-// must be positive.
+// In Kubernetes the evidence is the cluster's: the Coordinator watches the
+// EndpointSlices of its namespace with the pod's service account, and the
+// delay ends 1.5 s (for kube-proxy to apply the change) after every slice
+// that lists the pod's address has stopped routing to it. The pod's address
+// is POD_IP, set from the downward API (fieldRef: status.podIP), or its
+// interfaces'. The service account needs get, list and watch on
+// endpointslices (apiGroup discovery.k8s.io) in the namespace, as the
+// manifests of examples/kubernetes grant. While a slice routes to the pod,
+// the delay goes on, up to max.
+//
+// Without that evidence (outside Kubernetes, or when the watch is
+// forbidden or fails, which is logged once), the delay lasts at least min,
+// and ends after it once no connection has arrived for the quiet period.
+// Zero means [DefaultMinDrainDelay]; pass a small positive min only where
+// the load balancer is known to stop routing sooner.
+//
+// Either way the delay ends no sooner than a quiet period after the last
+// connection that arrived during it (see [Arrivals]): a new connection
+// means that something still routes here. Keep-alive clients are told to
+// leave, so that only new clients arrive; probes do not count, and a
+// request in flight holds nothing. The budget check of [New] counts max.
+// quiet must be positive, and min, if set, at most max.
 func WithAdaptiveDrainDelay(min, quiet, max time.Duration) Option {
 	return optionFunc(func(o *options) {
-		o.drainDelay, o.delayMin, o.quietPeriod = max, min, quiet
-		o.adaptive = true
+		o.delay = delayConfig{max: max, min: min, quiet: quiet, adaptive: true, kube: o.delay.kube}
 	})
 }
 
-// An ArrivalReporter is a [Server] that counts, in [Arrivals], the
-// connections it accepts during the lame-duck phase, so that the
-// Coordinator can measure the load balancer's lag and end an adaptive
-// drain delay. The servers of packages httpserver and grpcserver are.
-type ArrivalReporter interface {
-	Server
-	// Arrivals returns the server's Arrivals; it returns the same value
-	// every time.
-	Arrivals() *Arrivals
+// WithDrainDelay sets how long the process keeps serving after the shutdown
+// signal, with readiness off, while load balancers and kube-proxy stop
+// sending it new connections. During the delay every response asks its
+// client to reconnect elsewhere. Zero skips the delay, which is only safe
+// when no load balancer routes to the process. The default is
+// [DefaultDrainDelay]. A process that never became ready skips the delay:
+// nothing routes to it. [WithAdaptiveDrainDelay] ends the delay once
+// routing has caught up instead; the last of the two options wins.
+func WithDrainDelay(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.delay = delayConfig{max: d, kube: o.delay.kube} })
 }
 
-// Arrivals counts the connections a server accepts during the lame-duck
-// phase, from its LameDuck call on. A server calls [Arrivals.Arrived] for
-// each such connection, after asking it to leave or arranging for its first
-// response to, and [Arrivals.Left] once that connection is closed. They lock
-// a mutex, and are called only during the shutdown. The zero value is ready
-// to use; an Arrivals must not be copied after first use.
-type Arrivals struct {
-	mu     sync.Mutex
-	count  int       // connections arrived
-	open   int       // of those, not yet gone
-	lastAt time.Time // when the last arrived
-	// Set by the Coordinator while it watches: the clock that stamps
-	// arrivals, and a channel poked on every change.
-	clock Clock
-	wake  chan struct{}
+// delayConfig is the drain delay, as the options set it.
+type delayConfig struct {
+	max      time.Duration // the fixed delay, or the adaptive maximum
+	min      time.Duration // adaptive: the shortest without evidence from the cluster; zero for the default
+	quiet    time.Duration // adaptive: how long no connection must arrive
+	adaptive bool
+	// kube is the Kubernetes API to watch; nil for the pod's own, if it
+	// runs in Kubernetes. Set by tests.
+	kube *kubeAPI
 }
 
-// Arrived records a connection accepted during the lame-duck phase.
-func (a *Arrivals) Arrived() {
-	a.mu.Lock()
-	a.count++
-	a.open++
-	if a.clock != nil {
-		a.lastAt = a.clock.Now()
+// validate checks the delay's settings.
+func (c delayConfig) validate() error {
+	const with = "WithAdaptiveDrainDelay(min, quiet, max)"
+	switch {
+	case !c.adaptive && c.max < 0:
+		return fmt.Errorf("lameduck: drain delay is %v; it must be zero or more (WithDrainDelay)", c.max)
+	case !c.adaptive:
+		return nil
+	case c.min < 0:
+		return fmt.Errorf("lameduck: adaptive drain delay: the minimum is %v; it must be zero (for %v) or more (%s)", c.min, DefaultMinDrainDelay, with)
+	case c.max < c.min:
+		return fmt.Errorf("lameduck: adaptive drain delay: the maximum %v is less than the minimum %v; swap them, or raise the maximum (%s)",
+			c.max, c.min, with)
+	case c.quiet <= 0:
+		return fmt.Errorf("lameduck: adaptive drain delay: the quiet period is %v; it must be positive: it is how long no connection "+
+			"may arrive before the delay ends early (%s); for a fixed delay use WithDrainDelay", c.quiet, with)
 	}
-	wake := a.wake
-	a.mu.Unlock()
-	poke(wake)
+	return nil
 }
 
-// Left records that a connection counted by [Arrivals.Arrived] is closed.
-// It panics if there is none.
-func (a *Arrivals) Left() {
-	a.mu.Lock()
-	if a.open == 0 {
-		a.mu.Unlock()
-		panic("lameduck: Arrivals.Left called without Arrived")
+// name and option name the delay in the budget's errors.
+func (c delayConfig) name() string {
+	if c.adaptive {
+		return "adaptive drain delay's maximum"
 	}
-	a.open--
-	wake := a.wake
-	a.mu.Unlock()
-	poke(wake)
+	return "drain delay"
 }
 
-// watch makes clock stamp arrivals, and every change poke wake.
-func (a *Arrivals) watch(clock Clock, wake chan struct{}) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.clock, a.wake = clock, wake
-}
-
-func (a *Arrivals) read() (count, open int, lastAt time.Time) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.count, a.open, a.lastAt
-}
-
-// poke wakes whoever waits on ch, without blocking; a nil ch is no one.
-func poke(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
+func (c delayConfig) option() string {
+	if c.adaptive {
+		return "the maximum of WithAdaptiveDrainDelay"
 	}
+	return "WithDrainDelay"
 }
 
-// How a drain delay ended, as the log says it.
+// minimum is the shortest adaptive delay when the cluster gives no
+// evidence, within a delay of at most d.
+func (c delayConfig) minimum(d time.Duration) time.Duration {
+	if c.min == 0 {
+		return min(DefaultMinDrainDelay, d)
+	}
+	return min(c.min, d)
+}
+
+// attr describes the drain delay, at most d, for the log.
+func (c delayConfig) attr(d time.Duration) slog.Attr {
+	if !c.adaptive || d == 0 {
+		return slog.Duration("drain_delay", d)
+	}
+	return slog.Group("drain_delay", slog.Duration("min", c.minimum(d)), slog.Duration("quiet", c.quiet),
+		slog.Duration("max", d))
+}
+
+// A DelayReport is what a drain delay measured: how long it took, what
+// ended it, and how long the load balancer went on routing to the process
+// after the signal.
+type DelayReport struct {
+	// Took is the delay taken.
+	Took time.Duration
+	// Ended says what ended the delay: "fixed", a fixed delay
+	// ([WithDrainDelay]) over; for an adaptive one
+	// ([WithAdaptiveDrainDelay]), "endpoints", the EndpointSlices having
+	// stopped routing to the process; "quiet", no connection having
+	// arrived for the quiet period; "min", the minimum over, with no
+	// evidence from the cluster and nothing arrived for the quiet period;
+	// or "max", the maximum reached. "cut" is a second signal or the
+	// deadline. It is empty until the delay is over.
+	Ended string
+	// Arrivals counts the connections that servers reporting them (see
+	// [ArrivalReporter]) accepted during the lame-duck phase; LastArrival
+	// is how long after the signal the last of them arrived, on the server
+	// that LastArrivalServer names.
+	Arrivals          int
+	LastArrival       time.Duration
+	LastArrivalServer string
+	// Unrouted is how long after the signal the EndpointSlices stopped
+	// routing to the process; zero if that was not seen.
+	Unrouted time.Duration
+}
+
+// How a drain delay ended, as DelayReport.Ended and the log say it.
 const (
-	delayFixed   = "fixed"
-	delayQuiet   = "quiet"   // adaptive, ended by the quiet period
-	delayMaximum = "maximum" // adaptive, ended at the maximum
-	delayCut     = "cut"     // a second signal or the deadline
+	delayFixed     = "fixed"
+	delayEndpoints = "endpoints"
+	delayQuiet     = "quiet"
+	delayMin       = "min"
+	delayMaximum   = "max"
+	delayCut       = "cut" // a second signal or the deadline
 )
 
-// lameDuckDelay runs one drain delay: it measures arrivals and closes done
-// when the delay is over.
-type lameDuckDelay struct {
-	clock       Clock
-	signalAt    time.Time
-	start       time.Time // of the delay
-	min, max    time.Duration
-	quiet       time.Duration // zero for a fixed delay
-	names       []string
-	arrivals    []*Arrivals // nil for servers that do not report
-	wake        chan struct{}
-	done        chan struct{} // closed when the delay is over
-	quit        chan struct{} // closed by stop
-	running     sync.WaitGroup
-	lastAt      time.Time // of the last arrival
-	delayReport           // written by the goroutine, read after stop
-}
-
-// delayReport is what a drain delay measured.
-type delayReport struct {
-	took       time.Duration // the delay taken
-	ended      string
-	count      int           // arrivals
-	last       time.Duration // of the last arrival, after the signal
-	lastServer string
-	seenCount  []int // per server
-}
-
 // attrs are the log attributes of what the delay measured.
-func (r delayReport) attrs() []slog.Attr {
-	attrs := []slog.Attr{slog.Duration("drain_delay_took", r.took), slog.String("drain_delay_ended", r.ended),
-		slog.Int("arrivals", r.count)}
-	if r.count > 0 {
-		attrs = append(attrs, slog.Duration("last_arrival", r.last), slog.String("last_arrival_server", r.lastServer))
+func (r DelayReport) attrs() []slog.Attr {
+	attrs := []slog.Attr{slog.Duration("drain_delay_took", r.Took), slog.String("drain_delay_ended", r.Ended),
+		slog.Int("arrivals", r.Arrivals)}
+	if r.Arrivals > 0 {
+		attrs = append(attrs, slog.Duration("last_arrival", r.LastArrival), slog.String("last_arrival_server", r.LastArrivalServer))
+	}
+	if r.Unrouted > 0 {
+		attrs = append(attrs, slog.Duration("endpoints_unrouted", r.Unrouted))
 	}
 	return attrs
 }
@@ -168,37 +186,49 @@ func (r delayReport) attrs() []slog.Attr {
 // warn logs a warning when a connection arrived in the last fifth of a
 // delay that did not end by itself: the load balancer may well have gone on
 // routing to the process after it.
-func (r delayReport) warn(log *slog.Logger, delay time.Duration) {
-	if r.count == 0 || (r.ended != delayFixed && r.ended != delayMaximum) || r.last < r.took-r.took/5 {
+func (r DelayReport) warn(log *slog.Logger, delay time.Duration) {
+	if r.Arrivals == 0 || (r.Ended != delayFixed && r.Ended != delayMaximum) || r.LastArrival < r.Took-r.Took/5 {
 		return
 	}
 	log.Warn("lameduck: a connection arrived near the end of the drain delay; the load balancer may still route here: raise the delay",
-		slog.Duration("last_arrival", r.last), slog.String("last_arrival_server", r.lastServer), slog.Duration("drain_delay", delay))
+		slog.Duration("last_arrival", r.LastArrival), slog.String("last_arrival_server", r.LastArrivalServer), slog.Duration("drain_delay", delay))
 }
 
-// delayAttr describes the drain delay of o, at most d, for the log.
-func delayAttr(o *options, d time.Duration) slog.Attr {
-	if !o.adaptive || d == 0 {
-		return slog.Duration("drain_delay", d)
-	}
-	return slog.Group("drain_delay", slog.Duration("min", min(o.delayMin, d)), slog.Duration("quiet", o.quietPeriod),
-		slog.Duration("max", d))
+// lameDuckDelay runs one drain delay: it gathers the evidence and closes
+// done when the delay is over.
+type lameDuckDelay struct {
+	clock     Clock
+	signalAt  time.Time
+	start     time.Time // of the delay
+	min, max  time.Duration
+	quiet     time.Duration // zero for a fixed delay
+	names     []string
+	arrivals  []*Arrivals     // nil for servers that do not report
+	endpoints *endpointsWatch // nil without evidence from the cluster
+	stopWatch context.CancelFunc
+	watching  sync.WaitGroup
+	wake      chan struct{}
+	done      chan struct{} // closed when the delay is over
+	quit      chan struct{} // closed by stop
+	running   sync.WaitGroup
+	lastAt    time.Time // of the last arrival
+	seen      []int     // arrivals seen, per server
+	// report is written by the goroutine, and read by Status meanwhile.
+	mu     sync.Mutex
+	report DelayReport
 }
 
-// watchArrivals starts watching the arrivals of servers after the signal at
-// signalAt, for a drain delay of at most d (none if d is zero): call it
-// before the servers' LameDuck, and begin once they have returned.
-func watchArrivals(c *Coordinator, servers []Server, signalAt time.Time, d time.Duration) *lameDuckDelay {
-	o := &c.opts
+// watchDelay starts gathering evidence for a drain delay of at most d
+// (none if d is zero) after the signal at signalAt: call it before the
+// servers' LameDuck, and begin once they have returned.
+func watchDelay(c *Coordinator, servers []Server, signalAt time.Time, d time.Duration) *lameDuckDelay {
+	cfg := c.opts.delay
 	l := &lameDuckDelay{
-		clock: c.clock, signalAt: signalAt, min: min(o.delayMin, d), max: d,
+		clock: c.clock, signalAt: signalAt, min: cfg.minimum(d), max: d,
 		wake: make(chan struct{}, 1), done: make(chan struct{}), quit: make(chan struct{}),
-		names: make([]string, len(servers)), arrivals: make([]*Arrivals, len(servers)),
+		names: make([]string, len(servers)), arrivals: make([]*Arrivals, len(servers)), seen: make([]int, len(servers)),
+		stopWatch: func() {},
 	}
-	if o.adaptive && d > 0 {
-		l.quiet = o.quietPeriod
-	}
-	l.seenCount = make([]int, len(servers))
 	for i, s := range servers {
 		l.names[i] = serverName(s, i)
 		if ar, ok := s.(ArrivalReporter); ok {
@@ -208,6 +238,30 @@ func watchArrivals(c *Coordinator, servers []Server, signalAt time.Time, d time.
 			}
 		}
 	}
+	if !cfg.adaptive || d == 0 {
+		return l
+	}
+	l.quiet = cfg.quiet
+	api, err := cfg.kube, error(nil)
+	if api == nil {
+		api, err = inCluster()
+	}
+	w := &endpointsWatch{api: api, clock: c.clock, log: c.log, wake: l.wake}
+	switch {
+	case err != nil:
+		w.fail(err)
+	case api == nil:
+		return l // not in Kubernetes: no evidence from the cluster, and nothing to say
+	default:
+		ctx, cancel := context.WithCancel(context.Background())
+		l.stopWatch = cancel
+		l.watching.Add(1)
+		go func() {
+			defer l.watching.Done()
+			w.run(ctx)
+		}()
+	}
+	l.endpoints = w
 	return l
 }
 
@@ -219,10 +273,22 @@ func (l *lameDuckDelay) begin() {
 }
 
 // stop ends the delay if it is still running, and returns what it measured.
-func (l *lameDuckDelay) stop() delayReport {
+func (l *lameDuckDelay) stop() DelayReport {
 	close(l.quit)
 	l.running.Wait()
-	return l.delayReport
+	l.stopWatch()
+	l.watching.Wait()
+	return l.report
+}
+
+// measured returns what the delay has measured so far; a nil l, none.
+func (l *lameDuckDelay) measured() DelayReport {
+	if l == nil {
+		return DelayReport{}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.report
 }
 
 func (l *lameDuckDelay) run() {
@@ -233,40 +299,30 @@ func (l *lameDuckDelay) run() {
 	)
 	defer func() { stopTimer() }()
 	for {
-		open := l.update()
+		l.update()
 		in := l.clock.Now().Sub(l.start) // into the delay
-		if l.ended == "" {
-			switch {
-			case in >= l.max && l.quiet == 0:
-				l.ended = delayFixed
-			case in >= l.max:
-				l.ended = delayMaximum
-			case l.quiet > 0 && in >= l.min && open == 0 && in-l.quietFrom() >= l.quiet:
-				l.ended = delayQuiet
-			}
-			if l.ended != "" {
-				l.took = in
+		if l.report.Ended == "" {
+			at, why := l.end()
+			if in >= at {
+				l.mu.Lock()
+				l.report.Ended, l.report.Took = why, in
+				l.mu.Unlock()
 				close(l.done)
 				// Go on counting arrivals until stop: the log reports
 				// them all.
-			}
-		}
-		if l.ended == "" {
-			next := l.max
-			if l.quiet > 0 && open == 0 {
-				next = min(l.max, max(l.min, l.quietFrom()+l.quiet))
-			}
-			if next != timerAt {
+			} else if at != timerAt {
 				stopTimer()
-				timerAt = next
-				stopTimer = l.clock.AfterFunc(next-in, func() { poke(l.wake) })
+				timerAt = at
+				stopTimer = l.clock.AfterFunc(at-in, func() { poke(l.wake) })
 			}
 		}
 		select {
 		case <-l.wake:
 		case <-l.quit:
-			if l.ended == "" {
-				l.ended, l.took = delayCut, l.clock.Now().Sub(l.start)
+			if l.report.Ended == "" {
+				l.mu.Lock()
+				l.report.Ended, l.report.Took = delayCut, l.clock.Now().Sub(l.start)
+				l.mu.Unlock()
 			}
 			l.update()
 			return
@@ -274,31 +330,68 @@ func (l *lameDuckDelay) run() {
 	}
 }
 
+// end returns when, into the delay, the evidence gathered so far ends it,
+// and why.
+func (l *lameDuckDelay) end() (time.Duration, string) {
+	if l.quiet == 0 {
+		return l.max, delayFixed
+	}
+	quietAt := l.quietFrom() + l.quiet
+	state := routingNone
+	var since time.Time
+	if l.endpoints != nil {
+		state, since = l.endpoints.read()
+	}
+	var at time.Duration
+	var why string
+	switch state {
+	case routingUnknown, routingHere:
+		return l.max, delayMaximum // wait for the cluster to say
+	case routingGone:
+		at, why = since.Sub(l.start)+endpointsAllowance, delayEndpoints
+	default:
+		at, why = l.min, delayMin
+	}
+	if quietAt > at {
+		at, why = quietAt, delayQuiet
+	}
+	if at >= l.max {
+		return l.max, delayMaximum
+	}
+	return at, why
+}
+
 // quietFrom is when the current quiet period began, into the delay: at the
 // last arrival, or at the start.
 func (l *lameDuckDelay) quietFrom() time.Duration {
-	if l.count == 0 {
+	if l.report.Arrivals == 0 {
 		return 0
 	}
 	return max(0, l.lastAt.Sub(l.start))
 }
 
-// update reads every server's arrivals, and returns how many connections
-// that arrived are still open.
-func (l *lameDuckDelay) update() (open int) {
+// update reads every server's arrivals and the cluster's evidence into the
+// report. Only the goroutine writes the report, under mu.
+func (l *lameDuckDelay) update() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for i, a := range l.arrivals {
 		if a == nil {
 			continue
 		}
-		count, o, lastAt := a.read()
-		open += o
-		if count > l.seenCount[i] {
-			l.count += count - l.seenCount[i]
-			l.seenCount[i] = count
-			if lastAt.After(l.lastAt) || l.lastServer == "" {
-				l.lastAt, l.last, l.lastServer = lastAt, lastAt.Sub(l.signalAt), l.names[i]
+		count, lastAt := a.read()
+		if count > l.seen[i] {
+			l.report.Arrivals += count - l.seen[i]
+			l.seen[i] = count
+			if lastAt.After(l.lastAt) || l.report.LastArrivalServer == "" {
+				l.lastAt = lastAt
+				l.report.LastArrival, l.report.LastArrivalServer = lastAt.Sub(l.signalAt), l.names[i]
 			}
 		}
 	}
-	return open
+	if l.endpoints != nil && l.report.Unrouted == 0 {
+		if state, since := l.endpoints.read(); state == routingGone {
+			l.report.Unrouted = max(since.Sub(l.signalAt), time.Nanosecond)
+		}
+	}
 }

@@ -40,7 +40,7 @@ func startAdaptive(t *testing.T, opts ...lameduck.Option) (*harness, *fakeServer
 func stillDelaying(t *testing.T, h *harness, why string) {
 	t.Helper()
 	select {
-	case <-h.ld.Draining():
+	case <-h.ld.Entered(lameduck.PhaseDraining):
 		t.Fatalf("the drain began, but %s", why)
 	default:
 	}
@@ -55,7 +55,8 @@ func TestAdaptiveDelay(t *testing.T) {
 		h.clock.Advance(time.Millisecond)
 		ev := h.phases.await(t, lameduck.PhaseDraining)
 		assert.Equal(t, adaptiveMin, ev.Elapsed)
-		assert.Zero(t, ev.Arrivals)
+		assert.Equal(t, "min", ev.Delay.Ended)
+		assert.Zero(t, ev.Delay.Arrivals)
 		require.NoError(t, h.wait(t))
 	})
 	t.Run("an arrival during the minimum restarts the quiet period", func(t *testing.T) {
@@ -63,16 +64,16 @@ func TestAdaptiveDelay(t *testing.T) {
 		h.clock.AwaitTimer(t, adaptiveMin)
 		h.clock.Advance(800 * time.Millisecond)
 		s.arrivals.Arrived()
-		s.arrivals.Left()
 		h.clock.AwaitTimer(t, adaptiveQuiet) // 800ms + 500ms, past the minimum
 		h.clock.Advance(adaptiveQuiet - time.Millisecond)
 		stillDelaying(t, h, "the quiet period has not passed")
 		h.clock.Advance(time.Millisecond)
 		ev := h.phases.await(t, lameduck.PhaseDraining)
 		assert.Equal(t, 1300*time.Millisecond, ev.Elapsed)
-		assert.Equal(t, 1, ev.Arrivals)
-		assert.Equal(t, 800*time.Millisecond, ev.LastArrival, "the lag, measured from the signal")
-		assert.Equal(t, "web", ev.LastArrivalServer)
+		assert.Equal(t, "quiet", ev.Delay.Ended)
+		assert.Equal(t, 1, ev.Delay.Arrivals)
+		assert.Equal(t, 800*time.Millisecond, ev.Delay.LastArrival, "the lag, measured from the signal")
+		assert.Equal(t, "web", ev.Delay.LastArrivalServer)
 		require.NoError(t, h.wait(t))
 	})
 	t.Run("a connection that arrives just before the quiet period ends", func(t *testing.T) {
@@ -80,46 +81,55 @@ func TestAdaptiveDelay(t *testing.T) {
 		h.clock.AwaitTimer(t, adaptiveMin)
 		h.clock.Advance(800 * time.Millisecond)
 		s.arrivals.Arrived()
-		s.arrivals.Left()
 		h.clock.AwaitTimer(t, adaptiveQuiet) // the quiet period now ends at 1.3s
 		h.clock.Advance(adaptiveQuiet - time.Millisecond)
 		s.arrivals.Arrived()
-		s.arrivals.Left()
 		h.clock.Advance(time.Millisecond) // when the first quiet period would have ended
 		stillDelaying(t, h, "a connection arrived 1ms before the quiet period ended")
 		h.clock.Advance(adaptiveQuiet - time.Millisecond)
 		ev := h.phases.await(t, lameduck.PhaseDraining)
 		assert.Equal(t, 800*time.Millisecond+2*adaptiveQuiet-time.Millisecond, ev.Elapsed)
-		assert.Equal(t, 2, ev.Arrivals)
-		assert.Equal(t, 800*time.Millisecond+adaptiveQuiet-time.Millisecond, ev.LastArrival)
+		assert.Equal(t, 2, ev.Delay.Arrivals)
+		assert.Equal(t, 800*time.Millisecond+adaptiveQuiet-time.Millisecond, ev.Delay.LastArrival)
 		require.NoError(t, h.wait(t))
 	})
-	t.Run("a connection still open holds the delay until it is gone", func(t *testing.T) {
+	t.Run("a connection that arrived holds nothing once its quiet period is over", func(t *testing.T) {
 		h, s := startAdaptive(t)
-		s.arrivals.Arrived()
-		h.clock.AwaitTimer(t, adaptiveMax)
-		h.clock.Advance(2 * time.Second) // quiet for long enough, but the connection stays
-		stillDelaying(t, h, "a connection that arrived is still open")
-		s.arrivals.Left()
+		s.arrivals.Arrived() // and stays open, a long request in flight
+		h.clock.AwaitTimer(t, adaptiveMin)
+		h.clock.Advance(adaptiveMin)
 		ev := h.phases.await(t, lameduck.PhaseDraining)
-		assert.Equal(t, 2*time.Second, ev.Elapsed, "over as soon as it is gone")
+		assert.Equal(t, adaptiveMin, ev.Elapsed, "an open connection is no evidence of routing")
+		assert.Equal(t, "min", ev.Delay.Ended)
 		require.NoError(t, h.wait(t))
 	})
 	t.Run("the maximum ends it, and a late arrival is warned about", func(t *testing.T) {
 		var logs logMessages
 		h, s := startAdaptive(t, lameduck.WithLogger(logs.logger()))
-		s.arrivals.Arrived() // stays open
-		h.clock.AwaitTimer(t, adaptiveMax)
-		h.clock.Advance(9 * time.Second)
-		s.arrivals.Arrived()
-		h.clock.Advance(adaptiveMax - 9*time.Second)
+		h.clock.AwaitTimer(t, adaptiveMin)
+		for range 20 { // one arrival every 500ms - 1ms: never quiet for long enough
+			h.clock.Advance(adaptiveQuiet - time.Millisecond)
+			s.arrivals.Arrived()
+		}
+		h.clock.Pass(t, adaptiveMax-20*(adaptiveQuiet-time.Millisecond))
 		ev := h.phases.await(t, lameduck.PhaseDraining)
 		assert.Equal(t, adaptiveMax, ev.Elapsed)
-		assert.Equal(t, 9*time.Second, ev.LastArrival)
-		s.arrivals.Left()
-		s.arrivals.Left()
+		assert.Equal(t, "max", ev.Delay.Ended)
+		assert.Equal(t, 20*(adaptiveQuiet-time.Millisecond), ev.Delay.LastArrival)
 		require.NoError(t, h.wait(t))
 		assert.Contains(t, strings.Join(logs.all(), "\n"), "a connection arrived near the end of the drain delay")
+	})
+	t.Run("a zero minimum is the default minimum", func(t *testing.T) {
+		h := newHarness(t, lameduck.WithAdaptiveDrainDelay(0, adaptiveQuiet, adaptiveMax))
+		h.ld.Register(newFakeServer("web", h.log))
+		h.ld.MarkReady()
+		h.start(t, context.Background())
+		h.signals <- syscall.SIGTERM
+		h.clock.Pass(t, lameduck.DefaultMinDrainDelay)
+		ev := h.phases.await(t, lameduck.PhaseDraining)
+		assert.Equal(t, lameduck.DefaultMinDrainDelay, ev.Elapsed, "silence alone ends no delay before the default minimum")
+		assert.Equal(t, "min", ev.Delay.Ended)
+		require.NoError(t, h.wait(t))
 	})
 	t.Run("a process that never became ready has no delay", func(t *testing.T) {
 		h := newHarness(t, lameduck.WithAdaptiveDrainDelay(adaptiveMin, adaptiveQuiet, adaptiveMax))
@@ -146,14 +156,13 @@ func TestFixedDelayMeasuresTheLag(t *testing.T) {
 	a.arrivals.Arrived()
 	h.clock.Advance(time.Second)
 	b.arrivals.Arrived()
-	a.arrivals.Left()
-	b.arrivals.Left()
 	h.clock.Advance(3 * time.Second)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
 	assert.Equal(t, 5*time.Second, ev.Elapsed, "a fixed delay ignores arrivals")
-	assert.Equal(t, 2, ev.Arrivals)
-	assert.Equal(t, 2*time.Second, ev.LastArrival)
-	assert.Equal(t, "admin", ev.LastArrivalServer)
+	assert.Equal(t, "fixed", ev.Delay.Ended)
+	assert.Equal(t, 2, ev.Delay.Arrivals)
+	assert.Equal(t, 2*time.Second, ev.Delay.LastArrival)
+	assert.Equal(t, "admin", ev.Delay.LastArrivalServer)
 	require.NoError(t, h.wait(t))
 	assert.NotContains(t, strings.Join(logs.all(), "\n"), "near the end", "2s into 5s is not near the end")
 }
@@ -178,4 +187,26 @@ func TestAdaptiveDelayMisuse(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Status reports the arrivals as they happen, from the first moment of the
+// lame-duck phase, and what ended the delay once it is over: a scrape
+// during a delay of a few seconds sees the lag being measured.
+func TestStatusReportsTheDelayAsItMeasures(t *testing.T) {
+	h, s := startAdaptive(t)
+	assert.Equal(t, lameduck.DelayReport{}, h.ld.Status().Delay, "nothing measured yet")
+	h.clock.AwaitTimer(t, adaptiveMin)
+	h.clock.Advance(200 * time.Millisecond)
+	s.arrivals.Arrived()
+	require.Eventually(t, func() bool { return h.ld.Status().Delay.Arrivals == 1 }, waitTimeout, time.Millisecond,
+		"the arrival shows before the delay is over")
+	d := h.ld.Status().Delay
+	assert.Equal(t, 200*time.Millisecond, d.LastArrival)
+	assert.Equal(t, "web", d.LastArrivalServer)
+	assert.Empty(t, d.Ended, "the delay is not over")
+	h.clock.Advance(adaptiveMin - 200*time.Millisecond)
+	ev := h.phases.await(t, lameduck.PhaseDraining)
+	assert.Equal(t, ev.Delay, h.ld.Status().Delay, "once over, Status says what the Event says")
+	assert.Equal(t, "min", h.ld.Status().Delay.Ended)
+	require.NoError(t, h.wait(t))
 }

@@ -69,9 +69,9 @@
 //     routes elsewhere. A process that never became ready skips the delay.
 //  4. Servers stop accepting connections.
 //  5. In-flight requests, RPCs and streams finish; long-lived work is told
-//     to wrap up through [Coordinator.Draining] (or, to move its clients
-//     during the delay, [Coordinator.LameDuck]). The end of the drain is
-//     detected by events, so the process exits as soon as the last
+//     to wrap up through [Coordinator.Entered] (PhaseDraining; or, to move
+//     its clients during the delay, PhaseLameDuck). The end of the drain
+//     is detected by events, so the process exits as soon as the last
 //     response is out.
 //  6. At the deadline, before the grace period ends, whatever remains is
 //     cut and reported ([ErrCut]); shutdown hooks ([Coordinator.OnShutdown])
@@ -113,9 +113,9 @@
 // the lame-duck phase ("lameduck: draining") and the [Event] say when the
 // last new connection arrived after the signal, and on which server, and
 // a warning says when it came near the end of the delay. With
-// [WithAdaptiveDrainDelay] the delay ends as soon as routing has caught up,
-// between a minimum and a maximum, instead of always lasting the longest
-// lag a cluster might have.
+// [WithAdaptiveDrainDelay] the delay ends on evidence that routing has
+// caught up, the cluster's EndpointSlices in Kubernetes, instead of always
+// lasting the longest lag a cluster might have.
 //
 // A hook timeout or safety margin set explicitly is honoured exactly. [New]
 // rejects settings that leave no time to drain, and lists every change that

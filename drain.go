@@ -13,7 +13,7 @@ type Kind uint8
 // The kinds of work a [Tracker] counts. They are reported separately in
 // [Counts] because they are cut for different reasons: a request is usually
 // short and only the deadline cuts it, a stream or a connection is long-lived
-// and has been told to finish through [Coordinator.Draining].
+// and has been told to finish (see [Coordinator.Entered]).
 const (
 	// Request is one HTTP request or one unary RPC being handled.
 	Request Kind = iota

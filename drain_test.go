@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 func TestTrackerCountsByKind(t *testing.T) {
@@ -66,8 +67,8 @@ func TestTrackerIdle(t *testing.T) {
 	default:
 	}
 	tr.Done(lameduck.Stream)
-	<-again
-	<-tr.Idle()
+	await.Recv(t, again, "Idle once the stream is done")
+	await.Recv(t, tr.Idle(), "Idle with nothing in flight")
 }
 
 func TestTrackerUnderConcurrency(t *testing.T) {
@@ -89,9 +90,9 @@ func TestTrackerUnderConcurrency(t *testing.T) {
 			}
 		}()
 	}
-	<-started
+	await.Recv(t, started, "the first worker to start")
 	tr.Drain()
-	wg.Wait()
+	await.Wait(t, &wg, "the workers")
 	assert.Equal(t, lameduck.Counts{}, tr.InFlight())
 	select {
 	case <-tr.Idle():

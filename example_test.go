@@ -111,7 +111,7 @@ func ExampleNamed() {
 // the shutdown begins, at the start of the drain delay: the client's next
 // connection goes through the load balancer to a pod that stays, and the
 // stream does not hold up the drain.
-func ExampleCoordinator_LameDuck() {
+func ExampleCoordinator_Entered() {
 	ctx, shutdown := context.WithCancel(context.Background())
 	defer shutdown()
 	serving := make(chan struct{})
@@ -134,7 +134,7 @@ func ExampleCoordinator_LameDuck() {
 		fmt.Fprint(w, "data: price 42\n\n")
 		http.NewResponseController(w).Flush()
 		select {
-		case <-ld.LameDuck():
+		case <-ld.Entered(lameduck.PhaseLameDuck):
 			// "retry: 0" makes an EventSource reconnect at once.
 			fmt.Fprint(w, "retry: 0\nevent: reconnect\ndata: this server is shutting down\n\n")
 		case <-r.Context().Done():

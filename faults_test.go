@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 // faultyServer is a fakeServer that breaks the Server contract: the method
@@ -205,7 +206,7 @@ func TestRunReturnsBeforeTheDeadlineWhateverTheFaults(t *testing.T) {
 				h.clock.Advance(time.Millisecond)
 			}
 			err := h.wait(t)
-			at := <-stoppedAt
+			at := await.Recv(t, stoppedAt, "PhaseStopped")
 			assert.False(t, at.After(deadline), "Run returned %v after the deadline", at.Sub(deadline))
 			if !tt.early {
 				assert.Equal(t, deadline, at, "Run waits for the faulty part until the deadline")

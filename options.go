@@ -38,10 +38,7 @@ func (f optionFunc) apply(o *options) { f(o) }
 
 type options struct {
 	gracePeriod  time.Duration
-	drainDelay   time.Duration // the fixed delay, or the adaptive maximum
-	delayMin     time.Duration // the adaptive minimum
-	quietPeriod  time.Duration
-	adaptive     bool          // WithAdaptiveDrainDelay
+	delay        delayConfig   // delay.go
 	hookTimeout  time.Duration // zero until set, then resolved by validate
 	safetyMargin time.Duration
 	hookSet      bool // hookTimeout and safetyMargin were set explicitly
@@ -52,6 +49,7 @@ type options struct {
 	observers    []func(Event)
 	clock        Clock
 	checkDetails bool
+	finalScrape  bool
 	errs         []error // nil values passed to options
 }
 
@@ -61,20 +59,6 @@ type options struct {
 // default.
 func WithGracePeriod(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.gracePeriod = d })
-}
-
-// WithDrainDelay sets how long the process keeps serving after the shutdown
-// signal, with readiness off, while load balancers and kube-proxy stop
-// sending it new connections. During the delay every response asks its
-// client to reconnect elsewhere. Zero skips the delay, which is only safe
-// when no load balancer routes to the process. The default is
-// [DefaultDrainDelay]. A process that never became ready skips the delay:
-// nothing routes to it. [WithAdaptiveDrainDelay] ends the delay once
-// routing has caught up instead; the last of the two options wins.
-func WithDrainDelay(d time.Duration) Option {
-	return optionFunc(func(o *options) {
-		o.drainDelay, o.delayMin, o.quietPeriod, o.adaptive = d, d, 0, false
-	})
 }
 
 // WithHookTimeout sets the time reserved at the end of the shutdown for
@@ -160,6 +144,20 @@ func WithClock(c Clock) Option {
 		}
 		o.clock = c
 	})
+}
+
+// WithFinalScrape makes [Coordinator.Run], once the shutdown is over, keep
+// the admin servers (see [Coordinator.RegisterAdmin]) up until
+// [Coordinator.Status] has been read once with the final values, as a
+// metrics scrape of package prommetrics does, and at most until the drain
+// deadline, which leaves the hook timeout to close them before the
+// deadline (see [WithHookTimeout]). Without it, the last values of a shutdown, such as the drain
+// delay's last arrival and what was cut, are seen only by a scrape that
+// happens in the milliseconds of the drain. The cost is the wait: up to
+// one scrape interval more of a process whose pod no Service routes to
+// any longer, holding its memory and its place on the node.
+func WithFinalScrape() Option {
+	return optionFunc(func(o *options) { o.finalScrape = true })
 }
 
 // WithCheckDetails makes verbose readiness responses (?verbose) include the

@@ -23,8 +23,8 @@ const (
 	// once every server's LameDuck has returned.
 	PhaseLameDuck
 	// PhaseDraining: servers stop accepting and in-flight work finishes;
-	// [Coordinator.Draining] is closed and workers' contexts are done. At
-	// the drain deadline whatever remains is cut.
+	// workers' contexts are done. At the drain deadline whatever remains
+	// is cut.
 	PhaseDraining
 	// PhaseStopping: shutdown hooks run, in reverse order of registration.
 	PhaseStopping
@@ -32,7 +32,10 @@ const (
 	PhaseStopped
 )
 
-var phaseNames = [...]string{"starting", "serving", "lame duck", "draining", "stopping", "stopped"}
+// numPhases is the number of phases.
+const numPhases = int(PhaseStopped) + 1
+
+var phaseNames = [numPhases]string{"starting", "serving", "lame duck", "draining", "stopping", "stopped"}
 
 // String names the phase as the log does, such as "lame duck".
 func (p Phase) String() string {
@@ -53,15 +56,10 @@ type Event struct {
 	// Cut counts the work cut at the deadline or by a second signal. It is
 	// set from PhaseStopping on.
 	Cut Counts
-	// Arrivals counts the connections that servers accepted during the
-	// lame-duck phase (see [ArrivalReporter]); LastArrival is how long
-	// after the signal the last of them arrived, on the server that
-	// LastArrivalServer names: how long the load balancer went on routing
-	// to the process. They are set from PhaseDraining on, whose Elapsed
-	// is the drain delay taken.
-	Arrivals          int
-	LastArrival       time.Duration
-	LastArrivalServer string
+	// Delay is what the drain delay measured: what ended it, and how long
+	// the load balancer went on routing to the process. It is set from
+	// PhaseDraining on, whose Elapsed is the delay taken.
+	Delay DelayReport
 }
 
 // enter moves to phase p: one log line with the previous phase's duration,
@@ -73,8 +71,7 @@ func (r *run) enter(p Phase, cut Counts, attrs ...slog.Attr) {
 		elapsed = 0
 	}
 	r.phase, r.phaseAt = p, now
-	ev := Event{Phase: p, Elapsed: elapsed, Cut: cut, Arrivals: r.lameDuck.count,
-		LastArrival: r.lameDuck.last, LastArrivalServer: r.lameDuck.lastServer}
+	ev := Event{Phase: p, Elapsed: elapsed, Cut: cut, Delay: r.delay}
 	r.c.entered(ev, now) // status.go
 	level := slog.LevelInfo
 	attrs = append(attrs, slog.Duration("previous_phase_took", elapsed))

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/fakeclock"
 )
 
@@ -124,7 +125,7 @@ func TestReadinessFloodRunsEachCheckOnceAtATime(t *testing.T) {
 			}
 			clock.AwaitTimer(t, 2*time.Second)
 			clock.Advance(2 * time.Second)
-			wg.Wait()
+			await.Wait(t, &wg, "the probes")
 			close(answers)
 			for a := range answers {
 				assert.Equal(t, "Service Unavailable slow", a, "a check that hangs fails at its timeout")

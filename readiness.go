@@ -229,6 +229,11 @@ func (c *Coordinator) ReadinessHandler() http.Handler { return readinessHandler{
 
 type readinessHandler struct{ c *Coordinator }
 
+// Probe marks the handler as a probe's: a request it serves says nothing
+// about where the load balancer routes, so the adapters do not count it as
+// an arrival (see [Arrivals]).
+func (readinessHandler) Probe() {}
+
 func (h readinessHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !probeMethod(w, r) {
 		return
@@ -414,6 +419,9 @@ func (q probeQuery) unmatched(checks []*check) int {
 func (c *Coordinator) LivenessHandler() http.Handler { return livenessHandler{} }
 
 type livenessHandler struct{}
+
+// Probe marks the handler as a probe's, as readinessHandler's does.
+func (livenessHandler) Probe() {}
 
 func (livenessHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if probeMethod(w, r) {

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/fakeclock"
 )
 
@@ -49,7 +50,7 @@ func TestReadinessFollowsTheLifecycle(t *testing.T) {
 	h.start(t, context.Background())
 	expect(http.StatusServiceUnavailable, "starting")
 	h.ld.MarkReady()
-	<-h.ld.Ready()
+	await.Recv(t, h.ld.Ready(), "Ready to close")
 	expect(http.StatusOK, "ok")
 
 	h.signals <- syscall.SIGTERM
@@ -165,7 +166,7 @@ func TestReadinessCheckTimeout(t *testing.T) {
 	go func() { _, body := probe(t, h, http.MethodGet, "/readyz?verbose"); answered <- body }()
 	clock.AwaitTimer(t, 2*time.Second)
 	clock.Advance(2 * time.Second)
-	assert.Contains(t, <-answered, "[-]slow failed: timed out after 2s")
+	assert.Contains(t, await.Recv(t, answered, "the probe's answer"), "[-]slow failed: timed out after 2s")
 
 	// While the call still hangs, probes fail at once without calling again.
 	code, body := probe(t, h, http.MethodGet, "/readyz")
@@ -218,7 +219,7 @@ func TestReadinessChecksAreCoalesced(t *testing.T) {
 			codes[i] = resp.StatusCode
 		}()
 	}
-	wg.Wait()
+	await.Wait(t, &wg, "the probes")
 	for _, code := range codes {
 		assert.Equal(t, http.StatusOK, code)
 	}

@@ -30,13 +30,13 @@ var ErrCut = errors.New("lameduck: in-flight work was cut")
 //     checks pass. Run waits for a shutdown signal (see [WithSignals]), for
 //     ctx to end, or for a server or a worker to fail.
 //  3. Lame duck: readiness answers 503, for good, at once, and
-//     [Coordinator.LameDuck] is closed; liveness keeps answering 200.
-//     Every server's LameDuck asks clients to reconnect
-//     elsewhere while everything is still served, for the drain delay (see
-//     [WithDrainDelay]), so that kube-proxy and load balancers catch up. The
-//     delay is skipped if the process never became ready.
+//     Entered(PhaseLameDuck) is closed (see [Coordinator.Entered]);
+//     liveness keeps answering 200. Every server's LameDuck asks clients to
+//     reconnect elsewhere while everything is still served, for the drain
+//     delay (see [WithDrainDelay]), so that kube-proxy and load balancers
+//     catch up. The delay is skipped if the process never became ready.
 //  4. Draining: servers stop accepting and in-flight requests, RPCs and
-//     streams finish; [Coordinator.Draining] is closed and workers'
+//     streams finish; Entered(PhaseDraining) is closed and workers'
 //     contexts are done. Run learns that the drain is over from events, not
 //     by polling, and moves on at once.
 //  5. If anything is left at the drain deadline — the grace period minus the
@@ -90,6 +90,7 @@ type exit struct {
 	who    string
 	worker int // index in run.workers; -1 for a server
 	err    error
+	took   time.Duration // how long the worker ran
 }
 
 // run is the state of one call to Run.
@@ -109,7 +110,7 @@ type run struct {
 	forced  bool              // a second signal arrived
 	force   func(cause error) // cancels every deadline context
 
-	lameDuck delayReport // what the drain delay measured, once over
+	delay DelayReport // what the drain delay measured, once over
 
 	phase   Phase
 	phaseAt time.Time
@@ -138,7 +139,11 @@ func (r *run) run(ctx context.Context) error {
 	for i, w := range r.workers {
 		r.working++
 		r.running[i] = true
-		go func() { r.events <- exit{who: "worker " + w.name, worker: i, err: w.call(workCtx)} }()
+		go func() {
+			start := c.clock.Now()
+			err := w.call(workCtx)
+			r.events <- exit{who: "worker " + w.name, worker: i, err: err, took: c.clock.Now().Sub(start)}
+		}()
 	}
 	names := make([]string, len(r.servers))
 	for i, s := range r.servers {
@@ -163,11 +168,14 @@ func (r *run) run(ctx context.Context) error {
 
 	// Lame duck.
 	wasReady := c.beginShutdown()
-	delay := c.opts.drainDelay
+	delay := c.opts.delay.max
 	if !wasReady {
 		delay = 0
 	}
-	lameDuck := watchArrivals(c, r.servers, signalAt, delay)
+	lameDuck := watchDelay(c, r.servers, signalAt, delay)
+	c.progress.mu.Lock()
+	c.progress.delay = lameDuck // status.go: Status reports it as it measures
+	c.progress.mu.Unlock()
 	if _, ok := r.each(hardCtx, func(s Server) { s.LameDuck() }); !ok && deadlineCtx.Err() != nil {
 		r.errs = append(r.errs, errors.New("lameduck: a server's LameDuck did not return by the deadline"))
 	}
@@ -175,18 +183,17 @@ func (r *run) run(ctx context.Context) error {
 	// Entered once the servers ask clients to leave, so that an observer
 	// sees the phase in effect.
 	r.enter(PhaseLameDuck, Counts{}, slog.String("trigger", trigger), slog.Bool("was_ready", wasReady),
-		delayAttr(&c.opts, delay), slog.Duration("drain_deadline_in", drainDeadline.Sub(signalAt)),
+		c.opts.delay.attr(delay), slog.Duration("drain_deadline_in", drainDeadline.Sub(signalAt)),
 		slog.Duration("deadline_in", deadline.Sub(signalAt)))
 	lameDuck.begin()
 	r.await(lameDuck.done, hardCtx)
-	r.lameDuck = lameDuck.stop()
+	r.delay = lameDuck.stop()
 
 	// Drain.
 	drainCtx, cancelDrain := c.deadlineContext(hardCtx, drainDeadline)
 	defer cancelDrain(nil)
-	r.enter(PhaseDraining, Counts{}, r.lameDuck.attrs()...)
-	r.lameDuck.warn(c.log, delay)
-	close(c.draining)
+	r.enter(PhaseDraining, Counts{}, r.delay.attrs()...)
+	r.delay.warn(c.log, delay)
 	stopWork()
 	// Drain's error says no more than the counts from Close below.
 	drained, _ := r.each(drainCtx, func(s Server) { _ = s.Drain(drainCtx) })
@@ -217,7 +224,8 @@ func (r *run) run(ctx context.Context) error {
 	r.enter(PhaseStopping, report, workerAttrs(stillRunning)...)
 	hookErr := r.runHooks(hardCtx)
 	r.enter(PhaseStopped, report, slog.Duration("since_signal", c.clock.Now().Sub(signalAt)))
-	r.closeAdmins(deadlineCtx) // admin.go: admin servers close last, as Run returns
+	r.awaitFinalScrape(drainCtx) // admin.go
+	r.closeAdmins(deadlineCtx)   // admin.go: admin servers close last, as Run returns
 	return errors.Join(errors.Join(r.errs...), cutErr, hookErr)
 }
 
@@ -363,7 +371,9 @@ func (r *run) exited(e exit) {
 	switch {
 	case e.err != nil:
 		r.errs = append(r.errs, fmt.Errorf("lameduck: %s: %w", e.who, e.err))
-		r.c.log.Error("lameduck: "+e.who+" failed", slog.Any("error", e.err))
+		r.c.log.Error("lameduck: "+e.who+" failed", slog.Any("error", e.err), slog.Duration("took", e.took))
+	case e.worker >= 0:
+		r.c.log.Info("lameduck: "+e.who+" returned", slog.Duration("took", e.took))
 	case e.worker < 0 && r.phase < PhaseLameDuck:
 		err := fmt.Errorf("lameduck: %s stopped serving before the shutdown", e.who)
 		r.errs = append(r.errs, err)
@@ -411,6 +421,7 @@ func (r *run) runHooks(ctx context.Context) error {
 		} else {
 			var herr error
 			done := make(chan struct{})
+			start := r.c.clock.Now()
 			go func() { herr = h.call(ctx); close(done) }()
 			switch {
 			case !r.await(done, ctx):
@@ -419,6 +430,8 @@ func (r *run) runHooks(ctx context.Context) error {
 				err = fmt.Errorf("lameduck: shutdown hook %s did not return in time: %w", h.name, context.Cause(ctx))
 			case herr != nil:
 				err = fmt.Errorf("lameduck: shutdown hook %s: %w", h.name, herr)
+			default:
+				r.c.log.Info("lameduck: shutdown hook "+h.name+" done", slog.Duration("took", r.c.clock.Now().Sub(start)))
 			}
 		}
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 func TestNewRejectsBadConfiguration(t *testing.T) {
@@ -76,17 +77,17 @@ func TestRunGoesThroughThePhasesInOrder(t *testing.T) {
 
 	h.signals <- syscall.SIGTERM
 	h.phases.await(t, lameduck.PhaseLameDuck)
-	assert.True(t, h.ld.ShuttingDown())
+	assert.True(t, isClosed(h.ld.Entered(lameduck.PhaseLameDuck)))
 	h.clock.AwaitTimer(t, 5*time.Second)
 	select {
-	case <-h.ld.Draining():
+	case <-h.ld.Entered(lameduck.PhaseDraining):
 		t.Fatal("draining before the delay passed")
 	default:
 	}
 	h.clock.Advance(5 * time.Second)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
 	assert.Equal(t, 5*time.Second, ev.Elapsed, "the lame-duck phase lasts the drain delay")
-	<-h.ld.Draining()
+	await.Recv(t, h.ld.Entered(lameduck.PhaseDraining), "Draining to close")
 	require.NoError(t, h.wait(t))
 
 	calls := h.log.all()
@@ -209,7 +210,7 @@ func TestSecondSignalForcesTheShutdown(t *testing.T) {
 			case lameduck.PhaseStopping:
 				h.clock.AwaitTimer(t, 5*time.Second)
 				h.clock.Advance(5 * time.Second)
-				<-hookRunning
+				await.Recv(t, hookRunning, "hook 2 to run")
 			}
 			h.signals <- syscall.SIGINT
 			err := h.wait(t)
@@ -244,7 +245,7 @@ func TestListenFailureStopsEverythingBeforeReady(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "lameduck: starting b: listen tcp :8080: bind: address already in use")
 	assert.Equal(t, []string{"a listen", "b listen", "a close", "b close", "hook"}, h.log.all())
-	assert.True(t, h.ld.ShuttingDown(), "readiness must not answer 200 after a failed start")
+	assert.True(t, isClosed(h.ld.Entered(lameduck.PhaseLameDuck)), "readiness must not answer 200 after a failed start")
 }
 
 func TestServerFailureShutsTheOthersDown(t *testing.T) {
@@ -273,7 +274,7 @@ func TestWorkers(t *testing.T) {
 		h.ld.Go(func(ctx context.Context) error {
 			<-ctx.Done()
 			select {
-			case <-h.ld.Draining():
+			case <-h.ld.Entered(lameduck.PhaseDraining):
 			default:
 				t.Error("worker's context ended before the drain")
 			}
@@ -291,7 +292,7 @@ func TestWorkers(t *testing.T) {
 		}
 		h.clock.Advance(time.Second)
 		require.NoError(t, h.wait(t))
-		<-stopped
+		await.Recv(t, stopped, "the worker to stop")
 	})
 	t.Run("error shuts down", func(t *testing.T) {
 		h := newHarness(t)
@@ -469,7 +470,7 @@ func TestLameDuckIsClosedAtTheFirstMomentOfTheShutdown(t *testing.T) {
 	// shutdown, already sees the channel closed.
 	s.onLameDuck = func() {
 		select {
-		case <-h.ld.LameDuck():
+		case <-h.ld.Entered(lameduck.PhaseLameDuck):
 		default:
 			t.Error("LameDuck not yet closed when the servers are asked to leave")
 		}
@@ -477,15 +478,15 @@ func TestLameDuckIsClosedAtTheFirstMomentOfTheShutdown(t *testing.T) {
 	h.ld.MarkReady()
 	h.start(t, context.Background())
 	select {
-	case <-h.ld.LameDuck():
+	case <-h.ld.Entered(lameduck.PhaseLameDuck):
 		t.Fatal("LameDuck closed before the shutdown")
 	default:
 	}
 	h.signals <- syscall.SIGTERM
 	h.phases.await(t, lameduck.PhaseLameDuck)
-	<-h.ld.LameDuck()
+	await.Recv(t, h.ld.Entered(lameduck.PhaseLameDuck), "Entered(PhaseLameDuck) to close")
 	select {
-	case <-h.ld.Draining():
+	case <-h.ld.Entered(lameduck.PhaseDraining):
 		t.Fatal("Draining closed during the delay")
 	default:
 	}
@@ -498,7 +499,7 @@ func TestLameDuckIsClosedAtTheFirstMomentOfTheShutdown(t *testing.T) {
 	bad.listenErr = errors.New("listen tcp :8080: bind: address already in use")
 	failed.ld.Register(bad)
 	require.Error(t, failed.ld.Run(context.Background()))
-	assert.True(t, isClosed(failed.ld.LameDuck()), "a failed start closes LameDuck too, as ShuttingDown reports")
+	assert.True(t, isClosed(failed.ld.Entered(lameduck.PhaseLameDuck)), "a failed start closes Entered(PhaseLameDuck) too")
 }
 
 func isClosed(ch <-chan struct{}) bool {
@@ -507,5 +508,45 @@ func isClosed(ch <-chan struct{}) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+func TestEnteredClosesEachPhaseAndThoseBefore(t *testing.T) {
+	h := newHarness(t, lameduck.WithDrainDelay(time.Second))
+	h.ld.Register(newFakeServer("web", h.log))
+	h.ld.MarkReady()
+	assert.False(t, isClosed(h.ld.Entered(lameduck.PhaseStarting)), "Run has not started")
+	h.start(t, context.Background())
+	assert.True(t, isClosed(h.ld.Entered(lameduck.PhaseStarting)))
+	assert.True(t, isClosed(h.ld.Entered(lameduck.PhaseServing)))
+	assert.False(t, isClosed(h.ld.Entered(lameduck.PhaseLameDuck)))
+	h.signals <- syscall.SIGTERM
+	h.clock.Pass(t, time.Second)
+	require.NoError(t, h.wait(t))
+	for p := lameduck.PhaseStarting; p <= lameduck.PhaseStopped; p++ {
+		assert.True(t, isClosed(h.ld.Entered(p)), "%v", p)
+	}
+	assert.PanicsWithValue(t, "lameduck: Entered: Phase(6) is not a phase; use PhaseStarting to PhaseStopped",
+		func() { h.ld.Entered(lameduck.PhaseStopped + 1) })
+}
+
+// Every hook and worker says, in one line at Info, that it ended and how
+// long it took, so that its name shows on success too.
+func TestHooksAndWorkersLogTheirEnd(t *testing.T) {
+	var log syncLog
+	h := newHarness(t, lameduck.WithDrainDelay(time.Second), lameduck.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
+	h.ld.Register(newFakeServer("web", h.log))
+	h.ld.Go(func(ctx context.Context) error { <-ctx.Done(); return nil }, lameduck.Named("consumer"))
+	h.ld.OnShutdown(func(context.Context) error { return nil }, lameduck.Named("db"))
+	h.ld.MarkReady()
+	h.start(t, context.Background())
+	h.signals <- syscall.SIGTERM
+	h.clock.Pass(t, time.Second)
+	require.NoError(t, h.wait(t))
+	for _, want := range []string{
+		`level=INFO msg="lameduck: worker \"consumer\" returned" took=1s`,
+		`level=INFO msg="lameduck: shutdown hook \"db\" done" took=0s`,
+	} {
+		assert.Equal(t, 1, strings.Count(log.String(), want), "%s in:\n%s", want, log.String())
 	}
 }

@@ -88,13 +88,29 @@ func (r *wiringRun) await(prefix string) (string, []string, error) {
 	}
 }
 
-// rest reads stdout to its end and waits for the process to exit.
+// rest reads stdout to its end and waits for the process to exit. A
+// process still running waitTimeout later is killed, and that is the
+// error.
 func (r *wiringRun) rest() ([]string, error) {
 	var lines []string
-	for line := range r.lines {
-		lines = append(lines, line)
+	timeout := time.After(waitTimeout)
+	killed := false
+	for {
+		select {
+		case line, ok := <-r.lines:
+			if !ok {
+				err := r.cmd.Wait()
+				if killed {
+					err = fmt.Errorf("still running %v after the signal, killed: %v", waitTimeout, err)
+				}
+				return lines, err
+			}
+			lines = append(lines, line)
+		case <-timeout:
+			_ = r.cmd.Process.Kill()
+			killed, timeout = true, nil
+		}
 	}
-	return lines, r.cmd.Wait()
 }
 
 // phaseTook parses "phase NAME DURATION".

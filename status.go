@@ -25,12 +25,11 @@ type Status struct {
 	// Cut counts the work cut at the deadline or by a second signal. It is
 	// set from PhaseStopping on; it is zero after a clean drain.
 	Cut Counts
-	// Arrivals, LastArrival and LastArrivalServer say how long the load
-	// balancer went on routing to the process after the signal, as the
-	// [Event] of PhaseDraining does; they are set from PhaseDraining on.
-	Arrivals          int
-	LastArrival       time.Duration
-	LastArrivalServer string
+	// Delay is what the drain delay has measured: from the start of the
+	// lame-duck phase, the connections that arrived and when the
+	// EndpointSlices stopped routing here, as they happen; from the end
+	// of the delay, its length and what ended it (see [Event]).
+	Delay DelayReport
 	// Servers lists, in registration order, the servers registered with
 	// [Coordinator.Register] that report the work they have in flight, by
 	// having a method InFlight() Counts, as those of packages httpserver
@@ -77,6 +76,11 @@ type progress struct {
 	// Guarded by mu: the phases entered, in order, and when.
 	entered []phaseEntry
 	last    Event // of the phase entered last
+	// delay is the drain delay, once the lame-duck phase has begun.
+	delay *lameDuckDelay
+	// finalRead is closed by the first Status in PhaseStopped.
+	finalRead chan struct{}
+	finalOnce sync.Once
 }
 
 type phaseEntry struct {
@@ -91,18 +95,15 @@ func (c *Coordinator) entered(ev Event, now time.Time) {
 	c.progress.last = ev
 	c.progress.mu.Unlock()
 	c.progress.phase.Store(int32(ev.Phase))
+	c.enteredUpTo(ev.Phase)
 }
-
-// Phase returns the phase [Coordinator.Run] is in: PhaseStarting until
-// it binds the listeners, and before Run is called.
-func (c *Coordinator) Phase() Phase { return Phase(c.progress.phase.Load()) }
 
 // Status returns a snapshot of the Coordinator, for exporting metrics (see
 // package github.com/lameduck/lameduck/prommetrics). It is safe to call at
 // any time, from any goroutine, and runs no readiness check.
 func (c *Coordinator) Status() Status {
 	st := Status{
-		Phase: c.Phase(),
+		Phase: Phase(c.progress.phase.Load()),
 		Ready: c.state.Load() == stateReady,
 		Spent: make(map[Phase]time.Duration),
 	}
@@ -116,8 +117,13 @@ func (c *Coordinator) Status() Status {
 		st.Spent[e.phase] += end.Sub(e.at)
 	}
 	last := c.progress.last
-	st.Cut, st.Arrivals, st.LastArrival, st.LastArrivalServer = last.Cut, last.Arrivals, last.LastArrival, last.LastArrivalServer
+	st.Cut = last.Cut
+	delay := c.progress.delay
 	c.progress.mu.Unlock()
+	st.Delay = delay.measured()
+	if st.Phase == PhaseStopped {
+		c.progress.finalOnce.Do(func() { close(c.progress.finalRead) })
+	}
 
 	c.mu.Lock()
 	servers, checks := c.servers, c.checks

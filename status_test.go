@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 // countingServer is a fake server that reports its in-flight work, as the
@@ -49,7 +51,7 @@ func TestStatusFollowsTheRun(t *testing.T) {
 
 	h.signals <- syscall.SIGTERM
 	h.phases.await(t, lameduck.PhaseLameDuck)
-	assert.Equal(t, lameduck.PhaseLameDuck, h.ld.Phase())
+	assert.Equal(t, lameduck.PhaseLameDuck, h.ld.Status().Phase)
 	assert.False(t, h.ld.Status().Ready, "not ready from the first moment of the shutdown")
 	h.clock.Pass(t, 5*time.Second)
 	h.log.await(t, "app drain")
@@ -115,10 +117,10 @@ func TestStatusCountsCheckCalls(t *testing.T) {
 	call := func() error {
 		done := make(chan error, 1)
 		go func() { done <- h.ld.CheckReadiness(context.Background()) }()
-		<-started
+		await.Recv(t, started, "the check to be called")
 		h.clock.Advance(200 * time.Millisecond)
 		release <- struct{}{}
-		return <-done
+		return await.Recv(t, done, "CheckReadiness to return")
 	}
 	require.NoError(t, call())
 	fail.Store(true)
@@ -173,11 +175,26 @@ func TestCheckReadinessDecidesAsTheProbe(t *testing.T) {
 	assert.EqualError(t, h.ld.CheckReadiness(ctx), "lameduck: not ready: shutting down")
 }
 
+// waitingContext sends on waiting the first time its Done is called: when
+// its holder starts waiting on it.
+type waitingContext struct {
+	context.Context
+	once    sync.Once
+	waiting chan<- struct{}
+}
+
+func (c *waitingContext) Done() <-chan struct{} {
+	c.once.Do(func() { c.waiting <- struct{}{} })
+	return c.Context.Done()
+}
+
 func TestCheckReadinessSharesCallsWithProbes(t *testing.T) {
 	const callers = 40
 	h := newHarness(t)
 	// The first call is held until every caller has arrived, so that they
-	// find it running.
+	// find it running. A caller has arrived once it waits for a result:
+	// it asks its context for Done only after it has joined the running
+	// call or started one.
 	arrived := make(chan struct{}, callers)
 	var calls, running, maxRunning atomic.Int32
 	h.ld.AddCheck(lameduck.Check{Name: "db", Func: func(context.Context) error {
@@ -199,17 +216,19 @@ func TestCheckReadinessSharesCallsWithProbes(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			arrived <- struct{}{}
+			ctx := &waitingContext{Context: context.Background(), waiting: arrived}
 			if i%2 == 0 {
-				errs <- h.ld.CheckReadiness(context.Background())
+				errs <- h.ld.CheckReadiness(ctx)
 				return
 			}
-			if code, body := probe(t, h.ld.ReadinessHandler(), http.MethodGet, "/readyz"); code != http.StatusOK {
-				errs <- errors.New(body)
+			w := httptest.NewRecorder()
+			h.ld.ReadinessHandler().ServeHTTP(w, httptest.NewRequestWithContext(ctx, http.MethodGet, "/readyz", nil))
+			if w.Code != http.StatusOK {
+				errs <- errors.New(w.Body.String())
 			}
 		}()
 	}
-	wg.Wait()
+	await.Wait(t, &wg, "the callers")
 	close(errs)
 	for err := range errs {
 		assert.NoError(t, err)

@@ -6,7 +6,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/lameduck/lameduck"
@@ -39,7 +41,39 @@ func TestConnectionsAcceptedDuringTheDelayAreArrivalsAndLeave(t *testing.T) {
 
 	h.clock.Pass(t, 5*time.Second)
 	ev := h.await(t, lameduck.PhaseDraining)
-	assert.Equal(t, 2, ev.Arrivals, "two connections arrived during the delay; the one from before the signal is not one")
-	assert.Equal(t, h.srv.String(), ev.LastArrivalServer)
+	assert.Equal(t, 2, ev.Delay.Arrivals, "two connections arrived during the delay; the one from before the signal is not one")
+	assert.Equal(t, h.srv.String(), ev.Delay.LastArrivalServer)
+	require.NoError(t, h.wait(t))
+}
+
+// Health checks and the kubelet's probes say nothing about routing: a
+// connection that carries only those is no arrival; one whose later RPC is
+// not a probe is, from that RPC.
+func TestProbesAreNotArrivals(t *testing.T) {
+	h := newHarness(t, lameduck.WithDrainDelay(5*time.Second))
+	h.ld.MarkReady()
+	h.start(t)
+	h.signal(t)
+	h.clock.AwaitTimer(t, 5*time.Second)
+
+	health := h.dial(t)
+	for range 3 {
+		assert.Equal(t, healthpb.HealthCheckResponse_NOT_SERVING, check(t, health, ""))
+	}
+	kubelet := dial(t, h.srv.Addr().String(), grpc.WithUserAgent("kube-probe/1.31"))
+	_, err := testpb.NewTestServiceClient(kubelet).EmptyCall(ctx(t), &testpb.Empty{})
+	require.NoError(t, err)
+
+	h.clock.Advance(time.Second)
+	cc := h.dial(t)
+	check(t, cc, "")
+	h.clock.Advance(time.Second)
+	_, err = testpb.NewTestServiceClient(cc).EmptyCall(ctx(t), &testpb.Empty{})
+	require.NoError(t, err)
+
+	h.clock.Advance(3 * time.Second)
+	ev := h.await(t, lameduck.PhaseDraining)
+	assert.Equal(t, 1, ev.Delay.Arrivals, "only one connection carried an RPC that is not a probe")
+	assert.Equal(t, 2*time.Second, ev.Delay.LastArrival, "counted from that RPC, not from its connection")
 	require.NoError(t, h.wait(t))
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/grpcserver"
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 // BenchmarkUnary measures a unary RPC over loopback TCP through the adapter
@@ -110,7 +111,7 @@ func startBare(b *testing.B) string {
 	testpb.RegisterTestServiceServer(srv, newTestService())
 	served := make(chan struct{})
 	go func() { defer close(served); srv.Serve(lis) }()
-	b.Cleanup(func() { srv.Stop(); <-served })
+	b.Cleanup(func() { srv.Stop(); await.Recv(b, served, "Serve to return") })
 	return lis.Addr().String()
 }
 
@@ -135,10 +136,10 @@ func startAdapter(b *testing.B) string {
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ld.Run(ctx) }()
-	<-serving
+	await.Recv(b, serving, "Run to serve")
 	b.Cleanup(func() {
 		stop()
-		if err := <-done; err != nil {
+		if err := await.Recv(b, done, "Run to return"); err != nil {
 			b.Error(err)
 		}
 	})

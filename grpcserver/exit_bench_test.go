@@ -15,6 +15,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/grpcserver"
+	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/testnet"
 )
 
@@ -184,8 +185,8 @@ func grpcExit(b *testing.B, tlsOn bool, idle int, inFlight bool, delay time.Dura
 		close(answered)
 	}
 	terminate()
-	<-answered
-	<-done
+	await.Recv(b, answered, "the answer to the call in flight")
+	await.Recv(b, done, "the shutdown to end")
 	last := drainStart
 	if svc.answered.After(last) {
 		last = svc.answered

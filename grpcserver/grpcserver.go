@@ -139,12 +139,16 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 
 	"github.com/lameduck/lameduck"
 )
@@ -161,8 +165,11 @@ type Server struct {
 	health *health.Server
 	hsvc   *healthService
 	work   lameduck.Tracker // unary RPCs and streams in flight, for Close's report
-	// arrivals counts the connections accepted during the lame-duck phase.
+	// arrivals counts the connections accepted during the lame-duck phase
+	// that carry an RPC other than a health check; arriving is set from
+	// LameDuck on, for the interceptors to look for them.
 	arrivals lameduck.Arrivals
+	arriving atomic.Bool
 
 	stopWatches context.CancelFunc // ends health Watch streams: at Drain and Close
 	shutdown    chan struct{}      // closed at the first of LameDuck, Drain, Close
@@ -200,9 +207,11 @@ type Server struct {
 	connsMu sync.Mutex
 	// conns are the accepted connections not closed yet; nil once Close
 	// closed them all. timers close silent ones after the drain began.
-	// Guarded by connsMu.
-	conns  map[*conn]struct{}
-	timers []*time.Timer
+	// lameDuckConns are those accepted during the lame-duck phase, by
+	// their peer's address. Guarded by connsMu.
+	conns         map[*conn]struct{}
+	lameDuckConns map[string]*conn
+	timers        []*time.Timer
 }
 
 // service is one RegisterService call.
@@ -336,21 +345,18 @@ func (s *Server) Addr() net.Addr {
 	return s.lis.Addr()
 }
 
-// String describes the Server as "grpc " followed by its address, such as
-// "grpc :9090"; the Coordinator names the Server so in logs and errors. For
-// an address without a fixed port, it shows the bound address once
-// listening.
+// String describes the Server as "grpc " followed by its address: the
+// bound one once listening, such as "grpc [::]:9090", as the servers of
+// package httpserver do, and the one given to New before. The Coordinator
+// names the Server so in logs, errors and Status.
 func (s *Server) String() string {
-	addr := s.addr
-	if _, port, err := net.SplitHostPort(addr); addr == "" || (err == nil && port == "0") {
-		if a := s.Addr(); a != nil {
-			addr = a.String()
-		}
+	if a := s.Addr(); a != nil {
+		return "grpc " + a.String()
 	}
-	if addr == "" {
-		addr = ":0"
+	if s.addr == "" {
+		return "grpc :0"
 	}
-	return "grpc " + addr
+	return "grpc " + s.addr
 }
 
 // Listen binds the Server's address. An address in use is an error naming
@@ -514,9 +520,9 @@ func (s *Server) accept(lis net.Listener, stop <-chan struct{}) error {
 // can close it; once Close has run, it closes c and returns nil.
 func (s *Server) track(c net.Conn) *conn {
 	s.mu.Lock()
-	arrived := s.lameDuck && !s.draining && !s.closed
+	lameDuck := s.lameDuck && !s.draining && !s.closed
 	s.mu.Unlock()
-	wc := &conn{Conn: c, s: s, accepted: time.Now(), arrived: arrived}
+	wc := &conn{Conn: c, s: s, accepted: time.Now(), lameDuck: lameDuck}
 	s.connsMu.Lock()
 	if s.conns == nil {
 		s.connsMu.Unlock()
@@ -524,9 +530,14 @@ func (s *Server) track(c net.Conn) *conn {
 		return nil
 	}
 	s.conns[wc] = struct{}{}
+	if lameDuck {
+		if s.lameDuckConns == nil {
+			s.lameDuckConns = make(map[string]*conn)
+		}
+		s.lameDuckConns[c.RemoteAddr().String()] = wc
+	}
 	s.connsMu.Unlock()
-	if arrived {
-		s.arrivals.Arrived()
+	if lameDuck {
 		s.scheduleRotation()
 	}
 	return wc
@@ -535,12 +546,11 @@ func (s *Server) track(c net.Conn) *conn {
 // forget removes a connection that is being closed.
 func (s *Server) forget(c *conn) {
 	s.connsMu.Lock()
-	_, open := s.conns[c]
 	delete(s.conns, c)
-	s.connsMu.Unlock()
-	if open && c.arrived {
-		s.arrivals.Left()
+	if c.lameDuck {
+		delete(s.lameDuckConns, c.RemoteAddr().String())
 	}
+	s.connsMu.Unlock()
 }
 
 // handshakeGrace is how long after it was accepted a connection may stay
@@ -581,16 +591,13 @@ func (s *Server) closeSilentConns() {
 func (s *Server) closeConns() {
 	s.connsMu.Lock()
 	conns, timers := s.conns, s.timers
-	s.conns, s.timers = nil, nil
+	s.conns, s.timers, s.lameDuckConns = nil, nil, nil
 	s.connsMu.Unlock()
 	for _, t := range timers {
 		t.Stop()
 	}
 	for c := range conns {
 		c.Conn.Close()
-		if c.arrived {
-			s.arrivals.Left()
-		}
 	}
 }
 
@@ -624,6 +631,7 @@ func (s *Server) LameDuck() {
 		return
 	}
 	s.lameDuck = true
+	s.arriving.Store(true)
 	s.beginShutdownLocked()
 	s.rotateLocked()
 }
@@ -682,9 +690,10 @@ func (s *Server) stopRotationLocked() {
 
 // Arrivals counts the connections the server accepts during the lame-duck
 // phase, for the Coordinator to measure the load balancer's lag and to end
-// an adaptive drain delay (see lameduck.WithAdaptiveDrainDelay). They are
-// asked to leave with a GOAWAY about 100 ms after they arrive, and counted
-// until they close.
+// an adaptive drain delay (see lameduck.WithAdaptiveDrainDelay): each when
+// its first RPC that is not a probe (a health check, or a call from the
+// kubelet) begins. They are asked to leave with a GOAWAY about 100 ms
+// after they are accepted.
 func (s *Server) Arrivals() *lameduck.Arrivals { return &s.arrivals }
 
 // beginShutdownLocked turns health NOT_SERVING for good and stops waiting
@@ -789,15 +798,56 @@ func (s *Server) Close() lameduck.Counts {
 }
 
 // countUnary counts a unary RPC in flight.
-func (s *Server) countUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+func (s *Server) countUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	s.work.Start(lameduck.Request)
+	if s.arriving.Load() {
+		s.arrival(ctx, info.FullMethod)
+	}
 	defer s.work.Done(lameduck.Request)
 	return handler(ctx, req)
 }
 
 // countStream counts a streaming RPC in flight.
-func (s *Server) countStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+func (s *Server) countStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	s.work.Start(lameduck.Stream)
+	if s.arriving.Load() {
+		s.arrival(ss.Context(), info.FullMethod)
+	}
 	defer s.work.Done(lameduck.Stream)
 	return handler(srv, ss)
+}
+
+// arrival counts the connection of an RPC to method as an arrival (see
+// Server.Arrivals) if it was accepted during the lame-duck phase, has not
+// been counted yet, and the RPC is not a probe.
+func (s *Server) arrival(ctx context.Context, method string) {
+	if isProbe(ctx, method) {
+		return
+	}
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return
+	}
+	s.connsMu.Lock()
+	c := s.lameDuckConns[p.Addr.String()]
+	s.connsMu.Unlock()
+	if c != nil && c.arrived.CompareAndSwap(false, true) {
+		s.arrivals.Arrived()
+	}
+}
+
+// isProbe reports whether an RPC to method says nothing about where the
+// load balancer routes: a health check, or a call of the kubelet's gRPC
+// probe (User-Agent "kube-probe/1.31 grpc-go/...").
+func isProbe(ctx context.Context, method string) bool {
+	if strings.HasPrefix(method, "/"+healthpb.Health_ServiceDesc.ServiceName+"/") {
+		return true
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, ua := range md.Get("user-agent") {
+		if strings.HasPrefix(ua, "kube-probe/") {
+			return true
+		}
+	}
+	return false
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/grpcserver"
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 const (
@@ -177,10 +178,10 @@ func TestNewConnectionsAcrossTheSignalAreAllServed(t *testing.T) {
 			}
 		}()
 	}
-	warm.Wait()
+	await.Wait(t, &warm, "each client's first call")
 	h.signal(t)
 	close(signalled)
-	finished.Wait()
+	await.Wait(t, &finished, "the clients' calls after the signal")
 	close(errs)
 	for err := range errs {
 		t.Errorf("RPC failed: %v", err)
@@ -341,7 +342,7 @@ func TestHandlerIgnoringItsContextDoesNotHoldRun(t *testing.T) {
 	// The client gives up: its connection closes, and GracefulStop is left
 	// waiting for the handler alone.
 	cancelCall()
-	assert.Equal(t, codes.Canceled, status.Code(<-called))
+	assert.Equal(t, codes.Canceled, status.Code(await.Recv(t, called, "the canceled call to return")))
 	h.clock.Pass(t, drainTime(10*time.Second, time.Second))
 	err := h.wait(t)
 	require.ErrorIs(t, err, lameduck.ErrCut)

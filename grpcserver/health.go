@@ -297,7 +297,9 @@ func (c *checkState) loop(ctx context.Context, done chan<- struct{}) {
 		}
 		select {
 		case <-c.ld.Ready():
-			if !c.ld.ShuttingDown() {
+			select {
+			case <-c.ld.Entered(lameduck.PhaseLameDuck): // shutting down: NOT_SERVING for good
+			default:
 				c.evaluate(ctx)
 			}
 		default:

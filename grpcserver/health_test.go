@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 // switchCheck is a readiness check whose result the test sets.
@@ -166,7 +167,7 @@ func TestHealthFloodNeverStacksCheckCalls(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
+	await.Wait(t, &wg, "the health calls")
 	close(statuses)
 	for st := range statuses {
 		assert.Equal(t, serving, st)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/grpcserver"
+	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/fakeclock"
 )
 
@@ -101,7 +102,7 @@ func (h *harness) start(t *testing.T) {
 			default:
 			}
 		}
-		<-h.done
+		await.Recv(t, h.done, "Run to return after a second signal")
 	})
 }
 
@@ -158,9 +159,9 @@ func (h *harness) dial(t *testing.T) *grpc.ClientConn {
 	return dial(t, h.srv.Addr().String())
 }
 
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+func dial(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() { cc.Close() })
 	return cc

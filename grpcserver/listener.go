@@ -81,7 +81,8 @@ type conn struct {
 	used     atomic.Bool  // set once grpc-go has done anything with the connection
 	heard    atomic.Bool  // set once a byte has been read from the connection
 	handoffs atomic.Int32 // times Close handed it off again
-	arrived  bool         // accepted during the lame-duck phase: counted in Server.arrivals while open
+	lameDuck bool         // accepted during the lame-duck phase
+	arrived  atomic.Bool  // counted in Server.arrivals
 }
 
 // maxHandoffs bounds how often an unused connection is handed off again,

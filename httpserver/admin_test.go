@@ -17,6 +17,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/httpserver"
+	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/fakeclock"
 )
 
@@ -67,7 +68,7 @@ func TestAdminAnswersThroughTheDrain(t *testing.T) {
 		}),
 	)
 	require.NoError(t, err)
-	await := func(phase lameduck.Phase) {
+	awaitPhase := func(phase lameduck.Phase) {
 		t.Helper()
 		timeout := time.After(waitTimeout)
 		for {
@@ -102,7 +103,7 @@ func TestAdminAnswersThroughTheDrain(t *testing.T) {
 	ld.MarkReady()
 	done := make(chan error, 1)
 	go func() { done <- ld.Run(context.Background()) }()
-	await(lameduck.PhaseServing)
+	awaitPhase(lameduck.PhaseServing)
 	adminURL = "http://" + admin.Addr().String()
 
 	type answer struct {
@@ -130,26 +131,26 @@ func TestAdminAnswersThroughTheDrain(t *testing.T) {
 		resp.Body.Close()
 		appResult <- answer{resp.StatusCode, string(body)}
 	}()
-	<-started
+	await.Recv(t, started, "the request to reach the handler")
 	assert.Equal(t, answer{200, "phase=serving in_flight=1"}, probe("/metrics"))
 
 	signals <- os.Interrupt
-	await(lameduck.PhaseLameDuck)
+	awaitPhase(lameduck.PhaseLameDuck)
 	assert.Equal(t, answer{200, "phase=lame duck in_flight=1"}, probe("/metrics"))
 	assert.Equal(t, answer{503, "shutting down"}, probe("/readyz"))
 	assert.Equal(t, answer{200, "ok"}, probe("/livez"))
 
 	clock.Pass(t, delay)
-	await(lameduck.PhaseDraining)
+	awaitPhase(lameduck.PhaseDraining)
 	assert.Equal(t, answer{200, "phase=draining in_flight=1"}, probe("/metrics"))
 	assert.Equal(t, answer{503, "shutting down"}, probe("/readyz"), "the kubelet's probes get an answer during the drain")
 
 	close(release)
-	assert.Equal(t, answer{200, "done"}, <-appResult)
-	<-hookRunning
+	assert.Equal(t, answer{200, "done"}, await.Recv(t, appResult, "the answer to the request"))
+	await.Recv(t, hookRunning, "the hook to run")
 	assert.Equal(t, answer{200, "phase=stopping in_flight=0"}, probe("/metrics"))
 	close(hookDone)
-	assert.Equal(t, "phase=stopped in_flight=0", <-stoppedScrape)
+	assert.Equal(t, "phase=stopped in_flight=0", await.Recv(t, stoppedScrape, "the scrape in PhaseStopped"))
 	select {
 	case err := <-done:
 		require.NoError(t, err)
@@ -171,7 +172,7 @@ func TestAdminWithoutMetricsServesOnlyProbes(t *testing.T) {
 	ld.Go(func(context.Context) error { close(serving); return nil })
 	done := make(chan error, 1)
 	go func() { done <- ld.Run(ctx) }()
-	<-serving
+	await.Recv(t, serving, "Run to serve")
 	sc := newScraper()
 	defer sc.client.CloseIdleConnections()
 	base := "http://" + admin.Addr().String()
@@ -183,7 +184,7 @@ func TestAdminWithoutMetricsServesOnlyProbes(t *testing.T) {
 	code, _, _ = sc.get(t, base+"/metrics")
 	assert.Equal(t, http.StatusNotFound, code)
 	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, await.Recv(t, done, "Run to return"))
 
 	assert.PanicsWithValue(t, "httpserver: Admin: the coordinator is nil; create one with lameduck.New",
 		func() { httpserver.Admin(nil, ":0", nil) })

@@ -14,6 +14,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/httpserver"
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 // get makes one request with client and reads the response.
@@ -58,9 +59,9 @@ func TestConnectionsAcceptedDuringTheDelayAreArrivals(t *testing.T) {
 
 	p.clock.Advance(4 * time.Second)
 	ev := p.await(t, lameduck.PhaseDraining)
-	assert.Equal(t, 3, ev.Arrivals, "HTTP/1.1, h2c and a raw HTTP/1.1 connection arrived during the delay")
-	assert.Equal(t, time.Second, ev.LastArrival)
-	assert.Equal(t, p.srv.String(), ev.LastArrivalServer)
+	assert.Equal(t, 3, ev.Delay.Arrivals, "HTTP/1.1, h2c and a raw HTTP/1.1 connection arrived during the delay")
+	assert.Equal(t, time.Second, ev.Delay.LastArrival)
+	assert.Equal(t, p.srv.String(), ev.Delay.LastArrivalServer)
 	require.NoError(t, p.wait(t))
 }
 
@@ -109,16 +110,54 @@ func TestAdaptiveDelayEndsOnceTheArrivalsStop(t *testing.T) {
 		resp := get(t, client, "http://"+srv.Addr().String()+"/")
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		select {
-		case <-ld.Draining():
+		case <-ld.Entered(lameduck.PhaseDraining):
 			t.Fatal("the delay ended while connections kept arriving")
 		default:
 		}
 	}
 	lastRequest := time.Since(signalled)
 	ev := awaitPhase(lameduck.PhaseDraining)
-	assert.Equal(t, requests, ev.Arrivals)
+	assert.Equal(t, requests, ev.Delay.Arrivals)
 	assert.GreaterOrEqual(t, ev.Elapsed, quiet, "the quiet period passed")
-	assert.LessOrEqual(t, ev.LastArrival, lastRequest, "the last arrival is the last request's connection")
+	assert.LessOrEqual(t, ev.Delay.LastArrival, lastRequest, "the last arrival is the last request's connection")
 	assert.Less(t, ev.Elapsed, maximum/2, "over long before the maximum")
-	require.NoError(t, <-done)
+	require.NoError(t, await.Recv(t, done, "Run to return"))
+}
+
+// Probes say nothing about routing: a connection that carries only probe
+// requests, to the Coordinator's handlers or from the kubelet, is no
+// arrival; one whose later request is not a probe is, from that request.
+func TestProbesAreNotArrivals(t *testing.T) {
+	p := start(t, config{delay: 5 * time.Second, handler: okHandler, ready: true})
+	base := "http://" + p.addr
+	p.sigterm(t)
+	p.clock.AwaitTimer(t, 5*time.Second)
+
+	h1 := &http.Client{Transport: &http.Transport{}, Timeout: waitTimeout}
+	defer h1.CloseIdleConnections()
+	for range 3 {
+		resp := get(t, h1, base+"/readyz")
+		assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+		assert.True(t, resp.Close, "a probe's connection is asked to leave like any other")
+	}
+	req, err := http.NewRequest(http.MethodGet, base+"/", nil)
+	require.NoError(t, err)
+	req.Header.Set("User-Agent", "kube-probe/1.31")
+	resp, err := h1.Do(req)
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+
+	p.clock.Advance(time.Second)
+	h2c := h2cClient()
+	defer h2c.CloseIdleConnections()
+	get(t, h2c, base+"/readyz")
+	p.clock.Advance(time.Second)
+	get(t, h2c, base+"/") // on the same connection, if the GOAWAY has not closed it yet
+
+	p.clock.Advance(3 * time.Second)
+	ev := p.await(t, lameduck.PhaseDraining)
+	assert.Equal(t, 1, ev.Delay.Arrivals, "only the h2c connection carried a request that is not a probe")
+	assert.Equal(t, 2*time.Second, ev.Delay.LastArrival, "counted from that request, not from its connection")
+	require.NoError(t, p.wait(t))
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/httpserver"
+	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/testnet"
 )
 
@@ -152,7 +153,7 @@ func exitAfterLastResponse(b *testing.B, proto string, sc exitScenario, lameduck
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}()
-		<-started
+		await.Recv(b, started, "the request in flight to be sent")
 		// Sent before the signal: answered after the delay, it holds the
 		// drain.
 		time.Sleep(5 * time.Millisecond)
@@ -160,8 +161,8 @@ func exitAfterLastResponse(b *testing.B, proto string, sc exitScenario, lameduck
 		close(answered)
 	}
 	terminate()
-	<-answered
-	<-done
+	await.Recv(b, answered, "the answer to the request in flight")
+	await.Recv(b, done, "the shutdown to end")
 	return exited.Sub(later(drainStart, lastResponse))
 }
 

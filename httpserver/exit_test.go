@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -90,7 +91,7 @@ func TestEveryProtocolExitsPromptlyAfterItsLastResponse(t *testing.T) {
 			p.sigterm(t)
 			p.endDelay(t, time.Second)
 			close(h.release)
-			require.NoError(t, <-answered, "the request in flight is answered in full")
+			require.NoError(t, await.Recv(t, answered, "the answer to the request in flight"), "the request in flight is answered in full")
 			require.NoError(t, p.wait(t))
 			assert.Less(t, time.Since(answeredAt), promptExit, "the shutdown ends right after the last response")
 			rec.awaitClosed(t, local)
@@ -288,7 +289,7 @@ func TestHTTP1RequestsRacingTheIdleCloseAreServedOrNeverRead(t *testing.T) {
 	p.clock.Pass(t, time.Second)
 	close(race)
 	p.await(t, lameduck.PhaseDraining)
-	wg.Wait()
+	await.Wait(t, &wg, "the racing clients")
 	require.NoError(t, p.wait(t))
 	assert.Equal(t, served.Load(), handled.Load(), "every request the server read was answered")
 	t.Logf("%d of %d racing requests served, the others never read", served.Load(), conns)

@@ -130,7 +130,7 @@ type Server struct {
 	cancelBase context.CancelFunc
 
 	tracker  lameduck.Tracker
-	arrivals lameduck.Arrivals // connections accepted during the lame-duck phase
+	arrivals lameduck.Arrivals // connections that arrived during the lame-duck phase (arrivals.go)
 	lameDuck atomic.Bool       // responses carry Connection: close
 	draining atomic.Bool       // the drain has begun: connection events wake it
 	// acksOptional is set once the drain has waited ackWait for HTTP/2
@@ -295,8 +295,9 @@ func (s *Server) LameDuck() {
 
 // Arrivals counts the connections the server accepts during the lame-duck
 // phase, for the Coordinator to measure the load balancer's lag and to end
-// an adaptive drain delay (see lameduck.WithAdaptiveDrainDelay). Each is
-// asked to leave after its first response, and counted until it closes.
+// an adaptive drain delay (see lameduck.WithAdaptiveDrainDelay): each when
+// its first request that is not a probe begins. Each is asked to leave
+// after its first response.
 func (s *Server) Arrivals() *lameduck.Arrivals { return &s.arrivals }
 
 // eachH2 calls f on every HTTP/2 connection whose frames the adapter
@@ -433,8 +434,11 @@ func (s *Server) Close() lameduck.Counts {
 	}
 	cut := s.tracker.InFlight()
 	for c := range s.conns {
-		if !c.done() && c.betweenRequests() && c.requestArriving() {
-			cut.Requests++ // a request was arriving
+		// A request was arriving: net/http has read bytes of it, or they
+		// wait in the kernel for net/http's reader, which may not have run
+		// since the connection was accepted.
+		if !c.done() && c.betweenRequests() && (c.requestArriving() || unread(c.Conn) > 0) {
+			cut.Requests++
 		}
 	}
 	s.cut = cut
@@ -501,7 +505,6 @@ func (s *Server) notify() {
 // written; HTTP/2 connections are active while they have streams.
 func (s *Server) connState(nc net.Conn, state http.ConnState) {
 	if c := connOf(nc); c != nil {
-		left := false
 		s.mu.Lock()
 		switch state {
 		case http.StateNew:
@@ -514,7 +517,7 @@ func (s *Server) connState(nc net.Conn, state http.ConnState) {
 				c.endIfIdle()
 			}
 		case http.StateClosed:
-			left = c.closeLocked()
+			c.closed = true
 			delete(s.conns, c)
 		case http.StateHijacked:
 			if !c.hijacked {
@@ -540,9 +543,6 @@ func (s *Server) connState(nc net.Conn, state http.ConnState) {
 		}
 		c.countLocked()
 		s.mu.Unlock()
-		if left {
-			s.arrivals.Left()
-		}
 	}
 	if s.userConnState != nil {
 		s.userConnState(userConn(nc), state)
@@ -621,16 +621,14 @@ func (l *listener) Accept() (net.Conn, error) {
 		nc, err := l.Listener.Accept()
 		if err == nil {
 			// Accepted during the delay, it will be asked to leave after
-			// its first response (see writer.commit and newH2Conn).
-			arrived := l.s.lameDuck.Load() && !l.s.draining.Load()
-			c := &conn{Conn: nc, s: l.s, state: http.StateNew, counted: true, arrived: arrived}
+			// its first response (see writer.commit and newH2Conn), and
+			// counted as an arrival by its first request (see arrival).
+			lameDuck := l.s.lameDuck.Load() && !l.s.draining.Load()
+			c := &conn{Conn: nc, s: l.s, state: http.StateNew, counted: true, lameDuck: lameDuck}
 			l.s.mu.Lock()
 			l.s.conns[c] = struct{}{}
 			l.s.live++
 			l.s.mu.Unlock()
-			if arrived {
-				l.s.arrivals.Arrived()
-			}
 			return c, nil
 		}
 		if !isTimeout(err) {
@@ -706,6 +704,11 @@ type conn struct {
 	// tc is the *tls.Conn net/http serves over c, if any.
 	tc atomic.Pointer[tls.Conn]
 
+	// lameDuck is set if c was accepted during the lame-duck phase, and
+	// arrived once a request on it has counted it as an arrival.
+	lameDuck bool
+	arrived  atomic.Bool
+
 	// Guarded by s.mu.
 	state       http.ConnState // StateNew, StateActive or StateIdle
 	h2          bool
@@ -714,7 +717,6 @@ type conn struct {
 	closeWriter bool // the server half-closed it after its last HTTP/1 response
 	closed      bool
 	counted     bool // counted in s.live
-	arrived     bool // accepted during the lame-duck phase: counted by s.arrivals until closed
 }
 
 func (c *conn) Read(p []byte) (int, error) {
@@ -722,8 +724,10 @@ func (c *conn) Read(p []byte) (int, error) {
 		n, err := c.Conn.Read(p)
 		if c.idleCheck.Load() {
 			switch {
-			case n > 0 || unread(c.Conn) > 0:
-				// A request is arriving after all: serve it.
+			case n > 0 || c.requestArriving() || unread(c.Conn) > 0:
+				// A request is arriving after all: serve it. Bytes of it
+				// may have been read since the drain found c idle, by the
+				// read before this one.
 				c.endIdleCheck()
 				if n == 0 {
 					continue // the read timed out before taking it
@@ -887,25 +891,14 @@ func (c *conn) Close() error {
 	s := c.s
 	s.mu.Lock()
 	hijackDone := c.hijacked && !c.closed
-	left := c.closeLocked()
+	c.closed = true
 	delete(s.conns, c)
 	c.countLocked()
 	s.mu.Unlock()
 	if hijackDone {
 		s.tracker.Done(lameduck.Conn)
 	}
-	if left {
-		s.arrivals.Left()
-	}
 	return err
-}
-
-// closeLocked marks c closed, and reports whether it has just left the
-// connections counted by s.arrivals. Guarded by s.mu.
-func (c *conn) closeLocked() (left bool) {
-	left = c.arrived && !c.closed
-	c.closed = true
-	return left
 }
 
 // countLocked takes c out of s.live once the drain has nothing more to

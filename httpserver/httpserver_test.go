@@ -19,6 +19,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/httpserver"
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 func TestKeepAliveConnectionIsToldToLeave(t *testing.T) {
@@ -155,7 +156,7 @@ func TestSlowRequestInFlightAcrossTheSignalFinishesWhole(t *testing.T) {
 	default:
 	}
 	close(h.release)
-	r := <-got
+	r := await.Recv(t, got, "the answer to the request in flight")
 	require.NoError(t, r.err)
 	assert.Len(t, r.body, 100_000)
 	assert.True(t, r.resp.Close, "the response written after the signal tells the client to leave")
@@ -295,7 +296,7 @@ func TestStreamsAndHijackedConnectionsAreToldToFinish(t *testing.T) {
 			fmt.Fprintf(w, "data: %d\n\n", i)
 			w.(http.Flusher).Flush()
 			select {
-			case <-ld.Draining():
+			case <-ld.Entered(lameduck.PhaseDraining):
 				io.WriteString(w, "event: bye\ndata: reconnect elsewhere\n\n")
 				return
 			case <-time.After(10 * time.Millisecond):
@@ -311,7 +312,7 @@ func TestStreamsAndHijackedConnectionsAreToldToFinish(t *testing.T) {
 		defer c.Close()
 		io.WriteString(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
 		rw.Flush()
-		<-ld.Draining()
+		<-ld.Entered(lameduck.PhaseDraining)
 		io.WriteString(rw, "bye\n")
 		rw.Flush()
 	})
@@ -380,7 +381,7 @@ func TestWhatIgnoresTheDrainIsCutAtTheDeadline(t *testing.T) {
 	for i, path := range paths {
 		conns[i] = dialRaw(t, p.addr)
 		fmt.Fprintf(conns[i], "GET %s HTTP/1.1\r\nHost: test\r\n\r\n", path)
-		assert.Equal(t, path, <-steady)
+		assert.Equal(t, path, await.Recv(t, steady, path+" to settle in"))
 	}
 	p.sigterm(t)
 	p.endDelay(t, time.Second)
@@ -433,7 +434,7 @@ func TestUserHooksAreKept(t *testing.T) {
 	s.LameDuck()
 	require.NoError(t, s.Drain(context.Background()))
 	assert.Equal(t, lameduck.Counts{}, s.Close())
-	require.NoError(t, <-served)
+	require.NoError(t, await.Recv(t, served, "Serve to return"))
 }
 
 func TestMethodsAreSafeInAnyOrder(t *testing.T) {
@@ -480,7 +481,7 @@ func TestConnectionsQueuedWhenTheDrainBeginsAreServed(t *testing.T) {
 		}
 	}})
 	conns := []*rawConn{dialRaw(t, p.addr)}
-	<-holding
+	await.Recv(t, holding, "the first connection's StateNew")
 	for range 5 {
 		conns = append(conns, dialRaw(t, p.addr))
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 func TestThousandsOfIdleConnectionsDoNotHoldTheDrain(t *testing.T) {
@@ -58,7 +60,7 @@ func TestThousandsOfIdleConnectionsDoNotHoldTheDrain(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
+	await.Wait(t, &wg, "the dialers")
 	t.Cleanup(func() {
 		for _, c := range conns {
 			if c != nil {

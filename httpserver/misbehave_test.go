@@ -32,8 +32,9 @@ type misbehaving struct {
 }
 
 // misbehavingClients returns the cases; their handlers send their name on
-// settled once they hold the drain.
-func misbehavingClients(settled chan string) []misbehaving {
+// settled once they hold the drain, and accepted must get the client
+// address of each connection the server accepts (see acceptedHook).
+func misbehavingClients(settled, accepted chan string) []misbehaving {
 	awaitSettled := func(t *testing.T, name string) {
 		t.Helper()
 		select {
@@ -41,6 +42,22 @@ func misbehavingClients(settled chan string) []misbehaving {
 			require.Equal(t, name, got)
 		case <-time.After(waitTimeout):
 			t.Fatalf("%s never settled in", name)
+		}
+	}
+	// A client that sends no whole request reaches no handler: it has
+	// settled in once the server has accepted its connection.
+	awaitAccepted := func(t *testing.T, c *rawConn) {
+		t.Helper()
+		timeout := time.After(waitTimeout)
+		for {
+			select {
+			case addr := <-accepted:
+				if addr == c.LocalAddr().String() {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("the server never accepted the connection from %s", c.LocalAddr())
+			}
 		}
 	}
 	return []misbehaving{
@@ -53,6 +70,7 @@ func misbehavingClients(settled chan string) []misbehaving {
 					_, err := c.Write([]byte{b})
 					require.NoError(t, err)
 				}
+				awaitAccepted(t, c)
 				return c
 			},
 			duringDrain: func(t *testing.T, c *rawConn) {
@@ -160,12 +178,20 @@ func endlessEvents(settled chan<- string, name string) http.HandlerFunc {
 
 func TestMisbehavingClientsAreCutAtTheDeadline(t *testing.T) {
 	const delay, hooks = time.Second, time.Second
-	for _, tt := range misbehavingClients(make(chan string, 1)) {
+	// Two connections per case: the buffer never fills, and the hook never
+	// holds net/http's accept loop.
+	accepted := make(chan string, 16)
+	acceptedHook := func(c net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			accepted <- c.RemoteAddr().String()
+		}
+	}
+	for _, tt := range misbehavingClients(make(chan string, 1), accepted) {
 		t.Run(tt.name, func(t *testing.T) {
 			mux := http.NewServeMux()
 			mux.Handle("/ok", okHandler)
 			mux.Handle("/", tt.handler)
-			p := start(t, config{delay: delay, ready: true, hookTime: hooks, handler: mux})
+			p := start(t, config{delay: delay, ready: true, hookTime: hooks, handler: mux, connState: acceptedHook})
 			idle := dialRaw(t, p.addr)
 			_, _, err := idle.get("/ok")
 			require.NoError(t, err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/httpserver"
+	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/rollout"
 )
 
@@ -45,8 +46,10 @@ func plainPod(t *testing.T) pod {
 	go func() { served <- srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close() })
 	return pod{addr: ln.Addr().String(), terminate: func() error {
-		err := srv.Shutdown(context.Background())
-		if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		err := srv.Shutdown(ctx)
+		if serr := await.Recv(t, served, "Serve to return"); !errors.Is(serr, http.ErrServerClosed) {
 			return serr
 		}
 		return err
@@ -75,7 +78,7 @@ func lameduckPod(t *testing.T, delay time.Duration) pod {
 	case err := <-done:
 		t.Fatalf("Run: %v", err)
 	}
-	return pod{addr: srv.Addr().String(), terminate: func() error { signals <- os.Interrupt; return <-done }}
+	return pod{addr: srv.Addr().String(), terminate: func() error { signals <- os.Interrupt; return await.Recv(t, done, "Run to return") }}
 }
 
 // TestRollingUpdateInMiniature replays a rolling update on loopback: a load
@@ -117,7 +120,7 @@ func TestRollingUpdateInMiniature(t *testing.T) {
 			removed := make(chan struct{})
 			time.AfterFunc(lag, func() { lb.RemoveEndpoint(old.addr); close(removed) })
 			require.NoError(t, old.terminate())
-			<-removed
+			await.Recv(t, removed, "the endpoint's removal")
 			got := load.Stop()
 			t.Logf("%s: %d requests, %s", tt.name, got.Requests, got.Summary())
 			if tt.wantFail {

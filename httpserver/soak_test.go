@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 // usage is what a process holds between shutdown cycles.
@@ -152,7 +154,7 @@ func soakCycle(t *testing.T) {
 	p.sigterm(t)
 	awaitServed(50) // during the drain delay
 	close(stop)
-	clients.Wait()
+	await.Wait(t, &clients, "the clients to stop")
 	close(errs)
 	for err := range errs {
 		require.NoError(t, err, "no request fails")

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/lameduck/lameduck"
@@ -15,6 +16,9 @@ import (
 // it is written, if the server is a lame duck by then.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.tracker.Start(lameduck.Request)
+	if s.lameDuck.Load() {
+		s.arrival(r)
+	}
 	ww := writerPool.Get().(*writer)
 	ww.w, ww.r, ww.s, ww.kind = w, r, s, lameduck.Request
 	defer ww.finish()
@@ -138,3 +142,37 @@ func (w h1Writer) ReadFrom(src io.Reader) (int64, error) {
 	}
 	return io.Copy(struct{ io.Writer }{w.w}, src)
 }
+
+// arrival counts the connection of r as an arrival (see Server.Arrivals)
+// if it was accepted during the lame-duck phase, has not been counted yet,
+// and r is not a probe.
+func (s *Server) arrival(r *http.Request) {
+	c, ok := r.Context().Value(connKey{}).(*conn)
+	if !ok || !c.lameDuck || c.arrived.Load() || s.isProbe(r) {
+		return
+	}
+	if c.arrived.CompareAndSwap(false, true) {
+		s.arrivals.Arrived()
+	}
+}
+
+// isProbe reports whether r is a probe, which says nothing about where the
+// load balancer routes: a request of the kubelet's probes, or one that the
+// server's [http.ServeMux] routes to the Coordinator's readiness or
+// liveness handler.
+func (s *Server) isProbe(r *http.Request) bool {
+	if strings.HasPrefix(r.UserAgent(), kubeProbeAgent) {
+		return true
+	}
+	mux, ok := s.handler.(*http.ServeMux)
+	if !ok {
+		return false
+	}
+	h, _ := mux.Handler(r)
+	_, probe := h.(interface{ Probe() })
+	return probe
+}
+
+// kubeProbeAgent begins the User-Agent of the kubelet's HTTP and gRPC
+// probes, such as "kube-probe/1.31".
+const kubeProbeAgent = "kube-probe/"

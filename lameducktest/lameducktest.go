@@ -108,6 +108,13 @@ type Config struct {
 	// the load balancer still routes to it: an adaptive drain delay (see
 	// lameduck.WithAdaptiveDrainDelay) needs them to be tested.
 	Fresh int
+	// Late is the number of new clients that arrive 100 ms before each
+	// old pod's endpoint is removed, each sending one request on a
+	// connection of its own; zero means none. With keep-alive clients
+	// alone, nothing arrives once they have moved off the old pod, yet the
+	// load balancer still sends new clients to it: an adaptive drain
+	// delay must not read that silence as the end of routing.
+	Late int
 
 	// ReadyPath is the path of the readiness probe, an HTTP GET on {ADDR}
 	// (or {PROBE_ADDR} if the command uses it) that must answer 200 before
@@ -314,6 +321,7 @@ func (cfg Config) engineConfig() (rollout.Config, error) {
 		Load:         rollout.LoadKind(cmp.Or(cfg.Protocol, HTTP1)),
 		Conns:        cmp.Or(cfg.Conns, defaultConns),
 		Fresh:        cfg.Fresh,
+		Late:         cfg.Late,
 		Path:         cfg.Path,
 	}
 	switch {
@@ -337,9 +345,9 @@ func (cfg Config) engineConfig() (rollout.Config, error) {
 	if cfg.ReadyTimeout < 0 {
 		errs = append(errs, fmt.Errorf("Config.ReadyTimeout is %s; it must be positive, or zero for %s", cfg.ReadyTimeout, defaultReadyTimeout))
 	}
-	for _, p := range []struct{ name, v string }{{"ReadyPath", cfg.ReadyPath}, {"Path", cfg.Path}} {
+	for _, p := range []struct{ name, v string }{{"Config.ReadyPath", cfg.ReadyPath}, {"Config.Path", cfg.Path}} {
 		if p.v != "" && !strings.HasPrefix(p.v, "/") {
-			errs = append(errs, fmt.Errorf("Config.%s is %q; it must start with /", p.name, p.v))
+			errs = append(errs, fmt.Errorf("%s is %q; it must start with /", p.name, p.v))
 		}
 	}
 	if len(errs) > 0 {

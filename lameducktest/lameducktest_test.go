@@ -125,6 +125,32 @@ func TestExampleServerWithAnAdaptiveDelay(t *testing.T) {
 	assert.Contains(t, res.String(), "(quiet), last arrival ")
 }
 
+// With keep-alive clients alone, nothing arrives at the old pod once they
+// have moved off it, yet the load balancer still sends it the new clients
+// that come near the end of its lag. The adaptive delay, set up as the
+// README shows it (no minimum), must not read that silence as the end of
+// routing: outside Kubernetes its minimum covers a typical lag, and the
+// late clients hold it for a quiet period more.
+func TestAdaptiveDelayWithKeepAliveClientsAndLateArrivals(t *testing.T) {
+	bin := lameducktest.Build(t, examplePkg)
+	const lag, maximum = 3 * time.Second, 6 * time.Second
+	res := lameducktest.Rollout(t, lameducktest.Config{
+		Command: []string{bin, "-addr", "{ADDR}", "-drain-delay", maximum.String(), "-drain-quiet", "500ms",
+			"-grace-period", gracePeriod.String()},
+		Late:  8,
+		Lag:   lag,
+		Grace: gracePeriod,
+	})
+	t.Logf("\n%v", res)
+	assert.Zero(t, res.Failed, "%d of %d requests failed:\n%v", res.Failed, res.Requests, res)
+	require.Len(t, res.Rollouts, 1)
+	exit := res.Rollouts[0].Exit
+	assert.Equal(t, 0, exit.Code)
+	assert.Greater(t, exit.LastArrival, lag-time.Second, "the late clients reached the old pod")
+	assert.Greater(t, exit.DrainDelay, exit.LastArrival, "and the delay outlasted them")
+	assert.Less(t, exit.AfterTerm, maximum, "yet it ended before its maximum")
+}
+
 // Setup errors end the test with Fatalf and a message that says what to
 // change; no pod outlives them.
 func TestSetupErrors(t *testing.T) {

@@ -36,6 +36,8 @@
 //	lameduck_readiness_check_failures_total{check}     calls that failed or timed out
 //	lameduck_lame_duck_arrivals_total                  connections accepted during the lame-duck phase
 //	lameduck_last_arrival_seconds{server}              how long after the signal the last of them arrived, and where
+//	lameduck_drain_delay_ended{reason}                 1 for what ended the drain delay: fixed, endpoints, quiet, min, max or cut
+//	lameduck_endpoints_unrouted_seconds                how long after the signal the EndpointSlices stopped routing to the process
 //
 // Phases are named as [lameduck.Phase.String] names them, with "_" for
 // spaces: starting, serving, lame_duck, draining, stopping, stopped. Kinds
@@ -49,7 +51,10 @@
 // the traffic. Another: lameduck_last_arrival_seconds close to the drain
 // delay means the load balancer was still routing to the pod when the delay
 // ended, so requests may have failed: raise the delay, or make it adaptive.
-// The arrival series appear once the lame-duck phase is over. Measurements
+// The arrival series appear at the start of the lame-duck phase and follow
+// the arrivals as they come; lameduck_drain_delay_ended appears once the
+// delay is over, lameduck_endpoints_unrouted_seconds once the slices stop
+// routing here. Measurements
 // that lameduck adds to its Status later become new series; the existing
 // ones keep their names and labels.
 package prommetrics
@@ -74,9 +79,9 @@ var phases = []lameduck.Phase{
 type Collector struct {
 	ld *lameduck.Coordinator
 
-	phase, ready, phaseDuration, inFlight, cut *prometheus.Desc
-	checkPassing, checkDuration, checkFailures *prometheus.Desc
-	arrivals, lastArrival                      *prometheus.Desc
+	phase, ready, phaseDuration, inFlight, cut  *prometheus.Desc
+	checkPassing, checkDuration, checkFailures  *prometheus.Desc
+	arrivals, lastArrival, delayEnded, unrouted *prometheus.Desc
 }
 
 // NewCollector returns a Collector of ld's metrics. It reads ld only when
@@ -118,6 +123,12 @@ func NewCollector(ld *lameduck.Coordinator) *Collector {
 		lastArrival: prometheus.NewDesc("lameduck_last_arrival_seconds",
 			"How long after the shutdown signal the last new connection of the lame-duck phase arrived, on the server named.",
 			[]string{"server"}, nil),
+		delayEnded: prometheus.NewDesc("lameduck_drain_delay_ended",
+			"1 for what ended the drain delay: fixed, endpoints, quiet, min, max or cut.",
+			[]string{"reason"}, nil),
+		unrouted: prometheus.NewDesc("lameduck_endpoints_unrouted_seconds",
+			"How long after the shutdown signal the EndpointSlices stopped routing to the process.",
+			nil, nil),
 	}
 }
 
@@ -125,7 +136,7 @@ func NewCollector(ld *lameduck.Coordinator) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.phase, c.ready, c.phaseDuration, c.inFlight, c.cut,
-		c.checkPassing, c.checkDuration, c.checkFailures, c.arrivals, c.lastArrival,
+		c.checkPassing, c.checkDuration, c.checkFailures, c.arrivals, c.lastArrival, c.delayEnded, c.unrouted,
 	} {
 		ch <- d
 	}
@@ -158,10 +169,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstSummary(c.checkDuration, k.Calls, k.Time.Seconds(), nil, k.Name)
 		ch <- prometheus.MustNewConstMetric(c.checkFailures, prometheus.CounterValue, float64(k.Failures), k.Name)
 	}
-	if st.Phase >= lameduck.PhaseDraining {
-		ch <- prometheus.MustNewConstMetric(c.arrivals, prometheus.CounterValue, float64(st.Arrivals))
-		if st.Arrivals > 0 {
-			ch <- prometheus.MustNewConstMetric(c.lastArrival, prometheus.GaugeValue, st.LastArrival.Seconds(), st.LastArrivalServer)
+	if st.Phase >= lameduck.PhaseLameDuck {
+		d := st.Delay
+		ch <- prometheus.MustNewConstMetric(c.arrivals, prometheus.CounterValue, float64(d.Arrivals))
+		if d.Arrivals > 0 {
+			ch <- prometheus.MustNewConstMetric(c.lastArrival, prometheus.GaugeValue, d.LastArrival.Seconds(), d.LastArrivalServer)
+		}
+		if d.Ended != "" {
+			ch <- prometheus.MustNewConstMetric(c.delayEnded, prometheus.GaugeValue, 1, d.Ended)
+		}
+		if d.Unrouted > 0 {
+			ch <- prometheus.MustNewConstMetric(c.unrouted, prometheus.GaugeValue, d.Unrouted.Seconds())
 		}
 	}
 }

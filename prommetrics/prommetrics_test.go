@@ -28,6 +28,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/httpserver"
+	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/fakeclock"
 	"github.com/lameduck/lameduck/prommetrics"
 )
@@ -41,8 +42,8 @@ func TestMain(m *testing.M) {
 const waitTimeout = 10 * time.Second
 
 // process is a Coordinator on a fake clock with an application server,
-// whose handler holds each request until the test releases it, and an
-// admin server that serves the Collector's metrics.
+// whose handler holds each request until the test releases it (see held),
+// and an admin server that serves the Collector's metrics.
 type process struct {
 	ld      *lameduck.Coordinator
 	clock   *fakeclock.Clock
@@ -50,10 +51,9 @@ type process struct {
 	events  chan lameduck.Event
 	app     *httpserver.Server
 	admin   *httpserver.Server
-	client  *http.Client // one keep-alive connection, as Prometheus keeps
-	started chan struct{}
-	release chan struct{}
-	db      atomic.Bool // the "db" check fails
+	client  *http.Client       // one keep-alive connection, as Prometheus keeps
+	started chan chan struct{} // each handler's release channel
+	db      atomic.Bool        // the "db" check fails
 	done    chan error
 }
 
@@ -62,7 +62,7 @@ func newProcess(t *testing.T, delay time.Duration, observe func(lameduck.Event))
 	p := &process{
 		clock: fakeclock.New(), signals: make(chan os.Signal, 2), events: make(chan lameduck.Event, 100),
 		client:  &http.Client{Timeout: waitTimeout, Transport: &http.Transport{}},
-		started: make(chan struct{}, 10), release: make(chan struct{}), done: make(chan error, 1),
+		started: make(chan chan struct{}, 10), done: make(chan error, 1),
 	}
 	t.Cleanup(p.client.CloseIdleConnections)
 	ld, err := lameduck.New(
@@ -84,9 +84,10 @@ func newProcess(t *testing.T, delay time.Duration, observe func(lameduck.Event))
 		return nil
 	}})
 	p.app = httpserver.New(&http.Server{Addr: "127.0.0.1:0", Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.started <- struct{}{}
+		release := make(chan struct{})
+		p.started <- release
 		select {
-		case <-p.release:
+		case <-release:
 		case <-r.Context().Done():
 		}
 		io.WriteString(w, "ok")
@@ -130,8 +131,21 @@ func (p *process) wait(t *testing.T) error {
 	}
 }
 
-// get sends one request to the application, in the background.
-func (p *process) get(t *testing.T) <-chan error {
+// held is a request that the application's handler holds.
+type held struct {
+	release chan<- struct{} // closing it lets the handler answer
+	errs    <-chan error    // the client's error, once it has the answer
+}
+
+// wait returns the client's error.
+func (h held) wait(t *testing.T) error {
+	t.Helper()
+	return await.Recv(t, h.errs, "the answer to a held request")
+}
+
+// get sends one request to the application, in the background, and
+// returns once the handler holds it.
+func (p *process) get(t *testing.T) held {
 	t.Helper()
 	url := "http://" + p.app.Addr().String()
 	errs := make(chan error, 1)
@@ -144,11 +158,12 @@ func (p *process) get(t *testing.T) <-chan error {
 		errs <- err
 	}()
 	select {
-	case <-p.started:
+	case release := <-p.started:
+		return held{release, errs}
 	case <-time.After(waitTimeout):
 		t.Fatal("the request never reached the handler")
+		return held{}
 	}
-	return errs
 }
 
 // scrape is one scrape of the admin server, as Prometheus makes it.
@@ -287,15 +302,15 @@ func TestScrapesAnswerInEveryPhaseTheDrainIncluded(t *testing.T) {
 	lameDuck, _ := s.value("lameduck_phase_duration_seconds", "phase", "lame_duck")
 	assert.Equal(t, delay.Seconds(), lameDuck)
 
-	p.release <- struct{}{}
-	require.NoError(t, <-first)
+	close(first.release)
+	require.NoError(t, first.wait(t))
 	s = p.scrape(t)
 	assert.Equal(t, "draining", s.phase(t))
 	assert.Equal(t, 1.0, s.inFlight(t, app, "request"), "in-flight counts fall as requests finish")
 
-	p.release <- struct{}{}
-	require.NoError(t, <-second)
-	<-hookRunning
+	close(second.release)
+	require.NoError(t, second.wait(t))
+	await.Recv(t, hookRunning, "the hook to run")
 	s = p.scrape(t)
 	assert.Equal(t, "stopping", s.phase(t))
 	assert.Equal(t, 0.0, s.inFlight(t, app, "request"))
@@ -303,7 +318,7 @@ func TestScrapesAnswerInEveryPhaseTheDrainIncluded(t *testing.T) {
 	assert.Equal(t, 0.0, cut, "a clean drain cuts nothing")
 
 	close(hookDone)
-	s = <-stopped
+	s = await.Recv(t, stopped, "the scrape in PhaseStopped")
 	assert.Equal(t, "stopped", s.phase(t))
 	require.NoError(t, p.wait(t))
 }
@@ -317,7 +332,7 @@ func TestWhatIsCutIsCounted(t *testing.T) {
 	p.await(t, lameduck.PhaseDraining)
 	p.signals <- syscall.SIGINT // cuts at once
 	require.ErrorIs(t, p.wait(t), lameduck.ErrCut)
-	<-held // the client's error, whatever it is, does not matter here
+	held.wait(t) // the client's error, whatever it is, does not matter here
 
 	err := testutil.CollectAndCompare(prommetrics.NewCollector(p.ld), strings.NewReader(`
 # HELP lameduck_cut_total Work cut at the shutdown deadline or by a second signal, by kind.
@@ -369,8 +384,8 @@ func BenchmarkGather(b *testing.B) {
 	ld.Go(func(context.Context) error { close(serving); return nil })
 	done := make(chan error, 1)
 	go func() { done <- ld.Run(ctx) }()
-	<-serving
-	defer func() { cancel(); <-done }()
+	await.Recv(b, serving, "Run to serve")
+	defer func() { cancel(); await.Recv(b, done, "Run to return") }()
 
 	for _, bc := range []struct {
 		name      string
@@ -400,15 +415,21 @@ func TestTheLagIsExported(t *testing.T) {
 	p.run(t)
 	p.ld.MarkReady()
 	_, ok := p.scrape(t).value("lameduck_lame_duck_arrivals_total")
-	assert.False(t, ok, "no arrival series before the lame-duck phase is over")
+	assert.False(t, ok, "no arrival series before the lame-duck phase")
 
 	p.signals <- syscall.SIGTERM
 	p.await(t, lameduck.PhaseLameDuck)
 	p.clock.AwaitTimer(t, delay)
 	p.clock.Advance(time.Second)
 	arrived := p.get(t) // a new connection: the load balancer still routes here
-	p.release <- struct{}{}
-	require.NoError(t, <-arrived)
+	close(arrived.release)
+	require.NoError(t, arrived.wait(t))
+	require.Eventually(t, func() bool {
+		arrivals, _ := p.scrape(t).value("lameduck_lame_duck_arrivals_total")
+		return arrivals == 1
+	}, waitTimeout, time.Millisecond, "the arrival is exported during the lame-duck phase, as it happens")
+	_, ok = p.scrape(t).value("lameduck_drain_delay_ended", "reason", "fixed")
+	assert.False(t, ok, "the delay is not over")
 	p.clock.Advance(delay - time.Second)
 	p.await(t, lameduck.PhaseDraining)
 
@@ -418,6 +439,9 @@ func TestTheLagIsExported(t *testing.T) {
 	last, ok := s.value("lameduck_last_arrival_seconds", "server", p.app.String())
 	assert.True(t, ok)
 	assert.Equal(t, 1.0, last, "one second after the signal")
+	ended, ok := s.value("lameduck_drain_delay_ended", "reason", "fixed")
+	assert.True(t, ok)
+	assert.Equal(t, 1.0, ended)
 	problems, err := promlint.New(strings.NewReader(s.text)).Lint()
 	require.NoError(t, err)
 	assert.Empty(t, problems)

@@ -67,14 +67,14 @@ func main() {
 
 // options are the command-line flags.
 type options struct {
-	cycles, conns, replicas, fresh   int
-	lag, grace, drainDelay, timeout  time.Duration
-	drainMin, drainQuiet             time.Duration
-	probePeriod, warmup              time.Duration
-	load, pod, readyPath, path, addr string
-	draw                             string
-	reports                          []string
-	compare, verbose                 bool
+	cycles, conns, replicas, fresh, late int
+	lag, grace, drainDelay, timeout      time.Duration
+	drainMin, drainQuiet                 time.Duration
+	probePeriod, warmup                  time.Duration
+	load, pod, readyPath, path, addr     string
+	draw                                 string
+	reports                              []string
+	compare, verbose                     bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -108,6 +108,7 @@ Flags:
 	fs.IntVar(&o.conns, "c", rollout.DefaultConns, "number of client connections")
 	fs.IntVar(&o.replicas, "replicas", 1, "pods serving at once; each rollout replaces one")
 	fs.IntVar(&o.fresh, "fresh", 0, "extra clients that open a new connection for every request, about 100 a second each, as clients that come and go")
+	fs.IntVar(&o.late, "late", 0, "new clients that arrive 100ms before each old pod's endpoint is removed, one request each, on connections of their own")
 	fs.StringVar(&o.load, "load", string(rollout.LoadHTTP1), "load protocol: http1 (raw keep-alive HTTP/1.1), h2c (HTTP/2 prior knowledge) or grpc (unary EmptyCall)")
 	fs.StringVar(&o.pod, "pod", "", "pod command template; {ADDR} becomes the pod's listen address, {PROBE_ADDR} a second address for the readiness probe (default: the project's example server for -load)")
 	fs.StringVar(&o.readyPath, "ready-path", rollout.DefaultReadyPath, "readiness probe path (GET, 200 means ready)")
@@ -184,6 +185,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Load:           rollout.LoadKind(o.load),
 		Conns:          o.conns,
 		Fresh:          o.fresh,
+		Late:           o.late,
 		Path:           o.path,
 		RequestTimeout: o.timeout,
 		ListenAddr:     o.addr,

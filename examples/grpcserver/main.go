@@ -12,10 +12,13 @@
 //
 //	grpcserver [-addr :9090] [-probe-addr :8081 | -admin-addr ADDR] [-drain-delay 5s] [-drain-quiet 0 -drain-min 0] [-grace-period 30s] [-init-delay 0]
 //
-// With -drain-quiet, the drain delay is adaptive: it lasts at least
-// -drain-min and at most -drain-delay, and ends in between once no new
-// connection has arrived for -drain-quiet (see
-// lameduck.WithAdaptiveDrainDelay).
+// With -drain-quiet, the drain delay is adaptive (see
+// lameduck.WithAdaptiveDrainDelay): it lasts at most -drain-delay, and ends
+// sooner on evidence that routing has caught up. In Kubernetes, that is
+// the pod's EndpointSlices no longer routing to it, plus 1.5 s for
+// kube-proxy; elsewhere, or without the permission to watch them, at least
+// -drain-min (0: 3 s). Either way not before no new connection has
+// arrived for -drain-quiet.
 //
 // On SIGTERM (or SIGINT), the gRPC health status and /readyz turn
 // NOT_SERVING and 503 together, at once. For the drain delay, every RPC is
@@ -76,7 +79,7 @@ func run(args []string, stderr io.Writer) int {
 	drainDelay := fs.Duration("drain-delay", lameduck.DefaultDrainDelay,
 		"how long to keep serving after SIGTERM while load balancers stop routing here; with -drain-quiet, the longest")
 	drainQuiet := fs.Duration("drain-quiet", 0, "end the drain delay once no new connection arrived for this long (0: a fixed delay)")
-	drainMin := fs.Duration("drain-min", 0, "with -drain-quiet, the shortest drain delay")
+	drainMin := fs.Duration("drain-min", 0, "with -drain-quiet, the shortest drain delay when the cluster gives no evidence of routing (0: 3s, lameduck.DefaultMinDrainDelay)")
 	gracePeriod := fs.Duration("grace-period", lameduck.DefaultGracePeriod,
 		"the pod's terminationGracePeriodSeconds: time from SIGTERM to SIGKILL")
 	initDelay := fs.Duration("init-delay", 0, "time to wait before turning ready, standing for initialisation")

@@ -24,6 +24,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
+
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 func TestMain(m *testing.M) {
@@ -210,7 +212,7 @@ func start(t *testing.T, bin string, args ...string) *proc {
 	}()
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
-		<-p.exited
+		await.Recv(t, p.exited, "the example to exit once killed")
 	})
 	m := listening.FindStringSubmatch(p.awaitLine(t, "msg=listening"))
 	p.grpcAddr, p.probeAddr = m[1], m[2]

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 func TestAdminListenerAnswersThroughTheDrain(t *testing.T) {
@@ -33,6 +35,6 @@ func TestAdminListenerAnswersThroughTheDrain(t *testing.T) {
 	code, _ = get(t, client, admin+"/livez")
 	assert.Equal(t, http.StatusOK, code)
 
-	assert.Equal(t, http.StatusOK, <-slow)
+	assert.Equal(t, http.StatusOK, await.Recv(t, slow, "the answer to the slow request"))
 	assert.Equal(t, 0, p.exit(t))
 }

@@ -19,11 +19,14 @@
 //
 //	httpserver [-addr :8080] [-admin-addr ADDR] [-drain-delay 5s] [-drain-quiet 0 -drain-min 0] [-grace-period 30s] [-init-delay 0] [-tls-cert FILE -tls-key FILE]
 //
-// With -drain-quiet, the drain delay is adaptive: it lasts at least
-// -drain-min and at most -drain-delay, and ends in between once no new
-// connection has arrived for -drain-quiet (see
-// lameduck.WithAdaptiveDrainDelay). Either way, the line logged when the
-// delay ends says when the last new connection arrived after the signal.
+// With -drain-quiet, the drain delay is adaptive (see
+// lameduck.WithAdaptiveDrainDelay): it lasts at most -drain-delay, and ends
+// sooner on evidence that routing has caught up. In Kubernetes, that is
+// the pod's EndpointSlices no longer routing to it, plus 1.5 s for
+// kube-proxy; elsewhere, or without the permission to watch them, at least
+// -drain-min (0: 3 s). Either way not before no new connection has
+// arrived for -drain-quiet. The line logged when the delay ends says what
+// ended it and when the last new connection arrived after the signal.
 //
 // -tls-cert and -tls-key name PEM files, a certificate (chain) and its
 // private key, as crypto/tls.LoadX509KeyPair reads them; give both or
@@ -116,7 +119,7 @@ func run(args []string, stderr io.Writer) int {
 	addr := fs.String("addr", ":8080", "address to serve the app and the probes on")
 	drainDelay := fs.Duration("drain-delay", lameduck.DefaultDrainDelay, "how long to keep serving after SIGTERM while load balancers catch up; with -drain-quiet, the longest")
 	drainQuiet := fs.Duration("drain-quiet", 0, "end the drain delay once no new connection arrived for this long (0: a fixed delay)")
-	drainMin := fs.Duration("drain-min", 0, "with -drain-quiet, the shortest drain delay")
+	drainMin := fs.Duration("drain-min", 0, "with -drain-quiet, the shortest drain delay when the cluster gives no evidence of routing (0: 3s, lameduck.DefaultMinDrainDelay)")
 	gracePeriod := fs.Duration("grace-period", lameduck.DefaultGracePeriod, "the pod's terminationGracePeriodSeconds")
 	initDelay := fs.Duration("init-delay", 0, "simulated initialisation before the server turns ready")
 	adminAddr := fs.String("admin-addr", "", "address to serve the probes on, through the drain, as well; empty for none")

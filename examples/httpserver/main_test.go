@@ -28,6 +28,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 var binDir string
@@ -97,7 +99,7 @@ func startProc(t *testing.T, args ...string) *proc {
 	}()
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
-		<-p.done
+		await.Recv(t, p.done, "the example to exit once killed")
 		if t.Failed() {
 			t.Logf("log of the example:\n%s", p.log.String())
 		}
@@ -128,8 +130,18 @@ func (p *proc) await(t *testing.T, re *regexp.Regexp) []string {
 // exit waits for the process to exit and returns its exit code.
 func (p *proc) exit(t *testing.T) int {
 	t.Helper()
-	for line := range p.lines {
-		p.log.WriteString(line + "\n")
+	timeout := time.After(waitTimeout)
+	for lines := p.lines; lines != nil; {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				lines = nil
+				continue
+			}
+			p.log.WriteString(line + "\n")
+		case <-timeout:
+			t.Fatal("the example did not exit")
+		}
 	}
 	select {
 	case err := <-p.done:
@@ -195,7 +207,7 @@ func TestExampleServesThenDrains(t *testing.T) {
 	code, _ = get(t, client, base+"/")
 	assert.Equal(t, http.StatusOK, code, "still serving during the drain delay")
 
-	assert.Equal(t, "ok", <-slow, "the request in flight finishes")
+	assert.Equal(t, "ok", await.Recv(t, slow, "the answer to the request in flight"), "the request in flight finishes")
 	assert.Equal(t, 0, p.exit(t), "a clean drain exits 0")
 	assert.Contains(t, p.log.String(), "cut=nothing")
 }
@@ -355,7 +367,7 @@ func TestExampleExitsRightAfterTheLastResponseWithIdleClients(t *testing.T) {
 			resp.Body.Close()
 
 			require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-			last := <-answered
+			last := await.Recv(t, answered, "the answer to the request in flight")
 			assert.Equal(t, 0, p.exit(t), "a clean drain exits 0")
 			// Generous, for a loaded machine: the exit takes a few
 			// milliseconds; net/http's timers added 1 s (HTTP/2) or

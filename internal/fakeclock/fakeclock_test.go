@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"go.uber.org/goleak"
 
+	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/fakeclock"
 )
 
@@ -21,7 +22,7 @@ func TestTimersFireWhenTheTimeComes(t *testing.T) {
 	c.AfterFunc(2*time.Second, func() { fired <- "2s" })
 	stop := c.AfterFunc(time.Second, func() { fired <- "stopped" })
 	c.AfterFunc(0, func() { fired <- "now" })
-	assert.Equal(t, "now", <-fired, "a timer already due fires at once")
+	assert.Equal(t, "now", await.Recv(t, fired, "the timer already due"), "a timer already due fires at once")
 
 	assert.True(t, stop())
 	assert.False(t, stop(), "a stopped timer stops once")
@@ -33,6 +34,6 @@ func TestTimersFireWhenTheTimeComes(t *testing.T) {
 	default:
 	}
 	c.Pass(t, 2*time.Second) // the 2s timer is still pending
-	assert.Equal(t, "2s", <-fired)
+	assert.Equal(t, "2s", await.Recv(t, fired, "the 2s timer"))
 	assert.Equal(t, start.Add(4*time.Second-time.Nanosecond), c.Now())
 }

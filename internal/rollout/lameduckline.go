@@ -19,7 +19,8 @@ type LameDuckReport struct {
 	// reached it: the load balancer's lag as the pod saw it. Zero if no
 	// connection arrived during the delay.
 	LastArrival time.Duration
-	// Ended says how the delay ended: "fixed", "quiet" or "maximum".
+	// Ended says what ended the delay: "fixed", "endpoints", "quiet",
+	// "min", "max" or "cut" (see lameduck.DelayReport).
 	Ended string
 }
 

@@ -91,8 +91,12 @@ type Load struct {
 	rec    *recorder
 
 	closers  []func()
-	lanes    []*lane // one per worker, read once the workers have stopped
 	stopOnce sync.Once
+	// mu guards lanes (one per worker, read once the workers have
+	// stopped) and stopping, set once Stop begins: no worker starts then.
+	mu       sync.Mutex
+	lanes    []*lane
+	stopping bool
 	last     Counts
 	started  time.Time
 	stopped  time.Time
@@ -157,26 +161,7 @@ const freshPause = 10 * time.Millisecond
 // startFresh starts one client that opens a new connection for every
 // request, in the load's protocol.
 func (l *Load) startFresh() {
-	var get func(ctx context.Context) (net.Addr, error)
-	switch l.cfg.Kind {
-	case LoadHTTP1:
-		get = func(ctx context.Context) (net.Addr, error) {
-			c := &HTTP1Client{Addr: l.cfg.Addr, Path: l.cfg.Path, Timeout: l.cfg.Timeout}
-			defer c.Close()
-			_, err := c.Get(ctx)
-			return c.LocalAddr(), err
-		}
-	case LoadH2C:
-		url := "http://" + l.cfg.Addr + l.cfg.Path
-		get = func(ctx context.Context) (net.Addr, error) {
-			var dialed atomic.Pointer[trackedConn]
-			tr := l.h2cTransport(&dialed)
-			defer tr.CloseIdleConnections()
-			return h2cGet(ctx, &http.Client{Transport: tr}, url, l.cfg.Timeout, &dialed)
-		}
-	default:
-		get = registered(l.cfg.Kind).Fresh(l)
-	}
+	get := l.freshGet()
 	l.loop(func(ctx context.Context) (net.Addr, error) {
 		t := time.NewTimer(freshPause)
 		defer t.Stop()
@@ -187,6 +172,65 @@ func (l *Load) startFresh() {
 		}
 		return get(ctx)
 	})
+}
+
+// freshGet returns a client's request on a new connection of its own, in
+// the load's protocol, closed after the response.
+func (l *Load) freshGet() func(ctx context.Context) (net.Addr, error) {
+	switch l.cfg.Kind {
+	case LoadH2C:
+		url := "http://" + l.cfg.Addr + l.cfg.Path
+		return func(ctx context.Context) (net.Addr, error) {
+			var dialed atomic.Pointer[trackedConn]
+			tr := l.h2cTransport(&dialed)
+			defer tr.CloseIdleConnections()
+			return h2cGet(ctx, &http.Client{Transport: tr}, url, l.cfg.Timeout, &dialed)
+		}
+	case LoadHTTP1:
+		return func(ctx context.Context) (net.Addr, error) {
+			c := &HTTP1Client{Addr: l.cfg.Addr, Path: l.cfg.Path, Timeout: l.cfg.Timeout}
+			defer c.Close()
+			_, err := c.Get(ctx)
+			return c.LocalAddr(), err
+		}
+	}
+	return registered(l.cfg.Kind).Fresh(l)
+}
+
+// Arrive sends n requests at once, each from a new client on a connection
+// of its own, counted with the load's: clients that reach the load
+// balancer while the keep-alive ones have long settled, and find whatever
+// it still routes to. The channel it returns is closed once every request
+// is over. It does nothing once the load is stopping.
+func (l *Load) Arrive(n int) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	done := make(chan struct{})
+	if l.stopping {
+		close(done)
+		return done
+	}
+	var requests sync.WaitGroup
+	for range n {
+		get := l.freshGet()
+		ln := &lane{}
+		l.lanes = append(l.lanes, ln)
+		l.wg.Add(1)
+		requests.Add(1)
+		go func() {
+			defer l.wg.Done()
+			defer requests.Done()
+			local, err := get(l.ctx)
+			if l.ctx.Err() == nil {
+				l.record(ln, local, err)
+			}
+		}()
+	}
+	go func() {
+		requests.Wait()
+		close(done)
+	}()
+	return done
 }
 
 // Mark ends the current counting window and returns its counts.
@@ -207,6 +251,9 @@ func (l *Load) Completed() int64 { return l.rec.requests.Load() }
 func (l *Load) Stop() Counts {
 	l.stopOnce.Do(func() {
 		l.stopped = time.Now()
+		l.mu.Lock()
+		l.stopping = true
+		l.mu.Unlock()
 		close(l.stop)
 		l.wg.Wait()
 		l.cancel()
@@ -256,10 +303,6 @@ const failurePause = 10 * time.Millisecond
 func (l *Load) loop(do func(ctx context.Context) (net.Addr, error)) {
 	ln := &lane{}
 	l.lanes = append(l.lanes, ln)
-	route := l.cfg.Route
-	if route == nil {
-		route = func(net.Addr) int { return -1 }
-	}
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -277,28 +320,36 @@ func (l *Load) loop(do func(ctx context.Context) (net.Addr, error)) {
 			if l.ctx.Err() != nil {
 				return // aborted: not the server's failure
 			}
-			at := time.Since(l.cfg.Epoch)
-			pod := -1
-			if local != nil {
-				pod = route(local)
+			if !l.record(ln, local, err) {
+				continue
 			}
-			switch {
-			case err != nil:
-				l.rec.failure(err, pod, at)
-				pause.Reset(failurePause)
-				select {
-				case <-pause.C:
-				case <-l.stop:
-					return
-				case <-l.ctx.Done():
-					return
-				}
-			default:
-				l.rec.success()
-				ln.add(int(at/TimelineBucket), pod)
+			pause.Reset(failurePause)
+			select {
+			case <-pause.C:
+			case <-l.stop:
+				return
+			case <-l.ctx.Done():
+				return
 			}
 		}
 	}()
+}
+
+// record counts a request made from local, on ln's lane of the timeline,
+// and reports whether it failed.
+func (l *Load) record(ln *lane, local net.Addr, err error) (failed bool) {
+	at := time.Since(l.cfg.Epoch)
+	pod := -1
+	if local != nil && l.cfg.Route != nil {
+		pod = l.cfg.Route(local)
+	}
+	if err != nil {
+		l.rec.failure(err, pod, at)
+		return true
+	}
+	l.rec.success()
+	ln.add(int(at/TimelineBucket), pod)
+	return false
 }
 
 func (l *Load) startHTTP1() {

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/rollout"
 )
 
@@ -55,7 +56,7 @@ func serveOnLoopback(t *testing.T, serve func(net.Listener), stop func()) string
 	}()
 	t.Cleanup(func() {
 		stop()
-		<-done
+		await.Recv(t, done, "serve to return")
 	})
 	return ln.Addr().String()
 }

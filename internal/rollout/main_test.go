@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/rollout"
 )
 
@@ -55,7 +56,7 @@ func newScriptServer(t *testing.T, script func(n int, c *net.TCPConn)) *scriptSe
 			}()
 		}
 	}()
-	t.Cleanup(s.close)
+	t.Cleanup(func() { s.close(t) })
 	return s
 }
 
@@ -67,14 +68,14 @@ func (s *scriptServer) acceptedConns() int {
 	return s.accepted
 }
 
-func (s *scriptServer) close() {
+func (s *scriptServer) close(t *testing.T) {
 	s.ln.Close()
 	s.mu.Lock()
 	for _, c := range s.conns {
 		c.Close()
 	}
 	s.mu.Unlock()
-	s.wg.Wait()
+	await.Wait(t, &s.wg, "the script server's goroutines")
 }
 
 // readRequest reads one request head (up to the blank line) and reports

@@ -91,6 +91,14 @@ type Config struct {
 	// Fresh is the number of extra clients that open a new connection for
 	// every request (see [LoadConfig.Fresh]); zero means none.
 	Fresh int
+	// Late is the number of new clients that arrive lateLead before each
+	// terminating pod's endpoint is removed, each sending one request on a
+	// connection of its own: clients that find the old pod through the
+	// load balancer long after the keep-alive ones have moved off it, the
+	// case where silence says nothing of routing. The endpoint is removed
+	// once the load balancer has routed them, lateLead later at the
+	// earliest. Zero means none.
+	Late int
 	// Path is the HTTP path the load requests; empty means "/".
 	Path string
 	// RequestTimeout bounds each request; zero means DefaultRequestTimeout.
@@ -152,6 +160,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Conns < 0 || c.Conns > maxConns {
 		errs = append(errs, fmt.Errorf("conns = %d: use 1 to %d connections", c.Conns, maxConns))
+	}
+	if c.Late < 0 || c.Late > maxConns {
+		errs = append(errs, fmt.Errorf("late = %d: use 0 to %d clients", c.Late, maxConns))
 	}
 	for _, d := range []struct {
 		name string
@@ -455,6 +466,12 @@ func (r *run) probeOnce(ctx context.Context, url string) string {
 	return ""
 }
 
+// lateLead is how long before a terminating pod's endpoint is removed the
+// Late clients arrive: late enough that every keep-alive client has long
+// moved off the pod, early enough that the load balancer surely still
+// routes them to it.
+const lateLead = 100 * time.Millisecond
+
 // terminate does to p what the kubelet and kube-proxy do to a deleted pod:
 // SIGTERM now, endpoint removal after the lag (in parallel), SIGKILL at the
 // end of the grace period. It returns once the pod has exited and left the
@@ -465,10 +482,16 @@ func (r *run) terminate(ctx context.Context, p *pod) (PodExit, error) {
 	}
 	// The lag counts from the SIGTERM.
 	removed := make(chan struct{})
-	removal := time.AfterFunc(max(r.cfg.Lag, 0), func() {
+	remove := func() {
 		r.remove(p)
 		close(removed)
-	})
+	}
+	var stopRemoval func() bool
+	if r.cfg.Late > 0 {
+		stopRemoval = r.removeAfterLate(remove)
+	} else {
+		stopRemoval = time.AfterFunc(max(r.cfg.Lag, 0), remove).Stop
+	}
 	if canWatchListeners {
 		watched := make(chan struct{})
 		go func() {
@@ -480,7 +503,7 @@ func (r *run) terminate(ctx context.Context, p *pod) (PodExit, error) {
 		defer func() { <-watched }()
 	}
 	if r.awaitExit(ctx, p) {
-		if removal.Stop() {
+		if stopRemoval() {
 			r.remove(p)
 		}
 		return p.exitStatus(), ctx.Err()
@@ -488,12 +511,48 @@ func (r *run) terminate(ctx context.Context, p *pod) (PodExit, error) {
 	select {
 	case <-removed:
 	case <-ctx.Done():
-		if removal.Stop() {
+		if stopRemoval() {
 			r.remove(p)
 		}
 		return p.exitStatus(), ctx.Err()
 	}
 	return p.exitStatus(), nil
+}
+
+// removeAfterLate sends the Late clients lateLead before the lag is over,
+// and calls remove once it is and their requests are: on a loaded machine
+// the endpoint stays until the load balancer has routed them, as it would
+// in a cluster where they came in time. stop cancels what has not
+// happened yet, and reports whether it prevented remove.
+func (r *run) removeAfterLate(remove func()) (stop func() bool) {
+	var (
+		mu              sync.Mutex
+		stopped, called bool
+	)
+	t := time.AfterFunc(max(r.cfg.Lag-lateLead, 0), func() {
+		done := r.load.Arrive(r.cfg.Late)
+		lag := time.NewTimer(min(lateLead, max(r.cfg.Lag, 0)))
+		defer lag.Stop()
+		<-lag.C
+		<-done
+		mu.Lock()
+		call := !stopped
+		called = call
+		mu.Unlock()
+		if call {
+			remove()
+		}
+	})
+	return func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if called || stopped {
+			return false
+		}
+		stopped = true
+		t.Stop()
+		return true
+	}
 }
 
 // join adds p to the load balancer, recording which endpoint it is first.

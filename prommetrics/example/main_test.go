@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +18,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/lameduck/lameduck/internal/await"
 )
 
 var binDir string
@@ -83,10 +86,20 @@ func TestMetricsCanBeScrapedDuringTheDrain(t *testing.T) {
 	}()
 	defer func() {
 		cmd.Process.Kill()
-		for range lines {
+		timeout := time.After(waitTimeout)
+		for {
+			select {
+			case _, ok := <-lines:
+				if !ok {
+					return
+				}
+			case <-timeout:
+				t.Error("the example did not exit once killed")
+				return
+			}
 		}
 	}()
-	await := func(re *regexp.Regexp) []string {
+	awaitLog := func(re *regexp.Regexp) []string {
 		t.Helper()
 		timeout := time.After(waitTimeout)
 		for {
@@ -101,7 +114,7 @@ func TestMetricsCanBeScrapedDuringTheDrain(t *testing.T) {
 			}
 		}
 	}
-	m := await(serving)
+	m := awaitLog(serving)
 	app, admin := "http://"+m[1], "http://"+m[2]
 	client := &http.Client{Timeout: waitTimeout}
 	defer client.CloseIdleConnections()
@@ -111,19 +124,31 @@ func TestMetricsCanBeScrapedDuringTheDrain(t *testing.T) {
 		code, _ := get(t, &http.Client{Timeout: waitTimeout}, app+"/?delay=1s")
 		slow <- code
 	}()
-	get(t, client, app+"/") // the slow request is in flight once this one is answered
+	// The slow request is in flight once the metrics count it: an answer
+	// to another request, on another connection, says nothing of it.
+	inFlight := `lameduck_in_flight{kind="request",server="http ` + m[1] + `"} 1`
+	for timeout := time.After(waitTimeout); ; {
+		if _, body := get(t, client, admin+"/metrics"); slices.Contains(lameduckLines(body), inFlight) {
+			break
+		}
+		select {
+		case <-timeout:
+			t.Fatal("the slow request never reached its handler")
+		default:
+		}
+	}
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	await(regexp.MustCompile(`lameduck: draining`))
+	awaitLog(regexp.MustCompile(`lameduck: draining`))
 	code, body := get(t, client, admin+"/metrics")
 	require.Equal(t, http.StatusOK, code)
 	series := lameduckLines(body)
 	t.Logf("scrape during the drain:\n%s", strings.Join(series, "\n"))
 	assert.Contains(t, series, `lameduck_phase{phase="draining"} 1`)
-	assert.Contains(t, series, `lameduck_in_flight{kind="request",server="http `+m[1]+`"} 1`)
+	assert.Contains(t, series, inFlight)
 	assert.Contains(t, series, `lameduck_ready 0`)
 	assert.Contains(t, body, "go_goroutines ", "the Go collector is registered too")
 
-	assert.Equal(t, http.StatusOK, <-slow)
+	assert.Equal(t, http.StatusOK, await.Recv(t, slow, "the answer to the slow request"))
 	select {
 	case err := <-exited:
 		assert.NoError(t, err, "a clean drain exits 0")
