@@ -52,6 +52,12 @@
 // GOAWAY or a failure, and every request that does not get a complete
 // successful response counts as failed.
 //
+// The gRPC client is package grpcload, in the module of grpcserver, so that
+// the test binary of an HTTP service compiles no gRPC: a test with Protocol
+// [GRPC] imports it for its side effect,
+//
+//	import _ "github.com/lameduck/lameduck/grpcserver/grpcload"
+//
 // # What it does not simulate
 //
 // Real iptables, IPVS or nftables rules and conntrack, the node's network,
@@ -89,16 +95,22 @@
 // String method of [Result] gives a report with the first error of each
 // kind, which is what to print when a test fails.
 //
-// When the test fails, Rollout also draws the rolling update to a PNG file
-// and names it in the test log: one lane per pod, the requests each pod
-// served, every failed request marked by kind at the moment it failed, and
-// each pod's readiness, SIGTERM, removal from the load balancer, listener
-// close and exit. Failures that come right after a SIGTERM, before the
-// pod's removal, are a drain delay shorter than the lag; failures at the
-// moment the listener closes are connections closed under their clients.
-// With go test -artifacts (Go 1.26 and later) the file goes to the test's
-// artifact directory, so CI can keep it; otherwise to a new temporary
-// directory.
+// When the test fails, Rollout also records the rolling update to a JSON
+// file, names it in the test log, and says how to draw it:
+//
+//	go run github.com/lameduck/lameduck/cmd/rollout@latest -draw rollout.json -report rollout.png
+//
+// (use the version of lameduck in your go.mod for latest). The picture has
+// one lane per pod, the requests each pod served, every failed request
+// marked by kind at the moment it failed, and each pod's readiness,
+// SIGTERM, removal from the load balancer, listener close and exit.
+// Failures that come right after a SIGTERM, before the pod's removal, are a
+// drain delay shorter than the lag; failures at the moment the listener
+// closes are connections closed under their clients. With go test
+// -artifacts (Go 1.26 and later) the file goes to the test's artifact
+// directory, so CI can keep it; otherwise to a new temporary directory.
+// The drawing is left to the command so that the plotting library is no
+// dependency of your tests: the record needs only the standard library.
 //
 // # Processes and cleanup
 //

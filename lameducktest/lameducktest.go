@@ -59,9 +59,14 @@ const (
 	// GRPC makes unary grpc.testing.TestService/EmptyCall calls (the
 	// service of google.golang.org/grpc/interop/grpc_testing), two at a
 	// time per connection, without TLS. The readiness probe stays HTTP:
-	// a gRPC server serves it on a port of its own, {PROBE_ADDR}.
+	// a gRPC server serves it on a port of its own, {PROBE_ADDR}. Its
+	// client is package grpcload, in the module of grpcserver: the test
+	// imports it, import _ "github.com/lameduck/lameduck/grpcserver/grpcload".
 	GRPC Protocol = "grpc"
 )
+
+// grpcLoadPackage is the package that gives [GRPC] its client.
+const grpcLoadPackage = "github.com/lameduck/lameduck/grpcserver/grpcload"
 
 // Config describes the server and the rolling update. Command (or
 // CommandLine) is required; every other zero value means a default suited
@@ -223,13 +228,14 @@ func (e PodExit) String() string {
 //
 // Every pod has stopped when Rollout returns. The pods' output is added to
 // the test log when the test ends, if it failed or go test ran with -v. If
-// the test failed, a picture of the rolling update is written too, and the
-// log says where: one lane per pod, the requests it served, every failed
-// request by kind at the moment it failed, and the SIGTERM, removal from
-// the load balancer, listener close and exit of each old pod. It goes to
-// the test's artifact directory when go test runs with -artifacts (Go 1.26
-// and later), and otherwise to a new temporary directory, which is left
-// for you to look at. Rollout skips the test on systems without SIGTERM.
+// the test failed, a record of the rolling update for a picture is
+// written too (rollout.json), and the log says where and how to draw it:
+// one lane per pod, the requests it served, every failed request by kind
+// at the moment it failed, and the SIGTERM, removal from the load balancer,
+// listener close and exit of each old pod. It goes to the test's artifact
+// directory when go test runs with -artifacts (Go 1.26 and later), and
+// otherwise to a new temporary directory, which is left for you to look
+// at. Rollout skips the test on systems without SIGTERM.
 func Rollout(t testing.TB, cfg Config) *Result {
 	t.Helper()
 	if !canSignal {
@@ -318,8 +324,11 @@ func (cfg Config) engineConfig() (rollout.Config, error) {
 		Late:         cfg.Late,
 		Path:         cfg.Path,
 	}
-	if !slices.Contains([]Protocol{HTTP1, H2C, GRPC}, Protocol(rc.Load)) {
+	switch {
+	case !slices.Contains([]Protocol{HTTP1, H2C, GRPC}, Protocol(rc.Load)):
 		errs = append(errs, fmt.Errorf("Config.Protocol is %q; use HTTP1, H2C or GRPC", cfg.Protocol))
+	case rollout.CheckLoad(rc.Load) != nil:
+		errs = append(errs, fmt.Errorf("Config.Protocol is GRPC, whose client is in a module of its own, so that the tests of HTTP services build no gRPC: add import _ %q to the test", grpcLoadPackage))
 	}
 	if rc.Cycles < 0 || rc.Cycles > maxRollouts {
 		errs = append(errs, fmt.Errorf("Config.Rollouts is %d; use 1 to %d (or zero for 1)", cfg.Rollouts, maxRollouts))

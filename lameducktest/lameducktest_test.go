@@ -2,7 +2,6 @@ package lameducktest_test
 
 import (
 	"flag"
-	"image/png"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/internal/rollout/report"
 	"github.com/lameduck/lameduck/lameducktest"
 )
 
@@ -175,6 +175,8 @@ func TestSetupErrors(t *testing.T) {
 			want: []string{"Config.CommandLine", "unterminated ' quote"}},
 		{name: "bad settings", cfg: lameducktest.Config{Command: cmd(), Protocol: "http3", Conns: -1, ReadyPath: "readyz"},
 			want: []string{`Config.Protocol is "http3"; use HTTP1, H2C or GRPC`, "Config.Conns is -1", `Config.ReadyPath is "readyz"; it must start with /`}},
+		{name: "gRPC without its client", cfg: lameducktest.Config{Command: cmd(), Protocol: lameducktest.GRPC},
+			want: []string{`import _ "github.com/lameduck/lameduck/grpcserver/grpcload"`}},
 		{name: "no such program", cfg: lameducktest.Config{Command: []string{bin + "-missing", "{ADDR}"}},
 			want: []string{"start pod pod-1", "no such file or directory", "check the pod command"}},
 		{name: "exits at once",
@@ -237,8 +239,8 @@ func TestBuildErrors(t *testing.T) {
 }
 
 // The pods' output goes to the test log only if the test fails (or with
-// go test -v), and so does a picture of the rolling update; no pod outlives
-// Rollout.
+// go test -v), and so does a record of the rolling update for a picture;
+// no pod outlives Rollout.
 func TestPodOutput(t *testing.T) {
 	exe, err := os.Executable()
 	require.NoError(t, err)
@@ -253,7 +255,7 @@ func TestPodOutput(t *testing.T) {
 		if !testing.Verbose() {
 			assert.Empty(t, tb.log())
 		}
-		assert.NotContains(t, tb.log(), "picture", "a passing test draws nothing")
+		assert.NotContains(t, tb.log(), "picture", "a passing test records nothing")
 	})
 	t.Run("failing test", func(t *testing.T) {
 		tb := &fakeTB{TB: t}
@@ -267,13 +269,14 @@ func TestPodOutput(t *testing.T) {
 		assert.Contains(t, log, "pod-2: naive ")
 		requireNoPodLeft(t, log)
 
-		// Without go test -artifacts, the picture is in a directory of
+		// Without go test -artifacts, the record is in a directory of
 		// its own, which outlives the test.
-		path := picturePath(t, log)
+		path := recordPath(t, log)
 		defer os.RemoveAll(filepath.Dir(path))
 		assert.True(t, strings.HasPrefix(filepath.Base(filepath.Dir(path)), "lameducktest-TestPodOutput_failing_test-"), path)
-		assert.Equal(t, "rollout.png", filepath.Base(path))
-		requirePNG(t, path)
+		assert.Equal(t, "rollout.json", filepath.Base(path))
+		requireRecord(t, path)
+		assert.Contains(t, log, "draw it with: go run github.com/lameduck/lameduck/cmd/rollout@latest -draw "+path+" -report "+strings.TrimSuffix(path, ".json")+".png")
 	})
 	t.Run("failing test with -artifacts", func(t *testing.T) {
 		if flag.Lookup("test.artifacts") == nil {
@@ -290,29 +293,30 @@ func TestPodOutput(t *testing.T) {
 			tb.Errorf("a failed assertion of the test")
 		}), tb.fatal)
 		log := tb.log()
-		first := picturePath(t, log)
-		assert.Equal(t, filepath.Join(tb.artifactDir, "rollout.png"), first, "the picture goes to the artifact directory")
-		requirePNG(t, first)
-		require.FileExists(t, filepath.Join(tb.artifactDir, "rollout-2.png"), "each rolling update of the test is drawn")
+		first := recordPath(t, log)
+		assert.Equal(t, filepath.Join(tb.artifactDir, "rollout.json"), first, "the record goes to the artifact directory")
+		requireRecord(t, first)
+		require.FileExists(t, filepath.Join(tb.artifactDir, "rollout-2.json"), "each rolling update of the test is recorded")
 	})
 }
 
-// picturePath returns the picture the log names.
-func picturePath(t *testing.T, log string) string {
+// recordPath returns the record the log names.
+func recordPath(t *testing.T, log string) string {
 	t.Helper()
-	m := regexp.MustCompile(`lameducktest: picture of the rolling update: (\S+)`).FindStringSubmatch(log)
-	require.NotNil(t, m, "a failed test says where its picture is:\n%s", log)
+	m := regexp.MustCompile(`lameducktest: the rolling update, recorded for a picture: (\S+)`).FindStringSubmatch(log)
+	require.NotNil(t, m, "a failed test says where its record is:\n%s", log)
 	return m[1]
 }
 
-// requirePNG checks that path is a picture of GitHub width.
-func requirePNG(t *testing.T, path string) {
+// requireRecord checks that path holds the run, its pods and its load, as
+// the rollout command's -draw reads it.
+func requireRecord(t *testing.T, path string) {
 	t.Helper()
-	f, err := os.Open(path)
+	runs, err := report.ReadFile(path)
 	require.NoError(t, err)
-	defer f.Close()
-	cfg, err := png.DecodeConfig(f)
-	require.NoError(t, err)
-	assert.Equal(t, 1100, cfg.Width)
-	assert.Greater(t, cfg.Height, 200)
+	require.Len(t, runs, 1)
+	assert.Equal(t, "lameducktest.test", runs[0].Name, "named after the server's binary")
+	assert.Len(t, runs[0].Timeline.Pods, 2, "the first pod and its replacement")
+	assert.Positive(t, runs[0].Requests)
+	assert.Positive(t, runs[0].Timeline.LoadEnd)
 }

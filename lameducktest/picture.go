@@ -13,8 +13,13 @@ import (
 	"github.com/lameduck/lameduck/internal/rollout/report"
 )
 
-// drawRollout writes a picture of res, the run of a failed test, and logs
-// where it is.
+// drawCommand is how a user draws a recorded rolling update: the rollout
+// command, whose module brings the plotting library, so that this package
+// brings none to the tests that use it.
+const drawCommand = "go run github.com/lameduck/lameduck/cmd/rollout@latest -draw"
+
+// drawRollout records res, the run of a failed test, for a picture, and
+// logs where the record is and how to draw it.
 func drawRollout(t testing.TB, rc rollout.Config, res *rollout.Result) {
 	t.Helper()
 	if res.Timeline.LoadEnd <= 0 {
@@ -22,18 +27,19 @@ func drawRollout(t testing.TB, rc rollout.Config, res *rollout.Result) {
 	}
 	dir, err := pictureDir(t)
 	if err != nil {
-		t.Logf("lameducktest: no picture of the rolling update: %v", err)
+		t.Logf("lameducktest: no record of the rolling update: %v", err)
 		return
 	}
-	path, err := freeName(dir, "rollout", ".png")
+	path, err := freeName(dir, "rollout", ".json")
 	if err == nil {
 		err = report.WriteFile(path, report.FromResult(filepath.Base(rc.Pod.Command[0]), t.Name(), res))
 	}
 	if err != nil {
-		t.Logf("lameducktest: no picture of the rolling update: %v", err)
+		t.Logf("lameducktest: no record of the rolling update: %v", err)
 		return
 	}
-	t.Logf("lameducktest: picture of the rolling update: %s", path)
+	t.Logf("lameducktest: the rolling update, recorded for a picture: %s\n\tdraw it with: %s %s -report %s",
+		path, drawCommand, path, strings.TrimSuffix(path, ".json")+".png")
 }
 
 // pictureDir returns the test's artifact directory if go test was asked to
@@ -72,5 +78,5 @@ func freeName(dir, base, ext string) (string, error) {
 			return path, nil
 		}
 	}
-	return "", fmt.Errorf("%s already holds 100 pictures", dir)
+	return "", fmt.Errorf("%s already holds 100 records", dir)
 }

@@ -1,9 +1,13 @@
+// Prometheus' client is a dependency of this module only, so that it
+// reaches only the services that import prommetrics. The root module is
+// required at the version released with this one (tagged together); in the
+// repository, go.work uses the working tree instead.
 module github.com/lameduck/lameduck/prommetrics
 
 go 1.24.0
 
 require (
-	github.com/lameduck/lameduck v0.0.0-00010101000000-000000000000
+	github.com/lameduck/lameduck v0.1.0
 	github.com/prometheus/client_golang v1.23.2
 	github.com/prometheus/client_model v0.6.2
 	github.com/prometheus/common v0.66.1
@@ -24,7 +28,3 @@ require (
 	google.golang.org/protobuf v1.36.11 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
-
-// The root module of this repository, for development and CI. A release
-// of this module requires a tagged version of the root module instead.
-replace github.com/lameduck/lameduck => ../

@@ -11,6 +11,7 @@
 //
 //	rollout [flags]
 //	rollout -compare [flags]
+//	rollout -draw FILE.json -report FILE.png
 //
 // Examples:
 //
@@ -28,7 +29,11 @@
 // the requests each pod served, every failed request by kind at the moment
 // it failed, and each pod's events (ready, SIGTERM, endpoint removed from
 // the load balancer, listener closed, exit). FILE ends in .png or .svg;
-// .json writes the recorded data instead.
+// .json writes the recorded data instead. -draw FILE.json draws such data
+// and runs nothing: the record of a run, or the one package lameducktest
+// writes when a test fails, which names the file in the test's log:
+//
+//	go run github.com/lameduck/lameduck/cmd/rollout@latest -draw rollout.json -report rollout.png
 package main
 
 import (
@@ -45,6 +50,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lameduck/lameduck/cmd/rollout/internal/picture"
+	// -load grpc.
+	_ "github.com/lameduck/lameduck/grpcserver/grpcload"
 	"github.com/lameduck/lameduck/internal/rollout"
 	"github.com/lameduck/lameduck/internal/rollout/report"
 )
@@ -64,6 +72,7 @@ type options struct {
 	drainMin, drainQuiet                 time.Duration
 	probePeriod, warmup                  time.Duration
 	load, pod, readyPath, path, addr     string
+	draw                                 string
 	reports                              []string
 	compare, verbose                     bool
 }
@@ -75,6 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: rollout [flags]
        rollout -compare [flags]
+       rollout -draw FILE.json -report FILE.png
 
 Replays Kubernetes rolling updates on loopback under load and counts the
 requests that fail. Each rollout starts a new pod, waits for its readiness
@@ -82,9 +92,11 @@ probe, then sends SIGTERM to the oldest pod, whose endpoint stays in the load
 balancer for -lag more (kube-proxy lagging), and SIGKILLs it after -grace.
 
 Without -pod, the pod is the project's example server, built with "go build"
-from the module (run from inside it): examples/httpserver for http1 and h2c,
+from the repository (run from inside it): examples/httpserver for http1 and h2c,
 examples/grpcserver for grpc. -compare runs this binary's built-in servers
-(naive, textbook, lameduck) one after the other instead.
+(naive, textbook, lameduck) one after the other instead. -draw draws
+recorded runs (-report FILE.json, or lameducktest's record of a failed test)
+and runs nothing.
 
 Flags:
 `)
@@ -119,6 +131,7 @@ Flags:
 		o.reports = append(o.reports, path)
 		return nil
 	})
+	fs.StringVar(&o.draw, "draw", "", "draw the runs recorded in this JSON `file` (by -report FILE.json, or by lameducktest when a test fails) to each -report, and run nothing")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -128,6 +141,12 @@ Flags:
 	}
 	if o.compare && o.pod != "" {
 		return o, errors.New("-compare runs the built-in servers; drop -pod, or drop -compare to test your own")
+	}
+	if o.draw != "" && len(o.reports) == 0 {
+		return o, errors.New("-draw needs -report FILE.png (or .svg) to draw to")
+	}
+	if o.draw != "" && (o.compare || o.pod != "") {
+		return o, errors.New("-draw runs nothing; drop -compare and -pod")
 	}
 	if o.compare && o.load == string(rollout.LoadGRPC) {
 		return o, errors.New("-compare's built-in servers speak HTTP only; use -load http1 or h2c")
@@ -143,6 +162,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "rollout:", err)
 		return 2
+	}
+	if o.draw != "" {
+		runs, err := report.ReadFile(o.draw)
+		if err != nil {
+			fmt.Fprintln(stderr, "rollout:", err)
+			return 1
+		}
+		if writeReports(o.reports, stderr, runs...) != nil {
+			return 1
+		}
+		return 0
 	}
 	cfg := rollout.Config{
 		Cycles:         o.cycles,
@@ -226,7 +256,7 @@ func writeReports(paths []string, stderr io.Writer, runs ...report.Run) error {
 	var errs []error
 	for _, path := range paths {
 		start := time.Now()
-		if err := report.WriteFile(path, runs...); err != nil {
+		if err := picture.WriteFile(path, runs...); err != nil {
 			fmt.Fprintln(stderr, "rollout:", err)
 			errs = append(errs, err)
 			continue
@@ -295,7 +325,7 @@ func examplePod(ctx context.Context, dir string, load rollout.LoadKind, o option
 	bin := filepath.Join(dir, filepath.Base(pkg))
 	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/lameduck/lameduck/"+pkg)
 	if out, err := build.CombinedOutput(); err != nil {
-		return rollout.PodSpec{}, fmt.Errorf("build the default pod %s: %v\n%s\nrun from inside the lameduck module with the go tool on PATH, or give your own server with -pod 'CMD ... {ADDR} ...' (or try -compare)",
+		return rollout.PodSpec{}, fmt.Errorf("build the default pod %s: %v\n%s\nrun from inside the lameduck repository with the go tool on PATH, or give your own server with -pod 'CMD ... {ADDR} ...' (or try -compare)",
 			pkg, err, strings.TrimSpace(string(out)))
 	}
 	argv := append([]string{bin, "-addr", rollout.AddrPlaceholder}, extra...)

@@ -81,6 +81,9 @@ func TestFlags(t *testing.T) {
 		{[]string{"-pod", "x 'y"}, "unterminated"},
 		{[]string{"-pod", "x", "-c", "2"}, "does not contain {ADDR}"},
 		{[]string{"-compare", "-report", "rollout.gif"}, "name the file .png, .svg or .json"},
+		{[]string{"-draw", "rollout.json"}, "-draw needs -report"},
+		{[]string{"-draw", "rollout.json", "-report", "r.png", "-compare"}, "-draw runs nothing"},
+		{[]string{"-draw", "missing.json", "-report", "r.svg"}, "no such file"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := run(t.Context(), tt.args, &stdout, &stderr)
@@ -91,4 +94,21 @@ func TestFlags(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	assert.Zero(t, run(t.Context(), []string{"-h"}, &stdout, &stderr))
 	assert.Contains(t, stderr.String(), "usage: rollout")
+}
+
+// -draw draws recorded runs, such as lameducktest's record of a failed
+// test, and runs nothing.
+func TestDraw(t *testing.T) {
+	dir := t.TempDir()
+	svg := filepath.Join(dir, "rollout.svg")
+	var stdout, stderr bytes.Buffer
+	code := run(t.Context(), []string{"-draw", "internal/picture/testdata/compare.json", "-report", svg}, &stdout, &stderr)
+	require.Equal(t, 0, code, "stderr:\n%s", stderr.String())
+	assert.Empty(t, stdout.String())
+	assert.Contains(t, stderr.String(), "report: wrote "+svg+" in ")
+	b, err := os.ReadFile(svg)
+	require.NoError(t, err)
+	for _, server := range rollout.Builtins {
+		assert.Contains(t, string(b), server)
+	}
 }

@@ -18,12 +18,14 @@
 //     rollout: raw HTTP/1.1 keep-alive connections ([HTTP1Client], because
 //     net/http's client silently retries idempotent requests whose reused
 //     connection broke), HTTP/2 with prior knowledge (h2c), or gRPC unary
-//     calls. Each failure is classified as a [Kind].
+//     calls, whose client package grpcload registers ([RegisterLoad]) so
+//     that only the programs that import it compile gRPC. Each failure is
+//     classified as a [Kind].
 //
 // [Run] ties them together and returns a [Result]; [Result.WriteText] ends
 // with one machine-readable line, "requests=N failed=F". [Result.Timeline]
 // keeps what happened over time, pod by pod, for a picture of the run
-// (package report draws it): the requests each pod served per interval,
+// (package report records it, the rollout command draws it): the requests each pod served per interval,
 // each failure with its time, kind and pod, and the events of each pod's
 // life. Recording it costs a request a clock read and an atomic load, and
 // no lock.

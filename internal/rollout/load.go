@@ -15,13 +15,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
 )
 
 // LoadKind selects the protocol of the load.
@@ -38,7 +31,8 @@ const (
 	LoadH2C LoadKind = "h2c"
 	// LoadGRPC runs grpc-go clients doing unary
 	// grpc.testing.TestService/EmptyCall calls: one ClientConn per
-	// connection slot, with several concurrent workers each.
+	// connection slot, with several concurrent workers each. Its client
+	// is registered by package grpcload (see [RegisterLoad]).
 	LoadGRPC LoadKind = "grpc"
 )
 
@@ -133,6 +127,9 @@ func StartLoad(ctx context.Context, cfg LoadConfig) (*Load, error) {
 	if cfg.Conns > maxConns || cfg.WorkersPerConn > maxConns/cfg.Conns {
 		return nil, fmt.Errorf("rollout: load of %d connections × %d workers is too much for one machine; use at most %d workers in all", cfg.Conns, cfg.WorkersPerConn, maxConns)
 	}
+	if err := CheckLoad(cfg.Kind); err != nil {
+		return nil, err
+	}
 	if err := checkLoopback(cfg.Addr); err != nil {
 		return nil, fmt.Errorf("rollout: load: %w", err)
 	}
@@ -146,14 +143,11 @@ func StartLoad(ctx context.Context, cfg LoadConfig) (*Load, error) {
 		l.startHTTP1()
 	case LoadH2C:
 		l.startH2C()
-	case LoadGRPC:
-		if err := l.startGRPC(); err != nil {
+	default:
+		if err := registered(cfg.Kind).Start(l); err != nil {
 			l.Stop()
 			return nil, err
 		}
-	default:
-		l.cancel()
-		return nil, fmt.Errorf("rollout: unknown load %q; use one of %v", cfg.Kind, LoadKinds)
 	}
 	for range cfg.Fresh {
 		l.startFresh()
@@ -192,17 +186,7 @@ func (l *Load) freshGet() func(ctx context.Context) (net.Addr, error) {
 			defer tr.CloseIdleConnections()
 			return h2cGet(ctx, &http.Client{Transport: tr}, url, l.cfg.Timeout, &dialed)
 		}
-	case LoadGRPC:
-		conns := &connTable{}
-		return func(ctx context.Context) (net.Addr, error) {
-			cc, err := l.grpcClient(conns)
-			if err != nil {
-				return nil, err
-			}
-			defer cc.Close()
-			return l.grpcCall(ctx, testgrpc.NewTestServiceClient(cc), conns)
-		}
-	default:
+	case LoadHTTP1:
 		return func(ctx context.Context) (net.Addr, error) {
 			c := &HTTP1Client{Addr: l.cfg.Addr, Path: l.cfg.Path, Timeout: l.cfg.Timeout}
 			defer c.Close()
@@ -210,6 +194,7 @@ func (l *Load) freshGet() func(ctx context.Context) (net.Addr, error) {
 			return c.LocalAddr(), err
 		}
 	}
+	return registered(l.cfg.Kind).Fresh(l)
 }
 
 // Arrive sends n requests at once, each from a new client on a connection
@@ -647,83 +632,4 @@ func (t *connTable) get(key string) *trackedConn {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.m[key]
-}
-
-func (l *Load) startGRPC() error {
-	conns := &connTable{}
-	for range l.cfg.Conns {
-		cc, err := l.grpcClient(conns)
-		if err != nil {
-			return err
-		}
-		l.closers = append(l.closers, func() { cc.Close() })
-		client := testgrpc.NewTestServiceClient(cc)
-		for range l.cfg.WorkersPerConn {
-			l.loop(func(ctx context.Context) (net.Addr, error) { return l.grpcCall(ctx, client, conns) })
-		}
-	}
-	return nil
-}
-
-// grpcClient returns a client of the load's address whose connections are
-// recorded in conns.
-func (l *Load) grpcClient(conns *connTable) (*grpc.ClientConn, error) {
-	dial := trackingDialer(l.cfg.Timeout, conns)
-	// passthrough: dial exactly this address, as a client of a Service's
-	// cluster IP does, with no name resolution or balancing of its own.
-	cc, err := grpc.NewClient("passthrough:///"+l.cfg.Addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			return dial(ctx, "tcp", addr)
-		}))
-	if err != nil {
-		return nil, fmt.Errorf("rollout: grpc client for %s: %w", l.cfg.Addr, err)
-	}
-	return cc, nil
-}
-
-// grpcCall makes one call and classifies its failure. It returns the local
-// address of the call's connection, if it got onto one.
-func (l *Load) grpcCall(ctx context.Context, client testgrpc.TestServiceClient, conns *connTable) (net.Addr, error) {
-	rctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
-	defer cancel()
-	var p peer.Peer
-	_, err := client.EmptyCall(rctx, &testgrpc.Empty{}, grpc.Peer(&p))
-	if err == nil || ctx.Err() != nil {
-		return p.LocalAddr, err
-	}
-	silent := true // the call never got onto a connection
-	if p.LocalAddr != nil {
-		tc := conns.get(p.LocalAddr.String())
-		// A connection no longer in the table cannot be proven silent.
-		silent = tc != nil && !tc.heard.Load()
-	}
-	return p.LocalAddr, grpcFailure(err, silent)
-}
-
-// grpcFailure classifies a failed gRPC call by its status code and, for
-// UNAVAILABLE (grpc-go's code for every transport failure), by whether the
-// call's connection ever heard from the server and by the message. silent
-// says the call never got onto a connection, or got onto one on which the
-// server never sent a byte (not even its SETTINGS): no server saw it.
-func grpcFailure(err error, silent bool) *Failure {
-	st := status.Convert(err)
-	f := &Failure{Kind: KindOther, Code: st.Code().String(), Err: err}
-	msg := st.Message()
-	switch st.Code() {
-	case codes.DeadlineExceeded:
-		f.Kind = KindTimeout
-	case codes.Unavailable:
-		switch {
-		case silent, strings.Contains(msg, "connection refused"):
-			f.Kind = KindRefused
-		case strings.Contains(msg, "connection reset"), strings.Contains(msg, "broken pipe"):
-			f.Kind = KindReset
-		default:
-			// "transport is closing", "EOF", a GOAWAY: the connection
-			// ended under the call.
-			f.Kind = KindEOF
-		}
-	}
-	return f
 }

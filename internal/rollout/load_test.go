@@ -1,7 +1,6 @@
 package rollout_test
 
 import (
-	"context"
 	"io"
 	"net"
 	"net/http"
@@ -10,8 +9,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/rollout"
@@ -46,21 +43,6 @@ func h2cServer(t *testing.T) string {
 	return serveOnLoopback(t, func(ln net.Listener) { srv.Serve(ln) }, func() { srv.Close() })
 }
 
-type emptyServer struct {
-	testgrpc.UnimplementedTestServiceServer
-}
-
-func (emptyServer) EmptyCall(context.Context, *testgrpc.Empty) (*testgrpc.Empty, error) {
-	return &testgrpc.Empty{}, nil
-}
-
-func grpcServer(t *testing.T) string {
-	t.Helper()
-	srv := grpc.NewServer()
-	testgrpc.RegisterTestServiceServer(srv, emptyServer{})
-	return serveOnLoopback(t, func(ln net.Listener) { srv.Serve(ln) }, srv.Stop)
-}
-
 // serveOnLoopback runs serve on a fresh loopback listener until the test
 // ends, then stops it and waits for serve to return; it returns the address.
 func serveOnLoopback(t *testing.T, serve func(net.Listener), stop func()) string {
@@ -87,13 +69,6 @@ func TestLoadH2CThroughProxy(t *testing.T) {
 	assert.LessOrEqual(t, p.Stats().Conns, int64(3), "one connection per transport")
 }
 
-func TestLoadGRPCThroughProxy(t *testing.T) {
-	p := newProxy(t, grpcServer(t))
-	c := runLoad(t, rollout.LoadConfig{Kind: rollout.LoadGRPC, Addr: p.Addr(), Conns: 3}, 300)
-	assert.GreaterOrEqual(t, c.Requests, int64(300))
-	assert.Zero(t, c.Failed(), "samples: %q", c.Samples)
-}
-
 func TestLoadHTTP1ThroughProxy(t *testing.T) {
 	srv := newScriptServer(t, respond(nil, okResponse, okResponse, okResponse, okResponse,
 		"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"))
@@ -104,19 +79,20 @@ func TestLoadHTTP1ThroughProxy(t *testing.T) {
 	assert.Greater(t, p.Stats().Conns, int64(4), "Connection: close makes clients reconnect through the proxy")
 }
 
+// builtinLoads are the loads of this package; package grpcload tests the
+// gRPC load the same way.
+var builtinLoads = []rollout.LoadKind{rollout.LoadHTTP1, rollout.LoadH2C}
+
 // With no endpoint, every protocol's client must see its requests refused:
 // nothing may be hidden by a retry, and nothing may be misread as a reset of
 // a connection that had carried requests.
 func TestLoadClassifiesRefused(t *testing.T) {
-	for _, kind := range rollout.LoadKinds {
+	for _, kind := range builtinLoads {
 		t.Run(string(kind), func(t *testing.T) {
 			p := newProxy(t)
 			c := runLoad(t, rollout.LoadConfig{Kind: kind, Addr: p.Addr(), Conns: 2}, 20)
 			assert.Equal(t, c.Requests, c.Failed())
 			assert.Equal(t, c.Requests, c.Failures[rollout.KindRefused], "samples: %q", c.Samples)
-			if kind == rollout.LoadGRPC {
-				assert.Equal(t, c.Requests, c.Codes["Unavailable"])
-			}
 		})
 	}
 }
@@ -128,20 +104,22 @@ func TestStartLoadRejectsBadConfig(t *testing.T) {
 	assert.ErrorContains(t, err, "loopback")
 	_, err = rollout.StartLoad(t.Context(), rollout.LoadConfig{Addr: "127.0.0.1:1", Path: "x"})
 	assert.ErrorContains(t, err, "must start with /")
+	// Nothing in this package's tests imports grpcload.
+	_, err = rollout.StartLoad(t.Context(), rollout.LoadConfig{Kind: rollout.LoadGRPC, Addr: "127.0.0.1:1"})
+	assert.ErrorContains(t, err, `import _ "github.com/lameduck/lameduck/grpcserver/grpcload"`)
 }
 
 // Fresh clients open a new connection through the load balancer for every
 // request, whatever the protocol, and fail nothing doing so.
 func TestFreshClientsOpenANewConnectionForEveryRequest(t *testing.T) {
 	servers := map[rollout.LoadKind]func(*testing.T) string{
-		rollout.LoadH2C:  h2cServer,
-		rollout.LoadGRPC: grpcServer,
+		rollout.LoadH2C: h2cServer,
 		rollout.LoadHTTP1: func(t *testing.T) string { // keeps every connection alive
 			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
 			return serveOnLoopback(t, func(ln net.Listener) { srv.Serve(ln) }, func() { srv.Close() })
 		},
 	}
-	for _, kind := range rollout.LoadKinds {
+	for _, kind := range builtinLoads {
 		t.Run(string(kind), func(t *testing.T) {
 			p := newProxy(t, servers[kind](t))
 			const conns = 1

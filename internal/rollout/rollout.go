@@ -181,6 +181,9 @@ func (c Config) withDefaults() (Config, error) {
 	if err := checkLoopback(c.ListenAddr); err != nil {
 		errs = append(errs, fmt.Errorf("listen address: %w", err))
 	}
+	if err := CheckLoad(c.Load); err != nil {
+		errs = append(errs, errors.New(strings.TrimPrefix(err.Error(), "rollout: ")))
+	}
 	if len(errs) > 0 {
 		return c, fmt.Errorf("rollout: bad configuration: %w", errors.Join(errs...))
 	}

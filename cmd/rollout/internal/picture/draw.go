@@ -1,4 +1,4 @@
-package report
+package picture
 
 import (
 	"fmt"
@@ -70,7 +70,7 @@ func (f *Figure) Write(w io.Writer, format string) error {
 	case "svg":
 		c = vgsvg.New(width, height)
 	default:
-		return fmt.Errorf("report: unknown format %q; use png or svg", format)
+		return fmt.Errorf("picture: unknown format %q; use png or svg", format)
 	}
 	dc := draw.New(c)
 	f.drawHeader(draw.Crop(dc, 0, 0, height-px(headerPx), 0))

@@ -1,0 +1,334 @@
+// Package picture draws rolling updates recorded by package rollout: one
+// panel per run (per server, in a comparison), one lane per pod, the
+// requests each pod served per interval, every failed request marked by
+// kind where and when it happened, and the events of each pod's life
+// (ready, SIGTERM, endpoint removed from the load balancer, listener
+// closed, exit).
+//
+// It is in the module of the rollout command so that its plotting library
+// is a dependency of that module only: the library's packages,
+// lameducktest and the simulator build without it. lameducktest records a
+// failed test's rolling update with package report, and the command draws
+// the file (-draw).
+//
+// [New] turns recorded runs into a [Figure], the picture's content, which
+// tests can inspect; [Figure.Write] draws it as PNG or SVG. [WriteFile]
+// does both from a file name, and writes the recorded runs themselves as
+// JSON for a name ending in .json, which report.ReadFile reads back.
+package picture
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/internal/rollout/report"
+)
+
+// Event is a kind of event in a pod's life.
+type Event int
+
+// The events drawn, in the order they happen to a pod.
+const (
+	// EventReady is a new pod passing its readiness probe and joining the
+	// load balancer.
+	EventReady Event = iota
+	// EventTerm is the SIGTERM.
+	EventTerm
+	// EventRemoved is the load balancer no longer routing new connections
+	// to the pod, the lag after the SIGTERM.
+	EventRemoved
+	// EventListenerClosed is the pod no longer listening.
+	EventListenerClosed
+	// EventExit is the pod's exit.
+	EventExit
+
+	numEvents
+)
+
+var eventNames = [numEvents]string{"ready", "SIGTERM", "endpoint removed", "listener closed", "exit"}
+
+// String returns the event's label in the picture.
+func (e Event) String() string {
+	if e < 0 || e >= numEvents {
+		return fmt.Sprintf("Event(%d)", int(e))
+	}
+	return eventNames[e]
+}
+
+// Figure is the content of the picture: what [Figure.Write] draws. Times
+// are offsets from the start of each run.
+type Figure struct {
+	// Width and Height are the picture's size in pixels.
+	Width, Height int
+	// End is the end of the time axis, shared by every panel: the end of
+	// the longest load.
+	End time.Duration
+	// Bucket is the width of the intervals of [Lane.Served].
+	Bucket time.Duration
+	// FullRate is the rate, in requests per second, drawn at the full
+	// height of a lane's load band; the same in every panel, so that
+	// lanes compare.
+	FullRate float64
+	// Panels has one entry per run, in order.
+	Panels []Panel
+}
+
+// Panel is one run in a [Figure].
+type Panel struct {
+	// Title names the server and gives the run's totals.
+	Title string
+	// Lanes has one entry per pod, in order of start (the first 24 pods
+	// at most: the title then says how many there were), and a last one,
+	// "no pod", if some failed requests reached no pod.
+	Lanes []Lane
+}
+
+// Lane is one pod's row of a [Panel].
+type Lane struct {
+	// Pod is the pod's name.
+	Pod string
+	// Served counts the requests the pod served per interval of the
+	// figure's Bucket, from the start of the run.
+	Served []int64
+	// Failures are the failed requests whose connection went to the pod.
+	Failures []rollout.FailureAt
+	// Marks are the events of the pod's life, before the end of the time
+	// axis, in order of time.
+	Marks []Mark
+}
+
+// Mark is one event in a [Lane].
+type Mark struct {
+	// Event says what happened.
+	Event Event
+	// At is when.
+	At time.Duration
+	// Label is what the picture writes next to it, such as "exit 0,
+	// 2.01s after SIGTERM".
+	Label string
+}
+
+// Picture size: GitHub shows a README's images up to about 880 pixels wide,
+// and scales a wider one down, so a width a little above that stays sharp.
+const (
+	widthPx      = 1100
+	headerPx     = 72
+	footerPx     = 24
+	titlePx      = 34
+	lanePx       = 76
+	axisPx       = 30
+	panelGapPx   = 14
+	minPanelPx   = titlePx + lanePx + axisPx
+	endMarginPct = 2
+	// maxLanes bounds the lanes of a panel, and so the picture's size: a
+	// run of a thousand rollouts would be a picture too tall to look at,
+	// and too big to hold in memory.
+	maxLanes = 24
+)
+
+// New lays out the picture of runs. It needs at least one run.
+func New(runs ...report.Run) (*Figure, error) {
+	if len(runs) == 0 {
+		return nil, fmt.Errorf("picture: no run to draw")
+	}
+	f := &Figure{Width: widthPx, Bucket: rollout.TimelineBucket}
+	var end time.Duration
+	lanes := 1
+	for _, r := range runs {
+		tl := r.Timeline
+		if tl.Bucket > 0 {
+			f.Bucket = tl.Bucket
+		}
+		if tl.LoadEnd > end {
+			end = tl.LoadEnd
+		}
+	}
+	if end <= 0 {
+		return nil, fmt.Errorf("picture: the runs recorded no load to draw")
+	}
+	f.End = end + end*endMarginPct/100
+	var rates []int64
+	for _, r := range runs {
+		p := Panel{Title: title(r)}
+		tl := r.Timeline
+		if n := len(tl.Pods); n > maxLanes {
+			p.Title += fmt.Sprintf(" (the first %d of %d pods)", maxLanes, n)
+		}
+		for i, pt := range tl.Pods[:min(len(tl.Pods), maxLanes)] {
+			l := Lane{Pod: pt.Name, Served: pt.Served}
+			for _, n := range pt.Served {
+				if n > 0 {
+					rates = append(rates, n)
+				}
+			}
+			for _, fa := range tl.Failures {
+				if fa.Pod == i {
+					l.Failures = append(l.Failures, fa)
+				}
+			}
+			l.Marks = marks(pt, tl.LoadEnd)
+			p.Lanes = append(p.Lanes, l)
+		}
+		var lost []rollout.FailureAt
+		for _, fa := range tl.Failures {
+			if fa.Pod < 0 {
+				lost = append(lost, fa)
+			}
+		}
+		if len(lost) > 0 {
+			p.Lanes = append(p.Lanes, Lane{Pod: "no pod", Failures: lost})
+		}
+		lanes = max(lanes, len(p.Lanes))
+		f.Panels = append(f.Panels, p)
+	}
+	f.FullRate = niceCeil(float64(fullBand(rates)) / f.Bucket.Seconds())
+	f.Height = headerPx + len(runs)*(panelPx(lanes)+panelGapPx) + footerPx
+	return f, nil
+}
+
+func panelPx(lanes int) int { return max(titlePx+lanes*lanePx+axisPx, minPanelPx) }
+
+// title names the run's server and gives its totals, with the failures by
+// kind.
+func title(r report.Run) string {
+	var b strings.Builder
+	b.WriteString(r.Name)
+	if r.Note != "" {
+		fmt.Fprintf(&b, " (%s)", r.Note)
+	}
+	failed := r.Failed()
+	fmt.Fprintf(&b, ": %d of %s requests failed", failed, thousands(r.Requests))
+	if failed > 0 {
+		var kinds []string
+		for k, n := range r.Failures {
+			if n > 0 {
+				kinds = append(kinds, fmt.Sprintf("%d %s", n, rollout.Kind(k)))
+			}
+		}
+		fmt.Fprintf(&b, ": %s", strings.Join(kinds, ", "))
+	}
+	return b.String()
+}
+
+// marks returns the events of pt until end, the end of the load, labelled:
+// what happens to the last pods once the load has stopped is no part of a
+// rollout.
+func marks(pt rollout.PodTimeline, end time.Duration) []Mark {
+	var ms []Mark
+	add := func(e Event, at time.Duration, label string) {
+		if at >= 0 && at <= end {
+			ms = append(ms, Mark{Event: e, At: at, Label: label})
+		}
+	}
+	add(EventReady, max(pt.Ready, pt.Joined), EventReady.String())
+	add(EventTerm, pt.Term, EventTerm.String())
+	add(EventRemoved, pt.Removed, EventRemoved.String())
+	add(EventListenerClosed, pt.ListenerClosed, EventListenerClosed.String())
+	if pt.Exited >= 0 {
+		label := fmt.Sprintf("exit %d", pt.Exit.Code)
+		if pt.Exit.Code < 0 {
+			label = pt.Exit.Status
+		}
+		if pt.Exit.Killed {
+			label += " (SIGKILL at the grace period)"
+		}
+		if pt.Term >= 0 {
+			label += ", " + formatDuration(pt.Exited-pt.Term) + " after SIGTERM"
+		}
+		add(EventExit, pt.Exited, label)
+	}
+	// Events of one moment are drawn in the order they happen.
+	for i := 1; i < len(ms); i++ {
+		for j := i; j > 0 && ms[j].At < ms[j-1].At; j-- {
+			ms[j], ms[j-1] = ms[j-1], ms[j]
+		}
+	}
+	return ms
+}
+
+// formatDuration writes d as a person reads it on a timeline: "11ms",
+// "2.01s", "12.3s".
+func formatDuration(d time.Duration) string {
+	switch {
+	case d >= 10*time.Second:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	case d >= time.Second:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	}
+	return d.Round(time.Millisecond).String()
+}
+
+// fullBand returns the number of requests per interval to draw at the full
+// height of a lane's band: the 99th percentile of the intervals that served
+// any, so that one lucky interval does not flatten all the others (the few
+// above it are drawn at full height).
+func fullBand(served []int64) int64 {
+	if len(served) == 0 {
+		return 1
+	}
+	slices.Sort(served)
+	return served[(len(served)-1)*99/100]
+}
+
+// niceCeil rounds x up to a round number: 1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8
+// times a power of ten.
+func niceCeil(x float64) float64 {
+	if x <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(x)))
+	for _, m := range []float64{1, 1.5, 2, 2.5, 3, 4, 5, 6, 8} {
+		if m*p >= x*(1-1e-9) {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
+// thousands writes n with commas between groups of three digits.
+func thousands(n int64) string {
+	s := fmt.Sprint(n)
+	if n < 0 {
+		return "-" + thousands(-n)
+	}
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+// WriteFile writes the picture of runs to path, as PNG or SVG by its
+// extension, or the runs themselves as JSON for a path ending in .json.
+func WriteFile(path string, runs ...report.Run) (err error) {
+	ext := strings.ToLower(filepath.Ext(path))
+	var fig *Figure
+	switch ext {
+	case ".json":
+		return report.WriteFile(path, runs...)
+	case ".png", ".svg":
+		if fig, err = New(runs...); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("picture: %s: name the file .png, .svg or .json", path)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("picture: %w", err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("picture: %w", cerr)
+		}
+	}()
+	if err := fig.Write(f, ext[1:]); err != nil {
+		return fmt.Errorf("picture: write %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,323 @@
+package picture_test
+
+import (
+	"bytes"
+	"encoding/xml"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/lameduck/lameduck/cmd/rollout/internal/picture"
+	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/internal/rollout/report"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// recorded is the comparison whose picture is in the README:
+// go run ./cmd/rollout -compare -cycles 2 -report docs/rollout.png -report cmd/rollout/internal/picture/testdata/compare.json
+const recorded = "testdata/compare.json"
+
+func readRecorded(t testing.TB) []report.Run {
+	t.Helper()
+	runs, err := report.ReadFile(recorded)
+	require.NoError(t, err)
+	require.Len(t, runs, 3)
+	return runs
+}
+
+// The figure of a recorded comparison has one panel per server, one lane
+// per pod, every failure of the timeline on the lane of its pod, and the
+// events of every rollout.
+func TestFigureOfARecordedComparison(t *testing.T) {
+	runs := readRecorded(t)
+	fig, err := picture.New(runs...)
+	require.NoError(t, err)
+	assert.Equal(t, 1100, fig.Width)
+	assert.Greater(t, fig.Height, 3*3*60, "three panels of three lanes")
+	assert.Equal(t, rollout.TimelineBucket, fig.Bucket)
+	assert.Positive(t, fig.FullRate)
+	require.Len(t, fig.Panels, len(runs))
+
+	var lastEnd time.Duration
+	for i, run := range runs {
+		p := fig.Panels[i]
+		tl := run.Timeline
+		lastEnd = max(lastEnd, tl.LoadEnd)
+		assert.Regexp(t, `^`+run.Name+` \(.+\): `+fmt.Sprint(run.Failed())+` of [\d,]+ requests failed`, p.Title)
+		require.Len(t, p.Lanes, len(tl.Pods), "%s: one lane per pod", run.Name)
+
+		var byKind [rollout.NumKinds]int64
+		for j, l := range p.Lanes {
+			pod := tl.Pods[j]
+			assert.Equal(t, pod.Name, l.Pod)
+			assert.Positive(t, sum(l.Served), "%s %s served requests", run.Name, l.Pod)
+			for _, f := range l.Failures {
+				assert.Equal(t, j, f.Pod)
+				byKind[f.Kind]++
+			}
+			assertMarks(t, run.Name, pod, tl.LoadEnd, l.Marks)
+		}
+		assert.Equal(t, run.Failures, byKind, "%s: every failure is on its pod's lane", run.Name)
+	}
+	assert.Greater(t, fig.End, lastEnd, "the time axis covers every load")
+
+	naive, textbook, lameduck := runs[0], runs[1], runs[2]
+	require.Equal(t, []string{rollout.BuiltinNaive, rollout.BuiltinTextbook, rollout.BuiltinLameduck}, []string{naive.Name, textbook.Name, lameduck.Name})
+	assert.Positive(t, naive.Failures[rollout.KindRefused], "the naive server refuses connections during the lag")
+	assert.Zero(t, textbook.Failures[rollout.KindRefused], "the textbook server keeps listening")
+	assert.Positive(t, textbook.Failed())
+	assert.Zero(t, lameduck.Failed())
+}
+
+// assertMarks checks a lane's events: a pod replaced during the load is
+// marked from its SIGTERM to its exit, in that order, and the exit says
+// how and when.
+func assertMarks(t *testing.T, server string, pod rollout.PodTimeline, loadEnd time.Duration, marks []picture.Mark) {
+	t.Helper()
+	var events []picture.Event
+	for i, m := range marks {
+		events = append(events, m.Event)
+		assert.LessOrEqual(t, m.At, loadEnd, "%s %s: only events of the load", server, pod.Name)
+		if i > 0 {
+			assert.GreaterOrEqual(t, m.At, marks[i-1].At, "%s %s: marks in order of time", server, pod.Name)
+		}
+		if m.Event == picture.EventExit {
+			assert.Regexp(t, `^exit 0, \d+(\.\d+)?m?s after SIGTERM$`, m.Label)
+		} else {
+			assert.Equal(t, m.Event.String(), m.Label)
+		}
+	}
+	if pod.Term > loadEnd {
+		assert.Equal(t, []picture.Event{picture.EventReady}, events, "%s %s: stopped after the load", server, pod.Name)
+		return
+	}
+	assert.ElementsMatch(t, []picture.Event{picture.EventReady, picture.EventTerm, picture.EventRemoved, picture.EventListenerClosed, picture.EventExit}, events, "%s %s", server, pod.Name)
+}
+
+// The PNG decodes, has the figure's size, and shows the glyph of refused
+// requests where there are some and nowhere else. (Each server is drawn
+// alone: drawing is slow under the race detector.)
+func TestPNG(t *testing.T) {
+	runs := readRecorded(t)
+	refused := color.RGBA{0xc0, 0x00, 0x20, 0xff}
+	var near []int
+	for _, run := range runs {
+		near = append(near, countNear(t, renderPNG(t, run), refused))
+	}
+	// The header shows the glyph once, as its legend; a panel with refused
+	// requests shows it many times.
+	assert.Greater(t, near[0], 2*near[2], "refused requests are drawn")
+	assert.Equal(t, near[1], near[2], "a run without refused requests shows only the legend's glyph")
+}
+
+// renderPNG draws runs, decodes the PNG and checks its size.
+func renderPNG(t *testing.T, runs ...report.Run) *image.RGBA {
+	t.Helper()
+	fig, err := picture.New(runs...)
+	require.NoError(t, err)
+	var b bytes.Buffer
+	require.NoError(t, fig.Write(&b, "png"))
+	return decodePNG(t, &b, fig)
+}
+
+func decodePNG(t *testing.T, r io.Reader, fig *picture.Figure) *image.RGBA {
+	t.Helper()
+	img, err := png.Decode(r)
+	require.NoError(t, err)
+	assert.Equal(t, image.Rect(0, 0, fig.Width, fig.Height), img.Bounds())
+	rgba, ok := img.(*image.RGBA)
+	require.True(t, ok, "an opaque PNG decodes as RGBA, not %T", img)
+	return rgba
+}
+
+// countNear counts the pixels within a small distance of c.
+func countNear(t *testing.T, img *image.RGBA, c color.RGBA) int {
+	t.Helper()
+	n := 0
+	for i := 0; i+3 < len(img.Pix); i += 4 {
+		p := img.Pix[i : i+3 : i+3]
+		if abs(int(p[0])-int(c.R))+abs(int(p[1])-int(c.G))+abs(int(p[2])-int(c.B)) < 40 {
+			n++
+		}
+	}
+	return n
+}
+
+// The SVG is well-formed XML and names the servers.
+func TestSVG(t *testing.T) {
+	runs := readRecorded(t)
+	fig, err := picture.New(runs...)
+	require.NoError(t, err)
+	var b bytes.Buffer
+	require.NoError(t, fig.Write(&b, "svg"))
+	dec := xml.NewDecoder(bytes.NewReader(b.Bytes()))
+	var root string
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+		if se, ok := tok.(xml.StartElement); ok && root == "" {
+			root = se.Name.Local
+		}
+	}
+	assert.Equal(t, "svg", root)
+	assert.ErrorContains(t, fig.Write(io.Discard, "gif"), `unknown format "gif"`)
+}
+
+// WriteFile picks the format by the file's name; JSON reads back as it was.
+func TestWriteFile(t *testing.T) {
+	runs := readRecorded(t)
+	dir := t.TempDir()
+	js := filepath.Join(dir, "run.json")
+	require.NoError(t, picture.WriteFile(js, runs...))
+	again, err := report.ReadFile(js)
+	require.NoError(t, err)
+	assert.Equal(t, runs, again)
+
+	// One server only: drawing is slow under the race detector.
+	fig, err := picture.New(runs[2])
+	require.NoError(t, err)
+	pngFile := filepath.Join(dir, "RUN.PNG")
+	require.NoError(t, picture.WriteFile(pngFile, runs[2]))
+	f, err := os.Open(pngFile)
+	require.NoError(t, err)
+	defer f.Close()
+	decodePNG(t, f, fig)
+	svgFile := filepath.Join(dir, "run.svg")
+	require.NoError(t, picture.WriteFile(svgFile, runs...))
+	b, err := os.ReadFile(svgFile)
+	require.NoError(t, err)
+	assert.Contains(t, string(b), "<svg")
+
+	assert.ErrorContains(t, picture.WriteFile(filepath.Join(dir, "run.gif"), runs...), "name the file .png, .svg or .json")
+	assert.ErrorContains(t, picture.WriteFile(filepath.Join(dir, "missing", "run.png"), runs...), "no such file or directory")
+	_, err = report.ReadFile(pngFile)
+	assert.ErrorContains(t, err, "read ")
+}
+
+func TestNewNeedsLoad(t *testing.T) {
+	_, err := picture.New()
+	assert.ErrorContains(t, err, "no run to draw")
+	_, err = picture.New(report.Run{Name: "x", Timeline: rollout.Timeline{LoadEnd: rollout.Never}})
+	assert.ErrorContains(t, err, "no load to draw")
+}
+
+// Failed requests that reached no pod get a lane of their own, and a pod
+// SIGKILLed at the grace period says so.
+func TestLostFailuresAndKilledPods(t *testing.T) {
+	sec := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+	run := report.Run{
+		Name:     "h2c",
+		Requests: 10,
+		Failures: [rollout.NumKinds]int64{rollout.KindRefused: 1, rollout.KindTimeout: 1},
+		Timeline: rollout.Timeline{
+			Bucket: rollout.TimelineBucket, LoadStart: sec(0.1), LoadEnd: sec(3),
+			Pods: []rollout.PodTimeline{{
+				Name: "pod-1", Started: 0, Ready: sec(0.05), Joined: sec(0.05), Term: sec(1),
+				Removed: sec(1.5), ListenerClosed: rollout.Never, Exited: sec(2.5),
+				Exit:   rollout.PodExit{Pod: "pod-1", Code: -1, Killed: true, Status: "signal: killed"},
+				Served: []int64{0, 0, 3, 5},
+			}},
+			Failures: []rollout.FailureAt{
+				{At: sec(1.2), Pod: -1, Kind: rollout.KindRefused},
+				{At: sec(2), Pod: 0, Kind: rollout.KindTimeout},
+			},
+		},
+	}
+	fig, err := picture.New(run)
+	require.NoError(t, err)
+	p := fig.Panels[0]
+	assert.Equal(t, "h2c: 2 of 10 requests failed: 1 refused, 1 timeout", p.Title)
+	require.Len(t, p.Lanes, 2)
+	assert.Equal(t, "no pod", p.Lanes[1].Pod)
+	assert.Equal(t, run.Timeline.Failures[:1], p.Lanes[1].Failures)
+	assert.Equal(t, run.Timeline.Failures[1:], p.Lanes[0].Failures)
+	var labels []string
+	for _, m := range p.Lanes[0].Marks {
+		labels = append(labels, m.Label)
+	}
+	assert.Equal(t, []string{"ready", "SIGTERM", "endpoint removed", "signal: killed (SIGKILL at the grace period), 1.50s after SIGTERM"}, labels)
+	assert.Equal(t, image.Rect(0, 0, fig.Width, fig.Height), renderPNG(t, run).Bounds())
+}
+
+// A run of many rollouts draws the first pods only, and says so: the
+// picture's size is bounded.
+func TestManyPods(t *testing.T) {
+	tl := rollout.Timeline{Bucket: rollout.TimelineBucket, LoadStart: 0, LoadEnd: 100 * time.Second}
+	for i := range 1000 {
+		at := time.Duration(i) * 100 * time.Millisecond
+		tl.Pods = append(tl.Pods, rollout.PodTimeline{
+			Name: fmt.Sprintf("pod-%d", i+1), Started: at, Ready: at, Joined: at, Term: at + time.Second,
+			Removed: rollout.Never, ListenerClosed: rollout.Never, Exited: rollout.Never,
+		})
+		tl.Failures = append(tl.Failures, rollout.FailureAt{At: at + time.Second, Pod: i, Kind: rollout.KindEOF})
+	}
+	fig, err := picture.New(report.Run{Name: "long", Requests: 1000, Failures: [rollout.NumKinds]int64{rollout.KindEOF: 1000}, Timeline: tl})
+	require.NoError(t, err)
+	p := fig.Panels[0]
+	assert.Equal(t, "long: 1000 of 1,000 requests failed: 1000 eof (the first 24 of 1000 pods)", p.Title)
+	require.Len(t, p.Lanes, 24)
+	assert.Equal(t, "pod-24", p.Lanes[23].Pod)
+	assert.Less(t, fig.Height, 24*100+200)
+}
+
+// Drawing the README's comparison, as a -compare -report run does at its
+// end: compare ns/op with the run's duration (about 20 s).
+func BenchmarkWritePNG(b *testing.B) {
+	runs := readRecorded(b)
+	for b.Loop() {
+		fig, err := picture.New(runs...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := fig.Write(io.Discard, "png"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func sum(s []int64) int64 {
+	var n int64
+	for _, v := range s {
+		n += v
+	}
+	return n
+}
+
+func abs(x int) int { return max(x, -x) }
+
+// The plotting library is a dependency of the rollout command only: the
+// library's own packages, lameducktest, and the simulator and record they
+// share with the command, must build without it.
+func TestOnlyTheCommandImportsThePlottingLibrary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list")
+	}
+	const module = "github.com/lameduck/lameduck"
+	out, err := exec.Command("go", "list", "-deps", module, module+"/httpserver", module+"/grpcserver",
+		module+"/lameducktest", module+"/internal/rollout/report").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	deps := strings.Fields(string(out))
+	require.Contains(t, deps, module+"/internal/rollout", "go list lists the packages themselves")
+	for _, dep := range deps {
+		assert.False(t, strings.HasPrefix(dep, "gonum.org/") || strings.HasPrefix(dep, "golang.org/x/image/"), "%s is a dependency of the library", dep)
+		assert.NotEqual(t, module+"/cmd/rollout/internal/picture", dep)
+	}
+}

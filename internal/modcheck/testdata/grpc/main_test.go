@@ -1,0 +1,20 @@
+package main
+
+import (
+	"testing"
+
+	// The client of lameducktest.GRPC.
+	_ "github.com/lameduck/lameduck/grpcserver/grpcload"
+	"github.com/lameduck/lameduck/lameducktest"
+)
+
+func TestRollingUpdate(t *testing.T) {
+	bin := lameducktest.Build(t, ".")
+	res := lameducktest.Rollout(t, lameducktest.Config{
+		Command:  []string{bin, "-addr", "{ADDR}", "-probe-addr", "{PROBE_ADDR}", "-drain-delay", "1s"},
+		Protocol: lameducktest.GRPC,
+	})
+	if res.Failed > 0 {
+		t.Errorf("%d of %d calls failed:\n%v", res.Failed, res.Requests, res)
+	}
+}
