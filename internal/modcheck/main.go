@@ -278,7 +278,7 @@ func findModules(repo string) ([]module, error) {
 	}
 	slices.SortFunc(mods, func(a, b module) int { return strings.Compare(a.Dir, b.Dir) })
 	if len(mods) == 0 || mods[0].Path != rootModule || mods[0].Dir != "." {
-		return nil, fmt.Errorf("go.work must use the root module, %s, as .", rootModule)
+		return nil, fmt.Errorf("go.work must use the root module, %s, as its directory \".\"", rootModule)
 	}
 	return mods, nil
 }
