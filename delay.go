@@ -15,16 +15,6 @@ import (
 // ends on evidence that routing has caught up, from the cluster
 // (endpoints.go) and from the connections that arrive (arrivals.go).
 
-// DefaultMinDrainDelay is the shortest adaptive drain delay when the
-// cluster gives no evidence of routing (outside Kubernetes, or without the
-// permission to watch EndpointSlices): silence alone then ends no delay
-// sooner. It covers kube-proxy, which stops routing to a terminating pod
-// about 1 s after the signal in a rolling update (it applies changes at
-// most once per --iptables-min-sync-period, 1 s by default), with a margin
-// of 2 s for a busy control plane and for ingress controllers, which
-// follow the same EndpointSlices.
-const DefaultMinDrainDelay = 3 * time.Second
-
 // WithAdaptiveDrainDelay makes the drain delay adaptive, instead of the
 // fixed delay of [WithDrainDelay]: the lame-duck phase lasts at most max,
 // and ends sooner on evidence that routing has caught up.

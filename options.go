@@ -25,6 +25,18 @@ const (
 	// of 20 s or more. With a shorter grace period the default is a tenth
 	// of it.
 	DefaultSafetyMargin = 2 * time.Second
+	// DefaultMinDrainDelay is the shortest adaptive drain delay when the
+	// cluster gives no evidence of routing (outside Kubernetes, or without the
+	// permission to watch EndpointSlices): silence alone then ends no delay
+	// sooner. It covers kube-proxy, which stops routing to a terminating pod
+	// about 1 s after the signal in a rolling update (it applies changes at
+	// most once per --iptables-min-sync-period, 1 s by default), with a margin
+	// of 2 s for a busy control plane and for ingress controllers, which
+	// follow the same EndpointSlices.
+	DefaultMinDrainDelay = 3 * time.Second
+	// DefaultCheckTimeout bounds a readiness check whose [Check.Timeout] is zero.
+	// It matches the default timeoutSeconds of a Kubernetes probe.
+	DefaultCheckTimeout = time.Second
 )
 
 // An Option configures a [Coordinator]; pass options to [New].

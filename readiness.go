@@ -13,10 +13,6 @@ import (
 	"unicode"
 )
 
-// DefaultCheckTimeout bounds a readiness check whose [Check.Timeout] is zero.
-// It matches the default timeoutSeconds of a Kubernetes probe.
-const DefaultCheckTimeout = time.Second
-
 // A Check is a named readiness check, added with [Coordinator.AddCheck]:
 // while any check fails, the readiness probe answers 503 and names it.
 //
