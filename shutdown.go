@@ -411,6 +411,22 @@ func (r *run) failStart(ctx context.Context, err error, started []Server) error 
 	return err
 }
 
+// ended returns why ctx has ended, or nil while it has not. A context
+// whose deadline has passed has ended even before it is canceled: the
+// context package closes a parent's Done channel before it cancels the
+// parent's children, so that Run, woken at the deadline by deadlineCtx,
+// could find hardCtx, its child, still live, and start a hook only to
+// leave it behind at once.
+func (c *Coordinator) ended(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	if d, ok := ctx.Deadline(); ok && !c.clock.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
 // runHooks runs the shutdown hooks in reverse order within ctx, logs each
 // that fails, and returns their errors joined.
 func (r *run) runHooks(ctx context.Context) error {
@@ -418,8 +434,8 @@ func (r *run) runHooks(ctx context.Context) error {
 	for i := len(r.hooks) - 1; i >= 0; i-- {
 		h := r.hooks[i]
 		var err error
-		if ctx.Err() != nil {
-			err = fmt.Errorf("lameduck: shutdown hook %s not run: %w", h.name, context.Cause(ctx))
+		if why := r.c.ended(ctx); why != nil {
+			err = fmt.Errorf("lameduck: shutdown hook %s not run: %w", h.name, why)
 		} else {
 			var herr error
 			done := make(chan struct{})

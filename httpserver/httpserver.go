@@ -724,10 +724,12 @@ func (c *conn) Read(p []byte) (int, error) {
 		n, err := c.Conn.Read(p)
 		if c.idleCheck.Load() {
 			switch {
-			case n > 0 || c.requestArriving() || unread(c.Conn) > 0:
-				// A request is arriving after all: serve it. Bytes of it
-				// may have been read since the drain found c idle, by the
-				// read before this one.
+			case n > 0 || unread(c.Conn) > 0 || !c.stillIdle():
+				// A request is arriving after all: serve it. The read
+				// before this one may have taken bytes of it, or all of
+				// it, since the drain found c idle: this read is then
+				// the rest of it, or the background read net/http does
+				// while the request's handler runs.
 				c.endIdleCheck()
 				if n == 0 {
 					continue // the read timed out before taking it
@@ -754,6 +756,15 @@ func (c *conn) Read(p []byte) (int, error) {
 		}
 		return n, err
 	}
+}
+
+// stillIdle reports whether c is still as the drain found it when it
+// asked the reader to end c: an HTTP/1 connection between requests, with
+// no byte of the next one read.
+func (c *conn) stillIdle() bool {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	return c.idleH1()
 }
 
 // endIfIdle ends c if it turns out to be idle: its reader, woken at once,

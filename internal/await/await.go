@@ -12,9 +12,11 @@ import (
 	"time"
 )
 
-// Timeout bounds every wait: far longer than any event takes on a loaded
-// machine under -race, far shorter than go test's ten minutes.
-const Timeout = 10 * time.Second
+// Timeout bounds every wait: far longer than any event takes under -race
+// on a 2-core machine that other test runs load (setting up 2,000
+// loopback connections has taken over 10 s there), far shorter than go
+// test's ten minutes.
+const Timeout = 30 * time.Second
 
 // Recv returns the value received from ch, or the zero value once ch is
 // closed. It fails tb if neither happens within Timeout; what names what

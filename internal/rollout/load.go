@@ -250,12 +250,14 @@ func (l *Load) Completed() int64 { return l.rec.requests.Load() }
 // counts.
 func (l *Load) Stop() Counts {
 	l.stopOnce.Do(func() {
-		l.stopped = time.Now()
 		l.mu.Lock()
 		l.stopping = true
 		l.mu.Unlock()
 		close(l.stop)
 		l.wg.Wait()
+		// The load ends with its last request, whose failure, if it
+		// fails, is on the timeline.
+		l.stopped = time.Now()
 		l.cancel()
 		for _, c := range l.closers {
 			c()

@@ -162,6 +162,8 @@ func TestRunNaiveFails(t *testing.T) {
 			// A refused request went to a pod that had stopped listening
 			// while the load balancer still routed to it: between that
 			// pod's SIGTERM and its removal (and the client's noticing).
+			// Zero in cfg means the default, as in Run.
+			requestTimeout := cmp.Or(cfg.RequestTimeout, rollout.DefaultRequestTimeout)
 			for _, f := range res.Timeline.Failures {
 				if f.Kind != rollout.KindRefused {
 					continue
@@ -169,7 +171,7 @@ func TestRunNaiveFails(t *testing.T) {
 				require.GreaterOrEqual(t, f.Pod, 0, "a refused connection went to a pod")
 				pod := res.Timeline.Pods[f.Pod]
 				assert.GreaterOrEqual(t, f.At, pod.Term, "refused by %s before its SIGTERM", pod.Name)
-				assert.LessOrEqual(t, f.At, pod.Removed+cfg.RequestTimeout, "refused by %s long after its removal", pod.Name)
+				assert.LessOrEqual(t, f.At, pod.Removed+requestTimeout, "refused by %s long after its removal", pod.Name)
 			}
 			if load == rollout.LoadHTTP1 {
 				// (Over HTTP/2, Shutdown lingers up to a second after its
