@@ -78,7 +78,9 @@ func TestRunReturnsBeforeTheDeadlineWhateverTheFaults(t *testing.T) {
 		name string
 		// set up registers the faults; they block until release is closed.
 		setUp func(h *harness, release chan struct{})
-		// stuck is the call logged once Run is held up by the fault.
+		// stuck is the call logged once Run is held up by the fault, and
+		// waits with the deadline it will keep: once Run closes the servers,
+		// if it is not held up before that.
 		stuck string
 		// want are parts of Run's error.
 		want []string
@@ -99,7 +101,7 @@ func TestRunReturnsBeforeTheDeadlineWhateverTheFaults(t *testing.T) {
 		{
 			name:  "Drain ignores its context",
 			setUp: func(h *harness, rel chan struct{}) { h.ld.Register(newFaultyServer("a", h.log, "Drain", rel)) },
-			stuck: "a hangs in Drain",
+			stuck: "a close", // Drain hangs; Run waits, past Close, for it
 			want:  []string{"a server's Drain did not return by the deadline"},
 		},
 		{
@@ -166,7 +168,7 @@ func TestRunReturnsBeforeTheDeadlineWhateverTheFaults(t *testing.T) {
 				h.ld.Go(func(ctx context.Context) error { <-rel; return nil }, lameduck.Named("consumer"))
 				h.ld.OnShutdown(func(context.Context) error { <-rel; return nil }, lameduck.Named("db pool"))
 			},
-			stuck: "a hangs in Drain",
+			stuck: "c hangs in Serve", // after Close, as are the waits for Drain and Serve
 			want: []string{"a server's Drain did not return by the deadline", "a server's Close did not return by the deadline",
 				"a server's Serve did not return by the deadline", `1 worker cut; still running: worker "consumer"`, `shutdown hook "db pool" not run`},
 		},

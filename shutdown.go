@@ -46,7 +46,9 @@ var ErrCut = errors.New("lameduck: in-flight work was cut")
 //     reverse order, within the deadline: the grace period minus the safety
 //     margin, counted from the signal.
 //  7. Stopped: Run returns before that deadline, whatever servers, workers
-//     and hooks do.
+//     and hooks do. If Run's own timers fire late, as on an overloaded
+//     machine, Close still runs, within a quarter of the safety margin, so
+//     that what is cut is still closed and reported.
 //
 // The shutdown starts at the first signal, whichever way it arrives: one
 // of the Coordinator's own signals (see [WithSignals]), a value from
@@ -202,14 +204,16 @@ func (r *run) run(ctx context.Context) error {
 	for r.working > 0 && r.await(nil, drainCtx) {
 	}
 
-	report := r.closeServers(deadlineCtx)
+	closeCtx, cancelClose := c.deadlineContext(context.WithoutCancel(ctx), r.closeDeadline(deadline))
+	defer cancelClose(nil)
+	report := r.closeServers(closeCtx)
 	report.Workers = r.working
 	stillRunning := r.runningWorkers()
 	// Close makes Serve and Drain return; give them until the deadline.
-	if !r.await(drained, deadlineCtx) {
+	if !r.await(drained, closeCtx) {
 		r.errs = append(r.errs, errors.New("lameduck: a server's Drain did not return by the deadline"))
 	}
-	for r.serving > 0 && r.await(nil, deadlineCtx) {
+	for r.serving > 0 && r.await(nil, closeCtx) {
 	}
 	if r.serving > 0 {
 		r.errs = append(r.errs, errors.New("lameduck: a server's Serve did not return by the deadline"))
@@ -227,7 +231,7 @@ func (r *run) run(ctx context.Context) error {
 	hookErr := r.runHooks(hardCtx)
 	r.enter(PhaseStopped, report, slog.Duration("since_signal", c.clock.Now().Sub(signalAt)))
 	r.awaitFinalScrape(drainCtx) // admin.go
-	r.closeAdmins(deadlineCtx)   // admin.go: admin servers close last, as Run returns
+	r.closeAdmins(closeCtx)      // admin.go: admin servers close last, as Run returns
 	return errors.Join(errors.Join(r.errs...), cutErr, hookErr)
 }
 
@@ -258,6 +262,23 @@ func workerAttrs(names []string) []slog.Attr {
 		return nil
 	}
 	return []slog.Attr{slog.String("workers_cut", strings.Join(names, ", "))}
+}
+
+// lateClose is the share of the safety margin that Close may still take
+// when Run reaches it after the deadline.
+const lateClose = 4
+
+// closeDeadline is when Close, and the Drain and Serve calls it ends, must
+// have returned: the deadline, or, when Run gets there after the deadline,
+// as when an overloaded machine fires its timers late, a moment after now.
+// Close then still runs, taking a quarter of the safety margin at most, so
+// that what it cuts is closed and reported rather than left open and
+// unknown.
+func (r *run) closeDeadline(deadline time.Time) time.Time {
+	if now := r.c.clock.Now(); !now.Before(deadline) {
+		return now.Add(r.c.opts.safetyMargin / lateClose)
+	}
+	return deadline
 }
 
 // closeServers calls every server's Close and adds up what they cut, as far

@@ -157,6 +157,31 @@ func TestRunCutsWhatIsLeftAtTheDrainDeadline(t *testing.T) {
 	s.work.Done(lameduck.Stream)
 }
 
+// A process woken after its deadline, as on an overloaded machine whose
+// timers fire late, still closes what is left and reports it.
+func TestRunWokenLateStillClosesAndReportsTheCut(t *testing.T) {
+	h := newHarness(t, lameduck.WithGracePeriod(30*time.Second), lameduck.WithDrainDelay(5*time.Second),
+		lameduck.WithHookTimeout(3*time.Second), lameduck.WithSafetyMargin(2*time.Second))
+	s := newFakeServer("a", h.log)
+	s.work.Start(lameduck.Request) // never finishes
+	h.ld.Register(s)
+	h.ld.MarkReady()
+	h.start(t, context.Background())
+	h.signals <- syscall.SIGTERM
+	h.clock.Pass(t, 5*time.Second)
+	h.phases.await(t, lameduck.PhaseDraining)
+	h.clock.AwaitTimer(t, 20*time.Second)
+	h.clock.Advance(24 * time.Second) // 29 s after the signal: past the deadline
+	ev := h.phases.await(t, lameduck.PhaseStopping)
+	assert.Equal(t, lameduck.Counts{Requests: 1}, ev.Cut)
+	err := h.wait(t)
+	require.ErrorIs(t, err, lameduck.ErrCut)
+	assert.Contains(t, err.Error(), "1 request cut")
+	assert.NotContains(t, err.Error(), "did not return")
+	assert.Contains(t, h.log.all(), "a close", "Close ran")
+	s.work.Done(lameduck.Request)
+}
+
 func TestRunEndsTheDrainWhenTheLastRequestFinishes(t *testing.T) {
 	h := newHarness(t, lameduck.WithDrainDelay(0))
 	s := newFakeServer("a", h.log)
