@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/lameduck/lameduck/inflight"
 )
 
 // RegisterAdmin adds an admin server: one that answers the readiness and
@@ -88,7 +90,7 @@ func (a *adminServer) Serve() error {
 }
 
 // LameDuck does nothing: probes and scrapes are not asked to go elsewhere.
-func (a *adminServer) LameDuck() {}
+func (a *adminServer) LameDuck(func()) {}
 
 // Drain lets Run move on while the real server keeps answering.
 func (a *adminServer) Drain(context.Context) error {
@@ -97,9 +99,9 @@ func (a *adminServer) Drain(context.Context) error {
 }
 
 // Close lets Run move on; the real server is closed later, by closeAdmins.
-func (a *adminServer) Close() Counts {
+func (a *adminServer) Close() inflight.Counts {
 	a.release()
-	return Counts{}
+	return inflight.Counts{}
 }
 
 func (a *adminServer) release() {

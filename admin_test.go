@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/inflight"
 	"github.com/lameduck/lameduck/internal/await"
 )
 
@@ -23,7 +24,7 @@ type phaseAtClose struct {
 	phase chan lameduck.Phase
 }
 
-func (s *phaseAtClose) Close() lameduck.Counts {
+func (s *phaseAtClose) Close() inflight.Counts {
 	s.phase <- s.ld.Status().Phase
 	return s.fakeServer.Close()
 }
@@ -34,7 +35,7 @@ func TestAdminServerAnswersUntilRunReturns(t *testing.T) {
 	admin := &phaseAtClose{fakeServer: newFakeServer("admin", h.log), ld: h.ld, phase: make(chan lameduck.Phase, 1)}
 	h.ld.Register(app)
 	h.ld.RegisterAdmin(admin)
-	h.ld.OnShutdown(func(context.Context) error { h.log.add("hook"); return nil })
+	h.ld.OnShutdown("", func(context.Context) error { h.log.add("hook"); return nil })
 	h.ld.MarkReady()
 	h.start(t, context.Background())
 	assert.Equal(t, []string{"app listen", "admin listen"}, h.log.all(), "an admin server is bound before the process turns ready")
@@ -76,7 +77,7 @@ func TestAdminServerFailures(t *testing.T) {
 		admin.listenErr = errors.New("listen tcp :9102: bind: address already in use")
 		h.ld.Register(app)
 		h.ld.RegisterAdmin(admin)
-		h.ld.OnShutdown(func(context.Context) error { h.log.add("hook"); return nil })
+		h.ld.OnShutdown("", func(context.Context) error { h.log.add("hook"); return nil })
 		h.ld.MarkReady()
 		err := h.ld.Run(context.Background())
 		require.Error(t, err)

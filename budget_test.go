@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/inflight"
 )
 
 // TestBudgetsThatFitThePodsPeopleRun runs a shutdown with a request that
@@ -39,11 +40,11 @@ func TestBudgetsThatFitThePodsPeopleRun(t *testing.T) {
 			opts := append([]lameduck.Option{lameduck.WithGracePeriod(tt.grace), lameduck.WithDrainDelay(tt.delay)}, tt.more...)
 			h := newHarness(t, opts...)
 			srv := newFakeServer("a", h.log)
-			srv.work.Start(lameduck.Request) // never finishes
-			defer srv.work.Done(lameduck.Request)
+			srv.work.Start(inflight.Request) // never finishes
+			defer srv.work.Done(inflight.Request)
 			h.ld.Register(srv)
 			var hookDeadline time.Time
-			h.ld.OnShutdown(func(ctx context.Context) error { hookDeadline, _ = ctx.Deadline(); return nil })
+			h.ld.OnShutdown("", func(ctx context.Context) error { hookDeadline, _ = ctx.Deadline(); return nil })
 			h.ld.MarkReady()
 			h.start(t, context.Background())
 			signalAt := h.clock.Now()
@@ -61,7 +62,7 @@ func TestBudgetsThatFitThePodsPeopleRun(t *testing.T) {
 			h.clock.Advance(time.Millisecond)
 			ev := h.phases.await(t, lameduck.PhaseStopping)
 			assert.Equal(t, signalAt.Add(tt.drainDeadline), h.clock.Now(), "the drain is cut at the drain deadline")
-			assert.Equal(t, lameduck.Counts{Requests: 1}, ev.Cut)
+			assert.Equal(t, inflight.Counts{Requests: 1}, ev.Cut)
 			require.ErrorIs(t, h.wait(t), lameduck.ErrCut)
 			assert.Equal(t, signalAt.Add(tt.deadline), hookDeadline, "hooks end at the grace period minus the safety margin")
 		})

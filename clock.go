@@ -4,17 +4,26 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/lameduck/lameduck/internal/testhook"
 )
 
-// A Clock tells the time and runs functions later. The Coordinator uses it
-// for every timer of the shutdown sequence and of readiness checks, so that
-// tests can drive the sequence with a fake clock. The default is the real
-// time of package time.
-type Clock interface {
-	Now() time.Time
-	// AfterFunc calls f in its own goroutine once d has elapsed, unless stop
-	// is called first; stop reports whether it prevented the call.
-	AfterFunc(d time.Duration, f func()) (stop func() bool)
+// The Coordinator reads the time, and sets every timer of the shutdown
+// sequence and of readiness checks, through a testhook.Clock: the real time
+// of package time, or, in the repository's tests, a fake clock.
+
+func init() {
+	testhook.WithClock = func(c testhook.Clock) any { return withClock(c) }
+}
+
+// withClock sets the clock behind every timer.
+func withClock(c testhook.Clock) Option {
+	return optionFunc(func(o *options) {
+		if c == nil {
+			o.errs = append(o.errs, errors.New("the clock is nil"))
+		}
+		o.clock = c
+	})
 }
 
 type realClock struct{}

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/inflight"
 )
 
 func TestMisuseIsExplained(t *testing.T) {
@@ -55,20 +56,20 @@ func TestMisuseIsExplained(t *testing.T) {
 		},
 		{
 			name:   "an unknown kind of work",
-			do:     func(*lameduck.Coordinator) error { new(lameduck.Tracker).Start(lameduck.Kind(3)); return nil },
-			panics: "lameduck: unknown Kind 3",
+			do:     func(*lameduck.Coordinator) error { new(inflight.Tracker).Start(inflight.Kind(3)); return nil },
+			panics: "inflight: unknown Kind 3",
 		},
 		{
 			name: "more work in flight than a Tracker counts",
 			do: func(*lameduck.Coordinator) error {
-				var tr lameduck.Tracker
+				var tr inflight.Tracker
 				for range 1<<21 - 1 {
-					tr.Start(lameduck.Conn)
+					tr.Start(inflight.Conn)
 				}
-				tr.Start(lameduck.Conn)
+				tr.Start(inflight.Conn)
 				return nil
 			},
-			panics: "lameduck: Tracker.Start: more than 2097151 connections in flight",
+			panics: "inflight: Tracker.Start: more than 2097151 connections in flight",
 		},
 	}
 	for _, tt := range tests {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/lameduck/lameduck/internal/testhook"
 )
 
 // Readiness states, in the only order they can change.
@@ -25,7 +27,7 @@ const (
 type Coordinator struct {
 	opts  options
 	log   *slog.Logger
-	clock Clock
+	clock testhook.Clock
 
 	// state is the readiness latch: stateStarting, then stateReady (by
 	// MarkReady), then stateShuttingDown, never back.
@@ -125,10 +127,14 @@ func (c *Coordinator) register(method string, s Server, wrap func() Server) {
 // the worker to return, like a server's in-flight work, until the drain
 // deadline. A worker returning an error shuts the process down and Run
 // returns the error; a worker returning nil early is simply done. Logs and
-// errors name the worker after the line that called Go, or as [Named]
-// says. It panics if f is nil or Run has been called.
-func (c *Coordinator) Go(f func(ctx context.Context) error, opts ...WorkOption) {
-	c.addWork(&c.workers, "Go", "worker", f, opts)
+// errors call the worker name, or, if name is empty, after the line that
+// called Go:
+//
+//	ld.Go("orders consumer", consumer.Run)
+//
+// Go panics if f is nil or Run has been called.
+func (c *Coordinator) Go(name string, f func(ctx context.Context) error) {
+	c.addWork(&c.workers, "Go", "worker", name, f)
 }
 
 // OnShutdown adds a hook for [Coordinator.Run] to call after the drain, such
@@ -137,20 +143,23 @@ func (c *Coordinator) Go(f func(ctx context.Context) error, opts ...WorkOption) 
 // down last. Their context ends at the deadline: together they get the hook
 // timeout (see [WithHookTimeout]) plus whatever the drain left unused. A
 // hook that panics or returns an error does not stop the others; Run
-// returns every error, joined. Logs and errors name the hook after the line
-// that called OnShutdown, or as [Named] says. It panics if f is nil or Run
-// has been called.
-func (c *Coordinator) OnShutdown(f func(ctx context.Context) error, opts ...WorkOption) {
-	c.addWork(&c.hooks, "OnShutdown", "hook", f, opts)
+// returns every error, joined. Logs and errors call the hook name, or, if
+// name is empty, after the line that called OnShutdown:
+//
+//	ld.OnShutdown("db pool", pool.Shutdown)
+//
+// OnShutdown panics if f is nil or Run has been called.
+func (c *Coordinator) OnShutdown(name string, f func(ctx context.Context) error) {
+	c.addWork(&c.hooks, "OnShutdown", "hook", name, f)
 }
 
-// addWork adds f, a worker or a hook (what), to list for method, which
-// the user called.
-func (c *Coordinator) addWork(list *[]work, method, what string, f func(context.Context) error, opts []WorkOption) {
+// addWork adds f, a worker or a hook (what) named name, to list for
+// method, which the user called.
+func (c *Coordinator) addWork(list *[]work, method, what, name string, f func(context.Context) error) {
 	if f == nil {
 		panic("lameduck: " + method + ": the " + what + " is nil")
 	}
-	w := newWork(method, f, opts)
+	w := newWork(name, f)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.mustNotHaveRunLocked(method)

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/lameduck/lameduck/internal/testhook"
 )
 
 // The drain delay is step 3 of the sequence: the lame-duck phase, when
@@ -36,7 +38,7 @@ import (
 // the load balancer is known to stop routing sooner.
 //
 // Either way the delay ends no sooner than a quiet period after the last
-// connection that arrived during it (see [Arrivals]): a new connection
+// connection that arrived during it (see [Server]): a new connection
 // means that something still routes here. Keep-alive clients are told to
 // leave, so that only new clients arrive; probes do not count, and a
 // request in flight holds nothing. The budget check of [New] counts max.
@@ -138,8 +140,8 @@ type DelayReport struct {
 	// or "max", the maximum reached. "cut" is a second signal or the
 	// deadline. It is empty until the delay is over.
 	Ended string
-	// Arrivals counts the connections that servers reporting them (see
-	// [ArrivalReporter]) accepted during the lame-duck phase; LastArrival
+	// Arrivals counts the connections that the servers accepted during
+	// the lame-duck phase and reported (see [Server]); LastArrival
 	// is how long after the signal the last of them arrived, on the server
 	// that LastArrivalServer names.
 	Arrivals          int
@@ -187,13 +189,13 @@ func (r DelayReport) warn(log *slog.Logger, delay time.Duration) {
 // lameDuckDelay runs one drain delay: it gathers the evidence and closes
 // done when the delay is over.
 type lameDuckDelay struct {
-	clock     Clock
+	clock     testhook.Clock
 	signalAt  time.Time
 	start     time.Time // of the delay
 	min, max  time.Duration
 	quiet     time.Duration // zero for a fixed delay
 	names     []string
-	arrivals  []*Arrivals     // nil for servers that do not report
+	arrivals  []*arrivals     // one per server: what its LameDuck calls
 	endpoints *endpointsWatch // nil without evidence from the cluster
 	stopWatch context.CancelFunc
 	watching  sync.WaitGroup
@@ -217,17 +219,12 @@ func watchDelay(c *Coordinator, servers []Server, endpoints *endpointsWatch, sig
 	l := &lameDuckDelay{
 		clock: c.clock, signalAt: signalAt, min: cfg.minimum(d), max: d,
 		wake: make(chan struct{}, 1), done: make(chan struct{}), quit: make(chan struct{}),
-		names: make([]string, len(servers)), arrivals: make([]*Arrivals, len(servers)), seen: make([]int, len(servers)),
+		names: make([]string, len(servers)), arrivals: make([]*arrivals, len(servers)), seen: make([]int, len(servers)),
 		stopWatch: func() {},
 	}
 	for i, s := range servers {
 		l.names[i] = serverName(s, i)
-		if ar, ok := s.(ArrivalReporter); ok {
-			if a := ar.Arrivals(); a != nil {
-				l.arrivals[i] = a
-				a.watch(c.clock, l.wake)
-			}
-		}
+		l.arrivals[i] = &arrivals{clock: c.clock, wake: l.wake}
 	}
 	if !cfg.adaptive || d == 0 {
 		return l
@@ -284,8 +281,11 @@ func (l *lameDuckDelay) run() {
 	)
 	defer func() { stopTimer() }()
 	for {
-		l.update()
+		// The time first, then the evidence: everything that happened up
+		// to that time is then in the evidence, so that an arrival between
+		// the two cannot go unseen while the quiet period is measured.
 		in := l.clock.Now().Sub(l.start) // into the delay
+		l.update()
 		if l.report.Ended == "" {
 			at, why := l.end()
 			if in >= at {
@@ -361,9 +361,6 @@ func (l *lameDuckDelay) update() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for i, a := range l.arrivals {
-		if a == nil {
-			continue
-		}
 		count, lastAt := a.read()
 		if count > l.seen[i] {
 			l.report.Arrivals += count - l.seen[i]

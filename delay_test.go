@@ -63,7 +63,7 @@ func TestAdaptiveDelay(t *testing.T) {
 		h, s := startAdaptive(t)
 		h.clock.AwaitTimer(t, adaptiveMin)
 		h.clock.Advance(800 * time.Millisecond)
-		s.arrivals.Arrived()
+		s.arrive()
 		h.clock.AwaitTimer(t, adaptiveQuiet) // 800ms + 500ms, past the minimum
 		h.clock.Advance(adaptiveQuiet - time.Millisecond)
 		stillDelaying(t, h, "the quiet period has not passed")
@@ -80,10 +80,10 @@ func TestAdaptiveDelay(t *testing.T) {
 		h, s := startAdaptive(t)
 		h.clock.AwaitTimer(t, adaptiveMin)
 		h.clock.Advance(800 * time.Millisecond)
-		s.arrivals.Arrived()
+		s.arrive()
 		h.clock.AwaitTimer(t, adaptiveQuiet) // the quiet period now ends at 1.3s
 		h.clock.Advance(adaptiveQuiet - time.Millisecond)
-		s.arrivals.Arrived()
+		s.arrive()
 		h.clock.Advance(time.Millisecond) // when the first quiet period would have ended
 		stillDelaying(t, h, "a connection arrived 1ms before the quiet period ended")
 		h.clock.Advance(adaptiveQuiet - time.Millisecond)
@@ -95,7 +95,7 @@ func TestAdaptiveDelay(t *testing.T) {
 	})
 	t.Run("a connection that arrived holds nothing once its quiet period is over", func(t *testing.T) {
 		h, s := startAdaptive(t)
-		s.arrivals.Arrived() // and stays open, a long request in flight
+		s.arrive() // and stays open, a long request in flight
 		h.clock.AwaitTimer(t, adaptiveMin)
 		h.clock.Advance(adaptiveMin)
 		ev := h.phases.await(t, lameduck.PhaseDraining)
@@ -109,7 +109,7 @@ func TestAdaptiveDelay(t *testing.T) {
 		h.clock.AwaitTimer(t, adaptiveMin)
 		for range 20 { // one arrival every 500ms - 1ms: never quiet for long enough
 			h.clock.Advance(adaptiveQuiet - time.Millisecond)
-			s.arrivals.Arrived()
+			s.arrive()
 		}
 		h.clock.Pass(t, adaptiveMax-20*(adaptiveQuiet-time.Millisecond))
 		ev := h.phases.await(t, lameduck.PhaseDraining)
@@ -153,9 +153,9 @@ func TestFixedDelayMeasuresTheLag(t *testing.T) {
 	h.signals <- syscall.SIGTERM
 	h.clock.AwaitTimer(t, 5*time.Second)
 	h.clock.Advance(time.Second)
-	a.arrivals.Arrived()
+	a.arrive()
 	h.clock.Advance(time.Second)
-	b.arrivals.Arrived()
+	b.arrive()
 	h.clock.Advance(3 * time.Second)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
 	assert.Equal(t, 5*time.Second, ev.Elapsed, "a fixed delay ignores arrivals")
@@ -197,7 +197,7 @@ func TestStatusReportsTheDelayAsItMeasures(t *testing.T) {
 	assert.Equal(t, lameduck.DelayReport{}, h.ld.Status().Delay, "nothing measured yet")
 	h.clock.AwaitTimer(t, adaptiveMin)
 	h.clock.Advance(200 * time.Millisecond)
-	s.arrivals.Arrived()
+	s.arrive()
 	require.Eventually(t, func() bool { return h.ld.Status().Delay.Arrivals == 1 }, waitTimeout, time.Millisecond,
 		"the arrival shows before the delay is over")
 	d := h.ld.Status().Delay

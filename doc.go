@@ -14,7 +14,7 @@
 //	mux.Handle("/readyz", ld.ReadinessHandler())
 //	mux.Handle("/livez", ld.LivenessHandler())
 //	ld.Register(httpserver.New(&http.Server{Addr: ":8080", Handler: mux}))
-//	ld.OnShutdown(func(ctx context.Context) error { return db.Close() }, lameduck.Named("db"))
+//	ld.OnShutdown("db", func(ctx context.Context) error { return db.Close() })
 //	ld.MarkReady() // or later, once caches are warm
 //	if err := ld.Run(context.Background()); err != nil {
 //		log.Fatal(err)
@@ -34,24 +34,8 @@
 // context, run the same sequence: one signal that reaches Run several ways
 // counts once, and only a second delivery forces the shutdown.
 //
-// # The problem, as a timeline
-//
-// A rolling update deletes an old pod, and two things then happen in
-// parallel. The kubelet sends the container SIGTERM, and SIGKILL after
-// terminationGracePeriodSeconds (30 s by default). Meanwhile the endpoint is
-// marked terminating, and every node's kube-proxy, then ingress controllers
-// and cloud load balancers, stop routing to the pod: this takes from a
-// fraction of a second to many seconds. Until it is done, new connections
-// keep arriving. Connections already open stay pinned to the pod, and a
-// keep-alive client goes on sending requests on them for as long as the pod
-// keeps them open.
-//
-// A server that calls [net/http.Server.Shutdown] on SIGTERM therefore
-// refuses the connections that are still being routed to it and races the
-// requests that keep-alive clients are sending on connections it closes.
-// Turning readiness off and disabling keep-alives before a delay is not
-// enough either: closing an idle keep-alive connection races a client that
-// has just written a request on it.
+// Why each step is needed, with the timeline of a pod's deletion and
+// measurements, is in the repository's README and docs/.
 //
 // # The sequence
 //
@@ -96,40 +80,24 @@
 //
 //	drain delay + drain + hook timeout + safety margin <= terminationGracePeriodSeconds
 //
-// With the defaults — grace period 30 s ([DefaultGracePeriod]), drain delay
-// 5 s, hook timeout 3 s, safety margin 2 s — in-flight work has up to 20 s to
-// finish after the delay. Set [WithGracePeriod] to the pod's
-// terminationGracePeriodSeconds, and the drain delay above the time your
-// load balancers take to stop routing to a terminating pod. With a grace
-// period under 30 s the default hook timeout and safety margin are a tenth
-// of it each (at most 3 s and 2 s), so that short grace periods fit:
-//
-//	grace period   drain delay   hook timeout   safety margin   left to drain
-//	30 s           5 s           3 s            2 s             20 s
-//	10 s           5 s           1 s            1 s             3 s
-//	5 s            1 s           0.5 s          0.5 s           3 s
-//
-// Every shutdown measures the load balancer's lag: the log line that ends
-// the lame-duck phase ("lameduck: draining") and the [Event] say when the
-// last new connection arrived after the signal, and on which server, and
-// a warning says when it came near the end of the delay. With
-// [WithAdaptiveDrainDelay] the delay ends on evidence that routing has
-// caught up, the cluster's EndpointSlices in Kubernetes, instead of always
-// lasting the longest lag a cluster might have.
-//
-// A hook timeout or safety margin set explicitly is honoured exactly. [New]
+// With the defaults (see [DefaultGracePeriod] and the constants after it)
+// in-flight work has up to 20 s to finish after the delay. Set
+// [WithGracePeriod] to the pod's terminationGracePeriodSeconds; [New]
 // rejects settings that leave no time to drain, and lists every change that
-// would fit: the grace period, the delay, the hook timeout or the margin. Give the
-// readiness probe a short period (periodSeconds: 1 to 5) so that new pods
-// join quickly; the shutdown does not depend on it, because endpoints are
-// removed as soon as the pod is deleted.
+// would fit. Every shutdown logs and reports ([Event], [DelayReport]) when
+// the last new connection arrived after the signal: the load balancer's lag,
+// which the drain delay must cover. [WithAdaptiveDrainDelay] ends the delay
+// on evidence that routing has caught up, the cluster's EndpointSlices in
+// Kubernetes, instead of always lasting the longest lag a cluster might
+// have.
 //
 // # Servers of your own
 //
 // Anything that accepts connections can take part by implementing [Server];
-// a [Tracker] counts its in-flight work and tells it, without polling, when
-// the last piece is done; [Arrivals], through [ArrivalReporter], tells the
-// Coordinator which connections arrived during the drain delay. Background
+// package github.com/lameduck/lameduck/inflight counts its in-flight work
+// and tells it, without polling, when the last piece is done. That is all
+// an adapter's author needs beyond this package, and it is kept apart so
+// that this package's index is what a service's author reads. Background
 // work that is not a server, such as a queue consumer, is started with
 // [Coordinator.Go].
 //

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lameduck/lameduck/internal/testhook"
 )
 
 // Evidence from the cluster, for the adaptive drain delay. In Kubernetes
@@ -152,7 +154,7 @@ const (
 // the drain delay.
 type endpointsWatch struct {
 	api   *kubeAPI
-	clock Clock
+	clock testhook.Clock
 	log   *slog.Logger
 	wake  chan struct{} // set by start
 

@@ -258,7 +258,7 @@ func TestArrivalsHoldTheDelayPastTheClustersWord(t *testing.T) {
 	h, s, _ := startWatching(t, api)
 	h.clock.AwaitTimer(t, allowance)
 	h.clock.Advance(allowance - 100*time.Millisecond)
-	s.arrivals.Arrived() // something routes here still, whatever the slices say
+	s.arrive() // something routes here still, whatever the slices say
 	h.clock.Pass(t, adaptiveQuiet)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
 	assert.Equal(t, allowance-100*time.Millisecond+adaptiveQuiet, ev.Elapsed)

@@ -15,23 +15,26 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/httpserver"
+	"github.com/lameduck/lameduck/inflight"
 )
 
 // printServer is a lameduck.Server that prints the calls it gets.
 type printServer struct{ stop chan struct{} }
 
-func (s printServer) Listen() error { fmt.Println("  server: listen"); return nil }
-func (s printServer) Serve() error  { <-s.stop; return nil }
-func (s printServer) LameDuck()     { fmt.Println("  server: ask clients to leave") }
+func (s printServer) Listen() error   { fmt.Println("  server: listen"); return nil }
+func (s printServer) Serve() error    { <-s.stop; return nil }
+func (s printServer) LameDuck(func()) { fmt.Println("  server: ask clients to leave") }
 func (s printServer) Drain(ctx context.Context) error {
 	fmt.Println("  server: stop accepting, wait for in-flight requests")
 	return nil
 }
 
-func (s printServer) Close() lameduck.Counts {
+func (s printServer) InFlight() inflight.Counts { return inflight.Counts{} }
+
+func (s printServer) Close() inflight.Counts {
 	fmt.Println("  server: close")
 	close(s.stop)
-	return lameduck.Counts{}
+	return inflight.Counts{}
 }
 
 // The phases Run goes through, and what it asks of a server in each.
@@ -52,7 +55,7 @@ func ExampleCoordinator_Run() {
 		panic(err)
 	}
 	ld.Register(printServer{stop: make(chan struct{})})
-	ld.OnShutdown(func(ctx context.Context) error {
+	ld.OnShutdown("", func(ctx context.Context) error {
 		fmt.Println("  hook: close the database")
 		return nil
 	})
@@ -91,17 +94,17 @@ func ExampleCoordinator_Run_notifyContext() {
 }
 
 // Hooks and workers are named in every error and log line about them;
-// without Named, after the file and line that registered them.
-func ExampleNamed() {
+// with an empty name, after the file and line that registered them.
+func ExampleCoordinator_OnShutdown() {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // start the shutdown at once
 	ld, err := lameduck.New(lameduck.WithSignals(), lameduck.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		panic(err)
 	}
-	ld.OnShutdown(func(ctx context.Context) error {
+	ld.OnShutdown("db pool", func(ctx context.Context) error {
 		return errors.New("close: connection reset by peer")
-	}, lameduck.Named("db pool"))
+	})
 	fmt.Println(ld.Run(ctx))
 	// Output:
 	// lameduck: shutdown hook "db pool": close: connection reset by peer

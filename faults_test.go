@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/inflight"
 	"github.com/lameduck/lameduck/internal/await"
 )
 
@@ -48,8 +49,8 @@ func (s *faultyServer) Serve() error {
 	return err
 }
 
-func (s *faultyServer) LameDuck() {
-	s.fakeServer.LameDuck()
+func (s *faultyServer) LameDuck(arrived func()) {
+	s.fakeServer.LameDuck(arrived)
 	s.hang("LameDuck")
 }
 
@@ -62,7 +63,7 @@ func (s *faultyServer) Drain(ctx context.Context) error {
 	return s.fakeServer.Drain(ctx)
 }
 
-func (s *faultyServer) Close() lameduck.Counts {
+func (s *faultyServer) Close() inflight.Counts {
 	n := s.fakeServer.Close()
 	s.hang("Close")
 	return n
@@ -120,7 +121,7 @@ func TestRunReturnsBeforeTheDeadlineWhateverTheFaults(t *testing.T) {
 			name: "request never finishes",
 			setUp: func(h *harness, rel chan struct{}) {
 				s := newFakeServer("a", h.log)
-				s.work.Start(lameduck.Request)
+				s.work.Start(inflight.Request)
 				h.ld.Register(s)
 			},
 			stuck: "a drain",
@@ -130,7 +131,7 @@ func TestRunReturnsBeforeTheDeadlineWhateverTheFaults(t *testing.T) {
 		{
 			name: "worker ignores its context",
 			setUp: func(h *harness, rel chan struct{}) {
-				h.ld.Go(func(ctx context.Context) error {
+				h.ld.Go("", func(ctx context.Context) error {
 					<-ctx.Done()
 					h.log.add("worker goes on")
 					<-rel
@@ -144,8 +145,8 @@ func TestRunReturnsBeforeTheDeadlineWhateverTheFaults(t *testing.T) {
 		{
 			name: "hook ignores its context",
 			setUp: func(h *harness, rel chan struct{}) {
-				h.ld.OnShutdown(func(context.Context) error { h.log.add("hook 1"); return nil }, lameduck.Named("cache"))
-				h.ld.OnShutdown(func(context.Context) error { h.log.add("hook 2 hangs"); <-rel; return nil }, lameduck.Named("db pool"))
+				h.ld.OnShutdown("cache", func(context.Context) error { h.log.add("hook 1"); return nil })
+				h.ld.OnShutdown("db pool", func(context.Context) error { h.log.add("hook 2 hangs"); <-rel; return nil })
 			},
 			stuck: "hook 2 hangs",
 			want:  []string{`shutdown hook "db pool" did not return in time`, `shutdown hook "cache" not run`},
@@ -153,8 +154,8 @@ func TestRunReturnsBeforeTheDeadlineWhateverTheFaults(t *testing.T) {
 		{
 			name: "hook panics, the next one hangs",
 			setUp: func(h *harness, rel chan struct{}) {
-				h.ld.OnShutdown(func(context.Context) error { h.log.add("hook 1 hangs"); <-rel; return nil }, lameduck.Named("db pool"))
-				h.ld.OnShutdown(func(context.Context) error { panic("flush: nil pointer") }, lameduck.Named("telemetry"))
+				h.ld.OnShutdown("db pool", func(context.Context) error { h.log.add("hook 1 hangs"); <-rel; return nil })
+				h.ld.OnShutdown("telemetry", func(context.Context) error { panic("flush: nil pointer") })
 			},
 			stuck: "hook 1 hangs",
 			want:  []string{`shutdown hook "telemetry": panic: flush: nil pointer`, `shutdown hook "db pool" did not return in time`},
@@ -165,8 +166,8 @@ func TestRunReturnsBeforeTheDeadlineWhateverTheFaults(t *testing.T) {
 				h.ld.Register(newFaultyServer("a", h.log, "Drain", rel))
 				h.ld.Register(newFaultyServer("b", h.log, "Close", rel))
 				h.ld.Register(newFaultyServer("c", h.log, "Serve", rel))
-				h.ld.Go(func(ctx context.Context) error { <-rel; return nil }, lameduck.Named("consumer"))
-				h.ld.OnShutdown(func(context.Context) error { <-rel; return nil }, lameduck.Named("db pool"))
+				h.ld.Go("consumer", func(ctx context.Context) error { <-rel; return nil })
+				h.ld.OnShutdown("db pool", func(context.Context) error { <-rel; return nil })
 			},
 			stuck: "c hangs in Serve", // after Close, as are the waits for Drain and Serve
 			want: []string{"a server's Drain did not return by the deadline", "a server's Close did not return by the deadline",
@@ -231,7 +232,7 @@ func TestFailedStartReturnsWithinTheHookTimeout(t *testing.T) {
 	b.listenErr = errors.New("listen tcp :8080: bind: address already in use")
 	h.ld.Register(b)
 	hookCtx := make(chan context.Context, 1)
-	h.ld.OnShutdown(func(ctx context.Context) error { hookCtx <- ctx; return nil }, lameduck.Named("db pool"))
+	h.ld.OnShutdown("db pool", func(ctx context.Context) error { hookCtx <- ctx; return nil })
 	done := make(chan error, 1)
 	go func() { done <- h.ld.Run(context.Background()) }()
 	h.log.await(t, "a hangs in Close")
@@ -280,7 +281,7 @@ func TestShutdownStartsWheneverTheSignalArrives(t *testing.T) {
 			h := newHarness(t, lameduck.WithDrainDelay(5*time.Second))
 			release := make(chan struct{})
 			a := newFaultyServer("a", h.log, "Listen", release)
-			a.work.Start(lameduck.Request) // holds the drain until the test ends it
+			a.work.Start(inflight.Request) // holds the drain until the test ends it
 			h.ld.Register(a)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
@@ -296,7 +297,7 @@ func TestShutdownStartsWheneverTheSignalArrives(t *testing.T) {
 				tt.duringDrain(h)
 			}
 			if tt.want == "" {
-				a.work.Done(lameduck.Request)
+				a.work.Done(inflight.Request)
 			}
 			err := h.wait(t)
 			if tt.want == "" {
@@ -304,7 +305,7 @@ func TestShutdownStartsWheneverTheSignalArrives(t *testing.T) {
 			} else {
 				require.ErrorIs(t, err, lameduck.ErrCut)
 				assert.Contains(t, err.Error(), tt.want)
-				a.work.Done(lameduck.Request)
+				a.work.Done(inflight.Request)
 			}
 			h.ld.MarkReady()
 			code, body := probe(t, h.ld.ReadinessHandler(), "GET", "/readyz")
@@ -321,7 +322,7 @@ func TestContextCancelledDuringTheDrainDoesNotCut(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	h.start(t, ctx)
-	s.work.Start(lameduck.Request)
+	s.work.Start(inflight.Request)
 	h.signals <- syscall.SIGTERM
 	h.log.await(t, "a drain")
 	cancel()
@@ -330,7 +331,7 @@ func TestContextCancelledDuringTheDrainDoesNotCut(t *testing.T) {
 		t.Fatalf("Run returned with a request in flight: %v", err)
 	default:
 	}
-	s.work.Done(lameduck.Request)
+	s.work.Done(inflight.Request)
 	require.NoError(t, h.wait(t), "the parent context only starts the shutdown")
 }
 
@@ -356,7 +357,7 @@ func TestServeFailures(t *testing.T) {
 			a, b := newFakeServer("a", h.log), newFakeServer("b", h.log)
 			h.ld.Register(a)
 			h.ld.Register(b)
-			h.ld.OnShutdown(func(context.Context) error { h.log.add("hook"); return nil })
+			h.ld.OnShutdown("", func(context.Context) error { h.log.add("hook"); return nil })
 			if tt.early {
 				tt.fail(a)
 			} else {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/inflight"
 	"github.com/lameduck/lameduck/internal/fakeclock"
 )
 
@@ -35,11 +37,11 @@ type fakeServer struct {
 	onLameDuck func() // called by LameDuck, if set
 	log        *callLog
 
-	work     lameduck.Tracker
-	arrivals lameduck.Arrivals
-	stopped  chan struct{} // closed by Close: Serve returns
-	fail     chan error    // a value makes Serve fail
-	once     sync.Once
+	work    inflight.Tracker
+	arrived atomic.Pointer[func()] // given to LameDuck
+	stopped chan struct{}          // closed by Close: Serve returns
+	fail    chan error             // a value makes Serve fail
+	once    sync.Once
 }
 
 func newFakeServer(name string, log *callLog) *fakeServer {
@@ -48,7 +50,15 @@ func newFakeServer(name string, log *callLog) *fakeServer {
 
 func (s *fakeServer) String() string { return s.name }
 
-func (s *fakeServer) Arrivals() *lameduck.Arrivals { return &s.arrivals }
+// arrive reports a connection arrived during the lame-duck phase, as a
+// real server does; before LameDuck it does nothing.
+func (s *fakeServer) arrive() {
+	if f := s.arrived.Load(); f != nil {
+		(*f)()
+	}
+}
+
+func (s *fakeServer) InFlight() inflight.Counts { return s.work.InFlight() }
 
 func (s *fakeServer) Listen() error {
 	s.log.add(s.name + " listen")
@@ -64,7 +74,8 @@ func (s *fakeServer) Serve() error {
 	}
 }
 
-func (s *fakeServer) LameDuck() {
+func (s *fakeServer) LameDuck(arrived func()) {
+	s.arrived.Store(&arrived)
 	if s.onLameDuck != nil {
 		s.onLameDuck()
 	}
@@ -73,7 +84,6 @@ func (s *fakeServer) LameDuck() {
 
 func (s *fakeServer) Drain(ctx context.Context) error {
 	s.log.add(s.name + " drain")
-	s.work.Drain()
 	for {
 		select {
 		case <-s.work.Idle():
@@ -86,7 +96,7 @@ func (s *fakeServer) Drain(ctx context.Context) error {
 	}
 }
 
-func (s *fakeServer) Close() lameduck.Counts {
+func (s *fakeServer) Close() inflight.Counts {
 	s.log.add(s.name + " close")
 	s.once.Do(func() { close(s.stopped) })
 	return s.work.InFlight()
@@ -172,7 +182,7 @@ func newHarness(t *testing.T, opts ...lameduck.Option) *harness {
 	t.Helper()
 	h := &harness{clock: fakeclock.New(), signals: make(chan os.Signal, 2), phases: newPhases(), log: newCallLog()}
 	base := []lameduck.Option{
-		lameduck.WithSignals(), lameduck.WithSignalChannel(h.signals), lameduck.WithClock(h.clock),
+		lameduck.WithSignals(), lameduck.WithSignalChannel(h.signals), h.clock.Option(),
 		lameduck.WithLogger(discard), lameduck.WithObserver(h.phases.observe),
 	}
 	ld, err := lameduck.New(append(base, opts...)...)

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"os"
 	"time"
+
+	"github.com/lameduck/lameduck/internal/testhook"
 )
 
 // Defaults, chosen to fit a pod spec that does not set
@@ -59,7 +61,7 @@ type options struct {
 	signalCh     <-chan os.Signal
 	logger       *slog.Logger
 	observers    []func(Event)
-	clock        Clock
+	clock        testhook.Clock
 	checkDetails bool
 	finalScrape  bool
 	errs         []error // nil values passed to options
@@ -144,17 +146,6 @@ func WithObserver(f func(Event)) Option {
 			return
 		}
 		o.observers = append(o.observers, f)
-	})
-}
-
-// WithClock sets the clock behind every timer: the drain delay, the
-// deadline, hook and check timeouts. The default is the real time.
-func WithClock(c Clock) Option {
-	return optionFunc(func(o *options) {
-		if c == nil {
-			o.errs = append(o.errs, errors.New("WithClock: the clock is nil; leave the option out to use the real time"))
-		}
-		o.clock = c
 	})
 }
 

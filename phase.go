@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/lameduck/lameduck/inflight"
 )
 
 // A Phase is a step of the sequence that [Coordinator.Run] goes through.
@@ -55,7 +57,7 @@ type Event struct {
 	Elapsed time.Duration
 	// Cut counts the work cut at the deadline or by a second signal. It is
 	// set from PhaseStopping on.
-	Cut Counts
+	Cut inflight.Counts
 	// Delay is what the drain delay measured: what ended it, and how long
 	// the load balancer went on routing to the process. It is set from
 	// PhaseDraining on, whose Elapsed is the delay taken.
@@ -64,7 +66,7 @@ type Event struct {
 
 // enter moves to phase p: one log line with the previous phase's duration,
 // and one Event for each observer.
-func (r *run) enter(p Phase, cut Counts, attrs ...slog.Attr) {
+func (r *run) enter(p Phase, cut inflight.Counts, attrs ...slog.Attr) {
 	now := r.c.clock.Now()
 	elapsed := now.Sub(r.phaseAt)
 	if p == PhaseStarting {

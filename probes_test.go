@@ -96,7 +96,7 @@ func TestReadinessFloodRunsEachCheckOnceAtATime(t *testing.T) {
 	for _, cache := range []time.Duration{0, time.Second} {
 		t.Run("cache "+cache.String(), func(t *testing.T) {
 			clock := fakeclock.New()
-			ld, err := lameduck.New(lameduck.WithLogger(discard), lameduck.WithClock(clock))
+			ld, err := lameduck.New(lameduck.WithLogger(discard), clock.Option())
 			require.NoError(t, err)
 			release := make(chan struct{})
 			var calls, running, most atomic.Int32

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/inflight"
 	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/fakeclock"
 )
@@ -33,7 +34,7 @@ func TestReadinessFollowsTheLifecycle(t *testing.T) {
 	h := newHarness(t, lameduck.WithDrainDelay(time.Second))
 	ready, live := h.ld.ReadinessHandler(), h.ld.LivenessHandler()
 	s := newFakeServer("a", h.log)
-	s.work.Start(lameduck.Request) // keeps the drain going
+	s.work.Start(inflight.Request) // keeps the drain going
 	h.ld.Register(s)
 
 	expect := func(code int, body string) {
@@ -62,7 +63,7 @@ func TestReadinessFollowsTheLifecycle(t *testing.T) {
 	h.clock.Advance(time.Second)
 	h.log.await(t, "a drain")
 	expect(http.StatusServiceUnavailable, "shutting down")
-	s.work.Done(lameduck.Request)
+	s.work.Done(inflight.Request)
 	require.NoError(t, h.wait(t))
 	expect(http.StatusServiceUnavailable, "shutting down")
 }
@@ -150,7 +151,7 @@ func TestReadinessCheckDetailsAreOptIn(t *testing.T) {
 
 func TestReadinessCheckTimeout(t *testing.T) {
 	clock := fakeclock.New()
-	ld, err := lameduck.New(lameduck.WithLogger(discard), lameduck.WithClock(clock), lameduck.WithCheckDetails())
+	ld, err := lameduck.New(lameduck.WithLogger(discard), clock.Option(), lameduck.WithCheckDetails())
 	require.NoError(t, err)
 	release := make(chan struct{})
 	var calls atomic.Int32
@@ -230,7 +231,7 @@ func TestReadinessChecksAreCoalesced(t *testing.T) {
 
 func TestReadinessCheckCache(t *testing.T) {
 	clock := fakeclock.New()
-	ld, err := lameduck.New(lameduck.WithLogger(discard), lameduck.WithClock(clock))
+	ld, err := lameduck.New(lameduck.WithLogger(discard), clock.Option())
 	require.NoError(t, err)
 	var calls atomic.Int32
 	ld.AddCheck(lameduck.Check{Name: "db", Cache: time.Second, Func: func(context.Context) error { calls.Add(1); return nil }})

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lameduck/lameduck/inflight"
 )
 
 // ErrCut is returned, wrapped, by [Coordinator.Run] when in-flight work had
@@ -120,7 +122,7 @@ type run struct {
 
 func (r *run) run(ctx context.Context) error {
 	c := r.c
-	r.enter(PhaseStarting, Counts{}, slog.Int("servers", len(r.servers)), slog.Int("workers", len(r.workers)))
+	r.enter(PhaseStarting, inflight.Counts{}, slog.Int("servers", len(r.servers)), slog.Int("workers", len(r.workers)))
 	sigs, stopSignals := notifySignals(&c.opts, c.log)
 	defer stopSignals()
 	r.signals = sigs
@@ -154,7 +156,7 @@ func (r *run) run(ctx context.Context) error {
 	ready := c.markServing()
 	endpoints := prepareEndpoints(c) // endpoints.go: for an adaptive delay in Kubernetes
 	defer endpoints.close()
-	r.enter(PhaseServing, Counts{}, slog.String("servers", strings.Join(names, ", ")), slog.Bool("ready", ready))
+	r.enter(PhaseServing, inflight.Counts{}, slog.String("servers", strings.Join(names, ", ")), slog.Bool("ready", ready))
 	if ready {
 		c.log.Info("lameduck: ready")
 	}
@@ -180,13 +182,13 @@ func (r *run) run(ctx context.Context) error {
 	c.progress.mu.Lock()
 	c.progress.delay = lameDuck // status.go: Status reports it as it measures
 	c.progress.mu.Unlock()
-	if _, ok := r.each(hardCtx, func(s Server) { s.LameDuck() }); !ok && deadlineCtx.Err() != nil {
+	if _, ok := r.each(hardCtx, func(i int, s Server) { s.LameDuck(lameDuck.arrivals[i].arrived) }); !ok && deadlineCtx.Err() != nil {
 		r.errs = append(r.errs, errors.New("lameduck: a server's LameDuck did not return by the deadline"))
 	}
 	drainDeadline := deadline.Add(-c.opts.hookTimeout)
 	// Entered once the servers ask clients to leave, so that an observer
 	// sees the phase in effect.
-	r.enter(PhaseLameDuck, Counts{}, slog.String("trigger", trigger), slog.Bool("was_ready", wasReady),
+	r.enter(PhaseLameDuck, inflight.Counts{}, slog.String("trigger", trigger), slog.Bool("was_ready", wasReady),
 		c.opts.delay.attr(delay), slog.Duration("drain_deadline_in", drainDeadline.Sub(signalAt)),
 		slog.Duration("deadline_in", deadline.Sub(signalAt)))
 	lameDuck.begin()
@@ -196,11 +198,11 @@ func (r *run) run(ctx context.Context) error {
 	// Drain.
 	drainCtx, cancelDrain := c.deadlineContext(hardCtx, drainDeadline)
 	defer cancelDrain(nil)
-	r.enter(PhaseDraining, Counts{}, r.delay.attrs()...)
+	r.enter(PhaseDraining, inflight.Counts{}, r.delay.attrs()...)
 	r.delay.warn(c.log, delay)
 	stopWork()
 	// Drain's error says no more than the counts from Close below.
-	drained, _ := r.each(drainCtx, func(s Server) { _ = s.Drain(drainCtx) })
+	drained, _ := r.each(drainCtx, func(_ int, s Server) { _ = s.Drain(drainCtx) })
 	for r.working > 0 && r.await(nil, drainCtx) {
 	}
 
@@ -284,10 +286,10 @@ func (r *run) closeDeadline(deadline time.Time) time.Time {
 // closeServers calls every server's Close and adds up what they cut, as far
 // as known when ctx ends: a Close that returns later is reported as stuck
 // and its counts are left out.
-func (r *run) closeServers(ctx context.Context) Counts {
+func (r *run) closeServers(ctx context.Context) inflight.Counts {
 	var mu sync.Mutex
-	var cut Counts
-	if _, ok := r.each(ctx, func(s Server) {
+	var cut inflight.Counts
+	if _, ok := r.each(ctx, func(_ int, s Server) {
 		c := s.Close()
 		mu.Lock()
 		cut = cut.Add(c)
@@ -310,18 +312,18 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
-// each calls f on every server, concurrently, and waits for every call to
+// each calls f on every server and its index, concurrently, and waits for every call to
 // return or for ctx to end: a server that breaks its contract by blocking
 // cannot hold Run past its deadline. It returns a channel closed once every
 // call has returned, and whether that happened before ctx ended.
-func (r *run) each(ctx context.Context, f func(Server)) (<-chan struct{}, bool) {
+func (r *run) each(ctx context.Context, f func(i int, s Server)) (<-chan struct{}, bool) {
 	done := make(chan struct{})
 	var calls sync.WaitGroup
-	for _, s := range r.servers {
+	for i, s := range r.servers {
 		calls.Add(1)
 		go func() {
 			defer calls.Done()
-			f(s)
+			f(i, s)
 		}()
 	}
 	go func() { calls.Wait(); close(done) }()
@@ -425,9 +427,9 @@ func (r *run) failStart(ctx context.Context, err error, started []Server) error 
 	if !r.await(closed, hookCtx) {
 		err = errors.Join(err, errors.New("lameduck: a server's Close did not return in time"))
 	}
-	r.enter(PhaseStopping, Counts{})
+	r.enter(PhaseStopping, inflight.Counts{})
 	err = errors.Join(err, r.runHooks(hookCtx))
-	r.enter(PhaseStopped, Counts{})
+	r.enter(PhaseStopped, inflight.Counts{})
 	r.closeAdmins(hookCtx) // admin.go
 	return err
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/inflight"
 	"github.com/lameduck/lameduck/internal/await"
 )
 
@@ -32,7 +33,6 @@ func TestNewRejectsBadConfiguration(t *testing.T) {
 		{"negative margin", []lameduck.Option{lameduck.WithSafetyMargin(-time.Second)}, []string{"safety margin is -1s"}},
 		{"zero grace period", []lameduck.Option{lameduck.WithGracePeriod(0)}, []string{"grace period is 0s", "terminationGracePeriodSeconds"}},
 		{"nil logger", []lameduck.Option{lameduck.WithLogger(nil)}, []string{"WithLogger", "nil", "slog.DiscardHandler"}},
-		{"nil clock", []lameduck.Option{lameduck.WithClock(nil)}, []string{"WithClock", "nil"}},
 		{"nil observer", []lameduck.Option{lameduck.WithObserver(nil)}, []string{"WithObserver", "nil"}},
 		{"nil signal", []lameduck.Option{lameduck.WithSignals(syscall.SIGTERM, nil)}, []string{"WithSignals", "nil"}},
 		{"nil signal channel", []lameduck.Option{lameduck.WithSignalChannel(nil)}, []string{"WithSignalChannel", "nil"}},
@@ -69,8 +69,8 @@ func TestRunGoesThroughThePhasesInOrder(t *testing.T) {
 	a, b := newFakeServer("a", h.log), newFakeServer("b", h.log)
 	h.ld.Register(a)
 	h.ld.Register(b)
-	h.ld.OnShutdown(func(context.Context) error { h.log.add("hook 1"); return nil })
-	h.ld.OnShutdown(func(context.Context) error { h.log.add("hook 2"); return nil })
+	h.ld.OnShutdown("", func(context.Context) error { h.log.add("hook 1"); return nil })
+	h.ld.OnShutdown("", func(context.Context) error { h.log.add("hook 2"); return nil })
 	h.ld.MarkReady()
 	h.start(t, context.Background())
 	assert.Equal(t, []string{"a listen", "b listen"}, h.log.all())
@@ -124,11 +124,11 @@ func TestRunCutsWhatIsLeftAtTheDrainDeadline(t *testing.T) {
 	h := newHarness(t, lameduck.WithGracePeriod(30*time.Second), lameduck.WithDrainDelay(5*time.Second),
 		lameduck.WithHookTimeout(3*time.Second), lameduck.WithSafetyMargin(2*time.Second))
 	s := newFakeServer("a", h.log)
-	s.work.Start(lameduck.Request) // never finishes
-	s.work.Start(lameduck.Stream)
+	s.work.Start(inflight.Request) // never finishes
+	s.work.Start(inflight.Stream)
 	h.ld.Register(s)
 	var hookDeadline time.Time
-	h.ld.OnShutdown(func(ctx context.Context) error {
+	h.ld.OnShutdown("", func(ctx context.Context) error {
 		hookDeadline, _ = ctx.Deadline()
 		return nil
 	})
@@ -148,13 +148,13 @@ func TestRunCutsWhatIsLeftAtTheDrainDeadline(t *testing.T) {
 	}
 	h.clock.Advance(time.Millisecond)
 	ev := h.phases.await(t, lameduck.PhaseStopping)
-	assert.Equal(t, lameduck.Counts{Requests: 1, Streams: 1}, ev.Cut)
+	assert.Equal(t, inflight.Counts{Requests: 1, Streams: 1}, ev.Cut)
 	err := h.wait(t)
 	require.ErrorIs(t, err, lameduck.ErrCut)
 	assert.Contains(t, err.Error(), "the drain deadline passed: 1 request, 1 stream cut")
 	assert.Equal(t, start.Add(28*time.Second), hookDeadline, "hooks end at grace period minus margin")
-	s.work.Done(lameduck.Request)
-	s.work.Done(lameduck.Stream)
+	s.work.Done(inflight.Request)
+	s.work.Done(inflight.Stream)
 }
 
 // A process woken after its deadline, as on an overloaded machine whose
@@ -163,7 +163,7 @@ func TestRunWokenLateStillClosesAndReportsTheCut(t *testing.T) {
 	h := newHarness(t, lameduck.WithGracePeriod(30*time.Second), lameduck.WithDrainDelay(5*time.Second),
 		lameduck.WithHookTimeout(3*time.Second), lameduck.WithSafetyMargin(2*time.Second))
 	s := newFakeServer("a", h.log)
-	s.work.Start(lameduck.Request) // never finishes
+	s.work.Start(inflight.Request) // never finishes
 	h.ld.Register(s)
 	h.ld.MarkReady()
 	h.start(t, context.Background())
@@ -173,13 +173,13 @@ func TestRunWokenLateStillClosesAndReportsTheCut(t *testing.T) {
 	h.clock.AwaitTimer(t, 20*time.Second)
 	h.clock.Advance(24 * time.Second) // 29 s after the signal: past the deadline
 	ev := h.phases.await(t, lameduck.PhaseStopping)
-	assert.Equal(t, lameduck.Counts{Requests: 1}, ev.Cut)
+	assert.Equal(t, inflight.Counts{Requests: 1}, ev.Cut)
 	err := h.wait(t)
 	require.ErrorIs(t, err, lameduck.ErrCut)
 	assert.Contains(t, err.Error(), "1 request cut")
 	assert.NotContains(t, err.Error(), "did not return")
 	assert.Contains(t, h.log.all(), "a close", "Close ran")
-	s.work.Done(lameduck.Request)
+	s.work.Done(inflight.Request)
 }
 
 func TestRunEndsTheDrainWhenTheLastRequestFinishes(t *testing.T) {
@@ -188,7 +188,7 @@ func TestRunEndsTheDrainWhenTheLastRequestFinishes(t *testing.T) {
 	h.ld.Register(s)
 	h.ld.MarkReady()
 	h.start(t, context.Background())
-	s.work.Start(lameduck.Request)
+	s.work.Start(inflight.Request)
 	h.signals <- syscall.SIGTERM
 	h.log.await(t, "a drain")
 	select {
@@ -196,7 +196,7 @@ func TestRunEndsTheDrainWhenTheLastRequestFinishes(t *testing.T) {
 		t.Fatalf("Run returned with a request in flight: %v", err)
 	default:
 	}
-	s.work.Done(lameduck.Request)
+	s.work.Done(inflight.Request)
 	require.NoError(t, h.wait(t))
 }
 
@@ -206,22 +206,22 @@ func TestSecondSignalForcesTheShutdown(t *testing.T) {
 			h := newHarness(t, lameduck.WithDrainDelay(5*time.Second))
 			s := newFakeServer("a", h.log)
 			if at != lameduck.PhaseStopping {
-				s.work.Start(lameduck.Request)
-				defer s.work.Done(lameduck.Request)
+				s.work.Start(inflight.Request)
+				defer s.work.Done(inflight.Request)
 			}
 			h.ld.Register(s)
 			hookDone := make(chan struct{})
-			h.ld.OnShutdown(func(ctx context.Context) error {
+			h.ld.OnShutdown("hook 1", func(ctx context.Context) error {
 				defer close(hookDone)
 				h.log.add("hook 1")
 				return nil
-			}, lameduck.Named("hook 1"))
+			})
 			hookRunning := make(chan struct{})
-			h.ld.OnShutdown(func(ctx context.Context) error {
+			h.ld.OnShutdown("hook 2", func(ctx context.Context) error {
 				close(hookRunning)
 				<-ctx.Done() // only the second signal ends it
 				return ctx.Err()
-			}, lameduck.Named("hook 2"))
+			})
 			h.ld.MarkReady()
 			h.start(t, context.Background())
 			h.signals <- syscall.SIGTERM
@@ -264,7 +264,7 @@ func TestListenFailureStopsEverythingBeforeReady(t *testing.T) {
 	h.ld.Register(a)
 	h.ld.Register(b)
 	h.ld.Register(c)
-	h.ld.OnShutdown(func(context.Context) error { h.log.add("hook"); return nil })
+	h.ld.OnShutdown("", func(context.Context) error { h.log.add("hook"); return nil })
 	h.ld.MarkReady()
 	err := h.ld.Run(context.Background())
 	require.Error(t, err)
@@ -296,7 +296,7 @@ func TestWorkers(t *testing.T) {
 	t.Run("context ends when the drain begins", func(t *testing.T) {
 		h := newHarness(t, lameduck.WithDrainDelay(time.Second))
 		stopped := make(chan struct{})
-		h.ld.Go(func(ctx context.Context) error {
+		h.ld.Go("", func(ctx context.Context) error {
 			<-ctx.Done()
 			select {
 			case <-h.ld.Entered(lameduck.PhaseDraining):
@@ -321,9 +321,9 @@ func TestWorkers(t *testing.T) {
 	})
 	t.Run("error shuts down", func(t *testing.T) {
 		h := newHarness(t)
-		h.ld.Go(func(ctx context.Context) error { return errors.New("queue gone") })
+		h.ld.Go("", func(ctx context.Context) error { return errors.New("queue gone") })
 		site := lineAbove()
-		h.ld.Go(func(ctx context.Context) error { <-ctx.Done(); return nil })
+		h.ld.Go("", func(ctx context.Context) error { <-ctx.Done(); return nil })
 		h.start(t, context.Background())
 		err := h.wait(t)
 		require.Error(t, err)
@@ -331,7 +331,7 @@ func TestWorkers(t *testing.T) {
 	})
 	t.Run("nil return early is fine", func(t *testing.T) {
 		h := newHarness(t)
-		h.ld.Go(func(ctx context.Context) error { return nil })
+		h.ld.Go("", func(ctx context.Context) error { return nil })
 		h.ld.MarkReady()
 		h.start(t, context.Background())
 		h.signals <- syscall.SIGTERM
@@ -341,7 +341,7 @@ func TestWorkers(t *testing.T) {
 	})
 	t.Run("panic is an error", func(t *testing.T) {
 		h := newHarness(t)
-		h.ld.Go(func(ctx context.Context) error { panic("boom") }, lameduck.Named("orders consumer"))
+		h.ld.Go("orders consumer", func(ctx context.Context) error { panic("boom") })
 		h.start(t, context.Background())
 		err := h.wait(t)
 		require.Error(t, err)
@@ -350,7 +350,7 @@ func TestWorkers(t *testing.T) {
 	t.Run("ignoring the context is cut at the deadline", func(t *testing.T) {
 		h := newHarness(t, lameduck.WithDrainDelay(0))
 		release := make(chan struct{})
-		h.ld.Go(func(ctx context.Context) error { <-release; return nil })
+		h.ld.Go("", func(ctx context.Context) error { <-release; return nil })
 		h.start(t, context.Background())
 		h.signals <- syscall.SIGTERM
 		h.phases.await(t, lameduck.PhaseDraining)
@@ -366,10 +366,10 @@ func TestWorkers(t *testing.T) {
 func TestShutdownHooks(t *testing.T) {
 	h := newHarness(t, lameduck.WithDrainDelay(0))
 	var order []int
-	h.ld.OnShutdown(func(context.Context) error { order = append(order, 1); return errors.New("close db: broken pipe") })
+	h.ld.OnShutdown("", func(context.Context) error { order = append(order, 1); return errors.New("close db: broken pipe") })
 	site := lineAbove()
-	h.ld.OnShutdown(func(context.Context) error { order = append(order, 2); panic("flush failed") }, lameduck.Named("telemetry"))
-	h.ld.OnShutdown(func(context.Context) error { order = append(order, 3); return nil })
+	h.ld.OnShutdown("telemetry", func(context.Context) error { order = append(order, 2); panic("flush failed") })
+	h.ld.OnShutdown("", func(context.Context) error { order = append(order, 3); return nil })
 	h.start(t, context.Background())
 	h.signals <- syscall.SIGTERM
 	err := h.wait(t)
@@ -384,8 +384,8 @@ func TestShutdownHookThatHangsIsLeftAtTheDeadline(t *testing.T) {
 	h := newHarness(t, lameduck.WithDrainDelay(0))
 	release := make(chan struct{})
 	defer close(release)
-	h.ld.OnShutdown(func(context.Context) error { h.log.add("first"); return nil }, lameduck.Named("first"))
-	h.ld.OnShutdown(func(ctx context.Context) error { h.log.add("hangs"); <-release; return nil }, lameduck.Named("hangs"))
+	h.ld.OnShutdown("first", func(context.Context) error { h.log.add("first"); return nil })
+	h.ld.OnShutdown("hangs", func(ctx context.Context) error { h.log.add("hangs"); <-release; return nil })
 	h.start(t, context.Background())
 	h.signals <- syscall.SIGTERM
 	h.log.await(t, "hangs")
@@ -406,8 +406,8 @@ func TestRunTwiceAndLateRegistration(t *testing.T) {
 	assert.Contains(t, err.Error(), "Run called twice")
 	for name, register := range map[string]func(){
 		"Register":   func() { h.ld.Register(newFakeServer("late", h.log)) },
-		"Go":         func() { h.ld.Go(func(context.Context) error { return nil }) },
-		"OnShutdown": func() { h.ld.OnShutdown(func(context.Context) error { return nil }) },
+		"Go":         func() { h.ld.Go("", func(context.Context) error { return nil }) },
+		"OnShutdown": func() { h.ld.OnShutdown("", func(context.Context) error { return nil }) },
 		"AddCheck":   func() { h.ld.AddCheck(lameduck.Check{Name: "late", Func: func(context.Context) error { return nil }}) },
 	} {
 		assert.PanicsWithValue(t, fmt.Sprintf("lameduck: %s called after Run; register everything before calling Run", name), register)
@@ -418,8 +418,8 @@ func TestRegisteringNilPanics(t *testing.T) {
 	ld, err := lameduck.New()
 	require.NoError(t, err)
 	assert.PanicsWithValue(t, "lameduck: Register: the server is nil", func() { ld.Register(nil) })
-	assert.PanicsWithValue(t, "lameduck: Go: the worker is nil", func() { ld.Go(nil) })
-	assert.PanicsWithValue(t, "lameduck: OnShutdown: the hook is nil", func() { ld.OnShutdown(nil) })
+	assert.PanicsWithValue(t, "lameduck: Go: the worker is nil", func() { ld.Go("", nil) })
+	assert.PanicsWithValue(t, "lameduck: OnShutdown: the hook is nil", func() { ld.OnShutdown("", nil) })
 }
 
 // logMessages is a logger that keeps the message of every line.
@@ -561,8 +561,8 @@ func TestHooksAndWorkersLogTheirEnd(t *testing.T) {
 	var log syncLog
 	h := newHarness(t, lameduck.WithDrainDelay(time.Second), lameduck.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
 	h.ld.Register(newFakeServer("web", h.log))
-	h.ld.Go(func(ctx context.Context) error { <-ctx.Done(); return nil }, lameduck.Named("consumer"))
-	h.ld.OnShutdown(func(context.Context) error { return nil }, lameduck.Named("db"))
+	h.ld.Go("consumer", func(ctx context.Context) error { <-ctx.Done(); return nil })
+	h.ld.OnShutdown("db", func(context.Context) error { return nil })
 	h.ld.MarkReady()
 	h.start(t, context.Background())
 	h.signals <- syscall.SIGTERM

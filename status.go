@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/lameduck/lameduck/inflight"
 )
 
 // A Status is a snapshot of a [Coordinator], taken by [Coordinator.Status]
@@ -24,17 +26,16 @@ type Status struct {
 	Spent map[Phase]time.Duration
 	// Cut counts the work cut at the deadline or by a second signal. It is
 	// set from PhaseStopping on; it is zero after a clean drain.
-	Cut Counts
+	Cut inflight.Counts
 	// Delay is what the drain delay has measured: from the start of the
 	// lame-duck phase, the connections that arrived and when the
 	// EndpointSlices stopped routing here, as they happen; from the end
 	// of the delay, its length and what ended it (see [Event]).
 	Delay DelayReport
 	// Servers lists, in registration order, the servers registered with
-	// [Coordinator.Register] that report the work they have in flight, by
-	// having a method InFlight() Counts, as those of packages httpserver
-	// and grpcserver do. Admin servers ([Coordinator.RegisterAdmin]) are
-	// not listed: nothing drains them.
+	// [Coordinator.Register] and the work they have in flight. Admin
+	// servers ([Coordinator.RegisterAdmin]) are not listed: nothing drains
+	// them.
 	Servers []ServerStatus
 	// Checks lists the readiness checks, in the order they were added.
 	Checks []CheckStatus
@@ -46,7 +47,7 @@ type ServerStatus struct {
 	// "server N" for the Nth server registered.
 	Name string
 	// InFlight is the work the server has in flight now.
-	InFlight Counts
+	InFlight inflight.Counts
 }
 
 // A CheckStatus is what a readiness check ([Coordinator.AddCheck]) has
@@ -132,9 +133,7 @@ func (c *Coordinator) Status() Status {
 		if _, admin := s.(*adminServer); admin {
 			continue
 		}
-		if f, ok := s.(interface{ InFlight() Counts }); ok {
-			st.Servers = append(st.Servers, ServerStatus{Name: serverName(s, i), InFlight: f.InFlight()})
-		}
+		st.Servers = append(st.Servers, ServerStatus{Name: serverName(s, i), InFlight: s.InFlight()})
 	}
 	st.Checks = make([]CheckStatus, len(checks))
 	for i, k := range checks {

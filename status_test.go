@@ -15,39 +15,33 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/inflight"
 	"github.com/lameduck/lameduck/internal/await"
 )
 
-// countingServer is a fake server that reports its in-flight work, as the
-// adapters of httpserver and grpcserver do.
-type countingServer struct{ *fakeServer }
-
-func (s countingServer) InFlight() lameduck.Counts { return s.work.InFlight() }
-
 func TestStatusFollowsTheRun(t *testing.T) {
 	h := newHarness(t, lameduck.WithDrainDelay(5*time.Second))
-	app := countingServer{newFakeServer("app", h.log)}
+	app := newFakeServer("app", h.log)
 	h.ld.Register(app)
-	h.ld.Register(newFakeServer("uncounted", h.log))
-	h.ld.RegisterAdmin(countingServer{newFakeServer("admin", h.log)})
+	h.ld.RegisterAdmin(newFakeServer("admin", h.log))
 
 	st := h.ld.Status()
 	assert.Equal(t, lameduck.PhaseStarting, st.Phase)
 	assert.False(t, st.Ready)
 	assert.Empty(t, st.Spent)
 	assert.Equal(t, []lameduck.ServerStatus{{Name: "app"}}, st.Servers,
-		"only drained servers that count their work are listed")
+		"admin servers are not listed")
 
 	h.ld.MarkReady()
 	h.start(t, context.Background())
-	app.work.Start(lameduck.Request)
-	app.work.Start(lameduck.Stream)
+	app.work.Start(inflight.Request)
+	app.work.Start(inflight.Stream)
 	h.clock.Advance(3 * time.Second)
 	st = h.ld.Status()
 	assert.Equal(t, lameduck.PhaseServing, st.Phase)
 	assert.True(t, st.Ready)
 	assert.Equal(t, 3*time.Second, st.Spent[lameduck.PhaseServing], "the current phase counts up to now")
-	assert.Equal(t, []lameduck.ServerStatus{{Name: "app", InFlight: lameduck.Counts{Requests: 1, Streams: 1}}}, st.Servers)
+	assert.Equal(t, []lameduck.ServerStatus{{Name: "app", InFlight: inflight.Counts{Requests: 1, Streams: 1}}}, st.Servers)
 
 	h.signals <- syscall.SIGTERM
 	h.phases.await(t, lameduck.PhaseLameDuck)
@@ -58,15 +52,15 @@ func TestStatusFollowsTheRun(t *testing.T) {
 	st = h.ld.Status()
 	assert.Equal(t, lameduck.PhaseDraining, st.Phase)
 	assert.Equal(t, 5*time.Second, st.Spent[lameduck.PhaseLameDuck])
-	assert.Equal(t, lameduck.Counts{Requests: 1, Streams: 1}, st.Servers[0].InFlight)
+	assert.Equal(t, inflight.Counts{Requests: 1, Streams: 1}, st.Servers[0].InFlight)
 
-	app.work.Done(lameduck.Stream)
-	assert.Equal(t, lameduck.Counts{Requests: 1}, h.ld.Status().Servers[0].InFlight, "counts are read when asked")
-	app.work.Done(lameduck.Request)
+	app.work.Done(inflight.Stream)
+	assert.Equal(t, inflight.Counts{Requests: 1}, h.ld.Status().Servers[0].InFlight, "counts are read when asked")
+	app.work.Done(inflight.Request)
 	require.NoError(t, h.wait(t))
 	st = h.ld.Status()
 	assert.Equal(t, lameduck.PhaseStopped, st.Phase)
-	assert.Equal(t, lameduck.Counts{}, st.Cut)
+	assert.Equal(t, inflight.Counts{}, st.Cut)
 	assert.Equal(t, 3*time.Second, st.Spent[lameduck.PhaseServing])
 	assert.Equal(t, []lameduck.Phase{lameduck.PhaseStarting, lameduck.PhaseServing, lameduck.PhaseLameDuck,
 		lameduck.PhaseDraining, lameduck.PhaseStopping, lameduck.PhaseStopped}, keys(st.Spent))
@@ -84,18 +78,18 @@ func keys(m map[lameduck.Phase]time.Duration) []lameduck.Phase {
 
 func TestStatusReportsWhatWasCut(t *testing.T) {
 	h := newHarness(t, lameduck.WithDrainDelay(0))
-	app := countingServer{newFakeServer("app", h.log)}
+	app := newFakeServer("app", h.log)
 	h.ld.Register(app)
 	h.ld.MarkReady()
 	h.start(t, context.Background())
-	app.work.Start(lameduck.Request) // never finishes
-	defer app.work.Done(lameduck.Request)
+	app.work.Start(inflight.Request) // never finishes
+	defer app.work.Done(inflight.Request)
 	h.signals <- syscall.SIGTERM
 	h.log.await(t, "app drain")
 	assert.Zero(t, h.ld.Status().Cut, "nothing is cut before the deadline")
 	h.signals <- syscall.SIGINT
 	require.ErrorIs(t, h.wait(t), lameduck.ErrCut)
-	assert.Equal(t, lameduck.Counts{Requests: 1}, h.ld.Status().Cut)
+	assert.Equal(t, inflight.Counts{Requests: 1}, h.ld.Status().Cut)
 }
 
 func TestStatusCountsCheckCalls(t *testing.T) {

@@ -151,6 +151,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/inflight"
 )
 
 // A Server is a gRPC server run by a [lameduck.Coordinator]: it implements
@@ -164,11 +165,12 @@ type Server struct {
 	opts   []grpc.ServerOption
 	health *health.Server
 	hsvc   *healthService
-	work   lameduck.Tracker // unary RPCs and streams in flight, for Close's report
-	// arrivals counts the connections accepted during the lame-duck phase
-	// that carry an RPC other than a health check; arriving is set from
-	// LameDuck on, for the interceptors to look for them.
-	arrivals lameduck.Arrivals
+	work   inflight.Tracker // unary RPCs and streams in flight, for Close's report
+	// arrived is what LameDuck is given to call for each connection
+	// accepted during the lame-duck phase that carries an RPC other than a
+	// health check; arriving is set from LameDuck on, for the interceptors
+	// to look for them.
+	arrived  func()
 	arriving atomic.Bool
 
 	stopWatches context.CancelFunc // ends health Watch streams: at Drain and Close
@@ -623,14 +625,18 @@ func (s *Server) handOff(c *conn) {
 
 // LameDuck turns the health status NOT_SERVING for good, sends every open
 // connection a graceful GOAWAY and goes on accepting and serving new
-// connections. It returns at once.
-func (s *Server) LameDuck() {
+// connections. It returns at once. From now on it calls arrived once for
+// each connection accepted, when its first RPC that is not a probe (a
+// health check, or a call from the kubelet) begins (see [lameduck.Server]);
+// each is asked to leave with a GOAWAY about 100 ms after it was accepted.
+func (s *Server) LameDuck(arrived func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.lameDuck || s.draining || s.closed {
 		return
 	}
 	s.lameDuck = true
+	s.arrived = arrived
 	s.arriving.Store(true)
 	s.beginShutdownLocked()
 	s.rotateLocked()
@@ -687,14 +693,6 @@ func (s *Server) stopRotationLocked() {
 		s.rotation = nil
 	}
 }
-
-// Arrivals counts the connections the server accepts during the lame-duck
-// phase, for the Coordinator to measure the load balancer's lag and to end
-// an adaptive drain delay (see lameduck.WithAdaptiveDrainDelay): each when
-// its first RPC that is not a probe (a health check, or a call from the
-// kubelet) begins. They are asked to leave with a GOAWAY about 100 ms
-// after they are accepted.
-func (s *Server) Arrivals() *lameduck.Arrivals { return &s.arrivals }
 
 // beginShutdownLocked turns health NOT_SERVING for good and stops waiting
 // for readiness. Health first: watchReadiness may be setting SERVING, which
@@ -762,11 +760,11 @@ func (s *Server) closeListenerLocked() {
 // nothing after a clean drain. Neither Close nor Serve waits for Stop to
 // return (see Limits in the package documentation). Calls after the first
 // return zero Counts.
-func (s *Server) Close() lameduck.Counts {
+func (s *Server) Close() inflight.Counts {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return lameduck.Counts{}
+		return inflight.Counts{}
 	}
 	s.closed = true
 	s.stopRotationLocked()
@@ -799,26 +797,26 @@ func (s *Server) Close() lameduck.Counts {
 
 // countUnary counts a unary RPC in flight.
 func (s *Server) countUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	s.work.Start(lameduck.Request)
+	s.work.Start(inflight.Request)
 	if s.arriving.Load() {
 		s.arrival(ctx, info.FullMethod)
 	}
-	defer s.work.Done(lameduck.Request)
+	defer s.work.Done(inflight.Request)
 	return handler(ctx, req)
 }
 
 // countStream counts a streaming RPC in flight.
 func (s *Server) countStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	s.work.Start(lameduck.Stream)
+	s.work.Start(inflight.Stream)
 	if s.arriving.Load() {
 		s.arrival(ss.Context(), info.FullMethod)
 	}
-	defer s.work.Done(lameduck.Stream)
+	defer s.work.Done(inflight.Stream)
 	return handler(srv, ss)
 }
 
 // arrival counts the connection of an RPC to method as an arrival (see
-// Server.Arrivals) if it was accepted during the lame-duck phase, has not
+// Server.LameDuck) if it was accepted during the lame-duck phase, has not
 // been counted yet, and the RPC is not a probe.
 func (s *Server) arrival(ctx context.Context, method string) {
 	if isProbe(ctx, method) {
@@ -832,7 +830,7 @@ func (s *Server) arrival(ctx context.Context, method string) {
 	c := s.lameDuckConns[p.Addr.String()]
 	s.connsMu.Unlock()
 	if c != nil && c.arrived.CompareAndSwap(false, true) {
-		s.arrivals.Arrived()
+		s.arrived()
 	}
 }
 

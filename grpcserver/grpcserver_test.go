@@ -23,6 +23,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/grpcserver"
+	"github.com/lameduck/lameduck/inflight"
 	"github.com/lameduck/lameduck/internal/await"
 )
 
@@ -272,7 +273,7 @@ func TestStreamThatNeverEndsIsCutAtTheDeadline(t *testing.T) {
 	assert.False(t, h.returned(), "GracefulStop waits for the stream")
 	h.clock.Pass(t, drainTime(10*time.Second, time.Second))
 	ev := h.await(t, lameduck.PhaseStopping)
-	assert.Equal(t, lameduck.Counts{Streams: 1}, ev.Cut)
+	assert.Equal(t, inflight.Counts{Streams: 1}, ev.Cut)
 	err = h.wait(t)
 	require.ErrorIs(t, err, lameduck.ErrCut)
 	assert.Contains(t, err.Error(), "the drain deadline passed: 1 stream cut")
@@ -302,11 +303,11 @@ func TestSilentConnectionHoldsNeitherTheDrainNorClose(t *testing.T) {
 			_, err = silent.Read(make([]byte, 9))
 			require.NoError(t, err)
 
-			s.LameDuck()
+			s.LameDuck(func() {})
 			if step == "drain" {
 				require.NoError(t, s.Drain(ctx(t)), "the silent connection is closed after a grace period")
 			}
-			assert.Equal(t, lameduck.Counts{}, s.Close())
+			assert.Equal(t, inflight.Counts{}, s.Close())
 			select {
 			case err := <-served:
 				require.NoError(t, err)
@@ -366,9 +367,9 @@ func TestBusyPort(t *testing.T) {
 
 	// After a failed Listen, every method is still safe.
 	require.Error(t, s.Serve())
-	s.LameDuck()
+	s.LameDuck(func() {})
 	require.NoError(t, s.Drain(context.Background()))
-	assert.Equal(t, lameduck.Counts{}, s.Close())
+	assert.Equal(t, inflight.Counts{}, s.Close())
 }
 
 func TestMethodsAreSafeInAnyOrder(t *testing.T) {
@@ -394,11 +395,11 @@ func TestMethodsAreSafeInAnyOrder(t *testing.T) {
 				case "serve":
 					go func() { served <- s.Serve() }()
 				case "lame duck":
-					s.LameDuck()
+					s.LameDuck(func() {})
 				case "drain":
 					require.NoError(t, s.Drain(ctx(t)))
 				case "close":
-					assert.Equal(t, lameduck.Counts{}, s.Close())
+					assert.Equal(t, inflight.Counts{}, s.Close())
 				}
 			}
 			s.Close()

@@ -70,7 +70,7 @@ func newHarnessWith(t *testing.T, serverOpts []grpc.ServerOption, opts ...lamedu
 		svc:     newTestService(),
 	}
 	base := []lameduck.Option{
-		lameduck.WithSignals(), lameduck.WithSignalChannel(h.signals), lameduck.WithClock(h.clock),
+		lameduck.WithSignals(), lameduck.WithSignalChannel(h.signals), h.clock.Option(),
 		lameduck.WithLogger(slog.New(slog.DiscardHandler)),
 		lameduck.WithObserver(func(e lameduck.Event) { h.events <- e }),
 	}

@@ -56,7 +56,7 @@ func TestAdminAnswersThroughTheDrain(t *testing.T) {
 	var adminURL string
 	stoppedScrape := make(chan string, 1)
 	ld, err := lameduck.New(
-		lameduck.WithSignals(), lameduck.WithSignalChannel(signals), lameduck.WithClock(clock),
+		lameduck.WithSignals(), lameduck.WithSignalChannel(signals), clock.Option(),
 		lameduck.WithLogger(discard), lameduck.WithDrainDelay(delay),
 		lameduck.WithObserver(func(e lameduck.Event) {
 			if e.Phase == lameduck.PhaseStopped {
@@ -96,7 +96,7 @@ func TestAdminAnswersThroughTheDrain(t *testing.T) {
 		fmt.Fprintf(w, "phase=%s in_flight=%d", st.Phase, st.Servers[0].InFlight.Requests)
 	}))
 	hookRunning, hookDone := make(chan struct{}), make(chan struct{})
-	ld.OnShutdown(func(context.Context) error {
+	ld.OnShutdown("", func(context.Context) error {
 		close(hookRunning)
 		<-hookDone
 		return nil
@@ -170,7 +170,7 @@ func TestAdminWithoutMetricsServesOnlyProbes(t *testing.T) {
 	admin := httpserver.Admin(ld, "127.0.0.1:0", nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	serving := make(chan struct{})
-	ld.Go(func(context.Context) error { close(serving); return nil })
+	ld.Go("", func(context.Context) error { close(serving); return nil })
 	done := make(chan error, 1)
 	go func() { done <- ld.Run(ctx) }()
 	await.Recv(t, serving, "Run to serve")

@@ -64,7 +64,7 @@ func start(t testing.TB, cfg config) *process {
 	t.Helper()
 	p := &process{cfg: cfg, clock: fakeclock.New(), signals: make(chan os.Signal, 2), events: make(chan lameduck.Event, 100), done: make(chan error, 1)}
 	opts := []lameduck.Option{
-		lameduck.WithSignals(), lameduck.WithSignalChannel(p.signals), lameduck.WithClock(p.clock),
+		lameduck.WithSignals(), lameduck.WithSignalChannel(p.signals), p.clock.Option(),
 		lameduck.WithLogger(discard), lameduck.WithDrainDelay(cfg.delay), lameduck.WithGracePeriod(gracePeriod),
 		lameduck.WithObserver(func(e lameduck.Event) { p.events <- e }),
 	}

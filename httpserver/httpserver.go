@@ -111,7 +111,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/inflight"
 )
 
 // Server runs an *http.Server as a [lameduck.Server]. Create it with [New].
@@ -129,10 +129,10 @@ type Server struct {
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
 
-	tracker  lameduck.Tracker
-	arrivals lameduck.Arrivals // connections that arrived during the lame-duck phase (arrivals.go)
-	lameDuck atomic.Bool       // responses carry Connection: close
-	draining atomic.Bool       // the drain has begun: connection events wake it
+	tracker  inflight.Tracker
+	arrived  atomic.Pointer[func()] // what LameDuck is given to call for each arrival (writer.go)
+	lameDuck atomic.Bool            // responses carry Connection: close
+	draining atomic.Bool            // the drain has begun: connection events wake it
 	// acksOptional is set once the drain has waited ackWait for HTTP/2
 	// clients to acknowledge their PING.
 	acksOptional atomic.Bool
@@ -154,7 +154,7 @@ type Server struct {
 	ackTimer  *time.Timer // ends the wait for PING acknowledgements (see ackWait)
 	goAway    bool        // Shutdown has been started for net/http's GOAWAY
 	closed    bool
-	cut       lameduck.Counts
+	cut       inflight.Counts
 	shutdown  chan struct{} // closed when the Shutdown started for GOAWAY returns
 
 	shutdownCtx  context.Context
@@ -287,18 +287,18 @@ func (s *Server) Serve() error {
 
 // LameDuck makes every response from now on ask its client to leave: HTTP/1
 // responses carry "Connection: close", and HTTP/2 connections, idle ones
-// included, get a graceful GOAWAY. The server keeps accepting and serving.
-func (s *Server) LameDuck() {
+// included, get a graceful GOAWAY. The server keeps accepting and serving,
+// and calls arrived once for each connection accepted from now on, when its
+// first request that is not a probe begins (see [lameduck.Server]): the
+// kubelet's probes (User-Agent kube-probe/...) and requests routed by a
+// ServeMux to the Coordinator's probe handlers say nothing about routing.
+// Each such connection is asked to leave after its first response, so a
+// load balancer that still routes here shows as new connections.
+func (s *Server) LameDuck(arrived func()) {
+	s.arrived.Store(&arrived)
 	s.lameDuck.Store(true)
 	s.eachH2((*h2Conn).goAway)
 }
-
-// Arrivals counts the connections the server accepts during the lame-duck
-// phase, for the Coordinator to measure the load balancer's lag and to end
-// an adaptive drain delay (see lameduck.WithAdaptiveDrainDelay): each when
-// its first request that is not a probe begins. Each is asked to leave
-// after its first response.
-func (s *Server) Arrivals() *lameduck.Arrivals { return &s.arrivals }
 
 // eachH2 calls f on every HTTP/2 connection whose frames the adapter
 // follows, outside s.mu.
@@ -321,7 +321,6 @@ func (s *Server) eachH2(f func(*h2Conn)) {
 // closed or has sent its last response, or ctx.Err() when ctx ends first.
 func (s *Server) Drain(ctx context.Context) error {
 	s.lameDuck.Store(true)
-	s.tracker.Drain()
 	s.mu.Lock()
 	s.draining.Store(true)
 	accepting := closedChan
@@ -421,7 +420,7 @@ func (s *Server) startShutdownLocked() {
 // Close closes the listener and every connection, hijacked ones included,
 // cancels request contexts, and reports the work it cut: handlers still
 // running, requests still being received, and hijacked connections.
-func (s *Server) Close() lameduck.Counts {
+func (s *Server) Close() inflight.Counts {
 	s.mu.Lock()
 	if s.closed {
 		cut := s.cut
@@ -522,7 +521,7 @@ func (s *Server) connState(nc net.Conn, state http.ConnState) {
 		case http.StateHijacked:
 			if !c.hijacked {
 				c.hijacked = true
-				s.tracker.Start(lameduck.Conn)
+				s.tracker.Start(inflight.Conn)
 			}
 		case http.StateActive, http.StateIdle:
 			c.state = state
@@ -907,7 +906,7 @@ func (c *conn) Close() error {
 	c.countLocked()
 	s.mu.Unlock()
 	if hijackDone {
-		s.tracker.Done(lameduck.Conn)
+		s.tracker.Done(inflight.Conn)
 	}
 	return err
 }

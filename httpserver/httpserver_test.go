@@ -19,6 +19,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/httpserver"
+	"github.com/lameduck/lameduck/inflight"
 	"github.com/lameduck/lameduck/internal/await"
 )
 
@@ -431,18 +432,18 @@ func TestUserHooksAreKept(t *testing.T) {
 	assert.Equal(t, "base", body)
 	_, ok := states.Load(http.StateActive)
 	assert.True(t, ok, "the user's ConnState hook still runs")
-	s.LameDuck()
+	s.LameDuck(func() {})
 	require.NoError(t, s.Drain(context.Background()))
-	assert.Equal(t, lameduck.Counts{}, s.Close())
+	assert.Equal(t, inflight.Counts{}, s.Close())
 	require.NoError(t, await.Recv(t, served, "Serve to return"))
 }
 
 func TestMethodsAreSafeInAnyOrder(t *testing.T) {
 	s := httpserver.New(&http.Server{Addr: "127.0.0.1:0"})
 	assert.Nil(t, s.Addr())
-	s.LameDuck()
-	assert.Equal(t, lameduck.Counts{}, s.Close())
-	assert.Equal(t, lameduck.Counts{}, s.Close())
+	s.LameDuck(func() {})
+	assert.Equal(t, inflight.Counts{}, s.Close())
+	assert.Equal(t, inflight.Counts{}, s.Close())
 	require.NoError(t, s.Drain(context.Background()))
 	assert.Error(t, s.Listen(), "no Listen after Close")
 	assert.Error(t, s.Serve())

@@ -8,19 +8,19 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/inflight"
 )
 
 // serveHTTP counts the request in flight and hands the handler a
 // ResponseWriter that adds "Connection: close" to the response header, when
 // it is written, if the server is a lame duck by then.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	s.tracker.Start(lameduck.Request)
+	s.tracker.Start(inflight.Request)
 	if s.lameDuck.Load() {
 		s.arrival(r)
 	}
 	ww := writerPool.Get().(*writer)
-	ww.w, ww.r, ww.s, ww.kind = w, r, s, lameduck.Request
+	ww.w, ww.r, ww.s, ww.kind = w, r, s, inflight.Request
 	defer ww.finish()
 	if _, ok := w.(http.Hijacker); ok {
 		s.handler.ServeHTTP(h1Writer{ww}, r)
@@ -54,7 +54,7 @@ type writer struct {
 	w    http.ResponseWriter
 	r    *http.Request
 	s    *Server
-	kind lameduck.Kind // Request, or Stream once flushed
+	kind inflight.Kind // Request, or Stream once flushed
 	// committed is set once the header has been written, or is about to be.
 	committed bool
 	// hijacked is set once the handler has taken the connection over: from
@@ -103,9 +103,9 @@ func (w *writer) Flush() {
 // FlushError is Flush returning the error, for [http.ResponseController].
 func (w *writer) FlushError() error {
 	w.commit()
-	if w.kind == lameduck.Request {
-		w.s.tracker.Move(lameduck.Request, lameduck.Stream)
-		w.kind = lameduck.Stream
+	if w.kind == inflight.Request {
+		w.s.tracker.Move(inflight.Request, inflight.Stream)
+		w.kind = inflight.Stream
 	}
 	return http.NewResponseController(w.w).Flush()
 }
@@ -143,7 +143,7 @@ func (w h1Writer) ReadFrom(src io.Reader) (int64, error) {
 	return io.Copy(struct{ io.Writer }{w.w}, src)
 }
 
-// arrival counts the connection of r as an arrival (see Server.Arrivals)
+// arrival counts the connection of r as an arrival (see Server.LameDuck)
 // if it was accepted during the lame-duck phase, has not been counted yet,
 // and r is not a probe.
 func (s *Server) arrival(r *http.Request) {
@@ -152,7 +152,9 @@ func (s *Server) arrival(r *http.Request) {
 		return
 	}
 	if c.arrived.CompareAndSwap(false, true) {
-		s.arrivals.Arrived()
+		if f := s.arrived.Load(); f != nil {
+			(*f)()
+		}
 	}
 }
 

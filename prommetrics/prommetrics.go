@@ -65,6 +65,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/inflight"
 )
 
 // phases are the phases lameduck reports, in order.
@@ -190,12 +191,12 @@ type kindCount struct {
 }
 
 // kinds splits counts by the kinds a server tracks, named as
-// [lameduck.Kind.String] names them.
-func kinds(c lameduck.Counts) []kindCount {
+// [inflight.Kind.String] names them.
+func kinds(c inflight.Counts) []kindCount {
 	return []kindCount{
-		{lameduck.Request.String(), c.Requests},
-		{lameduck.Stream.String(), c.Streams},
-		{lameduck.Conn.String(), c.Conns},
+		{inflight.Request.String(), c.Requests},
+		{inflight.Stream.String(), c.Streams},
+		{inflight.Conn.String(), c.Conns},
 	}
 }
 

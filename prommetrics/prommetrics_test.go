@@ -66,7 +66,7 @@ func newProcess(t *testing.T, delay time.Duration, observe func(lameduck.Event))
 	}
 	t.Cleanup(p.client.CloseIdleConnections)
 	ld, err := lameduck.New(
-		lameduck.WithSignals(), lameduck.WithSignalChannel(p.signals), lameduck.WithClock(p.clock),
+		lameduck.WithSignals(), lameduck.WithSignalChannel(p.signals), p.clock.Option(),
 		lameduck.WithLogger(slog.New(slog.DiscardHandler)), lameduck.WithDrainDelay(delay),
 		lameduck.WithObserver(func(e lameduck.Event) {
 			if observe != nil {
@@ -248,7 +248,7 @@ func TestScrapesAnswerInEveryPhaseTheDrainIncluded(t *testing.T) {
 		}
 	})
 	hookRunning, hookDone := make(chan struct{}), make(chan struct{})
-	p.ld.OnShutdown(func(context.Context) error {
+	p.ld.OnShutdown("", func(context.Context) error {
 		close(hookRunning)
 		<-hookDone
 		return nil
@@ -381,7 +381,7 @@ func BenchmarkGather(b *testing.B) {
 	require.NoError(b, ld.CheckReadiness(context.Background()))
 	ctx, cancel := context.WithCancel(context.Background())
 	serving := make(chan struct{})
-	ld.Go(func(context.Context) error { close(serving); return nil })
+	ld.Go("", func(context.Context) error { close(serving); return nil })
 	done := make(chan error, 1)
 	go func() { done <- ld.Run(ctx) }()
 	await.Recv(b, serving, "Run to serve")
@@ -411,7 +411,7 @@ func TestTheLagIsExported(t *testing.T) {
 	const delay = 5 * time.Second
 	p := newProcess(t, delay, nil)
 	scraped := make(chan struct{})
-	p.ld.OnShutdown(func(context.Context) error { <-scraped; return nil }) // holds Run, and the admin server
+	p.ld.OnShutdown("", func(context.Context) error { <-scraped; return nil }) // holds Run, and the admin server
 	p.run(t)
 	p.ld.MarkReady()
 	_, ok := p.scrape(t).value("lameduck_lame_duck_arrivals_total")

@@ -1,4 +1,4 @@
-// Package fakeclock is a lameduck.Clock for tests: its time moves only when
+// Package fakeclock is a clock for lameduck's tests: its time moves only when
 // the test says so, and a test can wait until the code under test has set
 // the timer it is about to make fire.
 package fakeclock
@@ -8,13 +8,17 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/testhook"
 )
 
 // waitTimeout bounds AwaitTimer, so that a bug fails a test instead of
 // hanging it.
 const waitTimeout = 10 * time.Second
 
-// Clock is a fake lameduck.Clock. Create it with New.
+// Clock is a fake clock. Create it with New; Option gives it to a
+// Coordinator.
 type Clock struct {
 	mu     sync.Mutex
 	now    time.Time
@@ -119,4 +123,10 @@ func (c *Clock) Pass(t testing.TB, d time.Duration) {
 	t.Helper()
 	c.AwaitTimer(t, d)
 	c.Advance(d)
+}
+
+// Option returns the lameduck.Option that makes a Coordinator use c for
+// every timer.
+func (c *Clock) Option() lameduck.Option {
+	return testhook.WithClock(c).(lameduck.Option)
 }

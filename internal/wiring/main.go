@@ -83,7 +83,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	ld.OnShutdown(func(context.Context) error { fmt.Println("hook ran"); return nil }, lameduck.Named("print"))
+	ld.OnShutdown("print", func(context.Context) error { fmt.Println("hook ran"); return nil })
 	ld.MarkReady()
 	if err := ld.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -1,4 +1,12 @@
-package lameduck
+// Package inflight counts the work a server has in flight: what the
+// authors of lameduck's Server adapters need (packages httpserver and
+// grpcserver are two), and the [Counts] in which lameduck reports what a
+// shutdown cut.
+//
+// An adapter calls [Tracker.Start] when a request, stream or connection
+// begins and [Tracker.Done] when it ends; its Drain waits on
+// [Tracker.Idle], and its Close reports [Tracker.InFlight] as what it cut.
+package inflight
 
 import (
 	"fmt"
@@ -13,7 +21,7 @@ type Kind uint8
 // The kinds of work a [Tracker] counts. They are reported separately in
 // [Counts] because they are cut for different reasons: a request is usually
 // short and only the deadline cuts it, a stream or a connection is long-lived
-// and has been told to finish (see [Coordinator.Entered]).
+// and has been told to finish.
 const (
 	// Request is one HTTP request or one unary RPC being handled.
 	Request Kind = iota
@@ -41,13 +49,13 @@ func (k Kind) String() string {
 }
 
 // Counts counts work by kind: what is in flight ([Tracker.InFlight]) or what
-// a server or the [Coordinator] cut at the shutdown deadline
-// ([Server.Close]). The zero value counts nothing.
+// a server or the Coordinator cut at the shutdown deadline
+// (a Server's Close, an Event's Cut). The zero value counts nothing.
 type Counts struct {
 	Requests int // HTTP requests and unary RPCs
 	Streams  int // streaming responses and streaming RPCs
 	Conns    int // hijacked and other tracked connections
-	Workers  int // background workers (see [Coordinator.Go]) that did not return
+	Workers  int // background workers (lameduck's Coordinator.Go) that did not return
 }
 
 // Add returns the sum of c and d.
@@ -96,20 +104,19 @@ const (
 // A Tracker counts in-flight work so that a server can tell, without
 // polling, when the last piece of it has finished. Server adapters call
 // [Tracker.Start] when a request, stream or connection begins and
-// [Tracker.Done] when it ends, call [Tracker.Drain] when the drain begins,
-// and wait on [Tracker.Idle].
+// [Tracker.Done] when it ends, and wait on [Tracker.Idle] in the drain.
 //
 // Start and Done cost one atomic add each and never allocate or lock until
-// the drain has begun. A Tracker counts at most 2,097,151 items of each kind
+// Idle has been called. A Tracker counts at most 2,097,151 items of each kind
 // at once. The zero value is ready to use; a Tracker must not be copied after
 // first use.
 type Tracker struct {
 	// word holds the three per-kind counters, kindBits bits each.
 	word     atomic.Uint64
-	draining atomic.Bool
+	watching atomic.Bool // Idle was called
 
 	mu sync.Mutex
-	// idle is closed while nothing is in flight after Drain; it is
+	// idle is closed while nothing is in flight once Idle was called; it is
 	// replaced by a new channel when work starts again. Guarded by mu.
 	idle       chan struct{}
 	idleClosed bool
@@ -120,7 +127,7 @@ type Tracker struct {
 func (t *Tracker) Start(k Kind) {
 	shift := kindShift(k)
 	if v := t.word.Add(1 << shift); (v>>shift)&kindMax == 0 {
-		panic("lameduck: Tracker.Start: more than 2097151 " + k.String() + "s in flight")
+		panic("inflight: Tracker.Start: more than 2097151 " + k.String() + "s in flight")
 	}
 }
 
@@ -130,9 +137,9 @@ func (t *Tracker) Done(k Kind) {
 	shift := kindShift(k)
 	v := t.word.Add(^uint64(1<<shift - 1)) // subtract 1<<shift
 	if (v>>shift)&kindMax == kindMax {
-		panic("lameduck: Tracker.Done called for a " + k.String() + " that was not started")
+		panic("inflight: Tracker.Done called for a " + k.String() + " that was not started")
 	}
-	if v == 0 && t.draining.Load() {
+	if v == 0 && t.watching.Load() {
 		t.signalIdle()
 	}
 }
@@ -159,23 +166,15 @@ func (t *Tracker) InFlight() Counts {
 	}
 }
 
-// Drain marks the beginning of the drain: from now on the channel returned
-// by [Tracker.Idle] is closed whenever nothing is in flight. Work may still
-// start after Drain (a request that was already on its way); Idle then opens
-// again until that work is done. Calling Drain more than once is harmless.
-func (t *Tracker) Drain() {
-	t.draining.Store(true)
-	if t.word.Load() == 0 {
-		t.signalIdle()
-	}
-}
-
-// Idle returns a channel that is closed when nothing is in flight and
-// [Tracker.Drain] has been called. Because work may start again after the
-// channel was closed, a caller woken by it should check [Tracker.InFlight]
-// (or call Idle again, which returns an open channel while work is in
-// flight).
+// Idle returns a channel that is closed once nothing is in flight. Call it
+// when the drain begins: from the first call on, Done closes the channel
+// as the last piece of work ends (before it, Done costs one atomic add
+// and nothing more). Work may still start after the channel was closed (a
+// request that was already on its way): a caller woken by it should check
+// [Tracker.InFlight], or call Idle again, which returns an open channel
+// while work is in flight.
 func (t *Tracker) Idle() <-chan struct{} {
+	t.watching.Store(true)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.initLocked()
@@ -184,7 +183,7 @@ func (t *Tracker) Idle() <-chan struct{} {
 	case t.idleClosed && busy:
 		t.idle = make(chan struct{})
 		t.idleClosed = false
-	case !t.idleClosed && !busy && t.draining.Load():
+	case !t.idleClosed && !busy:
 		close(t.idle)
 		t.idleClosed = true
 	}
@@ -211,7 +210,7 @@ func (t *Tracker) initLocked() {
 
 func kindShift(k Kind) uint {
 	if k >= numKinds {
-		panic(fmt.Sprintf("lameduck: unknown Kind %d", k))
+		panic(fmt.Sprintf("inflight: unknown Kind %d", k))
 	}
 	return uint(k) * kindBits
 }
