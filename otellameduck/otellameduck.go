@@ -323,8 +323,11 @@ func (t *Telemetry) flush(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			if err := f.ForceFlush(ctx); err != nil {
-				errs <- fmt.Errorf("otellameduck: flushing the %T before Run returns: %w "+
-					"(shut the providers down after Run returns, not in an OnShutdown hook; if the deadline passed, lengthen the grace period or the hook timeout)", p, err)
+				hint := "if the provider was shut down, shut it down after Run returns, not in an OnShutdown hook"
+				if ctx.Err() != nil {
+					hint = "the shutdown's deadline passed: lengthen the grace period or the hook timeout, or make the exporter's timeout shorter"
+				}
+				errs <- fmt.Errorf("otellameduck: flushing the %T before Run returns: %w (%s)", p, err, hint)
 			}
 		}()
 	}

@@ -403,7 +403,7 @@ func TestMisuseIsReportedWithTheFix(t *testing.T) {
 			msgs = append(msgs, err.Error())
 		}
 		require.NotEmpty(t, msgs)
-		assert.Contains(t, strings.Join(msgs, "\n"), "shut the providers down after Run returns, not in an OnShutdown hook")
+		assert.Contains(t, strings.Join(msgs, "\n"), "shut it down after Run returns, not in an OnShutdown hook")
 	})
 }
 
