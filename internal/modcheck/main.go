@@ -6,9 +6,10 @@
 // the root module at: the version they are all tagged with together, as a
 // release publishes them. Then, in new modules outside the repository, with
 // GOWORK=off and that proxy ahead of the usual one, it gets lameduck with
-// the lines of the README's install section, and builds and tests three
+// the lines of the README's install section, and builds and tests four
 // services whose tests check their rolling update with lameducktest: one
-// HTTP only, one gRPC, one HTTP with Prometheus metrics. It also draws a
+// HTTP only, one gRPC, one HTTP with Prometheus metrics, one HTTP with
+// OpenTelemetry. It also draws a
 // recorded rollout with go run github.com/lameduck/lameduck/cmd/rollout@latest,
 // as lameducktest tells a user to.
 //
@@ -94,11 +95,13 @@ type consumer struct {
 var (
 	grpcModules = []string{rootModule + "/grpcserver", "google.golang.org/grpc"}
 	promModules = []string{rootModule + "/prommetrics", "github.com/prometheus/client_golang"}
+	otelModules = []string{rootModule + "/otellameduck"}
 	toolModules = []string{rootModule + "/cmd/rollout", rootModule + "/examples/", "gonum.org/v1/plot", "golang.org/x/image"}
 
 	grpcPackages  = []string{"google.golang.org/grpc", "google.golang.org/genproto", rootModule + "/grpcserver"}
 	protoPackages = []string{"google.golang.org/protobuf"}
 	promPackages  = []string{"github.com/prometheus/", rootModule + "/prommetrics"}
+	otelPackages  = []string{"go.opentelemetry.io/", rootModule + "/otellameduck"}
 	plotPackages  = []string{"gonum.org/", "golang.org/x/image", "codeberg.org/", "git.sr.ht/", rootModule + "/cmd/rollout"}
 	// The test libraries of lameduck's own tests, and what they bring.
 	testPackages = []string{"github.com/stretchr/testify", "go.uber.org/goleak", "gopkg.in/yaml.v3"}
@@ -109,22 +112,29 @@ var services = []consumer{
 		name: "http", title: "HTTP only",
 		get:        []string{rootModule},
 		need:       []string{rootModule + "/httpserver", rootModule + "/lameducktest"},
-		noModules:  slices.Concat(grpcModules, promModules, toolModules, []string{"google.golang.org/protobuf"}),
-		noPackages: slices.Concat(grpcPackages, protoPackages, promPackages, plotPackages, testPackages),
+		noModules:  slices.Concat(grpcModules, promModules, otelModules, toolModules, []string{"google.golang.org/protobuf", "go.opentelemetry.io/"}),
+		noPackages: slices.Concat(grpcPackages, protoPackages, promPackages, otelPackages, plotPackages, testPackages),
 	},
 	{
 		name: "grpc", title: "gRPC",
 		get:        []string{rootModule, rootModule + "/grpcserver"},
 		need:       []string{rootModule + "/grpcserver", rootModule + "/grpcserver/grpcload", "google.golang.org/grpc"},
-		noModules:  slices.Concat(promModules, toolModules),
-		noPackages: slices.Concat(promPackages, plotPackages, testPackages),
+		noModules:  slices.Concat(promModules, otelModules, toolModules),
+		noPackages: slices.Concat(promPackages, otelPackages, plotPackages, testPackages),
 	},
 	{
 		name: "metrics", title: "HTTP with Prometheus metrics",
 		get:        []string{rootModule, rootModule + "/prommetrics"},
 		need:       []string{rootModule + "/prommetrics", "github.com/prometheus/client_golang/prometheus"},
-		noModules:  slices.Concat(grpcModules, toolModules),
-		noPackages: slices.Concat(grpcPackages, plotPackages, testPackages),
+		noModules:  slices.Concat(grpcModules, otelModules, toolModules),
+		noPackages: slices.Concat(grpcPackages, otelPackages, plotPackages, testPackages),
+	},
+	{
+		name: "otel", title: "HTTP with OpenTelemetry",
+		get:        []string{rootModule, rootModule + "/otellameduck"},
+		need:       []string{rootModule + "/otellameduck", "go.opentelemetry.io/otel/sdk/metric", "go.opentelemetry.io/otel/sdk/trace"},
+		noModules:  slices.Concat(grpcModules, promModules, toolModules, []string{"google.golang.org/protobuf"}),
+		noPackages: slices.Concat(grpcPackages, protoPackages, promPackages, plotPackages, testPackages),
 	},
 }
 

@@ -1,0 +1,17 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/lameduck/lameduck/lameducktest"
+)
+
+func TestRollingUpdate(t *testing.T) {
+	bin := lameducktest.Build(t, ".")
+	res := lameducktest.Rollout(t, lameducktest.Config{
+		Command: []string{bin, "-addr", "{ADDR}", "-admin-addr", "{PROBE_ADDR}", "-drain-delay", "1s"},
+	})
+	if res.Failed > 0 {
+		t.Errorf("%d of %d requests failed:\n%v", res.Failed, res.Requests, res)
+	}
+}

@@ -1,0 +1,169 @@
+package otellameduck
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/lameduck/lameduck"
+)
+
+// phases are the phases lameduck reports, in order.
+var phases = []lameduck.Phase{
+	lameduck.PhaseStarting, lameduck.PhaseServing, lameduck.PhaseLameDuck,
+	lameduck.PhaseDraining, lameduck.PhaseStopping, lameduck.PhaseStopped,
+}
+
+// instruments are the observable instruments of the package documentation.
+type instruments struct {
+	phase, ready, inFlight, cut                  metric.Int64Observable
+	checkPassing, checkCalls, checkFailures      metric.Int64Observable
+	arrivals, delayEnded                         metric.Int64Observable
+	phaseDuration, checkTime, lastArrival, delay metric.Float64Observable
+	unrouted                                     metric.Float64Observable
+}
+
+// register creates the instruments with m and the one callback that reads
+// them all from one call of status.
+func register(m metric.Meter, status func() lameduck.Status) (metric.Registration, error) {
+	var in instruments
+	var errs []error
+	i64 := func(o metric.Int64Observable, err error) metric.Int64Observable {
+		errs = append(errs, err)
+		return o
+	}
+	f64 := func(o metric.Float64Observable, err error) metric.Float64Observable {
+		errs = append(errs, err)
+		return o
+	}
+	in.phase = i64(m.Int64ObservableGauge("lameduck.phase.current", metric.WithUnit("1"),
+		metric.WithDescription("The phase of the shutdown sequence the process is in: 1 for the current phase, 0 for the others.")))
+	in.ready = i64(m.Int64ObservableGauge("lameduck.ready", metric.WithUnit("1"),
+		metric.WithDescription("1 from the moment the process marked itself ready until the shutdown began; readiness checks aside.")))
+	in.phaseDuration = f64(m.Float64ObservableGauge("lameduck.phase.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time spent in each phase entered so far, the current one up to now.")))
+	in.inFlight = i64(m.Int64ObservableUpDownCounter("lameduck.in_flight", metric.WithUnit("{item}"),
+		metric.WithDescription("Work in flight now, per server: requests and unary RPCs, streams, and hijacked connections.")))
+	in.cut = i64(m.Int64ObservableCounter("lameduck.cut", metric.WithUnit("{item}"),
+		metric.WithDescription("Work cut at the shutdown deadline or by a second signal, by kind.")))
+	in.checkPassing = i64(m.Int64ObservableGauge("lameduck.readiness_check.passing", metric.WithUnit("1"),
+		metric.WithDescription("1 if the readiness check's last call passed, 0 if it failed or timed out.")))
+	in.checkCalls = i64(m.Int64ObservableCounter("lameduck.readiness_check.calls", metric.WithUnit("{call}"),
+		metric.WithDescription("Calls of the readiness check that finished.")))
+	in.checkFailures = i64(m.Int64ObservableCounter("lameduck.readiness_check.failures", metric.WithUnit("{call}"),
+		metric.WithDescription("Calls of the readiness check that failed or timed out.")))
+	in.checkTime = f64(m.Float64ObservableCounter("lameduck.readiness_check.time", metric.WithUnit("s"),
+		metric.WithDescription("Time taken by the readiness check's calls, added up; a call that timed out counts for its timeout.")))
+	in.arrivals = i64(m.Int64ObservableCounter("lameduck.drain_delay.arrivals", metric.WithUnit("{connection}"),
+		metric.WithDescription("New connections accepted during the lame-duck phase: the load balancer still routed to the process.")))
+	in.lastArrival = f64(m.Float64ObservableGauge("lameduck.drain_delay.last_arrival", metric.WithUnit("s"),
+		metric.WithDescription("How long after the shutdown signal the last new connection of the lame-duck phase arrived, on the server named.")))
+	in.delay = f64(m.Float64ObservableGauge("lameduck.drain_delay.duration", metric.WithUnit("s"),
+		metric.WithDescription("How long the drain delay lasted, once it is over.")))
+	in.delayEnded = i64(m.Int64ObservableGauge("lameduck.drain_delay.ended", metric.WithUnit("1"),
+		metric.WithDescription("1 for what ended the drain delay: fixed, endpoints, quiet, min, max or cut.")))
+	in.unrouted = f64(m.Float64ObservableGauge("lameduck.drain_delay.endpoints_unrouted", metric.WithUnit("s"),
+		metric.WithDescription("How long after the shutdown signal the EndpointSlices stopped routing to the process.")))
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		in.observe(o, status())
+		return nil
+	}, in.phase, in.ready, in.phaseDuration, in.inFlight, in.cut, in.checkPassing, in.checkCalls, in.checkFailures,
+		in.checkTime, in.arrivals, in.lastArrival, in.delay, in.delayEnded, in.unrouted)
+}
+
+var (
+	phaseKey  = attribute.Key("lameduck.phase.name")
+	serverKey = attribute.Key("lameduck.server.name")
+	kindKey   = attribute.Key("lameduck.work.kind")
+	checkKey  = attribute.Key("lameduck.readiness_check.name")
+	reasonKey = attribute.Key("lameduck.drain_delay.reason")
+)
+
+// observe reports st through o.
+func (in *instruments) observe(o metric.Observer, st lameduck.Status) {
+	for _, p := range phases {
+		attrs := metric.WithAttributes(phaseKey.String(phaseName(p)))
+		o.ObserveInt64(in.phase, boolValue(st.Phase == p), attrs)
+		if d, ok := st.Spent[p]; ok {
+			o.ObserveFloat64(in.phaseDuration, d.Seconds(), attrs)
+		}
+	}
+	o.ObserveInt64(in.ready, boolValue(st.Ready))
+	for _, s := range st.Servers {
+		for _, k := range kinds(s.InFlight) {
+			o.ObserveInt64(in.inFlight, int64(k.n), metric.WithAttributes(serverKey.String(s.Name), kindKey.String(k.name)))
+		}
+	}
+	for _, k := range kinds(st.Cut) {
+		o.ObserveInt64(in.cut, int64(k.n), metric.WithAttributes(kindKey.String(k.name)))
+	}
+	o.ObserveInt64(in.cut, int64(st.Cut.Workers), metric.WithAttributes(kindKey.String("worker")))
+	for _, k := range st.Checks {
+		attrs := metric.WithAttributes(checkKey.String(k.Name))
+		if k.Calls > 0 {
+			o.ObserveInt64(in.checkPassing, boolValue(k.Passing), attrs)
+		}
+		o.ObserveInt64(in.checkCalls, int64(k.Calls), attrs)
+		o.ObserveInt64(in.checkFailures, int64(k.Failures), attrs)
+		o.ObserveFloat64(in.checkTime, k.Time.Seconds(), attrs)
+	}
+	if st.Phase >= lameduck.PhaseLameDuck {
+		d := st.Delay
+		o.ObserveInt64(in.arrivals, int64(d.Arrivals))
+		if d.Arrivals > 0 {
+			o.ObserveFloat64(in.lastArrival, d.LastArrival.Seconds(), metric.WithAttributes(serverKey.String(d.LastArrivalServer)))
+		}
+		if d.Ended != "" {
+			o.ObserveFloat64(in.delay, d.Took.Seconds())
+			o.ObserveInt64(in.delayEnded, 1, metric.WithAttributes(reasonKey.String(d.Ended)))
+		}
+		if d.Unrouted > 0 {
+			o.ObserveFloat64(in.unrouted, d.Unrouted.Seconds())
+		}
+	}
+}
+
+type kindCount struct {
+	name string
+	n    int
+}
+
+// kinds splits counts by the kinds a server tracks, named as lameduck's
+// reports name them.
+func kinds(c lameduck.Counts) []kindCount {
+	return []kindCount{{"request", c.Requests}, {"stream", c.Streams}, {"connection", c.Conns}}
+}
+
+func boolValue(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// finalStatus is the Status the instruments report from PhaseStopped on:
+// the Status read as Run entered PhaseStopping (the servers closed, what
+// was cut counted), in the stopped phase, with the phases' durations and
+// the cut and delay figures of the events. Reading the Coordinator's
+// Status in PhaseStopped instead would count as the final scrape that
+// lameduck.WithFinalScrape waits for, and let the admin server close
+// before Prometheus had read it; and the values are final: every later
+// collection, such as the providers' Shutdown after Run, reports the same.
+func finalStatus(stopping *lameduck.Status, ev lameduck.Event, spent map[lameduck.Phase]time.Duration) *lameduck.Status {
+	st := lameduck.Status{}
+	if stopping != nil {
+		st = *stopping
+	}
+	st.Phase, st.Ready = lameduck.PhaseStopped, false
+	st.Spent = maps.Clone(spent)
+	st.Spent[lameduck.PhaseStopped] = 0
+	st.Cut, st.Delay = ev.Cut, ev.Delay
+	return &st
+}

@@ -1,0 +1,420 @@
+// Package otellameduck exports the shutdown of a [lameduck.Coordinator]
+// through OpenTelemetry: the measurements of package prommetrics as
+// OpenTelemetry instruments, and one span for each shutdown, from the
+// signal to the end of Run, with an event per phase and the shutdown's
+// figures as attributes.
+//
+//	t := otellameduck.New(otellameduck.WithMeterProvider(mp), otellameduck.WithTracerProvider(tp))
+//	ld, err := lameduck.New(lameduck.WithObserver(t.Observe))
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	if err := t.Instrument(ld); err != nil {
+//		log.Fatal(err)
+//	}
+//	// Register servers, MarkReady, then:
+//	err = ld.Run(ctx)
+//	// Shut mp and tp down here, after Run: the final values are already out.
+//
+// # The last values of a dying process
+//
+// A pushing exporter, such as OTLP to a collector, is the one kind of export
+// that can carry a shutdown's last values — what ended the drain delay, the
+// last arrival, what was cut, the stopped phase — out of a process that is
+// about to disappear, but only if it is flushed before the process exits:
+// a periodic reader exports every 60 s by default, and a batch span
+// processor every 5 s, so that the end of a shutdown, which lasts
+// milliseconds, is otherwise almost never exported. So when Run enters
+// [lameduck.PhaseStopped], [Telemetry.Observe] ends the shutdown's span and
+// calls ForceFlush on the tracer provider and the meter provider, before
+// Run returns. The metrics exported are read from
+// [lameduck.Coordinator.Status] at that moment: the phase is stopped, and
+// every figure is final.
+//
+// The flush is bounded by the shutdown's deadline (the grace period minus
+// the safety margin, counted from the signal; see
+// [lameduck.WithGracePeriod]), which it learns from the context of a
+// shutdown hook that [Telemetry.Instrument] adds: it cannot make Run miss
+// its deadline, and a second signal cuts it short. Its cost is the time an
+// export takes, one round trip to the collector for the metrics and one for
+// the spans, run at the same time, on top of the shutdown; while the
+// collector does not answer, up to the time left before the deadline.
+//
+// Two mistakes would lose the last values, and the package reports both:
+//
+//   - Shutting the providers down in a hook of [lameduck.Coordinator.OnShutdown]:
+//     hooks run before the stopped phase, so the final flush would find them
+//     shut. Shut them down after Run returns: the flush has exported
+//     everything already, so Shutdown has almost nothing left to send. A
+//     flush that fails is reported to [otel.Handle], with what to change.
+//   - A provider that cannot be flushed: only a provider with a method
+//     ForceFlush(context.Context) error, as the SDK's have (package
+//     go.opentelemetry.io/otel/sdk/metric's MeterProvider and package
+//     go.opentelemetry.io/otel/sdk/trace's TracerProvider), can be. The
+//     global providers are the SDK's once [otel.SetMeterProvider] and
+//     [otel.SetTracerProvider] have set them, and are read at the flush;
+//     otherwise [otel.Handle] is told what to set. No-op providers (package
+//     noop) are not flushed, and nothing is reported for them.
+//
+// Why a method the user passes to [lameduck.WithObserver], and another that
+// takes the Coordinator, rather than one call: observers are set when the
+// Coordinator is created, and the instruments need the Coordinator itself.
+// Each half reports the other missing: Observe, through [otel.Handle], when
+// Run starts without Instrument; the hook that Instrument adds, in Run's
+// error, when the shutdown reaches it without a single event observed.
+//
+// # Metrics
+//
+// Every value is read from [lameduck.Coordinator.Status] when the meter
+// provider collects, not counted from events, so that the in-flight counts
+// are exact (instrument, unit, attributes):
+//
+//	lameduck.phase.current                     1       lameduck.phase.name: 1 for the phase Run is in, 0 for the others
+//	lameduck.ready                             1       1 from MarkReady until the shutdown begins
+//	lameduck.phase.duration                    s       lameduck.phase.name: time spent in each phase entered, the current one up to now
+//	lameduck.in_flight                         {item}  lameduck.server.name, lameduck.work.kind: requests, streams and connections in flight
+//	lameduck.cut                               {item}  lameduck.work.kind: requests, streams, connections and workers cut at the deadline
+//	lameduck.readiness_check.passing           1       lameduck.readiness_check.name: 1 if the check's last call passed; absent before its first
+//	lameduck.readiness_check.calls             {call}  lameduck.readiness_check.name: calls that finished
+//	lameduck.readiness_check.failures          {call}  lameduck.readiness_check.name: calls that failed or timed out
+//	lameduck.readiness_check.time              s       lameduck.readiness_check.name: time the calls took, added up
+//	lameduck.drain_delay.arrivals              {connection}  connections accepted during the lame-duck phase
+//	lameduck.drain_delay.last_arrival          s       lameduck.server.name: how long after the signal the last of them arrived, and where
+//	lameduck.drain_delay.duration              s       how long the drain delay lasted, once it is over
+//	lameduck.drain_delay.ended                 1       lameduck.drain_delay.reason: 1 for what ended the delay: fixed, endpoints, quiet, min, max or cut
+//	lameduck.drain_delay.endpoints_unrouted    s       how long after the signal the EndpointSlices stopped routing to the process
+//
+// Counters (cut, calls, failures, time, arrivals) are cumulative
+// observable counters; in_flight is an observable up-down counter; the
+// others are observable gauges. Phases are named as [lameduck.Phase.String]
+// names them, with "_" for spaces: starting, serving, lame_duck, draining,
+// stopping, stopped. Kinds are request, stream and connection, and worker
+// for cut work. The arrival series exist from the start of the lame-duck
+// phase, drain_delay.duration and drain_delay.ended once the delay is over,
+// drain_delay.endpoints_unrouted once the slices stop routing here.
+//
+// # The span
+//
+// One span, "lameduck.shutdown", of kind internal and with no parent,
+// starts when Run enters [lameduck.PhaseLameDuck] (or, after a failed start,
+// [lameduck.PhaseStopping]) and ends when it enters [lameduck.PhaseStopped].
+// It has an event for each phase entered from the lame duck on, named as
+// the phase ("lame duck", "draining", "stopping", "stopped"), with the
+// duration of the phase before it (lameduck.phase.previous_duration, in
+// seconds). Its attributes, set as it ends, are the shutdown's figures:
+//
+//	lameduck.drain_delay.duration, .reason, .arrivals, .last_arrival, .last_arrival_server, .endpoints_unrouted
+//	lameduck.cut.requests, .streams, .connections, .workers
+//	lameduck.lame_duck.duration, lameduck.draining.duration, lameduck.stopping.duration
+//
+// with durations in seconds, .endpoints_unrouted only when the slices
+// were seen to stop routing, and the last arrival only when a connection
+// arrived. A shutdown that cut work ends its span with status Error and a
+// description of what was cut, such as "2 requests".
+package otellameduck
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/lameduck/lameduck"
+)
+
+// ScopeName is the instrumentation scope of the meter and the tracer: this
+// package's import path.
+const ScopeName = "github.com/lameduck/lameduck/otellameduck"
+
+// An Option configures a [Telemetry]; pass options to [New].
+type Option interface {
+	apply(*options)
+}
+
+type options struct {
+	mp metric.MeterProvider // nil: otel's global one
+	tp trace.TracerProvider // nil: otel's global one
+}
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+// WithMeterProvider sets the meter provider the instruments are created
+// with, and that is flushed as Run returns. The default is otel's global
+// one ([otel.GetMeterProvider]), read by [Telemetry.Instrument] and again
+// at the flush. A nil mp means the default.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(o *options) { o.mp = mp })
+}
+
+// WithTracerProvider sets the tracer provider the shutdown's span is
+// created with, and that is flushed as Run returns. The default is otel's
+// global one ([otel.GetTracerProvider]), read as the shutdown begins and
+// again at the flush. A nil tp means the default.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(o *options) { o.tp = tp })
+}
+
+// Telemetry exports one Coordinator's shutdown through OpenTelemetry (see
+// the package documentation). Create it with [New], pass [Telemetry.Observe]
+// to [lameduck.WithObserver], and call [Telemetry.Instrument] with the
+// Coordinator before Run.
+type Telemetry struct {
+	opts options
+
+	mu sync.Mutex
+	// Guarded by mu:
+	ld       *lameduck.Coordinator // set by Instrument
+	reg      metric.Registration   // the instruments' callback
+	observed bool                  // Observe has received an event
+	warned   bool                  // Observe reported a missing Instrument
+	span     trace.Span            // the shutdown's, from its start to PhaseStopped
+	// hookCtx is the context of the shutdown hook that Instrument adds:
+	// it ends at the shutdown's deadline, or at a second signal, and Run
+	// cancels it only as it returns, so that it bounds the final flush.
+	hookCtx context.Context
+	// phase is the phase of the last event, and spent how long each phase
+	// before it lasted, as the events report it.
+	phase lameduck.Phase
+	spent map[lameduck.Phase]time.Duration
+	// stopping is ld's Status as Run entered PhaseStopping; final is the
+	// Status the instruments report from PhaseStopped on, made of it and
+	// of the last event (see [Telemetry.status]).
+	stopping, final *lameduck.Status
+}
+
+// New returns a Telemetry configured by opts.
+func New(opts ...Option) *Telemetry {
+	t := &Telemetry{spent: make(map[lameduck.Phase]time.Duration)}
+	for _, o := range opts {
+		o.apply(&t.opts)
+	}
+	return t
+}
+
+// Instrument creates the instruments, which read ld's [lameduck.Status]
+// whenever the meter provider collects, and adds a shutdown hook (see
+// [lameduck.Coordinator.OnShutdown]) that lets the final flush know the
+// shutdown's deadline, and checks that [Telemetry.Observe] observes ld.
+// Call it once, after [lameduck.New] and before Run.
+//
+// It returns an error if ld is nil, if it was called before, if Run has
+// already been called, or if the meter provider fails to create the
+// instruments.
+func (t *Telemetry) Instrument(ld *lameduck.Coordinator) error {
+	if ld == nil {
+		return errors.New("otellameduck: Instrument: the Coordinator is nil; pass the one lameduck.New returned")
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ld != nil {
+		return errors.New("otellameduck: Instrument called twice; a Telemetry exports one Coordinator, create another with New")
+	}
+	if len(ld.Status().Spent) > 0 {
+		return errors.New("otellameduck: Instrument called after Run; call it before Run, so that the whole shutdown is exported and flushed")
+	}
+	reg, err := register(t.meterProvider().Meter(ScopeName), t.status)
+	if err != nil {
+		return fmt.Errorf("otellameduck: creating the instruments: %w", err)
+	}
+	t.ld, t.reg = ld, reg
+	ld.OnShutdown(t.hook, lameduck.Named("otellameduck"))
+	return nil
+}
+
+// hook records the hooks' context, which bounds the final flush, and
+// reports an Observe that was never passed to lameduck.WithObserver.
+func (t *Telemetry) hook(ctx context.Context) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.hookCtx = ctx
+	if !t.observed {
+		return errors.New("otellameduck: the shutdown reached its hooks without an event for Telemetry.Observe: " +
+			"pass lameduck.WithObserver(t.Observe) to lameduck.New, or the shutdown has no span and its final values are not flushed before Run returns")
+	}
+	return nil
+}
+
+// Observe records ev in the shutdown's span: it starts the span as the
+// shutdown begins, adds an event per phase, and as Run enters
+// [lameduck.PhaseStopped] ends it and flushes the tracer and meter
+// providers, within the shutdown's deadline, before it returns. Pass it to
+// [lameduck.WithObserver]; Run calls it for every phase.
+func (t *Telemetry) Observe(ev lameduck.Event) {
+	now := time.Now()
+	var stopping *lameduck.Status
+	if ev.Phase == lameduck.PhaseStopping && t.coordinator() != nil {
+		st := t.coordinator().Status()
+		stopping = &st
+	}
+	t.mu.Lock()
+	t.observed = true
+	if ev.Phase != lameduck.PhaseStarting {
+		t.spent[t.phase] = ev.Elapsed
+	}
+	t.phase = ev.Phase
+	if stopping != nil {
+		t.stopping = stopping
+	}
+	if t.ld == nil && !t.warned {
+		t.warned = true
+		otel.Handle(errors.New("otellameduck: Run started without Telemetry.Instrument: call t.Instrument(ld) before Run, " +
+			"or no metrics are exported and the shutdown's final values are not flushed"))
+	}
+	if t.span == nil && (ev.Phase == lameduck.PhaseLameDuck || ev.Phase == lameduck.PhaseStopping) {
+		_, t.span = t.tracerProvider().Tracer(ScopeName).Start(context.Background(), "lameduck.shutdown",
+			trace.WithSpanKind(trace.SpanKindInternal), trace.WithNewRoot(), trace.WithTimestamp(now))
+	}
+	span := t.span
+	if span != nil {
+		attrs := []attribute.KeyValue{attribute.String("lameduck.phase.name", phaseName(ev.Phase))}
+		if ev.Phase != lameduck.PhaseStarting {
+			attrs = append(attrs, attribute.Float64("lameduck.phase.previous_duration", ev.Elapsed.Seconds()))
+		}
+		span.AddEvent(ev.Phase.String(), trace.WithTimestamp(now), trace.WithAttributes(attrs...))
+	}
+	if ev.Phase != lameduck.PhaseStopped {
+		t.mu.Unlock()
+		return
+	}
+	ctx := t.hookCtx
+	t.final = finalStatus(t.stopping, ev, t.spent)
+	attrs := spanAttributes(ev, t.spent)
+	t.mu.Unlock()
+	if span != nil {
+		span.SetAttributes(attrs...)
+		if ev.Cut.Total() > 0 {
+			span.SetStatus(codes.Error, ev.Cut.String()+" cut at the deadline")
+		}
+		span.End(trace.WithTimestamp(now))
+	}
+	if ctx != nil {
+		t.flush(ctx)
+	}
+}
+
+// flush calls ForceFlush on both providers at once, and returns once both
+// have returned or ctx has ended: an exporter that ignores ctx is left
+// behind rather than allowed to hold Run past its deadline.
+func (t *Telemetry) flush(ctx context.Context) {
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for _, p := range []any{t.tracerProvider(), t.meterProvider()} {
+		f, ok := p.(interface{ ForceFlush(context.Context) error })
+		if !ok {
+			if !isNoop(p) {
+				otel.Handle(fmt.Errorf("otellameduck: the %T cannot be flushed, so the shutdown's final values may never be exported: "+
+					"set the SDK's provider with otel.SetMeterProvider and otel.SetTracerProvider, or pass it with WithMeterProvider and WithTracerProvider", p))
+			}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f.ForceFlush(ctx); err != nil {
+				hint := "if the provider was shut down, shut it down after Run returns, not in an OnShutdown hook"
+				if ctx.Err() != nil {
+					hint = "the shutdown's deadline passed: lengthen the grace period or the hook timeout, or make the exporter's timeout shorter"
+				}
+				errs <- fmt.Errorf("otellameduck: flushing the %T before Run returns: %w (%s)", p, err, hint)
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		otel.Handle(fmt.Errorf("otellameduck: the final flush did not finish before the shutdown's deadline: %w", context.Cause(ctx)))
+		return
+	}
+	close(errs)
+	for err := range errs {
+		otel.Handle(err)
+	}
+}
+
+func (t *Telemetry) meterProvider() metric.MeterProvider {
+	if t.opts.mp != nil {
+		return t.opts.mp
+	}
+	return otel.GetMeterProvider()
+}
+
+func (t *Telemetry) tracerProvider() trace.TracerProvider {
+	if t.opts.tp != nil {
+		return t.opts.tp
+	}
+	return otel.GetTracerProvider()
+}
+
+func isNoop(p any) bool {
+	switch p.(type) {
+	case metricnoop.MeterProvider, *metricnoop.MeterProvider, tracenoop.TracerProvider, *tracenoop.TracerProvider:
+		return true
+	}
+	return false
+}
+
+// status is what the instruments report: ld's Status until Run enters
+// PhaseStopped, the final one from then on (see finalStatus).
+func (t *Telemetry) status() lameduck.Status {
+	t.mu.Lock()
+	ld, final := t.ld, t.final
+	t.mu.Unlock()
+	if final != nil {
+		return *final
+	}
+	if ld == nil { // a collection racing Instrument
+		return lameduck.Status{}
+	}
+	return ld.Status()
+}
+
+func (t *Telemetry) coordinator() *lameduck.Coordinator {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ld
+}
+
+// spanAttributes are the shutdown's figures, as ev (of PhaseStopped) and
+// the phases' durations report them.
+func spanAttributes(ev lameduck.Event, spent map[lameduck.Phase]time.Duration) []attribute.KeyValue {
+	d := ev.Delay
+	attrs := []attribute.KeyValue{
+		attribute.Float64("lameduck.drain_delay.duration", d.Took.Seconds()),
+		attribute.String("lameduck.drain_delay.reason", d.Ended),
+		attribute.Int("lameduck.drain_delay.arrivals", d.Arrivals),
+		attribute.Int("lameduck.cut.requests", ev.Cut.Requests),
+		attribute.Int("lameduck.cut.streams", ev.Cut.Streams),
+		attribute.Int("lameduck.cut.connections", ev.Cut.Conns),
+		attribute.Int("lameduck.cut.workers", ev.Cut.Workers),
+	}
+	if d.Arrivals > 0 {
+		attrs = append(attrs,
+			attribute.Float64("lameduck.drain_delay.last_arrival", d.LastArrival.Seconds()),
+			attribute.String("lameduck.drain_delay.last_arrival_server", d.LastArrivalServer))
+	}
+	if d.Unrouted > 0 {
+		attrs = append(attrs, attribute.Float64("lameduck.drain_delay.endpoints_unrouted", d.Unrouted.Seconds()))
+	}
+	for _, p := range []lameduck.Phase{lameduck.PhaseLameDuck, lameduck.PhaseDraining, lameduck.PhaseStopping} {
+		if s, ok := spent[p]; ok {
+			attrs = append(attrs, attribute.Float64("lameduck."+phaseName(p)+".duration", s.Seconds()))
+		}
+	}
+	return attrs
+}
+
+func phaseName(p lameduck.Phase) string { return strings.ReplaceAll(p.String(), " ", "_") }
