@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/inflight"
 )
 
 // phases are the phases lameduck reports, in order.
@@ -137,7 +138,7 @@ type kindCount struct {
 
 // kinds splits counts by the kinds a server tracks, named as lameduck's
 // reports name them.
-func kinds(c lameduck.Counts) []kindCount {
+func kinds(c inflight.Counts) []kindCount {
 	return []kindCount{{"request", c.Requests}, {"stream", c.Streams}, {"connection", c.Conns}}
 }
 

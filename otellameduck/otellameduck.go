@@ -229,7 +229,7 @@ func (t *Telemetry) Instrument(ld *lameduck.Coordinator) error {
 		return fmt.Errorf("otellameduck: creating the instruments: %w", err)
 	}
 	t.ld, t.reg = ld, reg
-	ld.OnShutdown(t.hook, lameduck.Named("otellameduck"))
+	ld.OnShutdown("otellameduck", t.hook)
 	return nil
 }
 

@@ -394,7 +394,7 @@ func TestMisuseIsReportedWithTheFix(t *testing.T) {
 		s := newSDK(t)
 		tel := otellameduck.New(otellameduck.WithMeterProvider(s.mp), otellameduck.WithTracerProvider(s.tp))
 		p := newProcess(t, tel, lameduck.WithObserver(tel.Observe))
-		p.ld.OnShutdown(s.mp.Shutdown)
+		p.ld.OnShutdown("", s.mp.Shutdown)
 		p.run(t)
 		p.signals <- os.Interrupt
 		require.NoError(t, await.Recv(t, p.done, "Run's return"))
