@@ -137,7 +137,9 @@ func WithLogger(l *slog.Logger) Option {
 
 // WithObserver adds a function called with an [Event] each time
 // [Coordinator.Run] enters a phase, for exporting metrics. It is called
-// synchronously from Run and must not block. There is no observer by
+// synchronously from Run, which waits for it: it must return at once,
+// except in [PhaseStopped], when it may flush what it exports, bounded by
+// the deadline, as package otellameduck does. There is no observer by
 // default.
 func WithObserver(f func(Event)) Option {
 	return optionFunc(func(o *options) {
