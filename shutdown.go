@@ -143,8 +143,8 @@ func (r *run) run(ctx context.Context) error {
 	for i, w := range r.workers {
 		r.working++
 		r.running[i] = true
+		start := c.clock.Now() // here, not in the goroutine, which may first run after the clock has moved
 		go func() {
-			start := c.clock.Now()
 			err := w.call(workCtx)
 			r.events <- exit{who: "worker " + w.name, worker: i, err: err, took: c.clock.Now().Sub(start)}
 		}()
