@@ -63,10 +63,11 @@
 // Real iptables, IPVS or nftables rules and conntrack, the node's network,
 // cloud load balancers and ingress controllers (which lag longer and may
 // retry, or not, in ways of their own), TLS, preStop hooks, several replicas
-// and clients that balance on their own. The default lag is short, so that
-// a test runs in seconds: the test checks that the server drains correctly
-// when the load balancer lags, not that its drain delay is long enough for a
-// given cluster. Set the drain delay of production from your cluster's lag,
+// and clients that balance on their own. The default lag, 1 s, is about
+// what kube-proxy takes at the most, and far less than a cloud load
+// balancer: the test checks that the server drains correctly when the load
+// balancer lags, not that its drain delay is long enough for a given
+// cluster. Set the drain delay of production from your cluster's lag,
 // and keep the test's Lag below the drain delay the test gives the server.
 //
 // # Reading the result

@@ -1,6 +1,7 @@
 package lameducktest_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -28,4 +29,22 @@ func Example() {
 			t.Errorf("the old pod did not drain for 1s and exit 0: %v", ro.Exit)
 		}
 	}
+}
+
+// A rollout prints as a sentence: what failed, and how the old pod ended.
+func ExampleRolloutResult_String() {
+	clean := lameducktest.RolloutResult{
+		Requests: 52310,
+		Exit: lameducktest.PodExit{Pod: "pod-1", Status: "exit status 0", AfterTerm: 2003 * time.Millisecond,
+			DrainDelay: 2001 * time.Millisecond, LastArrival: 17 * time.Millisecond},
+	}
+	fmt.Println(clean)
+	naive := lameducktest.RolloutResult{
+		Requests: 31000, Failed: 47, Failures: map[string]int64{"refused": 31, "eof": 16},
+		Exit: lameducktest.PodExit{Pod: "pod-2", Status: "exit status 0", AfterTerm: 9 * time.Millisecond},
+	}
+	fmt.Println(naive)
+	// Output:
+	// 0 of 52310 requests failed while pod-1 was replaced; it exited with exit status 0 2.003s after its SIGTERM, its drain delay over after 2.001s, its last new connection 17ms after the SIGTERM.
+	// 47 of 31000 requests failed (16 eof, 31 refused) while pod-2 was replaced; it exited with exit status 0 9ms after its SIGTERM.
 }

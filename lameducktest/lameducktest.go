@@ -1,10 +1,10 @@
 package lameducktest
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"runtime"
 	"slices"
@@ -15,34 +15,10 @@ import (
 	"github.com/lameduck/lameduck/internal/rollout"
 )
 
-// Settings that [Config] does not expose: short enough for a test, long
-// enough to mean something.
-const (
-	// defaultLag is short so that a test runs in seconds; a real
-	// cluster's lag is often longer (see the package documentation).
-	defaultLag          = 500 * time.Millisecond
-	defaultGrace        = 10 * time.Second
-	defaultConns        = 8
-	defaultReadyTimeout = 10 * time.Second
-	// probePeriod is shorter than the kubelet's so a run does not wait for
-	// nothing; readiness is still polled, as the kubelet polls it.
-	probePeriod = 100 * time.Millisecond
-	// warmup lets every connection open and carry requests before the
-	// first SIGTERM, so that keep-alive connections are in use when it
-	// comes.
-	warmup = 300 * time.Millisecond
-	// deadlineMargin is kept free before the test's deadline, so that a
-	// run that would outlast it stops its pods and reports with Fatalf
-	// instead of ending in the testing package's timeout panic.
-	deadlineMargin = 3 * time.Second
-)
-
-// Bounds that keep a test a test. Load tests, long runs and many
-// connections are what the rollout command (cmd/rollout) is for.
-const (
-	maxRollouts = 100
-	maxConns    = 512
-)
+// deadlineMargin is kept free before the test's deadline, so that a run
+// that would outlast it stops its pods and reports with Fatalf instead of
+// ending in the testing package's timeout panic.
+const deadlineMargin = 3 * time.Second
 
 // A Protocol is the protocol the load speaks. The zero Protocol means
 // HTTP1.
@@ -64,9 +40,6 @@ const (
 	// imports it, import _ "github.com/lameduck/lameduck/grpcserver/grpcload".
 	GRPC Protocol = "grpc"
 )
-
-// grpcLoadPackage is the package that gives [GRPC] its client.
-const grpcLoadPackage = "github.com/lameduck/lameduck/grpcserver/grpcload"
 
 // Config describes the server and the rolling update. Command (or
 // CommandLine) is required; every other zero value means a default suited
@@ -99,7 +72,7 @@ type Config struct {
 	// 400 or more counts as a failure. The GRPC load ignores it.
 	Path string
 	// Conns is the number of client connections, each reconnecting
-	// through the load balancer whenever its connection ends; zero means 8.
+	// through the load balancer whenever its connection ends; zero means 32.
 	Conns int
 	// Fresh is the number of extra clients that open a new connection for
 	// every request, about 100 a second each, as clients that come and go
@@ -128,8 +101,9 @@ type Config struct {
 	// with a new one; zero means 1.
 	Rollouts int
 	// Lag is how long the load balancer keeps routing new connections to
-	// an old pod after its SIGTERM. Zero means 500 ms. Keep it shorter
-	// than the drain delay the command gives the server. A negative Lag
+	// an old pod after its SIGTERM. Zero means 1 s, about what kube-proxy
+	// takes at the most. Keep it shorter than the drain delay the command
+	// gives the server. A negative Lag
 	// removes the pod at SIGTERM, as no real load balancer does: it hides
 	// the failures a lag exposes.
 	Lag time.Duration
@@ -176,6 +150,35 @@ type RolloutResult struct {
 	Failures map[string]int64
 	// Exit says how the old pod exited.
 	Exit PodExit
+}
+
+// String says in a sentence what happened, such as "0 of 52310 requests
+// failed while pod-1 was replaced; it exited with exit status 0 2.003s
+// after its SIGTERM, its drain delay over after 2.001s, its last new
+// connection 17ms after the SIGTERM."
+func (r RolloutResult) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d of %d requests failed", r.Failed, r.Requests)
+	if len(r.Failures) > 0 {
+		kinds := slices.Sorted(maps.Keys(r.Failures))
+		for i, k := range kinds {
+			kinds[i] = fmt.Sprintf("%d %s", r.Failures[k], k)
+		}
+		fmt.Fprintf(&b, " (%s)", strings.Join(kinds, ", "))
+	}
+	e := r.Exit
+	fmt.Fprintf(&b, " while %s was replaced; it exited with %s %s after its SIGTERM", e.Pod, e.Status, e.AfterTerm.Round(time.Millisecond))
+	if e.Killed {
+		b.WriteString(", SIGKILLed at the grace period")
+	}
+	if e.DrainDelay > 0 {
+		fmt.Fprintf(&b, ", its drain delay over after %s", e.DrainDelay.Round(time.Millisecond))
+		if e.LastArrival > 0 {
+			fmt.Fprintf(&b, ", its last new connection %s after the SIGTERM", e.LastArrival.Round(time.Millisecond))
+		}
+	}
+	b.WriteString(".")
+	return b.String()
 }
 
 // PodExit says how a pod exited after its SIGTERM.
@@ -301,54 +304,28 @@ func (cfg Config) engineConfig() (rollout.Config, error) {
 		if cmd, err = rollout.ParseCommand(cfg.CommandLine); err != nil {
 			errs = append(errs, fmt.Errorf("Config.CommandLine: %s", strings.TrimPrefix(err.Error(), "rollout: ")))
 		}
-	case len(cfg.Command) == 0:
-		errs = append(errs, errors.New(`Config.Command is empty: set it to the server's program and arguments, with {ADDR} where the address to listen on goes, e.g. []string{bin, "-addr", "{ADDR}"} with bin from Build`))
 	}
 	spec := rollout.PodSpec{Command: cmd, Env: withGORACE(cfg.Env, os.Getenv("GORACE"))}
-	if len(cmd) > 0 && !uses(spec, rollout.AddrPlaceholder) {
-		errs = append(errs, fmt.Errorf("the command %q has no {ADDR}: the server would not know where to listen; put {ADDR} where its listen address goes (it becomes 127.0.0.1:PORT), as in -addr {ADDR}", strings.Join(cmd, " ")))
+	if len(errs) > 0 {
+		spec.Command = []string{rollout.AddrPlaceholder} // its error is above; check the rest
 	}
 
 	rc := rollout.Config{
 		Pod:          spec,
-		Cycles:       cmp.Or(cfg.Rollouts, 1),
-		Lag:          cmp.Or(cfg.Lag, defaultLag),
-		Grace:        cmp.Or(cfg.Grace, defaultGrace),
-		ProbePeriod:  probePeriod,
+		Cycles:       cfg.Rollouts,
+		Lag:          cfg.Lag,
+		Grace:        cfg.Grace,
 		ReadyPath:    cfg.ReadyPath,
-		ReadyTimeout: cmp.Or(cfg.ReadyTimeout, defaultReadyTimeout),
-		Warmup:       warmup,
-		Load:         rollout.LoadKind(cmp.Or(cfg.Protocol, HTTP1)),
-		Conns:        cmp.Or(cfg.Conns, defaultConns),
+		ReadyTimeout: cfg.ReadyTimeout,
+		Load:         rollout.LoadKind(cfg.Protocol),
+		Conns:        cfg.Conns,
 		Fresh:        cfg.Fresh,
 		Late:         cfg.Late,
 		Path:         cfg.Path,
 	}
-	switch {
-	case !slices.Contains([]Protocol{HTTP1, H2C, GRPC}, Protocol(rc.Load)):
-		errs = append(errs, fmt.Errorf("Config.Protocol is %q; use HTTP1, H2C or GRPC", cfg.Protocol))
-	case rollout.CheckLoad(rc.Load) != nil:
-		errs = append(errs, fmt.Errorf("Config.Protocol is GRPC, whose client is in a module of its own, so that the tests of HTTP services build no gRPC: add import _ %q to the test", grpcLoadPackage))
-	}
-	if rc.Cycles < 0 || rc.Cycles > maxRollouts {
-		errs = append(errs, fmt.Errorf("Config.Rollouts is %d; use 1 to %d (or zero for 1)", cfg.Rollouts, maxRollouts))
-	}
-	if cfg.Fresh < 0 || cfg.Fresh > maxConns {
-		errs = append(errs, fmt.Errorf("Config.Fresh is %d; use 0 to %d", cfg.Fresh, maxConns))
-	}
-	if rc.Conns < 0 || rc.Conns > maxConns {
-		errs = append(errs, fmt.Errorf("Config.Conns is %d; use 1 to %d (or zero for %d): a few connections are enough to catch a bad drain", cfg.Conns, maxConns, defaultConns))
-	}
-	if cfg.Grace < 0 {
-		errs = append(errs, fmt.Errorf("Config.Grace is %s; it must be positive, or zero for %s", cfg.Grace, defaultGrace))
-	}
-	if cfg.ReadyTimeout < 0 {
-		errs = append(errs, fmt.Errorf("Config.ReadyTimeout is %s; it must be positive, or zero for %s", cfg.ReadyTimeout, defaultReadyTimeout))
-	}
-	for _, p := range []struct{ name, v string }{{"Config.ReadyPath", cfg.ReadyPath}, {"Config.Path", cfg.Path}} {
-		if p.v != "" && !strings.HasPrefix(p.v, "/") {
-			errs = append(errs, fmt.Errorf("%s is %q; it must start with /", p.name, p.v))
-		}
+	rc, err := rc.Check(configNames)
+	if err != nil {
+		errs = append(errs, errors.Unwrap(err))
 	}
 	if len(errs) > 0 {
 		return rc, fmt.Errorf("bad Config: %w", errors.Join(errs...))
@@ -356,15 +333,12 @@ func (cfg Config) engineConfig() (rollout.Config, error) {
 	return rc, nil
 }
 
-// uses reports whether placeholder appears in spec's command or
-// environment.
-func uses(spec rollout.PodSpec, placeholder string) bool {
-	for _, a := range slices.Concat(spec.Command, spec.Env) {
-		if strings.Contains(a, placeholder) {
-			return true
-		}
-	}
-	return false
+// configNames spells the simulator's settings as the fields of [Config]
+// that set them, so that one place, the simulator, checks them all.
+var configNames = rollout.Names{
+	"Pod": "Config.Command", "Cycles": "Config.Rollouts", "Lag": "Config.Lag", "Grace": "Config.Grace",
+	"ReadyPath": "Config.ReadyPath", "ReadyTimeout": "Config.ReadyTimeout", "Load": "Config.Protocol",
+	"Conns": "Config.Conns", "Fresh": "Config.Fresh", "Late": "Config.Late", "Path": "Config.Path",
 }
 
 // withGORACE returns env with GORACE=atexit_sleep_ms=0 added to the GORACE

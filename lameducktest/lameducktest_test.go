@@ -68,6 +68,7 @@ func TestExampleServer(t *testing.T) {
 				assert.GreaterOrEqual(t, exit.AfterTerm, drainDelay, "the server keeps serving for its drain delay: %v", exit)
 				assert.Less(t, exit.AfterTerm, drainDelay+time.Second, "and exits promptly once in-flight requests are done: %v", exit)
 				assert.Regexp(t, `^pod-\d+ exit status 0 after \d`, exit.String())
+				assert.Regexp(t, `^0 of \d+ requests failed while pod-\d+ was replaced; it exited with exit status 0 [\d.]+s after its SIGTERM, its drain delay over after [\d.]+s(, its last new connection [\d.]+m?s after the SIGTERM)?\.$`, ro.String())
 			}
 			assert.Equal(t, res.Requests, sum, "the rollouts cover the whole run")
 		})
@@ -174,7 +175,7 @@ func TestSetupErrors(t *testing.T) {
 		{name: "bad command line", cfg: lameducktest.Config{CommandLine: "server -addr '{ADDR}"},
 			want: []string{"Config.CommandLine", "unterminated ' quote"}},
 		{name: "bad settings", cfg: lameducktest.Config{Command: cmd(), Protocol: "http3", Conns: -1, ReadyPath: "readyz"},
-			want: []string{`Config.Protocol is "http3"; use HTTP1, H2C or GRPC`, "Config.Conns is -1", `Config.ReadyPath is "readyz"; it must start with /`}},
+			want: []string{`Config.Protocol is "http3"; use one of http1 h2c grpc`, "Config.Conns is -1", `Config.ReadyPath is "readyz"; it must start with /`}},
 		{name: "gRPC without its client", cfg: lameducktest.Config{Command: cmd(), Protocol: lameducktest.GRPC},
 			want: []string{`import _ "github.com/lameduck/lameduck/grpcserver/grpcload"`}},
 		{name: "no such program", cfg: lameducktest.Config{Command: []string{bin + "-missing", "{ADDR}"}},

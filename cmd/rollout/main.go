@@ -21,9 +21,11 @@
 //	go run ./cmd/rollout -compare -cycles 2      # naive vs textbook vs lameduck
 //	go run ./cmd/rollout -compare -cycles 2 -report rollout.png
 //
-// The report ends with one machine-readable line, "requests=N failed=F";
-// -compare prints one "server=NAME requests=N failed=F" line per built-in
-// server on standard output and the detailed reports on standard error.
+// The report ends with one machine-readable line of the totals,
+// "requests=N failed=F" followed by "KIND=N" for each kind of failure seen
+// (refused, reset, eof, 5xx, timeout, other); -compare prints such a line
+// per built-in server on standard output, "server=NAME requests=N
+// failed=F ...", and the detailed reports on standard error.
 //
 // -report FILE draws what happened: one panel per server, one lane per pod,
 // the requests each pod served, every failed request by kind at the moment
@@ -224,6 +226,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		cfg.Pod = rollout.PodSpec{Command: argv}
 	}
+	if cfg, err = cfg.Check(flagNames); err != nil {
+		fmt.Fprintln(stderr, "rollout:", err)
+		return 2
+	}
 	res, err := rollout.Run(ctx, cfg)
 	code := 0
 	if err != nil {
@@ -241,6 +247,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		code = 1
 	}
 	return code
+}
+
+// flagNames spells the settings of rollout.Config as the flags that set
+// them, for its errors.
+var flagNames = rollout.Names{
+	"Pod": "-pod", "Cycles": "-cycles", "Replicas": "-replicas", "Lag": "-lag", "Grace": "-grace",
+	"ProbePeriod": "-probe-period", "ReadyPath": "-ready-path", "Warmup": "-warmup", "Load": "-load",
+	"Conns": "-c", "Fresh": "-fresh", "Late": "-late", "Path": "-path", "RequestTimeout": "-timeout",
+	"ListenAddr": "-addr",
 }
 
 // notes say what each built-in server does on SIGTERM, for the picture.
@@ -286,10 +301,14 @@ func compare(ctx context.Context, cfg rollout.Config, o options, stdout, stderr 
 			return 2
 		}
 		cfg.Pod.Command = append(cfg.Pod.Command, o.adaptiveArgs()...)
+		if cfg, err = cfg.Check(flagNames); err != nil {
+			fmt.Fprintln(stderr, "rollout:", err)
+			return 2
+		}
 		fmt.Fprintf(stderr, "== server=%s\n", name)
 		res, err := rollout.Run(ctx, cfg)
 		if res != nil && len(res.Rollouts) > 0 {
-			res.WriteText(stderr)
+			res.WriteDetails(stderr) // the totals go to stdout, once
 		}
 		if res != nil {
 			runs = append(runs, report.FromResult(name, notes[name], res))
@@ -303,7 +322,7 @@ func compare(ctx context.Context, cfg rollout.Config, o options, stdout, stderr 
 			}
 			continue
 		}
-		fmt.Fprintf(stdout, "server=%s requests=%d failed=%d\n", name, res.Total.Requests, res.Total.Failed())
+		fmt.Fprintf(stdout, "server=%s %s\n", name, res.Total.Summary())
 	}
 	return code
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -39,7 +40,7 @@ func TestCompare(t *testing.T) {
 	t.Logf("stderr:\n%s", stderr.String())
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	require.Len(t, lines, 3, "stdout:\n%s", stdout.String())
-	re := regexp.MustCompile(`^server=(\w+) requests=(\d+) failed=(\d+)$`)
+	re := regexp.MustCompile(`^server=(\w+) requests=(\d+) failed=(\d+)((?: (?:refused|reset|eof|5xx|timeout|other)=\d+)*)$`)
 	for i, name := range rollout.Builtins {
 		m := re.FindStringSubmatch(lines[i])
 		require.NotNil(t, m, lines[i])
@@ -47,6 +48,15 @@ func TestCompare(t *testing.T) {
 		requests, _ := strconv.Atoi(m[2])
 		failed, _ := strconv.Atoi(m[3])
 		assert.Positive(t, requests)
+		byKind := 0
+		for _, kv := range strings.Fields(m[4]) {
+			_, v, _ := strings.Cut(kv, "=")
+			n, _ := strconv.Atoi(v)
+			byKind += n
+		}
+		assert.Equal(t, failed, byKind, "the kinds add up to the failures: %s", lines[i])
+		assert.NotContains(t, stderr.String(), fmt.Sprintf("requests=%d failed=%d%s\n", requests, failed, m[4]),
+			"the totals are printed once, on stdout")
 		switch name {
 		case rollout.BuiltinNaive:
 			assert.Positive(t, failed, "the naive server must fail requests, or the simulation is not faithful")
@@ -79,7 +89,10 @@ func TestFlags(t *testing.T) {
 		{[]string{"-compare", "-load", "grpc"}, "HTTP only"},
 		{[]string{"./server", "{ADDR}"}, "quote the -pod template"},
 		{[]string{"-pod", "x 'y"}, "unterminated"},
-		{[]string{"-pod", "x", "-c", "2"}, "does not contain {ADDR}"},
+		{[]string{"-pod", "x", "-c", "2"}, `the pod command "x" has no {ADDR}`},
+		{[]string{"-pod", "x {ADDR}", "-c", "-3", "-fresh", "-1", "-addr", "0.0.0.0:80"}, "-c is -3; use 1 to 5000, or zero for 32"},
+		{[]string{"-pod", "x {ADDR}", "-fresh", "-1"}, "-fresh is -1; use 0 to 5000"},
+		{[]string{"-pod", "x {ADDR}", "-addr", "0.0.0.0:80"}, "-addr: "},
 		{[]string{"-compare", "-report", "rollout.gif"}, "name the file .png, .svg or .json"},
 		{[]string{"-draw", "rollout.json"}, "-draw needs -report"},
 		{[]string{"-draw", "rollout.json", "-report", "r.png", "-compare"}, "-draw runs nothing"},

@@ -44,8 +44,8 @@ func TestParseCommand(t *testing.T) {
 
 func TestCounts(t *testing.T) {
 	var c rollout.Counts
-	c.Add(rollout.Counts{Requests: 10, Failures: [rollout.NumKinds]int64{rollout.KindRefused: 2}, Samples: [rollout.NumKinds]string{rollout.KindRefused: "first"}})
-	c.Add(rollout.Counts{Requests: 5, Failures: [rollout.NumKinds]int64{rollout.KindRefused: 1, rollout.KindTimeout: 1}, Samples: [rollout.NumKinds]string{rollout.KindRefused: "second"}, Codes: map[string]int64{"Unavailable": 1}})
+	c.Add(rollout.Counts{Requests: 10, Failures: rollout.KindCounts{rollout.KindRefused: 2}, Samples: [rollout.NumKinds]string{rollout.KindRefused: "first"}})
+	c.Add(rollout.Counts{Requests: 5, Failures: rollout.KindCounts{rollout.KindRefused: 1, rollout.KindTimeout: 1}, Samples: [rollout.NumKinds]string{rollout.KindRefused: "second"}, Codes: map[string]int64{"Unavailable": 1}})
 	assert.Equal(t, int64(15), c.Requests)
 	assert.Equal(t, int64(4), c.Failed())
 	assert.Equal(t, "first", c.Samples[rollout.KindRefused])

@@ -15,28 +15,34 @@ import (
 	"time"
 )
 
-// Defaults for [Config]'s zero values.
+// Defaults for [Config]'s zero values: the one set that the rollout
+// command's flags and package lameducktest both start from. A run with
+// them lasts a few seconds, and still shows what a rolling update does to
+// a server that gets its shutdown wrong.
 const (
-	// DefaultCycles is the number of rollouts in a run.
-	DefaultCycles = 3
+	// DefaultCycles is the number of rollouts in a run: one rollout goes
+	// through every step of a pod's shutdown; more repeat it.
+	DefaultCycles = 1
 	// DefaultLag is how long a terminating pod stays in the load balancer
-	// after SIGTERM: kube-proxy lagging behind the EndpointSlice, which
-	// takes from a fraction of a second to many seconds on real clusters.
+	// after SIGTERM: kube-proxy lagging behind the EndpointSlice. On a
+	// real node the rule went 1.1 s after the SIGTERM at the most
+	// (--iptables-min-sync-period is 1 s); cloud load balancers lag far
+	// longer.
 	DefaultLag = time.Second
 	// DefaultGrace is the pod's termination grace period: SIGKILL follows
 	// SIGTERM after it.
 	DefaultGrace = 10 * time.Second
 	// DefaultProbePeriod is how often the readiness probe runs, shorter
 	// than the kubelet's 10 s default so a run does not wait for nothing.
-	DefaultProbePeriod = 250 * time.Millisecond
+	DefaultProbePeriod = 100 * time.Millisecond
 	// DefaultReadyPath is the readiness probe's path.
 	DefaultReadyPath = "/readyz"
 	// DefaultReadyTimeout bounds how long a new pod may take to become
 	// ready before the run fails.
-	DefaultReadyTimeout = 30 * time.Second
+	DefaultReadyTimeout = 10 * time.Second
 	// DefaultWarmup is how long the load runs against the first pods
 	// before the first rollout, so every connection is open and busy.
-	DefaultWarmup = time.Second
+	DefaultWarmup = 500 * time.Millisecond
 	// probeTimeout is the readiness probe's timeout, the kubelet's default.
 	probeTimeout = time.Second
 )
@@ -113,79 +119,97 @@ type Config struct {
 	PodLog io.Writer
 }
 
-func (c Config) withDefaults() (Config, error) {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
+// Names spells [Config]'s settings in error messages the way a front end
+// shows them to its user: the rollout command's flags ("-c"), or
+// lameducktest's fields ("Config.Conns"). Its keys are the names of
+// Config's fields; a field it does not list is spelled by its name.
+type Names map[string]string
+
+func (n Names) of(field string) string {
+	if s, ok := n[field]; ok {
+		return s
+	}
+	return field
+}
+
+// Check returns c with its defaults filled in, or an error that names every
+// bad setting, as names spells it, and what to set it to. [Run] checks its
+// Config too; a front end calls Check first for messages in its own terms.
+func (c Config) Check(names Names) (Config, error) {
+	var errs []error
+	bad := func(field string, v any, want string) {
+		errs = append(errs, fmt.Errorf("%s is %v; %s", names.of(field), v, want))
+	}
+	count := func(field string, v *int, lo, hi, def int) {
+		switch {
+		case *v < 0 || *v > hi:
+			want := fmt.Sprintf("use %d to %d", lo, hi)
+			if def != 0 {
+				want += fmt.Sprintf(", or zero for %d", def)
+			}
+			bad(field, *v, want)
+		case *v == 0:
+			*v = def
 		}
 	}
-	if c.Cycles == 0 {
-		c.Cycles = DefaultCycles
+	duration := func(field string, v *time.Duration, def time.Duration) {
+		switch {
+		case *v < 0:
+			bad(field, *v, fmt.Sprintf("it must be positive, or zero for %s", def))
+		case *v == 0:
+			*v = def
+		}
 	}
-	if c.Replicas == 0 {
-		c.Replicas = 1
+	path := func(field string, v *string, def string) {
+		switch {
+		case *v == "":
+			*v = def
+		case !strings.HasPrefix(*v, "/"):
+			bad(field, fmt.Sprintf("%q", *v), "it must start with /")
+		}
 	}
-	def(&c.Lag, DefaultLag)
-	def(&c.Grace, DefaultGrace)
-	def(&c.ProbePeriod, DefaultProbePeriod)
-	def(&c.ReadyTimeout, DefaultReadyTimeout)
-	def(&c.Warmup, DefaultWarmup)
-	def(&c.RequestTimeout, DefaultRequestTimeout)
-	if c.ReadyPath == "" {
-		c.ReadyPath = DefaultReadyPath
+
+	if len(c.Pod.Command) == 0 {
+		errs = append(errs, fmt.Errorf("%s is empty: set it to the server's program and arguments, with %s where its listen address goes", names.of("Pod"), AddrPlaceholder))
+	} else if !c.Pod.uses(AddrPlaceholder) {
+		errs = append(errs, fmt.Errorf("the pod command %q has no %s: the server would not know where to listen; put %s where its listen address goes (it becomes 127.0.0.1:PORT), as in -addr %s",
+			strings.Join(c.Pod.Command, " "), AddrPlaceholder, AddrPlaceholder, AddrPlaceholder))
 	}
+	count("Cycles", &c.Cycles, 1, maxCycles, DefaultCycles)
+	count("Replicas", &c.Replicas, 1, maxReplicas, 1)
+	count("Conns", &c.Conns, 1, maxConns, DefaultConns)
+	count("WorkersPerConn", &c.WorkersPerConn, 1, maxConns, DefaultWorkersPerConn)
+	count("Fresh", &c.Fresh, 0, maxConns, 0)
+	count("Late", &c.Late, 0, maxConns, 0)
+	if c.Lag == 0 {
+		c.Lag = DefaultLag // negative: none
+	}
+	if c.Warmup == 0 {
+		c.Warmup = DefaultWarmup // negative: none
+	}
+	duration("Grace", &c.Grace, DefaultGrace)
+	duration("ProbePeriod", &c.ProbePeriod, DefaultProbePeriod)
+	duration("ReadyTimeout", &c.ReadyTimeout, DefaultReadyTimeout)
+	duration("RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout)
+	path("ReadyPath", &c.ReadyPath, DefaultReadyPath)
+	path("Path", &c.Path, "/")
 	if c.Load == "" {
 		c.Load = LoadHTTP1
 	}
-	if c.Conns == 0 {
-		c.Conns = DefaultConns
-	}
-	if c.Path == "" {
-		c.Path = "/"
+	switch err := CheckLoad(c.Load); {
+	case err != nil && !slices.Contains(LoadKinds, c.Load):
+		bad("Load", fmt.Sprintf("%q", c.Load), fmt.Sprintf("use one of %s", strings.Trim(fmt.Sprint(LoadKinds), "[]")))
+	case err != nil:
+		errs = append(errs, fmt.Errorf("%s: %s", names.of("Load"), strings.TrimPrefix(err.Error(), "rollout: ")))
 	}
 	if c.ListenAddr == "" {
 		c.ListenAddr = "127.0.0.1:0"
 	}
-	var errs []error
-	if len(c.Pod.Command) == 0 {
-		errs = append(errs, errors.New("no pod command: set Config.Pod (the CLI's -pod) to a program whose arguments contain {ADDR}"))
-	} else if !c.Pod.uses(AddrPlaceholder) {
-		errs = append(errs, fmt.Errorf("the pod command %q does not contain %s: the pod would not know where to listen", strings.Join(c.Pod.Command, " "), AddrPlaceholder))
-	}
-	if c.Cycles < 0 || c.Cycles > maxCycles {
-		errs = append(errs, fmt.Errorf("cycles = %d: use 1 to %d rollouts", c.Cycles, maxCycles))
-	}
-	if c.Replicas < 0 || c.Replicas > maxReplicas {
-		errs = append(errs, fmt.Errorf("replicas = %d: use 1 to %d", c.Replicas, maxReplicas))
-	}
-	if c.Conns < 0 || c.Conns > maxConns {
-		errs = append(errs, fmt.Errorf("conns = %d: use 1 to %d connections", c.Conns, maxConns))
-	}
-	if c.Late < 0 || c.Late > maxConns {
-		errs = append(errs, fmt.Errorf("late = %d: use 0 to %d clients", c.Late, maxConns))
-	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"grace", c.Grace}, {"probe period", c.ProbePeriod}, {"ready timeout", c.ReadyTimeout}, {"request timeout", c.RequestTimeout}} {
-		if d.v < 0 {
-			errs = append(errs, fmt.Errorf("%s = %s: it must be positive", d.name, d.v))
-		}
-	}
-	if !strings.HasPrefix(c.ReadyPath, "/") {
-		errs = append(errs, fmt.Errorf("ready path %q must start with /", c.ReadyPath))
-	}
-	if !strings.HasPrefix(c.Path, "/") {
-		errs = append(errs, fmt.Errorf("load path %q must start with /", c.Path))
-	}
 	if err := checkLoopback(c.ListenAddr); err != nil {
-		errs = append(errs, fmt.Errorf("listen address: %w", err))
-	}
-	if err := CheckLoad(c.Load); err != nil {
-		errs = append(errs, errors.New(strings.TrimPrefix(err.Error(), "rollout: ")))
+		errs = append(errs, fmt.Errorf("%s: %w", names.of("ListenAddr"), err))
 	}
 	if len(errs) > 0 {
-		return c, fmt.Errorf("rollout: bad configuration: %w", errors.Join(errs...))
+		return c, fmt.Errorf("bad settings: %w", errors.Join(errs...))
 	}
 	return c, nil
 }
@@ -208,11 +232,8 @@ type Rollout struct {
 
 // Result is the outcome of [Run].
 type Result struct {
-	// Load, Conns, Lag and Grace repeat the settings that shape the numbers.
-	Load  LoadKind
-	Conns int
-	Lag   time.Duration
-	Grace time.Duration
+	// Config is the run's configuration, its defaults filled in.
+	Config Config
 	// Rollouts has one entry per completed rollout.
 	Rollouts []Rollout
 	// Total counts every request of the run, rollouts and warm-up alike.
@@ -229,41 +250,62 @@ type Result struct {
 	PodLog []string
 }
 
-// WriteText writes a human-readable report, one line per rollout, then the
-// totals, ending with one machine-readable line "requests=N failed=F".
+// WriteText writes a human-readable report: the settings, one line per
+// rollout with the first error of each kind that failed, and the load
+// balancer's counters, ending with one machine-readable line of the
+// totals, "requests=N failed=F" followed by "KIND=N" for each kind that
+// failed.
 func (r *Result) WriteText(w io.Writer) error {
 	var b strings.Builder
-	lag := r.Lag.String()
-	if r.Lag < 0 {
-		lag = "none"
-	}
-	fmt.Fprintf(&b, "load=%s conns=%d lag=%s grace=%s rollouts=%d duration=%s\n",
-		r.Load, r.Conns, lag, r.Grace, len(r.Rollouts), r.Duration.Round(time.Millisecond))
-	for _, ro := range r.Rollouts {
-		fmt.Fprintf(&b, "rollout %d: %s; new %s ready after %s; old %s\n",
-			ro.N, ro.Counts.Summary(), ro.NewPod, ro.ReadyAfter.Round(time.Millisecond), ro.OldPod)
-		writeSamples(&b, ro.Counts)
-	}
-	fmt.Fprintf(&b, "load balancer: conns=%d dial-failed=%d no-endpoint=%d resets=%d\n",
-		r.Proxy.Conns, r.Proxy.DialFailed, r.Proxy.NoEndpoint, r.Proxy.Resets)
-	fmt.Fprintf(&b, "total: %s\n", r.Total.Summary())
-	if len(r.Total.Codes) > 0 {
-		fmt.Fprintf(&b, "grpc codes:")
-		for _, code := range slices.Sorted(maps.Keys(r.Total.Codes)) {
-			fmt.Fprintf(&b, " %s=%d", code, r.Total.Codes[code])
-		}
-		b.WriteString("\n")
-	}
-	fmt.Fprintf(&b, "requests=%d failed=%d\n", r.Total.Requests, r.Total.Failed())
+	r.writeDetails(&b)
+	fmt.Fprintf(&b, "%s\n", r.Total.Summary())
 	_, err := io.WriteString(w, b.String())
 	return err
 }
 
-func writeSamples(b *strings.Builder, c Counts) {
-	for k, s := range c.Samples {
-		if s != "" {
-			fmt.Fprintf(b, "    first %s: %s\n", Kind(k), s)
+// WriteDetails writes what WriteText does but its last line, the totals,
+// for a caller that writes them elsewhere.
+func (r *Result) WriteDetails(w io.Writer) error {
+	var b strings.Builder
+	r.writeDetails(&b)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func (r *Result) writeDetails(b *strings.Builder) {
+	c := r.Config
+	lag := c.Lag.String()
+	if c.Lag < 0 {
+		lag = "none"
+	}
+	fmt.Fprintf(b, "load=%s conns=%d", c.Load, c.Conns)
+	if c.Fresh > 0 {
+		fmt.Fprintf(b, " fresh=%d", c.Fresh)
+	}
+	if c.Late > 0 {
+		fmt.Fprintf(b, " late=%d", c.Late)
+	}
+	if c.Replicas > 1 {
+		fmt.Fprintf(b, " replicas=%d", c.Replicas)
+	}
+	fmt.Fprintf(b, " lag=%s grace=%s rollouts=%d duration=%s\n", lag, c.Grace, len(r.Rollouts), r.Duration.Round(time.Millisecond))
+	for _, ro := range r.Rollouts {
+		fmt.Fprintf(b, "rollout %d: %s; new %s ready after %s; old %s\n",
+			ro.N, ro.Counts.Summary(), ro.NewPod, ro.ReadyAfter.Round(time.Millisecond), ro.OldPod)
+		for k, s := range ro.Samples {
+			if s != "" {
+				fmt.Fprintf(b, "    first %s: %s\n", Kind(k), s)
+			}
 		}
+	}
+	fmt.Fprintf(b, "load balancer: conns=%d dial-failed=%d no-endpoint=%d resets=%d\n",
+		r.Proxy.Conns, r.Proxy.DialFailed, r.Proxy.NoEndpoint, r.Proxy.Resets)
+	if len(r.Total.Codes) > 0 {
+		fmt.Fprintf(b, "grpc codes:")
+		for _, code := range slices.Sorted(maps.Keys(r.Total.Codes)) {
+			fmt.Fprintf(b, " %s=%d", code, r.Total.Codes[code])
+		}
+		b.WriteString("\n")
 	}
 }
 
@@ -297,9 +339,9 @@ type run struct {
 // everything it started and returns the partial Result with the error. Each
 // step is bounded in time, so Run always returns.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
-	cfg, err := cfg.withDefaults()
+	cfg, err := cfg.Check(nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("rollout: %w", err)
 	}
 	start := time.Now()
 	r := &run{
@@ -308,7 +350,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		log:   &podLog{sink: cfg.PodLog},
 		probe: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: probeTimeout},
 	}
-	res := &Result{Load: cfg.Load, Conns: cfg.Conns, Lag: cfg.Lag, Grace: cfg.Grace}
+	res := &Result{Config: cfg}
 	if err = r.run(ctx, res); err != nil && !strings.HasPrefix(err.Error(), "rollout:") {
 		err = fmt.Errorf("rollout: %w", err)
 	}

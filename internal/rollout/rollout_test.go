@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -80,7 +81,15 @@ func checkResult(t *testing.T, cfg rollout.Config, res *rollout.Result) {
 	var text strings.Builder
 	require.NoError(t, res.WriteText(&text))
 	lines := strings.Split(strings.TrimSpace(text.String()), "\n")
-	assert.Regexp(t, `^requests=\d+ failed=\d+$`, lines[len(lines)-1])
+	assert.Equal(t, res.Total.Summary(), lines[len(lines)-1], "the last line is the totals")
+	assert.Regexp(t, `^requests=\d+ failed=\d+( (refused|reset|eof|5xx|timeout|other)=\d+)*$`, lines[len(lines)-1])
+	assert.Equal(t, 1, strings.Count(text.String(), "requests="+strconv.FormatInt(res.Total.Requests, 10)+" failed=")-
+		strings.Count(text.String(), ": requests="+strconv.FormatInt(res.Total.Requests, 10)+" failed="), "the totals are printed once")
+	for k, s := range res.Total.Samples {
+		if s != "" {
+			assert.NotContains(t, s, rollout.Kind(k).String()+": ", "a sample does not repeat its kind")
+		}
+	}
 	t.Logf("\n%s", text.String())
 }
 
@@ -159,6 +168,9 @@ func TestRunNaiveFails(t *testing.T) {
 			assert.Positive(t, res.Total.Failed(), "the naive server must fail requests")
 			assert.Positive(t, res.Proxy.DialFailed, "new connections must reach the pod after it stopped listening")
 			assert.Positive(t, res.Total.Failures[rollout.KindRefused], "samples: %q", res.Total.Samples)
+			if s := res.Total.Samples[rollout.KindRefused]; !strings.Contains(s, "refused") {
+				assert.Contains(t, s, "the load balancer could not connect to the pod", "a refusal seen as a reset says why it counts as refused")
+			}
 			// A refused request went to a pod that had stopped listening
 			// while the load balancer still routed to it: between that
 			// pod's SIGTERM and its removal (and the client's noticing).
@@ -245,16 +257,49 @@ func TestRunPodNeverReady(t *testing.T) {
 
 func TestRunRejectsBadConfig(t *testing.T) {
 	_, err := rollout.Run(t.Context(), rollout.Config{})
-	assert.ErrorContains(t, err, "no pod command")
+	assert.ErrorContains(t, err, "rollout: bad settings: Pod is empty")
 	_, err = rollout.Run(t.Context(), rollout.Config{Pod: rollout.PodSpec{Command: []string{"server"}}})
-	assert.ErrorContains(t, err, "does not contain {ADDR}")
-	_, err = rollout.Run(t.Context(), rollout.Config{
+	assert.ErrorContains(t, err, `the pod command "server" has no {ADDR}`)
+}
+
+// Check names every bad setting at once, as the front end spells it, and
+// says what to set it to; a good Config gets the one set of defaults.
+func TestCheckNamesEveryBadSettingAsTheFrontEndSpellsIt(t *testing.T) {
+	names := rollout.Names{"Cycles": "-cycles", "Conns": "-c", "ListenAddr": "-addr", "Load": "-load"}
+	_, err := rollout.Config{
 		Pod:        rollout.PodSpec{Command: []string{"server", "{ADDR}"}},
 		ListenAddr: "0.0.0.0:8080",
 		Cycles:     -1,
-	})
-	assert.ErrorContains(t, err, "loopback")
-	assert.ErrorContains(t, err, "cycles = -1")
+		Conns:      6000,
+		Fresh:      -2,
+		Grace:      -time.Second,
+		ReadyPath:  "readyz",
+		Load:       "http3",
+	}.Check(names)
+	require.Error(t, err)
+	for _, want := range []string{
+		"-cycles is -1; use 1 to 1000, or zero for 1",
+		"-c is 6000; use 1 to 5000, or zero for 32",
+		"Fresh is -2; use 0 to 5000",
+		"Grace is -1s; it must be positive, or zero for 10s",
+		`ReadyPath is "readyz"; it must start with /`,
+		`-load is "http3"; use one of http1 h2c grpc`,
+		"-addr: ",
+		"loopback",
+	} {
+		assert.ErrorContains(t, err, want)
+	}
+
+	cfg, err := rollout.Config{Pod: rollout.PodSpec{Command: []string{"server", "{ADDR}"}}, Lag: -1}.Check(nil)
+	require.NoError(t, err)
+	assert.Equal(t, rollout.DefaultCycles, cfg.Cycles)
+	assert.Equal(t, rollout.DefaultConns, cfg.Conns)
+	assert.Equal(t, rollout.DefaultReadyTimeout, cfg.ReadyTimeout)
+	assert.Equal(t, time.Duration(-1), cfg.Lag, "a negative lag means none, and stays")
+	assert.Equal(t, rollout.DefaultReadyPath, cfg.ReadyPath)
+	again, err := cfg.Check(nil)
+	require.NoError(t, err)
+	assert.Equal(t, cfg, again, "checking a checked Config changes nothing")
 }
 
 func TestBuiltinPodUnknown(t *testing.T) {

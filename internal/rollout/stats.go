@@ -1,6 +1,8 @@
 package rollout
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -52,6 +54,53 @@ func (k Kind) String() string {
 	return kindNames[k]
 }
 
+// KindCounts counts failed requests by kind: KindCounts[KindRefused] is
+// the number refused. As JSON it is an object with every kind by name,
+// {"refused": 63, "reset": 0, ...}.
+type KindCounts [NumKinds]int64
+
+// MarshalJSON writes every kind by name, zeros included, in the kinds'
+// order.
+func (c KindCounts) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for k, n := range c {
+		if k > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%q:%d", Kind(k), n)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// UnmarshalJSON reads what MarshalJSON writes; a kind left out counts
+// zero, an unknown one is an error.
+func (c *KindCounts) UnmarshalJSON(b []byte) error {
+	var m map[string]int64
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*c = KindCounts{}
+	for name, n := range m {
+		var k Kind
+		if err := k.UnmarshalText([]byte(name)); err != nil {
+			return err
+		}
+		c[k] = n
+	}
+	return nil
+}
+
+// Sum returns the number of failed requests, all kinds together.
+func (c KindCounts) Sum() int64 {
+	var n int64
+	for _, f := range c {
+		n += f
+	}
+	return n
+}
+
 // Failure is the error a load client returns for a failed request. It keeps
 // the underlying error and the classification, so callers can count by kind
 // with errors.As.
@@ -90,22 +139,18 @@ type Counts struct {
 	// Requests counts every request that completed or failed.
 	Requests int64
 	// Failures counts failed requests by kind.
-	Failures [NumKinds]int64
+	Failures KindCounts
 	// Codes counts failed gRPC calls by status code name; nil for HTTP loads.
 	Codes map[string]int64
 	// Samples holds the first error message seen for each kind, so a report
-	// can say what actually happened.
+	// can say what actually happened: the client's error, without the
+	// kind's name, and why it is of that kind where the error does not
+	// say.
 	Samples [NumKinds]string
 }
 
 // Failed returns the number of failed requests, all kinds together.
-func (c Counts) Failed() int64 {
-	var n int64
-	for _, f := range c.Failures {
-		n += f
-	}
-	return n
-}
+func (c Counts) Failed() int64 { return c.Failures.Sum() }
 
 // Add adds o's counts to c, keeping c's samples where it has them.
 func (c *Counts) Add(o Counts) {
@@ -135,6 +180,20 @@ func (c Counts) Summary() string {
 		}
 	}
 	return b.String()
+}
+
+// sample is what a report shows of a failure: the client's error and, for
+// a refused request whose error names a reset or an EOF instead, why it
+// counts as refused.
+func sample(f *Failure) string {
+	msg := f.Err.Error()
+	if f.Code != "" {
+		msg = "grpc " + f.Code + ": " + msg
+	}
+	if f.Kind == KindRefused && !strings.Contains(msg, "refused") {
+		msg += " (a new connection that ended before the pod sent a byte: the load balancer could not connect to the pod, which never saw the request)"
+	}
+	return msg
 }
 
 // recorder counts requests into consecutive windows. Successes only touch an
@@ -180,7 +239,7 @@ func (r *recorder) failure(err error, pod int, at time.Duration) {
 		r.leftOut++
 	}
 	if r.cur.Samples[f.Kind] == "" {
-		r.cur.Samples[f.Kind] = f.Error()
+		r.cur.Samples[f.Kind] = sample(f)
 	}
 	if f.Code != "" {
 		if r.cur.Codes == nil {

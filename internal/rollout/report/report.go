@@ -16,49 +16,46 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/lameduck/lameduck/internal/rollout"
 )
 
-// Run is one recorded run, drawn as one panel.
+// Run is one recorded run, drawn as one panel. Its JSON (see
+// [Run.MarshalJSON]) names every field, gives durations in seconds, and
+// records every setting of the run.
 type Run struct {
 	// Name names the server, such as "naive".
 	Name string
 	// Note says in a few words what the server does on SIGTERM; it may be
 	// empty.
-	Note string `json:",omitempty"`
+	Note string
+	// Settings is the run's configuration, its defaults filled in; its
+	// PodLog is not recorded.
+	Settings rollout.Config
 	// Requests and Failures are the run's exact totals, which the
 	// timeline's bounded lists may not add up to.
 	Requests int64
-	Failures [rollout.NumKinds]int64
-	// Lag is how long the load balancer kept routing to a terminating pod;
-	// negative for none.
-	Lag time.Duration
+	Failures rollout.KindCounts
 	// Timeline is what happened, over time.
 	Timeline rollout.Timeline
 }
 
 // FromResult returns the run that res recorded, under name and note.
 func FromResult(name, note string, res *rollout.Result) Run {
+	settings := res.Config
+	settings.PodLog = nil
 	return Run{
 		Name:     name,
 		Note:     note,
+		Settings: settings,
 		Requests: res.Total.Requests,
 		Failures: res.Total.Failures,
-		Lag:      res.Lag,
 		Timeline: res.Timeline,
 	}
 }
 
 // Failed returns the number of failed requests, all kinds together.
-func (r Run) Failed() int64 {
-	var n int64
-	for _, f := range r.Failures {
-		n += f
-	}
-	return n
-}
+func (r Run) Failed() int64 { return r.Failures.Sum() }
 
 // WriteFile writes runs to path as JSON, for [ReadFile] and the rollout
 // command's -draw.

@@ -61,7 +61,7 @@ func TestFigureOfARecordedComparison(t *testing.T) {
 		assert.Regexp(t, `^`+run.Name+` \(.+\): `+fmt.Sprint(run.Failed())+` of [\d,]+ requests failed`, p.Title)
 		require.Len(t, p.Lanes, len(tl.Pods), "%s: one lane per pod", run.Name)
 
-		var byKind [rollout.NumKinds]int64
+		var byKind rollout.KindCounts
 		for j, l := range p.Lanes {
 			pod := tl.Pods[j]
 			assert.Equal(t, pod.Name, l.Pod)
