@@ -247,9 +247,10 @@ func watchDelay(c *Coordinator, servers []Server, endpoints *endpointsWatch, sig
 	return l
 }
 
-// begin starts the delay now.
-func (l *lameDuckDelay) begin() {
-	l.start = l.clock.Now()
+// begin starts the delay, as from start, the moment the lame-duck phase
+// was entered: an observer of that phase sees the delay already running.
+func (l *lameDuckDelay) begin(start time.Time) {
+	l.start = start
 	l.running.Add(1)
 	go l.run()
 }

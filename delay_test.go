@@ -210,3 +210,23 @@ func TestStatusReportsTheDelayAsItMeasures(t *testing.T) {
 	assert.Equal(t, "min", h.ld.Status().Delay.Ended)
 	require.NoError(t, h.wait(t))
 }
+
+// The delay runs from the moment the lame-duck phase is entered: an
+// observer of that phase, which may move on before Run does, sees the
+// delay already running, and time that passes meanwhile counts in it.
+func TestTheDelayRunsFromTheMomentOfTheLameDuckPhase(t *testing.T) {
+	var h *harness
+	h = newHarness(t, lameduck.WithDrainDelay(5*time.Second), lameduck.WithObserver(func(e lameduck.Event) {
+		if e.Phase == lameduck.PhaseLameDuck {
+			h.clock.Advance(time.Second) // before Run goes on to the delay
+		}
+	}))
+	h.ld.Register(newFakeServer("web", h.log))
+	h.ld.MarkReady()
+	h.start(t, context.Background())
+	h.signals <- syscall.SIGTERM
+	h.clock.Pass(t, 4*time.Second)
+	ev := h.phases.await(t, lameduck.PhaseDraining)
+	assert.Equal(t, 5*time.Second, ev.Delay.Took)
+	require.NoError(t, h.wait(t))
+}

@@ -191,7 +191,7 @@ func (r *run) run(ctx context.Context) error {
 	r.enter(PhaseLameDuck, inflight.Counts{}, slog.String("trigger", trigger), slog.Bool("was_ready", wasReady),
 		c.opts.delay.attr(delay), slog.Duration("drain_deadline_in", drainDeadline.Sub(signalAt)),
 		slog.Duration("deadline_in", deadline.Sub(signalAt)))
-	lameDuck.begin()
+	lameDuck.begin(r.phaseAt)
 	r.await(lameDuck.done, hardCtx)
 	r.delay = lameDuck.stop()
 

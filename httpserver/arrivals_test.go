@@ -37,9 +37,6 @@ func TestConnectionsAcceptedDuringTheDelayAreArrivals(t *testing.T) {
 	_, _, err := before.get("/")
 	require.NoError(t, err)
 	p.sigterm(t)
-	// The delay's timer is set just after the lame-duck phase begins:
-	// moving the clock before it exists would put its end out of reach.
-	p.clock.AwaitTimer(t, 5*time.Second)
 
 	resp, _, err := before.get("/")
 	require.NoError(t, err, "a keep-alive connection from before the signal is served")
