@@ -22,10 +22,13 @@
 //     that only the programs that import it compile gRPC. Each failure is
 //     classified as a [Kind].
 //
-// [Run] ties them together and returns a [Result]; [Result.WriteText] ends
-// with one machine-readable line, "requests=N failed=F". [Result.Timeline]
-// keeps what happened over time, pod by pod, for a picture of the run
-// (package report records it, the rollout command draws it): the requests each pod served per interval,
+// [Config.Check] fills in the one set of defaults and names every bad
+// setting as its caller spells it. [Run] ties the parts together and
+// returns a [Result]; [Result.WriteText] ends with one machine-readable
+// line of the totals, "requests=N failed=F" and the failures by kind.
+// [Result.Timeline] keeps what happened over time, pod by pod, for a
+// picture of the run (package report records it, the rollout command
+// draws it): the requests each pod served per interval,
 // each failure with its time, kind and pod, and the events of each pod's
 // life. Recording it costs a request a clock read and an atomic load, and
 // no lock.
