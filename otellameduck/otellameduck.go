@@ -60,7 +60,8 @@
 // One span, "lameduck.shutdown", of kind internal and with no parent, runs
 // from [lameduck.PhaseLameDuck] (or, after a failed start,
 // [lameduck.PhaseStopping]) to [lameduck.PhaseStopped], with an event per
-// phase, named as the phase, carrying lameduck.phase.previous_duration.
+// phase, named as the phase ("lame duck", "draining"...), carrying the
+// duration of the phase before it (lameduck.phase.previous_duration).
 // Its attributes, set as it ends, are the shutdown's figures, durations in
 // seconds (the last arrival only when a connection arrived,
 // .endpoints_unrouted only when the slices were seen to stop routing):
