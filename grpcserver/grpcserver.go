@@ -14,125 +14,52 @@
 //		log.Fatal(err)
 //	}
 //
-// # Why GracefulStop on SIGTERM is not enough
+// [grpc.Server.GracefulStop] on SIGTERM refuses the connections that load
+// balancers still send to the pod, and waits without bound for streams that
+// never end. A [Server] goes through the steps of [lameduck.Coordinator.Run]
+// instead:
 //
-// [grpc.Server.GracefulStop] closes the listener at once, while kube-proxy,
-// ingress controllers and load balancers go on routing new connections to
-// the terminating pod for a while: those connections are refused and their
-// RPCs fail with UNAVAILABLE (grpc-go#4650). In a rolling update replayed on
-// real iptables and conntrack with a 1 s endpoint-removal lag, GracefulStop on
-// SIGTERM failed 6,453 of 208,045 RPCs; health NOT_SERVING, a delay, then
-// GracefulStop failed none. GracefulStop also waits, without a timeout, for
-// every RPC, including streams that never end (grpc-go#1355, #6921), and
-// the process is then killed without a word about what was lost.
+//  1. Listen binds the address, before anything turns ready. The health
+//     service answers NOT_SERVING until [lameduck.Coordinator.MarkReady],
+//     SERVING then.
+//  2. LameDuck, at the signal: health turns NOT_SERVING for good, and every
+//     open connection receives a graceful GOAWAY, so that its client
+//     reconnects through the Service; RPCs in flight finish. New connections
+//     are accepted and served for the whole drain delay, and each is sent a
+//     GOAWAY of its own within about 100 ms of its arrival.
+//  3. Drain, after the delay: the listener closes, every connection receives
+//     a GOAWAY, open health Watch streams end, and Drain returns as soon as
+//     the last connection is gone. Streaming handlers should return once
+//     ld.Entered(lameduck.PhaseDraining) is closed.
+//  4. Close, at the drain deadline: every connection is closed,
+//     [grpc.Server.Stop] cancels the RPCs' contexts, and the unary RPCs and
+//     streams still in flight are reported as cut ([lameduck.ErrCut]).
 //
-// # The sequence
+// New registers the standard health service (grpc.health.v1), for
+// Kubernetes' gRPC probe and grpc-health-probe. The overall service "" and
+// every registered service follow the Coordinator as above, in Check and
+// Watch alike, and answer NOT_SERVING while a readiness check
+// ([lameduck.Coordinator.AddCheck]) fails, as /readyz answers 503.
+// [Server.Health] sets one service's status apart.
 //
-// A [Server] goes through the steps of [lameduck.Coordinator.Run]:
+// Limits:
 //
-//  1. Listen binds the address; an address in use is an error, returned
-//     before anything turns ready. The health service answers NOT_SERVING
-//     until [lameduck.Coordinator.MarkReady], then SERVING.
-//  2. LameDuck, at the first moment of the shutdown: health turns
-//     NOT_SERVING for good, and every open connection receives a graceful
-//     GOAWAY, so that its client reconnects through the Service, which
-//     soon routes elsewhere. RPCs in flight finish, RPCs that cross the
-//     GOAWAY are retried by the client on its new connection, and new
-//     connections, which keep arriving until kube-proxy catches up, are
-//     accepted and served for the whole drain delay.
-//  3. Drain, after the delay: the listener is closed, every connection
-//     receives a GOAWAY, open health Watch streams end, and the server waits
-//     for the RPCs in flight. Streaming handlers should wrap up once
-//     [lameduck.Coordinator.Draining] is closed. Drain returns as soon as the
-//     last connection is gone: it waits for GracefulStop to return, an
-//     event, and never polls.
-//  4. Close, at the drain deadline (see [lameduck.Coordinator.Run]), closes
-//     every connection and calls [grpc.Server.Stop], which cancels the RPCs'
-//     contexts, and reports how many unary RPCs and streams it cut, which
-//     makes Run return an error wrapping [lameduck.ErrCut]. This is the
-//     bound GracefulStop lacks: run it in the background, Stop at the
-//     deadline.
+//   - grpc-go does not set TCP_USER_TIMEOUT on the connections, which reach
+//     it wrapped: a peer that vanishes is detected by keepalive pings
+//     ([google.golang.org/grpc/keepalive]), not by the kernel.
+//   - The options given to [New] apply to every grpc.Server the Server
+//     builds, one more at the signal and at each GOAWAY during the delay.
+//   - Once the drain has begun, a connection silent for a second after it
+//     was accepted, such as a TCP health checker's, is closed.
+//   - Close does not wait for Stop, which blocks behind a handler that
+//     ignores its context (grpc-go#9393): that handler runs on after Run
+//     returns.
+//   - Thousands of idle connections over TLS can outlast a short delay and
+//     end early in the drain.
 //
-// # Health
+// How the connections are moved, why, and what was measured: [docs/grpc.md].
 //
-// New registers the standard health service (grpc.health.v1, see package
-// [google.golang.org/grpc/health]), which Kubernetes' native gRPC probe,
-// grpc-health-probe, service meshes and grpc-go's client-side health
-// checking use. The status of the overall service "" and of every
-// registered service, the health service included, follows the Coordinator:
-// NOT_SERVING until MarkReady, SERVING then, and NOT_SERVING from the first
-// moment of the shutdown on, never SERVING again. Check and Watch both see
-// each change. A client's Watch stream would hold GracefulStop until the
-// deadline, so it is ended, with status OK after a last NOT_SERVING update,
-// when the drain begins; the health protocol asks clients to retry it with
-// backoff.
-//
-// Readiness checks added with [lameduck.Coordinator.AddCheck] count as they
-// do for /readyz: while the lifecycle says SERVING, a failing check makes
-// the overall service "" and every registered service NOT_SERVING, and its
-// recovery makes them SERVING again, so that the kubelet's native gRPC
-// probe and grpc-health-probe see what /readyz says. Checks are process-wide,
-// like the pod's readiness: a service whose status is set apart through
-// [Server.Health] keeps that status, made NOT_SERVING while a check fails.
-// Check and List run the checks through
-// [lameduck.Coordinator.CheckReadiness], with their timeouts, sharing calls
-// in progress and cached results with every probe, so that a flood of health
-// calls never stacks calls on a dependency. Watch streams see a check fail
-// or recover within a second: while any is open, the checks run once a
-// second (set [lameduck.Check.Cache] to call a dependency less often), and
-// every Check's result reaches them too. A Watch stream that opens, or a
-// status that turns SERVING, asks the checks first, so that a SERVING is
-// never sent only to be taken back.
-//
-// # How connections are moved off during the delay
-//
-// grpc-go sends a graceful GOAWAY only from GracefulStop, to every
-// connection of a [grpc.Server] at once, and GracefulStop also closes the
-// server's listeners. So a Server owns the listener and hands each accepted
-// connection, through an in-memory listener, to the grpc.Server of the
-// moment. At LameDuck it builds a second grpc.Server with the same options
-// and services, sends new connections there, and calls GracefulStop on the
-// first one: every existing connection receives a GOAWAY, its RPCs finish,
-// and the port stays open. A connection handed to the first grpc.Server just
-// before it stopped, which grpc-go would close before reading from it, goes
-// to the second one instead.
-//
-// The options given to [New] are applied to both grpc.Servers, and the
-// services registered are registered on both; a stats handler or an
-// interceptor in the options sees the RPCs of both.
-//
-// # Limits
-//
-// Connections are passed to grpc-go wrapped, so that a hand-off can be
-// taken back. As a result grpc-go does not set TCP_USER_TIMEOUT from its
-// keepalive parameters on them (it sets it only on a *net.TCPConn): a peer
-// that vanishes is detected by keepalive pings
-// ([google.golang.org/grpc/keepalive]) rather than by the kernel.
-//
-// Connections opened during the delay, while kube-proxy still routes to
-// the pod, are served on the second grpc.Server and receive their GOAWAY at
-// the drain, when the listener closes: their RPCs in flight finish and
-// their clients' next RPCs go to the pods the Service now routes to. (A
-// new connection could be sent away sooner only by rotating grpc.Servers
-// during the delay; the measurement above shows no need.)
-//
-// Idle connections open at the signal go through grpc-go's GOAWAY, PING
-// and final GOAWAY during the delay, and are gone by the time the drain
-// begins. Each takes the two processes a few round trips and, over TLS,
-// some encryption: on a 2-core machine with its clients on it, 5,000 idle
-// connections over TLS can take longer than a 1 s delay, and the last of
-// them then end a few hundred milliseconds into the drain (see
-// BenchmarkExitLatency and the README's Performance section).
-//
-// grpc-go gives a new connection ConnectionTimeout (120 s by default) to
-// send its HTTP/2 preface, and GracefulStop and Stop wait for it meanwhile.
-// Once the drain has begun, a connection on which nothing has arrived a
-// second after it was accepted is closed, and Close closes every
-// connection before it stops the grpc.Servers, so that a client that
-// connects and says nothing, such as a TCP health checker, holds neither.
-// Close does not wait for Stop, and Serve returns once Close has been
-// called: Stop called while GracefulStop waits for a handler that ignores
-// its context blocks until that handler returns (grpc-go#9393).
+// [docs/grpc.md]: https://github.com/lameduck/lameduck/blob/main/docs/grpc.md
 package grpcserver
 
 import (
@@ -628,7 +555,8 @@ func (s *Server) handOff(c *conn) {
 // connections. It returns at once. From now on it calls arrived once for
 // each connection accepted, when its first RPC that is not a probe (a
 // health check, or a call from the kubelet) begins (see [lameduck.Server]);
-// each is asked to leave with a GOAWAY about 100 ms after it was accepted.
+// each is asked to leave with a GOAWAY within about 100 ms of its
+// acceptance, together with those accepted meanwhile.
 func (s *Server) LameDuck(arrived func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

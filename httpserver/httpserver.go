@@ -1,102 +1,58 @@
 // Package httpserver runs a [net/http.Server] under a [lameduck.Coordinator]
 // so that a rolling update fails no request.
 //
-// [New] adapts an *http.Server, which keeps its handler, timeouts and TLS
-// configuration, to the [lameduck.Server] interface:
+//	ld.Register(httpserver.New(&http.Server{Addr: ":8080", Handler: mux}))
 //
-//	srv := httpserver.New(&http.Server{Addr: ":8080", Handler: mux})
-//	ld.Register(srv)
+// [New] keeps the server's handler, timeouts and TLS configuration, and
+// serves HTTP/1.1, HTTP/2 over TLS and HTTP/2 with prior knowledge (h2c),
+// unless [net/http.Server.Protocols] says otherwise. [Admin] adds a server
+// for the probes and metrics that answers until Run returns.
 //
-// The server speaks HTTP/1.1, HTTP/2 over TLS, and HTTP/2 with prior
-// knowledge over plain TCP (h2c), unless [net/http.Server.Protocols] says
-// otherwise.
+// A [Server] goes through the steps of [lameduck.Coordinator.Run]:
 //
-// # What happens on shutdown
-//
-// Lame duck: the server keeps accepting and serving everything, but every
-// response asks its client to leave gently: HTTP/1 responses carry
-// "Connection: close", so that each keep-alive connection ends cleanly right
-// after a response and the client's next request opens a new connection
-// through the Service; HTTP/2 connections get a graceful GOAWAY, the open
-// ones at once, idle ones included, and those opened during the delay after
-// their first response. The HTTP/1 header is decided when the response's
-// header is written, so responses to requests that began before the signal
-// carry it too. Idle HTTP/1 connections are left alone: closing a
-// keep-alive connection from the server side races a client that has just
-// sent a request on it, and that is the race that fails requests in the
-// textbook recipe (SetKeepAlivesEnabled(false), then a delay, then
-// Shutdown).
-//
-// The adapter speaks HTTP/2's graceful shutdown itself, on h2c and TLS
-// connections alike: net/http's own HTTP/2 server serves them through a
-// wrapper that follows their frames in plaintext, above TLS, and adds
-// frames between two of the server's. Its GOAWAY names the largest stream
-// ID, as RFC 9113 (section 6.8) recommends, so it refuses no stream, and a
-// PING follows it; once the client has acknowledged the PING, it has
-// processed the GOAWAY and opens no more streams. When, after that, no
-// stream is open, a final GOAWAY names the last stream the client opened,
-// so that a client that opened one anyway knows it was not processed and
-// retries it on a new connection, and the connection is half-closed; the
-// wrapper then reads until the client closes it, so that no TCP reset can
-// destroy the end of a response. net/http's own GOAWAY instead names the
-// last stream it has read, refusing one the client opened a moment
-// before, and waits a second after the last stream before it closes the
-// connection (golang/go#18701), while Go's client waits for the server to
-// close an idle one.
-//
-// Drain: the listener stops accepting, after taking the connections the
-// kernel has already queued (closing it at once would reset them; on
-// Linux the length of the queue is read from the socket, elsewhere Accept
-// waits a millisecond for more). Idle HTTP/1 connections — no request in
-// flight and no byte of one received — end: each connection's reader
-// decides, so that no request can be taken from the kernel and then
-// dropped, and half-closes the connection, after a close_notify over TLS;
-// it then reads, handing net/http nothing, until the client closes its
-// end, so that a request sent at that very moment meets an orderly end of
-// the connection before any byte of a response, not a TCP reset, and is
-// never read. Requests in flight finish, and their connections close right
-// after their responses; over TLS, the TCP half-close follows the
-// close_notify alert at once, where net/http would wait 500 ms
-// (rstAvoidanceDelay) before closing. HTTP/2 connections end one round
-// trip after their last response. The drain ends as soon as the last
-// response is written and the last connection has ended: it follows
-// connection and request events and never polls, unlike Shutdown, whose
-// poll interval grows to 500 ms.
-//
-// Deadline: [Server.Close] cancels request contexts (see
-// [net/http.Server.BaseContext]), closes every connection, hijacked ones
-// included (net/http does not track those, golang/go#17721), and reports
-// what it cut.
+//  1. Lame duck, at the signal: everything is still accepted and served,
+//     but every response asks its client to leave. HTTP/1 responses carry
+//     "Connection: close", those to requests that began before the signal
+//     included; HTTP/2 connections get a graceful GOAWAY, open ones at once,
+//     idle ones included, new ones after their first response. Idle HTTP/1
+//     connections are left alone: closing one races a client that has just
+//     sent a request on it.
+//  2. Drain, after the delay: the listener stops accepting, after taking the
+//     connections the kernel has already queued. Idle HTTP/1 connections
+//     end, without a reset, and a request sent at that moment is never read;
+//     requests in flight finish, and their connections close after the
+//     response; HTTP/2 connections end one round trip after their last
+//     response. Drain returns as soon as the last response is written and
+//     the last connection has ended.
+//  3. Close, at the drain deadline: request contexts are canceled and every
+//     connection is closed, hijacked ones included; the handlers still
+//     running, requests still being received and hijacked connections are
+//     reported as cut ([lameduck.ErrCut]).
 //
 // Long-lived responses, such as server-sent events, and hijacked
-// connections, such as websockets, should watch
-// [lameduck.Coordinator.Draining] and finish when it is closed.
+// connections, such as websockets, should finish once
+// ld.Entered(lameduck.PhaseDraining) is closed, or be cut at the deadline;
+// ld.Entered(lameduck.PhaseLameDuck) lets them send their clients elsewhere
+// sooner.
 //
-// # Limits
+// Limits:
 //
-// An idle HTTP/1 connection can be told nothing, so it is ended when the
-// drain begins, and ending a connection costs the kernel a FIN, and the
-// client's in return: tens of microseconds each on a 2-core machine with
-// its clients, so that 5,000 idle HTTP/1 connections end a few hundred
-// milliseconds into the drain, as long as Shutdown takes to close them
-// (see the README's Performance section for measured figures).
+//   - Ending thousands of idle HTTP/1 connections costs the kernel tens of
+//     microseconds each: 5,000 end a few hundred milliseconds into the drain.
+//   - An HTTP/2 client that does not acknowledge the PING after the GOAWAY
+//     within a second has its connection ended without it; one that does not
+//     close its end after the final GOAWAY holds it for up to a second.
+//   - An HTTP/2 server of your own in TLSNextProto without an
+//     "unencrypted_http2" entry gives its connections its own GOAWAY and
+//     timers, through Shutdown.
+//   - Handlers get a wrapped ResponseWriter: it implements [http.Flusher],
+//     [http.Hijacker] (HTTP/1), [io.ReaderFrom] (HTTP/1) and Unwrap for
+//     [http.ResponseController], but not [http.CloseNotifier] or
+//     [http.Pusher].
 //
-// An HTTP/2 client that does not acknowledge the PING within a second of
-// the GOAWAY (ackWait), because it does not read its idle connection or
-// ignores PINGs, has its connection ended without it: after the delay if
-// the GOAWAY went out at the signal, a second into the drain otherwise.
-// One that reads the final GOAWAY and the end of the connection but does
-// not close its own end, while its last response may still be on its way,
-// holds the connection for up to a second (lingerWait); clients close on
-// the end of the connection, Go's, grpc-go, curl and browsers included.
+// How the adapter ends connections without a reset, and why: [docs/http.md].
 //
-// With an HTTP/2 server of your own in TLSNextProto that has no
-// "unencrypted_http2" entry (net/http's and golang.org/x/net/http2's have
-// one), HTTP/2 connections get that server's GOAWAY and timers, through
-// Shutdown. Handlers' ResponseWriter is wrapped: it implements
-// [http.Flusher], [http.Hijacker] (HTTP/1), [io.ReaderFrom] (HTTP/1) and
-// Unwrap for [http.ResponseController], but not the deprecated
-// [http.CloseNotifier] and [http.Pusher].
+// [docs/http.md]: https://github.com/lameduck/lameduck/blob/main/docs/http.md
 package httpserver
 
 import (

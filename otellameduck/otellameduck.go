@@ -1,8 +1,7 @@
 // Package otellameduck exports the shutdown of a [lameduck.Coordinator]
 // through OpenTelemetry: the measurements of package prommetrics as
-// OpenTelemetry instruments, and one span for each shutdown, from the
-// signal to the end of Run, with an event per phase and the shutdown's
-// figures as attributes.
+// instruments, and one span for each shutdown, from the signal to the end of
+// Run, with an event per phase and the shutdown's figures as attributes.
 //
 //	t := otellameduck.New(otellameduck.WithMeterProvider(mp), otellameduck.WithTracerProvider(tp))
 //	ld, err := lameduck.New(lameduck.WithObserver(t.Observe))
@@ -16,52 +15,17 @@
 //	err = ld.Run(ctx)
 //	// Shut mp and tp down here, after Run: the final values are already out.
 //
-// # The last values of a dying process
-//
-// A pushing exporter, such as OTLP to a collector, is the one kind of export
-// that can carry a shutdown's last values — what ended the drain delay, the
-// last arrival, what was cut, the stopped phase — out of a process that is
-// about to disappear, but only if it is flushed before the process exits:
-// a periodic reader exports every 60 s by default, and a batch span
-// processor every 5 s, so that the end of a shutdown, which lasts
-// milliseconds, is otherwise almost never exported. So when Run enters
-// [lameduck.PhaseStopped], [Telemetry.Observe] ends the shutdown's span and
-// calls ForceFlush on the tracer provider and the meter provider, before
-// Run returns. The metrics exported are read from
-// [lameduck.Coordinator.Status] at that moment: the phase is stopped, and
-// every figure is final.
-//
-// The flush is bounded by the shutdown's deadline (the grace period minus
-// the safety margin, counted from the signal; see
-// [lameduck.WithGracePeriod]), which it learns from the context of a
-// shutdown hook that [Telemetry.Instrument] adds: it cannot make Run miss
-// its deadline, and a second signal cuts it short. Its cost is the time an
-// export takes, one round trip to the collector for the metrics and one for
-// the spans, run at the same time, on top of the shutdown; while the
-// collector does not answer, up to the time left before the deadline.
-//
-// Two mistakes would lose the last values, and the package reports both:
-//
-//   - Shutting the providers down in a hook of [lameduck.Coordinator.OnShutdown]:
-//     hooks run before the stopped phase, so the final flush would find them
-//     shut. Shut them down after Run returns: the flush has exported
-//     everything already, so Shutdown has almost nothing left to send. A
-//     flush that fails is reported to [otel.Handle], with what to change.
-//   - A provider that cannot be flushed: only a provider with a method
-//     ForceFlush(context.Context) error, as the SDK's have (package
-//     go.opentelemetry.io/otel/sdk/metric's MeterProvider and package
-//     go.opentelemetry.io/otel/sdk/trace's TracerProvider), can be. The
-//     global providers are the SDK's once [otel.SetMeterProvider] and
-//     [otel.SetTracerProvider] have set them, and are read at the flush;
-//     otherwise [otel.Handle] is told what to set. No-op providers (package
-//     noop) are not flushed, and nothing is reported for them.
-//
-// Why a method the user passes to [lameduck.WithObserver], and another that
-// takes the Coordinator, rather than one call: observers are set when the
-// Coordinator is created, and the instruments need the Coordinator itself.
-// Each half reports the other missing: Observe, through [otel.Handle], when
-// Run starts without Instrument; the hook that Instrument adds, in Run's
-// error, when the shutdown reaches it without a single event observed.
+// When Run enters [lameduck.PhaseStopped], [Telemetry.Observe] ends the span
+// and calls ForceFlush on both providers, before Run returns and within the
+// shutdown's deadline, so that a pushing exporter, such as OTLP, carries
+// every shutdown's final values out of the process; from then on the
+// instruments report those values. Two mistakes would lose them, and each
+// is reported to [otel.Handle] with its fix: shutting the providers down in
+// a hook of [lameduck.Coordinator.OnShutdown], which runs before the stopped
+// phase, rather than after Run returns; and a provider without a method
+// ForceFlush(context.Context) error, as the SDK's have (no-op providers are
+// neither flushed nor reported). A missing [Telemetry.Instrument] is
+// reported there too, and a missing Observe makes Run return an error.
 //
 // # Metrics
 //
@@ -85,32 +49,33 @@
 //	lameduck.drain_delay.endpoints_unrouted    s       how long after the signal the EndpointSlices stopped routing to the process
 //
 // Counters (cut, calls, failures, time, arrivals) are cumulative
-// observable counters; in_flight is an observable up-down counter; the
-// others are observable gauges. Phases are named as [lameduck.Phase.String]
-// names them, with "_" for spaces: starting, serving, lame_duck, draining,
-// stopping, stopped. Kinds are request, stream and connection, and worker
-// for cut work. The arrival series exist from the start of the lame-duck
-// phase, drain_delay.duration and drain_delay.ended once the delay is over,
-// drain_delay.endpoints_unrouted once the slices stop routing here.
+// observable counters, in_flight an observable up-down counter, the others
+// observable gauges. Phases and kinds are named as in package prommetrics.
+// The arrival series exist from the start of the lame-duck phase,
+// drain_delay.duration and .ended once the delay is over,
+// .endpoints_unrouted once the slices stop routing here.
 //
 // # The span
 //
-// One span, "lameduck.shutdown", of kind internal and with no parent,
-// starts when Run enters [lameduck.PhaseLameDuck] (or, after a failed start,
-// [lameduck.PhaseStopping]) and ends when it enters [lameduck.PhaseStopped].
-// It has an event for each phase entered from the lame duck on, named as
-// the phase ("lame duck", "draining", "stopping", "stopped"), with the
-// duration of the phase before it (lameduck.phase.previous_duration, in
-// seconds). Its attributes, set as it ends, are the shutdown's figures:
+// One span, "lameduck.shutdown", of kind internal and with no parent, runs
+// from [lameduck.PhaseLameDuck] (or, after a failed start,
+// [lameduck.PhaseStopping]) to [lameduck.PhaseStopped], with an event per
+// phase, named as the phase ("lame duck", "draining"...), carrying the
+// duration of the phase before it (lameduck.phase.previous_duration).
+// Its attributes, set as it ends, are the shutdown's figures, durations in
+// seconds (the last arrival only when a connection arrived,
+// .endpoints_unrouted only when the slices were seen to stop routing):
 //
 //	lameduck.drain_delay.duration, .reason, .arrivals, .last_arrival, .last_arrival_server, .endpoints_unrouted
 //	lameduck.cut.requests, .streams, .connections, .workers
 //	lameduck.lame_duck.duration, lameduck.draining.duration, lameduck.stopping.duration
 //
-// with durations in seconds, .endpoints_unrouted only when the slices
-// were seen to stop routing, and the last arrival only when a connection
-// arrived. A shutdown that cut work ends its span with status Error and a
-// description of what was cut, such as "2 requests".
+// A shutdown that cut work ends its span with status Error and a
+// description such as "2 requests cut at the deadline".
+//
+// Why the final flush, what it costs, and why two calls: [docs/metrics.md].
+//
+// [docs/metrics.md]: https://github.com/lameduck/lameduck/blob/main/docs/metrics.md
 package otellameduck
 
 import (

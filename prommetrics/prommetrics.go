@@ -8,23 +8,10 @@
 //
 // Served on an admin server ([lameduck.Coordinator.RegisterAdmin],
 // httpserver.Admin), the metrics can be scraped through the drain delay and
-// the drain, until Run returns.
-//
-// # Why Prometheus, and why a module of its own
-//
-// client_golang is what Go services on Kubernetes expose /metrics with, and
-// what the Kubernetes components themselves use; an OpenTelemetry
-// MeterProvider can read the same registry through its Prometheus bridge.
-// It depends on several modules (prometheus/common, procfs, protobuf,
-// x/sys...), which would enter the module graph of every user of lameduck,
-// and could raise their versions, if this package were in lameduck's
-// module: it is a module of its own, github.com/lameduck/lameduck/prommetrics,
-// that only the services importing it require.
-//
-// # Metrics
-//
-// Every value is read from [lameduck.Coordinator.Status] when Prometheus
-// scrapes, not counted from events, so the in-flight counts are exact:
+// the drain, until Run returns; [lameduck.WithFinalScrape] keeps it up,
+// within the deadline, for one scrape of the final values. Every value is
+// read from [lameduck.Coordinator.Status] when Prometheus scrapes, not
+// counted from events, so the in-flight counts are exact:
 //
 //	lameduck_phase{phase}                              1 for the phase Run is in, 0 for the others
 //	lameduck_ready                                     1 from MarkReady until the shutdown begins
@@ -42,21 +29,23 @@
 // Phases are named as [lameduck.Phase.String] names them, with "_" for
 // spaces: starting, serving, lame_duck, draining, stopping, stopped. Kinds
 // are request, stream and connection, and worker for cut work. The server
-// label is the name lameduck gives the server in its logs, such as "http
-// :8080"; servers that do not count their work (see
-// [lameduck.Status.Servers]) and admin servers have no in-flight series.
+// label is the server's name in lameduck's logs, such as "http :8080";
+// servers that do not count their work (see [lameduck.Status.Servers]) and
+// admin servers have no in-flight series. The arrival series appear when
+// the lame-duck phase begins, lameduck_drain_delay_ended once the delay is
+// over, lameduck_endpoints_unrouted_seconds once the slices stop routing
+// here. Measurements that lameduck adds later become new series; the
+// existing ones keep their names and labels.
 //
-// A useful alert: lameduck_cut_total increasing means a shutdown cut work
-// at its deadline, so the drain delay or the grace period is too short for
-// the traffic. Another: lameduck_last_arrival_seconds close to the drain
-// delay means the load balancer was still routing to the pod when the delay
-// ended, so requests may have failed: raise the delay, or make it adaptive.
-// The arrival series appear at the start of the lame-duck phase and follow
-// the arrivals as they come; lameduck_drain_delay_ended appears once the
-// delay is over, lameduck_endpoints_unrouted_seconds once the slices stop
-// routing here. Measurements
-// that lameduck adds to its Status later become new series; the existing
-// ones keep their names and labels.
+// Two alerts: lameduck_cut_total increasing means a shutdown cut work at its
+// deadline, so the drain delay or the grace period is too short for the
+// traffic; lameduck_last_arrival_seconds close to the drain delay means the
+// load balancer still routed to the pod when the delay ended: raise the
+// delay, or make it adaptive.
+//
+// Why Prometheus, and why a module of its own: [docs/metrics.md].
+//
+// [docs/metrics.md]: https://github.com/lameduck/lameduck/blob/main/docs/metrics.md
 package prommetrics
 
 import (
