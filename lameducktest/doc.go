@@ -11,7 +11,7 @@
 //	func TestRollingUpdate(t *testing.T) {
 //		bin := lameducktest.Build(t, "./cmd/myserver")
 //		res := lameducktest.Rollout(t, lameducktest.Config{
-//			Command: []string{bin, "-addr", "{ADDR}", "-drain-delay", "1s", "-grace-period", "10s"},
+//			Command: []string{bin, "-addr", "{ADDR}", "-drain-delay", "2s", "-grace-period", "10s"},
 //		})
 //		if res.Failed > 0 {
 //			t.Errorf("%d of %d requests failed:\n%v", res.Failed, res.Requests, res)

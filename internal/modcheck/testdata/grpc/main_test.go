@@ -11,7 +11,7 @@ import (
 func TestRollingUpdate(t *testing.T) {
 	bin := lameducktest.Build(t, ".")
 	res := lameducktest.Rollout(t, lameducktest.Config{
-		Command:  []string{bin, "-addr", "{ADDR}", "-probe-addr", "{PROBE_ADDR}", "-drain-delay", "1s"},
+		Command:  []string{bin, "-addr", "{ADDR}", "-probe-addr", "{PROBE_ADDR}", "-drain-delay", "2s"},
 		Protocol: lameducktest.GRPC,
 	})
 	if res.Failed > 0 {

@@ -9,7 +9,7 @@ import (
 func TestRollingUpdate(t *testing.T) {
 	bin := lameducktest.Build(t, ".")
 	res := lameducktest.Rollout(t, lameducktest.Config{
-		Command: []string{bin, "-addr", "{ADDR}", "-admin-addr", "{PROBE_ADDR}", "-drain-delay", "1s"},
+		Command: []string{bin, "-addr", "{ADDR}", "-admin-addr", "{PROBE_ADDR}", "-drain-delay", "2s"},
 	})
 	if res.Failed > 0 {
 		t.Errorf("%d of %d requests failed:\n%v", res.Failed, res.Requests, res)
