@@ -12,6 +12,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/grpcserver"
 )
 
 // A connection accepted during the drain delay is an arrival, and is asked
@@ -43,6 +44,30 @@ func TestConnectionsAcceptedDuringTheDelayAreArrivalsAndLeave(t *testing.T) {
 	ev := h.await(t, lameduck.PhaseDraining)
 	assert.Equal(t, 2, ev.Delay.Arrivals, "two connections arrived during the delay; the one from before the signal is not one")
 	assert.Equal(t, h.srv.String(), ev.Delay.LastArrivalServer)
+	require.NoError(t, h.wait(t))
+}
+
+// Every connection accepted during the delay is moved off by a new
+// grpc.Server; the stopped ones are let go, so that a long delay with
+// clients arriving all along holds only the grpc.Servers still draining.
+func TestRotationsLetStoppedServersGo(t *testing.T) {
+	h := newHarness(t, lameduck.WithDrainDelay(5*time.Second))
+	h.ld.MarkReady()
+	h.start(t)
+	h.signal(t)
+	const clients = 20
+	for range clients {
+		cc := h.dial(t)
+		_, err := testpb.NewTestServiceClient(cc).EmptyCall(ctx(t), &testpb.Empty{})
+		require.NoError(t, err)
+		awaitReady(t, cc)
+		require.True(t, cc.WaitForStateChange(ctx(t), connectivity.Ready), "the connection was never asked to leave")
+		require.NoError(t, cc.Close())
+	}
+	require.Eventually(t, func() bool { return grpcserver.Generations(h.srv) == 1 }, waitTimeout, time.Millisecond,
+		"after %d rotations whose clients have all gone, only the current grpc.Server should be left", clients)
+	h.clock.Pass(t, 5*time.Second)
+	h.await(t, lameduck.PhaseDraining)
 	require.NoError(t, h.wait(t))
 }
 

@@ -66,6 +66,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -110,7 +111,8 @@ type Server struct {
 	// grpc.Server. Frozen once Listen is called.
 	services []service
 	// cur is the generation new connections are handed to; gens holds
-	// every generation, cur included.
+	// the generations whose GracefulStop has not returned, cur included
+	// until it stops.
 	cur  *generation
 	gens []*generation
 	// lis is the bound listener: nil until Listen succeeds. stopAccept is
@@ -155,6 +157,7 @@ type generation struct {
 	lis     *pipeListener
 	served  bool          // Serve was started; guarded by Server.mu
 	stopped chan struct{} // closed once GracefulStop has returned
+	forget  func()        // called then: drops it from Server.gens
 	once    sync.Once
 }
 
@@ -168,6 +171,7 @@ func (g *generation) gracefulStop() {
 		go func() {
 			g.srv.GracefulStop()
 			close(g.stopped)
+			g.forget()
 		}()
 	})
 }
@@ -222,7 +226,16 @@ func (s *Server) newGeneration() *generation {
 	if s.lis != nil {
 		addr = s.lis.Addr()
 	}
-	return &generation{srv: srv, lis: newPipeListener(addr), stopped: make(chan struct{})}
+	g := &generation{srv: srv, lis: newPipeListener(addr), stopped: make(chan struct{})}
+	// A stopped generation has no connection left and nothing more to
+	// stop: forgetting it keeps a delay that rotates ten times a second
+	// from holding hundreds of them.
+	g.forget = func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.gens = slices.DeleteFunc(s.gens, func(x *generation) bool { return x == g })
+	}
+	return g
 }
 
 // RegisterService registers a service and its implementation, like
