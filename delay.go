@@ -203,10 +203,11 @@ type lameDuckDelay struct {
 	done      chan struct{} // closed when the delay is over
 	quit      chan struct{} // closed by stop
 	running   sync.WaitGroup
-	lastAt    time.Time // of the last arrival
-	seen      []int     // arrivals seen, per server
-	// report is written by the goroutine, and read by Status meanwhile.
+	// mu guards the evidence read so far: what the goroutine decides on,
+	// and what Status reports meanwhile.
 	mu     sync.Mutex
+	lastAt time.Time // of the last arrival
+	seen   []int     // arrivals seen, per server
 	report DelayReport
 }
 
@@ -261,6 +262,8 @@ func (l *lameDuckDelay) stop() DelayReport {
 	l.running.Wait()
 	l.stopWatch()
 	l.watching.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	return l.report
 }
 
@@ -271,6 +274,11 @@ func (l *lameDuckDelay) measured() DelayReport {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	select {
+	case <-l.quit: // stopped: the report is final
+	default:
+		l.updateLocked() // an arrival counts from the moment it is reported
+	}
 	return l.report
 }
 
@@ -286,38 +294,44 @@ func (l *lameDuckDelay) run() {
 		// to that time is then in the evidence, so that an arrival between
 		// the two cannot go unseen while the quiet period is measured.
 		in := l.clock.Now().Sub(l.start) // into the delay
-		l.update()
-		if l.report.Ended == "" {
-			at, why := l.end()
+		l.mu.Lock()
+		l.updateLocked()
+		running := l.report.Ended == ""
+		var at time.Duration
+		if running {
+			var why string
+			at, why = l.end()
 			if in >= at {
-				l.mu.Lock()
 				l.report.Ended, l.report.Took = why, in
-				l.mu.Unlock()
-				close(l.done)
-				// Go on counting arrivals until stop: the log reports
-				// them all.
-			} else if at != timerAt {
-				stopTimer()
-				timerAt = at
-				stopTimer = l.clock.AfterFunc(at-in, func() { poke(l.wake) })
 			}
+		}
+		l.mu.Unlock()
+		switch {
+		case !running:
+			// Go on counting arrivals until stop: the log reports them all.
+		case in >= at:
+			close(l.done)
+		case at != timerAt:
+			stopTimer()
+			timerAt = at
+			stopTimer = l.clock.AfterFunc(at-in, func() { poke(l.wake) })
 		}
 		select {
 		case <-l.wake:
 		case <-l.quit:
+			l.mu.Lock()
 			if l.report.Ended == "" {
-				l.mu.Lock()
 				l.report.Ended, l.report.Took = delayCut, l.clock.Now().Sub(l.start)
-				l.mu.Unlock()
 			}
-			l.update()
+			l.updateLocked()
+			l.mu.Unlock()
 			return
 		}
 	}
 }
 
 // end returns when, into the delay, the evidence gathered so far ends it,
-// and why.
+// and why. l.mu is held.
 func (l *lameDuckDelay) end() (time.Duration, string) {
 	if l.quiet == 0 {
 		return l.max, delayFixed
@@ -348,7 +362,7 @@ func (l *lameDuckDelay) end() (time.Duration, string) {
 }
 
 // quietFrom is when the current quiet period began, into the delay: at the
-// last arrival, or at the start.
+// last arrival, or at the start. l.mu is held.
 func (l *lameDuckDelay) quietFrom() time.Duration {
 	if l.report.Arrivals == 0 {
 		return 0
@@ -356,11 +370,11 @@ func (l *lameDuckDelay) quietFrom() time.Duration {
 	return max(0, l.lastAt.Sub(l.start))
 }
 
-// update reads every server's arrivals and the cluster's evidence into the
-// report. Only the goroutine writes the report, under mu.
-func (l *lameDuckDelay) update() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// updateLocked reads every server's arrivals and the cluster's evidence
+// into the report: the delay's goroutine before it decides, and
+// [lameDuckDelay.measured] for Status, so that an arrival counts from the
+// moment it is reported.
+func (l *lameDuckDelay) updateLocked() {
 	for i, a := range l.arrivals {
 		count, lastAt := a.read()
 		if count > l.seen[i] {
