@@ -61,8 +61,10 @@ func (e Event) String() string {
 	return eventNames[e]
 }
 
-// Figure is the content of the picture: what [Figure.Write] draws. Times
-// are offsets from the start of each run.
+// Figure is the content of the picture and where each part of it goes:
+// what [Figure.Write] draws. Times are offsets from the start of each run;
+// places are in pixels from the picture's top left corner, x to the right
+// and y down, as [New] laid them out with the fonts Write draws in.
 type Figure struct {
 	// Width and Height are the picture's size in pixels.
 	Width, Height int
@@ -75,6 +77,10 @@ type Figure struct {
 	// height of a lane's load band; the same in every panel, so that
 	// lanes compare.
 	FullRate float64
+	// Legend is the header's text, which says what the picture's bands,
+	// glyphs and lines are; Write draws each kind's glyph and each event's
+	// line just left of its name.
+	Legend []Label
 	// Panels has one entry per run, in order.
 	Panels []Panel
 }
@@ -87,6 +93,13 @@ type Panel struct {
 	// at most: the title then says how many there were), and a last one,
 	// "no pod", if some failed requests reached no pod.
 	Lanes []Lane
+	// Plot is the area of the lanes: the start of the time axis at its
+	// left edge, its end at its right.
+	Plot Rect
+	// Texts are the panel's text around its lanes, as drawn: the title
+	// (on more lines than one if it is long), the lanes' names, and the
+	// time axis's tick labels, each centred on its tick, and its name.
+	Texts []Label
 }
 
 // Lane is one pod's row of a [Panel].
@@ -98,9 +111,17 @@ type Lane struct {
 	Served []int64
 	// Failures are the failed requests whose connection went to the pod.
 	Failures []rollout.FailureAt
-	// Marks are the events of the pod's life, before the end of the time
-	// axis, in order of time.
+	// Marks are the events of the pod's life on the time axis, in order
+	// of time.
 	Marks []Mark
+	// Box is the lane's area, across the panel's plot; each event's line
+	// spans its height.
+	Box Rect
+	// Band is where the requests served are drawn, the figure's FullRate
+	// at its top.
+	Band Rect
+	// Labels name the events, at the top of the lane.
+	Labels []Label
 }
 
 // Mark is one event in a [Lane].
@@ -112,25 +133,46 @@ type Mark struct {
 	// Label is what the picture writes next to it, such as "exit 0,
 	// 2.01s after SIGTERM".
 	Label string
+	// X is where its line is drawn.
+	X float64
 }
 
-// Picture size: GitHub shows a README's images up to about 880 pixels wide,
-// and scales a wider one down, so a width a little above that stays sharp.
-const (
-	widthPx      = 1100
-	headerPx     = 72
-	footerPx     = 24
-	titlePx      = 34
-	lanePx       = 76
-	axisPx       = 30
-	panelGapPx   = 14
-	minPanelPx   = titlePx + lanePx + axisPx
-	endMarginPct = 2
-	// maxLanes bounds the lanes of a panel, and so the picture's size: a
-	// run of a thousand rollouts would be a picture too tall to look at,
-	// and too big to hold in memory.
-	maxLanes = 24
-)
+// Label is a piece of text in a [Figure] and the box it fills: as wide as
+// the text and as tall as its font's ascent and descent.
+type Label struct {
+	// Text is what is written.
+	Text string
+	// Box is where.
+	Box Rect
+	// Marks are the indexes in its lane's Marks of the events it names,
+	// for the label of an event; nil for other text.
+	Marks []int
+
+	style  textStyle
+	sample sample
+	// tick says the label is a tick's, drawn under the centre of its box.
+	tick bool
+}
+
+// Rect is an area of a [Figure], in pixels from its top left corner.
+type Rect struct {
+	Left, Top, Right, Bottom float64
+}
+
+// Width returns the width of r.
+func (r Rect) Width() float64 { return r.Right - r.Left }
+
+// Height returns the height of r.
+func (r Rect) Height() float64 { return r.Bottom - r.Top }
+
+// maxLanes bounds the lanes of a panel, and so the picture's size: a run of
+// a thousand rollouts would be a picture too tall to look at, and too big
+// to hold in memory.
+const maxLanes = 24
+
+// endMarginPct is the room left after the end of the load, in percent of
+// the time axis, so that a pod's exit at the very end stays in sight.
+const endMarginPct = 2
 
 // New lays out the picture of runs. It needs at least one run.
 func New(runs ...report.Run) (*Figure, error) {
@@ -139,7 +181,6 @@ func New(runs ...report.Run) (*Figure, error) {
 	}
 	f := &Figure{Width: widthPx, Bucket: rollout.TimelineBucket}
 	var end time.Duration
-	lanes := 1
 	for _, r := range runs {
 		tl := r.Timeline
 		if tl.Bucket > 0 {
@@ -184,15 +225,12 @@ func New(runs ...report.Run) (*Figure, error) {
 		if len(lost) > 0 {
 			p.Lanes = append(p.Lanes, Lane{Pod: "no pod", Failures: lost})
 		}
-		lanes = max(lanes, len(p.Lanes))
 		f.Panels = append(f.Panels, p)
 	}
 	f.FullRate = niceCeil(float64(fullBand(rates)) / f.Bucket.Seconds())
-	f.Height = headerPx + len(runs)*(panelPx(lanes)+panelGapPx) + footerPx
+	f.layout()
 	return f, nil
 }
-
-func panelPx(lanes int) int { return max(titlePx+lanes*lanePx+axisPx, minPanelPx) }
 
 // title names the run's server and gives its totals, with the failures by
 // kind.
