@@ -40,13 +40,6 @@ var (
 	}
 )
 
-// Where the failures go in a lane, as fractions of its height from its
-// bottom.
-const (
-	failureBottom = 0.08
-	failureTop    = 0.64
-)
-
 // Write draws the picture to w as "png" or "svg".
 func (f *Figure) Write(w io.Writer, format string) error {
 	width, height := px(float64(f.Width)), px(float64(f.Height))
@@ -177,10 +170,10 @@ func (d drawing) load(f *Figure, p Panel, l Lane) {
 // it was.
 func (d drawing) failures(f *Figure, p Panel, l Lane) {
 	x := timeAxis{plot: p.Plot, end: f.End.Seconds()}
-	h := l.Box.Height()
+	band := l.Band
 	for j, fa := range l.Failures {
 		spread := math.Mod(float64(j)*0.6180339887, 1)
-		y := l.Box.Bottom - h*(failureBottom+(failureTop-failureBottom)*spread)
+		y := band.Bottom - band.Height()*(0.05+0.9*spread)
 		fx := x.at(fa.At.Seconds())
 		if fx >= p.Plot.Left && fx <= p.Plot.Right {
 			d.c.DrawGlyphNoClip(kindStyles[fa.Kind], d.pt(fx, y))

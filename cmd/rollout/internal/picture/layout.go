@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"image/color"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -32,9 +33,7 @@ const (
 	legendLinePx = 25
 	panelGapPx   = 18
 	titleGapPx   = 8
-	lanePx       = 76
 	labelRowPx   = 16
-	labelPadPx   = 4
 	tickPx       = 5
 	tickGapPx    = 2
 	axisGapPx    = 4
@@ -153,7 +152,11 @@ func (f *Figure) layoutLegend(y float64) float64 {
 	x = marginPx
 	add("Events:", sample{}, 0)
 	for e := range numEvents {
-		add(e.String(), sample{event: e, line: true}, lineSamplePx)
+		name := e.String()
+		if e == EventExit {
+			name += " (its code · how long after SIGTERM)"
+		}
+		add(name, sample{event: e, line: true}, lineSamplePx)
 	}
 	return y + sty.height()
 }
@@ -173,16 +176,18 @@ func (f *Figure) layoutPanel(p *Panel, plot Rect, y float64, last bool) float64 
 	x := timeAxis{plot: plot, end: f.End.Seconds()}
 	for i := range p.Lanes {
 		l := &p.Lanes[i]
-		l.Box = Rect{Left: plot.Left, Right: plot.Right, Top: y, Bottom: y + lanePx}
-		l.Band = Rect{Left: plot.Left, Right: plot.Right, Top: y + lanePx*(1-loadTop), Bottom: y + lanePx*(1-loadBottom)}
 		for j := range l.Marks {
 			l.Marks[j].X = x.at(l.Marks[j].At.Seconds())
 		}
-		l.Labels = labels(l.Marks, l.Box)
+		var rows int
+		l.Labels, rows = labels(l.Marks, Rect{Left: plot.Left, Right: plot.Right, Top: y})
+		body := y + lanePadPx + labelRowPx*float64(max(rows, 1))
+		l.Box = Rect{Left: plot.Left, Right: plot.Right, Top: y, Bottom: body + bodyPx}
+		l.Band = Rect{Left: plot.Left, Right: plot.Right, Top: body + bandTopPx, Bottom: l.Box.Bottom - bandDropPx}
 		name := laneText.label(l.Pod, 0, 0)
-		name.Box = name.Box.moveTo(plot.Left-8-name.Box.Width(), y+(lanePx-name.Box.Height())/2)
+		name.Box = name.Box.moveTo(plot.Left-8-name.Box.Width(), (l.Box.Top+l.Box.Bottom-name.Box.Height())/2)
 		p.Texts = append(p.Texts, name)
-		y += lanePx
+		y = l.Box.Bottom
 	}
 	plot.Bottom = y
 	p.Plot = plot
@@ -205,57 +210,140 @@ func (f *Figure) layoutPanel(p *Panel, plot Rect, y float64, last bool) float64 
 	return y
 }
 
-// Where the load band goes in a lane, as fractions of its height from its
-// bottom.
+// The parts of a lane, from its top: rows of event labels, then its body,
+// where the load band is drawn.
 const (
-	loadBottom = 0.06
-	loadTop    = 0.58
-	labelRows  = 2
+	lanePadPx  = 2
+	bodyPx     = 42
+	bandTopPx  = 2
+	bandDropPx = 4
 )
 
-// labels lays out the events' labels at the top of a lane, right of their
-// lines. Events closer than a label's gap share one label; a label that
-// would run into the previous one on its row goes on the next row.
-func labels(marks []Mark, lane Rect) []Label {
-	sty := eventText
+// Event labels. Each sits in a row at the top of its lane, beside its
+// event's line: just right of it, or else just left. A place is taken only
+// if the label's box is inside the plot, crosses no line of its lane but
+// its own (a line spans its lane's height, and so every row), and keeps
+// clear of the labels already in its row. Labels are placed in order of
+// time, each in the first row where its full text fits, or else its text
+// with the events' short names ("TERM", "removed", "closed") but the
+// exit's delay, or else its shortest ("exit 0" for the exit), in at most
+// maxLabelRows rows; the lane grows by a row for each row its labels use. Events whose
+// lines are too close for a label between them share one label, beside the
+// outermost of their lines, and so does an event whose label fits nowhere
+// with the next one: the shared label names them in order of time, and
+// its box may cross only their lines. The label of a last event that fits
+// nowhere even then is left out: its line's colour and dashes, which the
+// header explains, still say what it is.
+const (
+	maxLabelRows = 3
+	groupPx      = 8
+	labelGapPx   = 3
+	labelSpacePx = 8
+	// linePadPx keeps a label clear of another event's line: far enough
+	// that it does not read as that line's.
+	linePadPx = 6
+)
+
+// eventShort names events in a label short of room.
+var eventShort = [numEvents]string{"ready", "TERM", "removed", "closed", "exit"}
+
+// short returns m's label for a label short of room: the exit without its
+// delay.
+func (m Mark) short() string {
+	if m.Event == EventExit {
+		code, _, _ := strings.Cut(m.Label, " · ")
+		return code
+	}
+	return eventShort[m.Event]
+}
+
+// labelRows is the placing of a lane's event labels.
+type labelRows struct {
+	lane  Rect
+	marks []Mark
+	rows  [][]Rect
+}
+
+// labels lays out the labels of marks in lane, by the rule above, and
+// returns them and the number of rows they use.
+func labels(marks []Mark, lane Rect) ([]Label, int) {
+	lr := labelRows{lane: lane, marks: marks}
+	var groups [][]int
+	for i, m := range marks {
+		if n := len(groups); n > 0 && m.X-marks[groups[n-1][len(groups[n-1])-1]].X < groupPx {
+			groups[n-1] = append(groups[n-1], i)
+			continue
+		}
+		groups = append(groups, []int{i})
+	}
 	var out []Label
-	var rowEnd [labelRows]float64
-	for i := range rowEnd {
-		rowEnd[i] = lane.Left - 100
+	for i := 0; i < len(groups); i++ {
+		if l, ok := lr.place(groups[i]); ok {
+			out = append(out, l)
+		} else if i+1 < len(groups) {
+			groups[i+1] = append(groups[i], groups[i+1]...)
+		}
 	}
-	for i := 0; i < len(marks); {
-		x := marks[i].X
-		parts := []string{marks[i].Label}
-		idx := []int{i}
-		j := i + 1
-		for ; j < len(marks) && marks[j].X-x < 8; j++ {
-			parts = append(parts, marks[j].Label)
-			idx = append(idx, j)
+	return out, len(lr.rows)
+}
+
+// place finds a place for the label of the events group, by the rule
+// above.
+func (lr *labelRows) place(group []int) (Label, bool) {
+	// The texts to try, the longest first.
+	var texts [3][]string
+	for _, i := range group {
+		m := lr.marks[i]
+		texts[0] = append(texts[0], m.Label)
+		if m.Event == EventExit {
+			texts[1] = append(texts[1], m.Label)
+		} else {
+			texts[1] = append(texts[1], m.short())
 		}
-		i = j
-		txt := strings.Join(parts, " · ")
-		w := sty.width(txt)
-		tx := x + labelPadPx
-		if tx+w > lane.Right {
-			// At the right edge, the label goes left of its line.
-			tx = x - labelPadPx - w
-		}
-		row := 0
-		for r := range rowEnd {
-			if tx > rowEnd[r]+6 {
-				row = r
-				break
-			}
-			if rowEnd[r] < rowEnd[row] {
-				row = r
-			}
-		}
-		rowEnd[row] = max(rowEnd[row], tx+w)
-		l := sty.label(txt, tx, lane.Top+1+labelRowPx*float64(row))
-		l.Marks = idx
-		out = append(out, l)
+		texts[2] = append(texts[2], m.short())
 	}
-	return out
+	first, last := lr.marks[group[0]].X, lr.marks[group[len(group)-1]].X
+	for _, words := range texts {
+		txt := strings.Join(words, " · ")
+		w := eventText.width(txt)
+		for row := range maxLabelRows {
+			top := lr.lane.Top + lanePadPx + labelRowPx*float64(row)
+			for _, x := range []float64{last + labelGapPx, first - labelGapPx - w} {
+				l := eventText.label(txt, x, top)
+				if !lr.free(l.Box, row, group) {
+					continue
+				}
+				for len(lr.rows) <= row {
+					lr.rows = append(lr.rows, nil)
+				}
+				lr.rows[row] = append(lr.rows[row], l.Box)
+				l.Marks = group
+				return l, true
+			}
+		}
+	}
+	return Label{}, false
+}
+
+// free reports whether box, in row, is inside the lane, crosses no line
+// but those of own, and keeps clear of the row's labels.
+func (lr *labelRows) free(box Rect, row int, own []int) bool {
+	if box.Left < lr.lane.Left || box.Right > lr.lane.Right {
+		return false
+	}
+	for i, m := range lr.marks {
+		if !slices.Contains(own, i) && m.X > box.Left-linePadPx && m.X < box.Right+linePadPx {
+			return false
+		}
+	}
+	if row < len(lr.rows) {
+		for _, b := range lr.rows[row] {
+			if box.Left < b.Right+labelSpacePx && b.Left < box.Right+labelSpacePx {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // moveTo returns r moved to have its top left corner at (x, y).

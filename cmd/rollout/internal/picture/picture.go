@@ -130,8 +130,9 @@ type Mark struct {
 	Event Event
 	// At is when.
 	At time.Duration
-	// Label is what the picture writes next to it, such as "exit 0,
-	// 2.01s after SIGTERM".
+	// Label is what the picture writes next to it: the event's name, or
+	// for the exit its code (or "SIGKILL") and how long after the SIGTERM
+	// it came, such as "exit 0 · 2.01s".
 	Label string
 	// X is where its line is drawn.
 	X float64
@@ -270,14 +271,14 @@ func marks(pt rollout.PodTimeline, end time.Duration) []Mark {
 	add(EventListenerClosed, pt.ListenerClosed, EventListenerClosed.String())
 	if pt.Exited >= 0 {
 		label := fmt.Sprintf("exit %d", pt.Exit.Code)
-		if pt.Exit.Code < 0 {
+		switch {
+		case pt.Exit.Killed:
+			label = "SIGKILL"
+		case pt.Exit.Code < 0:
 			label = pt.Exit.Status
 		}
-		if pt.Exit.Killed {
-			label += " (SIGKILL at the grace period)"
-		}
 		if pt.Term >= 0 {
-			label += ", " + formatDuration(pt.Exited-pt.Term) + " after SIGTERM"
+			label += " · " + formatDuration(pt.Exited-pt.Term)
 		}
 		add(EventExit, pt.Exited, label)
 	}

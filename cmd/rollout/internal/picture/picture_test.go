@@ -2,6 +2,7 @@ package picture_test
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/xml"
 	"fmt"
 	"image"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -97,7 +99,7 @@ func assertMarks(t *testing.T, server string, pod rollout.PodTimeline, loadEnd t
 			assert.GreaterOrEqual(t, m.At, marks[i-1].At, "%s %s: marks in order of time", server, pod.Name)
 		}
 		if m.Event == picture.EventExit {
-			assert.Regexp(t, `^exit 0, \d+(\.\d+)?m?s after SIGTERM$`, m.Label)
+			assert.Regexp(t, `^exit 0 · \d+(\.\d+)?m?s$`, m.Label, "the exit code and how long after SIGTERM")
 		} else {
 			assert.Equal(t, m.Event.String(), m.Label)
 		}
@@ -253,7 +255,7 @@ func TestLostFailuresAndKilledPods(t *testing.T) {
 	for _, m := range p.Lanes[0].Marks {
 		labels = append(labels, m.Label)
 	}
-	assert.Equal(t, []string{"ready", "SIGTERM", "endpoint removed", "signal: killed (SIGKILL at the grace period), 1.50s after SIGTERM"}, labels)
+	assert.Equal(t, []string{"ready", "SIGTERM", "endpoint removed", "SIGKILL · 1.50s"}, labels)
 	assert.Equal(t, image.Rect(0, 0, fig.Width, fig.Height), renderPNG(t, run).Bounds())
 }
 
@@ -276,6 +278,200 @@ func TestManyPods(t *testing.T) {
 	require.Len(t, p.Lanes, 24)
 	assert.Equal(t, "pod-24", p.Lanes[23].Pod)
 	assert.Less(t, fig.Height, 24*100+200)
+}
+
+// sec returns s seconds.
+func sec(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// sparseRun is a failed test's record as lameducktest writes it: one pod
+// and its replacement, a few failures at the SIGTERM.
+func sparseRun() report.Run {
+	return report.Run{
+		Name:     "lameducktest.test",
+		Note:     "TestRollingUpdate/h2c",
+		Requests: 48_211,
+		Failures: [rollout.NumKinds]int64{rollout.KindRefused: 3, rollout.KindReset: 2},
+		Timeline: rollout.Timeline{
+			Bucket: rollout.TimelineBucket, LoadStart: sec(0.25), LoadEnd: sec(2.55),
+			Pods: []rollout.PodTimeline{{
+				Name: "pod-1", Started: 0, Ready: sec(0.24), Joined: sec(0.24), Term: sec(1.5),
+				Removed: sec(2.5), ListenerClosed: sec(1.504), Exited: sec(1.51),
+				Exit:   rollout.PodExit{Pod: "pod-1", Status: "exit status 0"},
+				Served: served(sec(0.25), sec(1.5), 900),
+			}, {
+				Name: "pod-2", Started: sec(1.2), Ready: sec(1.5), Joined: sec(1.5), Term: sec(2.6),
+				Removed: rollout.Never, ListenerClosed: rollout.Never, Exited: sec(2.62),
+				Exit:   rollout.PodExit{Pod: "pod-2", Status: "exit status 0"},
+				Served: served(sec(1.5), sec(2.55), 900),
+			}},
+			Failures: []rollout.FailureAt{
+				{At: sec(1.502), Pod: 0, Kind: rollout.KindReset},
+				{At: sec(1.503), Pod: 0, Kind: rollout.KindReset},
+				{At: sec(1.52), Pod: 0, Kind: rollout.KindRefused},
+				{At: sec(1.61), Pod: 0, Kind: rollout.KindRefused},
+				{At: sec(1.9), Pod: 0, Kind: rollout.KindRefused},
+			},
+		},
+	}
+}
+
+// denseRun has hundreds of failures of three kinds within a second of
+// pod-1's SIGTERM, and some that reached no pod.
+func denseRun() report.Run {
+	tl := rollout.Timeline{
+		Bucket: rollout.TimelineBucket, LoadStart: sec(0.2), LoadEnd: sec(2.2),
+		Pods: []rollout.PodTimeline{{
+			Name: "pod-1", Started: 0, Ready: sec(0.2), Joined: sec(0.2), Term: sec(1),
+			Removed: sec(2), ListenerClosed: sec(1.002), Exited: sec(1.005),
+			Exit:   rollout.PodExit{Pod: "pod-1", Status: "exit status 0"},
+			Served: served(sec(0.2), sec(1), 1000),
+		}, {
+			Name: "pod-2", Started: sec(0.7), Ready: sec(1), Joined: sec(1), Term: rollout.Never,
+			Removed: rollout.Never, ListenerClosed: rollout.Never, Exited: rollout.Never,
+			Served: served(sec(1), sec(2.2), 1000),
+		}},
+	}
+	var counts [rollout.NumKinds]int64
+	add := func(kind rollout.Kind, pod, n int, from, to time.Duration) {
+		for i := range n {
+			tl.Failures = append(tl.Failures, rollout.FailureAt{At: from + (to-from)*time.Duration(i)/time.Duration(n), Pod: pod, Kind: kind})
+		}
+		counts[kind] += int64(n)
+	}
+	add(rollout.KindReset, 0, 300, sec(1.0005), sec(1.004))
+	add(rollout.KindEOF, 0, 200, sec(1.001), sec(1.3))
+	add(rollout.KindRefused, 0, 250, sec(1.006), sec(1.99))
+	add(rollout.KindRefused, -1, 20, sec(1.5), sec(1.6))
+	slices.SortStableFunc(tl.Failures, func(a, b rollout.FailureAt) int { return cmp.Compare(a.At, b.At) })
+	var requests int64 = 100_000
+	return report.Run{Name: "dense", Note: "Close on SIGTERM", Requests: requests, Failures: counts, Timeline: tl}
+}
+
+// longRun is many rollouts of a naive server on a long time axis, where
+// each pod's events are a few pixels apart.
+func longRun() report.Run {
+	tl := rollout.Timeline{Bucket: rollout.TimelineBucket, LoadStart: sec(1), LoadEnd: sec(61)}
+	var failures [rollout.NumKinds]int64
+	for i := range 30 {
+		at := sec(1 + 2*float64(i))
+		tl.Pods = append(tl.Pods, rollout.PodTimeline{
+			Name: fmt.Sprintf("pod-%d", i+1), Ready: at, Joined: at, Term: at + sec(2),
+			Removed: at + sec(3), ListenerClosed: at + sec(2.004), Exited: at + sec(2.01),
+			Exit:   rollout.PodExit{Pod: fmt.Sprintf("pod-%d", i+1), Status: "exit status 0"},
+			Served: served(at, at+sec(2), 500),
+		})
+		tl.Failures = append(tl.Failures, rollout.FailureAt{At: at + sec(2.003), Pod: i, Kind: rollout.KindReset},
+			rollout.FailureAt{At: at + sec(2.05), Pod: i, Kind: rollout.KindRefused})
+		failures[rollout.KindReset]++
+		failures[rollout.KindRefused]++
+	}
+	return report.Run{Name: "long", Requests: 600_000, Failures: failures, Timeline: tl}
+}
+
+// served returns a pod's served counts: n per bucket from from to to.
+func served(from, to time.Duration, n int64) []int64 {
+	s := make([]int64, to/rollout.TimelineBucket+1)
+	for b := from / rollout.TimelineBucket; b < to/rollout.TimelineBucket; b++ {
+		s[b] = n
+	}
+	return s
+}
+
+// No text of the picture overlaps another, and no label crosses the line
+// of an event other than the ones it names: measured on the boxes New laid
+// out, with the fonts Write draws in. Every event on a lane is named.
+func TestLabelsCrossNothing(t *testing.T) {
+	recorded := readRecorded(t)
+	cases := map[string][]report.Run{
+		"recorded":          recorded,
+		"recorded naive":    recorded[:1],
+		"recorded textbook": recorded[1:2],
+		"recorded lameduck": recorded[2:],
+		"sparse":            {sparseRun()},
+		"dense":             {denseRun()},
+		"long":              {longRun()},
+		"all":               append(slices.Clone(recorded), sparseRun(), denseRun(), longRun()),
+	}
+	for name, runs := range cases {
+		t.Run(name, func(t *testing.T) {
+			fig, err := picture.New(runs...)
+			require.NoError(t, err)
+			assertNoCollision(t, fig)
+			for _, p := range fig.Panels {
+				for _, l := range p.Lanes {
+					named := make([]bool, len(l.Marks))
+					for _, lb := range l.Labels {
+						for _, m := range lb.Marks {
+							named[m] = true
+						}
+					}
+					for i, m := range l.Marks {
+						assert.True(t, named[i], "%s %s: %s at %v has a label", p.Title, l.Pod, m.Event, m.At)
+					}
+				}
+			}
+		})
+	}
+}
+
+// assertNoCollision checks that no two texts of fig overlap, that every
+// text is inside the picture, and that no text crosses an event line but
+// those its label names.
+func assertNoCollision(t *testing.T, fig *picture.Figure) {
+	t.Helper()
+	type text struct {
+		what string
+		box  picture.Rect
+		// lane and marks are the lane and the events a label names.
+		lane  *picture.Lane
+		marks []int
+	}
+	var texts []text
+	for _, l := range fig.Legend {
+		texts = append(texts, text{what: "legend " + l.Text, box: l.Box})
+	}
+	for i := range fig.Panels {
+		p := &fig.Panels[i]
+		for _, l := range p.Texts {
+			texts = append(texts, text{what: fmt.Sprintf("panel %d: %s", i, l.Text), box: l.Box})
+		}
+		for j := range p.Lanes {
+			lane := &p.Lanes[j]
+			for _, l := range lane.Labels {
+				texts = append(texts, text{what: fmt.Sprintf("panel %d %s: %s", i, lane.Pod, l.Text), box: l.Box, lane: lane, marks: l.Marks})
+			}
+		}
+	}
+	frame := picture.Rect{Right: float64(fig.Width), Bottom: float64(fig.Height)}
+	for i, a := range texts {
+		assert.True(t, a.box.Left >= frame.Left && a.box.Right <= frame.Right && a.box.Top >= frame.Top && a.box.Bottom <= frame.Bottom,
+			"%q %v is inside the picture %v", a.what, a.box, frame)
+		for _, b := range texts[i+1:] {
+			assert.False(t, overlap(a.box, b.box), "%q %v overlaps %q %v", a.what, a.box, b.what, b.box)
+		}
+	}
+	// An event's line spans its lane's height, and is up to 2.5 pixels
+	// wide.
+	const halfLine = 1.5
+	for _, p := range fig.Panels {
+		for j := range p.Lanes {
+			lane := &p.Lanes[j]
+			for k, m := range lane.Marks {
+				line := picture.Rect{Left: m.X - halfLine, Right: m.X + halfLine, Top: lane.Box.Top, Bottom: lane.Box.Bottom}
+				for _, a := range texts {
+					if a.lane == lane && slices.Contains(a.marks, k) {
+						continue
+					}
+					assert.False(t, overlap(a.box, line), "%q %v crosses the line of %s at %.1f of %s", a.what, a.box, m.Event, m.X, lane.Pod)
+				}
+			}
+		}
+	}
+}
+
+// overlap reports whether a and b share any area.
+func overlap(a, b picture.Rect) bool {
+	return a.Left < b.Right && b.Left < a.Right && a.Top < b.Bottom && b.Top < a.Bottom
 }
 
 // Drawing the README's comparison, as a -compare -report run does at its
