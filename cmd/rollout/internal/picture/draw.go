@@ -130,8 +130,10 @@ func (d drawing) panel(f *Figure, p Panel) {
 		d.failures(f, p, l)
 	}
 	axis := draw.LineStyle{Color: axisColour, Width: px(1)}
-	d.line(axis, p.Plot.Left, p.Plot.Top, p.Plot.Left, p.Plot.Bottom)
-	d.line(axis, p.Plot.Left, p.Plot.Bottom, p.Plot.Right, p.Plot.Bottom)
+	if len(p.Lanes) > 0 {
+		d.line(axis, p.Plot.Left, p.Plot.Top, p.Plot.Left, p.Plot.Bottom)
+		d.line(axis, p.Plot.Left, p.Plot.Bottom, p.Plot.Right, p.Plot.Bottom)
+	}
 	for _, t := range p.Texts {
 		if t.tick {
 			x := (t.Box.Left + t.Box.Right) / 2
@@ -152,7 +154,7 @@ func (d drawing) load(f *Figure, p Panel, l Lane) {
 		return
 	}
 	bucket := f.Bucket.Seconds()
-	x := timeAxis{plot: p.Plot, end: f.End.Seconds()}
+	x := p.axis(p.Plot)
 	band := l.Band
 	pts := []vg.Point{d.pt(x.at(float64(first)*bucket), band.Bottom)}
 	for b := first; b < len(l.Served); b++ {
@@ -169,7 +171,7 @@ func (d drawing) load(f *Figure, p Panel, l Lane) {
 // a low-discrepancy sequence, so that a burst reads as a cloud as dense as
 // it was.
 func (d drawing) failures(f *Figure, p Panel, l Lane) {
-	x := timeAxis{plot: p.Plot, end: f.End.Seconds()}
+	x := p.axis(p.Plot)
 	band := l.Band
 	for j, fa := range l.Failures {
 		spread := math.Mod(float64(j)*0.6180339887, 1)

@@ -53,6 +53,7 @@ var (
 	titleText  = textStyle{size: 15, bold: true, colour: labelColour}
 	laneText   = textStyle{size: 13, colour: labelColour}
 	tickText   = textStyle{size: 13, colour: labelColour}
+	axisText   = textStyle{size: 12, colour: color.RGBA{0x55, 0x55, 0x55, 0xff}}
 	eventText  = textStyle{size: 13, colour: labelColour}
 )
 
@@ -124,7 +125,7 @@ func (f *Figure) layout() {
 	plot := Rect{Left: marginPx + math.Ceil(left) + 10, Right: float64(f.Width) - marginPx - 2}
 	for i := range f.Panels {
 		y += panelGapPx
-		y = f.layoutPanel(&f.Panels[i], plot, y, i == len(f.Panels)-1)
+		y = f.layoutPanel(&f.Panels[i], plot, y)
 	}
 	f.Height = int(math.Ceil(y + marginPx))
 }
@@ -162,8 +163,8 @@ func (f *Figure) layoutLegend(y float64) float64 {
 }
 
 // layoutPanel lays out p from y down, its lanes across plot, and returns
-// its bottom; the last panel names its time axis.
-func (f *Figure) layoutPanel(p *Panel, plot Rect, y float64, last bool) float64 {
+// its bottom.
+func (f *Figure) layoutPanel(p *Panel, plot Rect, y float64) float64 {
 	p.Texts = p.Texts[:0]
 	for _, line := range wrap(titleText, p.Title, plot.Width()) {
 		w := titleText.width(line)
@@ -171,9 +172,15 @@ func (f *Figure) layoutPanel(p *Panel, plot Rect, y float64, last bool) float64 
 		y += titleText.height()
 	}
 	y += titleGapPx
+	if len(p.Lanes) == 0 {
+		l := axisText.label("The run stopped before its load started: nothing happened to draw.", plot.Left, y)
+		p.Texts = append(p.Texts, l)
+		p.Plot = Rect{Left: plot.Left, Right: plot.Right, Top: y, Bottom: y}
+		return l.Box.Bottom
+	}
 
 	plot.Top = y
-	x := timeAxis{plot: plot, end: f.End.Seconds()}
+	x := p.axis(plot)
 	for i := range p.Lanes {
 		l := &p.Lanes[i]
 		for j := range l.Marks {
@@ -199,15 +206,17 @@ func (f *Figure) layoutPanel(p *Panel, plot Rect, y float64, last bool) float64 
 		l.tick = true
 		p.Texts = append(p.Texts, l)
 	}
-	y += tickText.height()
-	if last {
-		y += axisGapPx
-		l := tickText.label("seconds since the start of the run", 0, 0)
-		l.Box = l.Box.moveTo(plot.Left+(plot.Width()-l.Box.Width())/2, y)
-		p.Texts = append(p.Texts, l)
-		y += l.Box.Height()
-	}
-	return y
+	y += tickText.height() + axisGapPx
+	// Each panel says what its axis is: the panels' axes differ.
+	l := axisText.label("seconds since the start of the run", 0, 0)
+	l.Box = l.Box.moveTo(plot.Left+(plot.Width()-l.Box.Width())/2, y)
+	p.Texts = append(p.Texts, l)
+	return y + l.Box.Height()
+}
+
+// axis returns the panel's time axis across plot.
+func (p *Panel) axis(plot Rect) timeAxis {
+	return timeAxis{plot: plot, start: p.Start.Seconds(), end: p.End.Seconds()}
 }
 
 // The parts of a lane, from its top: rows of event labels, then its body,

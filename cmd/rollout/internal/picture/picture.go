@@ -68,9 +68,6 @@ func (e Event) String() string {
 type Figure struct {
 	// Width and Height are the picture's size in pixels.
 	Width, Height int
-	// End is the end of the time axis, shared by every panel: the end of
-	// the longest load.
-	End time.Duration
 	// Bucket is the width of the intervals of [Lane.Served].
 	Bucket time.Duration
 	// FullRate is the rate, in requests per second, drawn at the full
@@ -89,9 +86,15 @@ type Figure struct {
 type Panel struct {
 	// Title names the server and gives the run's totals.
 	Title string
+	// Start and End are the span of the panel's time axis, in time since
+	// the start of its run: from a little before the run's first event of
+	// interest to a little after the end of its load. Each panel has its
+	// own, so that a short run is not drawn in a corner of a long one's.
+	Start, End time.Duration
 	// Lanes has one entry per pod, in order of start (the first 24 pods
 	// at most: the title then says how many there were), and a last one,
-	// "no pod", if some failed requests reached no pod.
+	// "no pod", if some failed requests reached no pod; none if the run
+	// recorded no load.
 	Lanes []Lane
 	// Plot is the area of the lanes: the start of the time axis at its
 	// left edge, its end at its right.
@@ -111,8 +114,8 @@ type Lane struct {
 	Served []int64
 	// Failures are the failed requests whose connection went to the pod.
 	Failures []rollout.FailureAt
-	// Marks are the events of the pod's life on the time axis, in order
-	// of time.
+	// Marks are the events of the pod's life on the panel's time axis
+	// until the end of the load, in order of time.
 	Marks []Mark
 	// Box is the lane's area, across the panel's plot; each event's line
 	// spans its height.
@@ -171,8 +174,9 @@ func (r Rect) Height() float64 { return r.Bottom - r.Top }
 // to hold in memory.
 const maxLanes = 24
 
-// endMarginPct is the room left after the end of the load, in percent of
-// the time axis, so that a pod's exit at the very end stays in sight.
+// endMarginPct is the room left each side of a panel's time axis, in
+// percent of its span, so that a pod's exit at the very end stays in
+// sight.
 const endMarginPct = 2
 
 // New lays out the picture of runs. It needs at least one run.
@@ -181,24 +185,30 @@ func New(runs ...report.Run) (*Figure, error) {
 		return nil, fmt.Errorf("picture: no run to draw")
 	}
 	f := &Figure{Width: widthPx, Bucket: rollout.TimelineBucket}
-	var end time.Duration
+	loads := 0
 	for _, r := range runs {
 		tl := r.Timeline
 		if tl.Bucket > 0 {
 			f.Bucket = tl.Bucket
 		}
-		if tl.LoadEnd > end {
-			end = tl.LoadEnd
+		if tl.LoadEnd > 0 {
+			loads++
 		}
 	}
-	if end <= 0 {
+	if loads == 0 {
 		return nil, fmt.Errorf("picture: the runs recorded no load to draw")
 	}
-	f.End = end + end*endMarginPct/100
 	var rates []int64
 	for _, r := range runs {
-		p := Panel{Title: title(r)}
 		tl := r.Timeline
+		p := Panel{Title: title(r)}
+		if tl.LoadEnd <= 0 {
+			// A run of a comparison that stopped before its load: its
+			// panel says so, and the others are drawn.
+			f.Panels = append(f.Panels, p)
+			continue
+		}
+		p.Start, p.End = span(tl)
 		if n := len(tl.Pods); n > maxLanes {
 			p.Title += fmt.Sprintf(" (the first %d of %d pods)", maxLanes, n)
 		}
@@ -214,7 +224,7 @@ func New(runs ...report.Run) (*Figure, error) {
 					l.Failures = append(l.Failures, fa)
 				}
 			}
-			l.Marks = marks(pt, tl.LoadEnd)
+			l.Marks = marks(pt, p.Start, tl.LoadEnd)
 			p.Lanes = append(p.Lanes, l)
 		}
 		var lost []rollout.FailureAt
@@ -255,13 +265,41 @@ func title(r report.Run) string {
 	return b.String()
 }
 
-// marks returns the events of pt until end, the end of the load, labelled:
-// what happens to the last pods once the load has stopped is no part of a
-// rollout.
-func marks(pt rollout.PodTimeline, end time.Duration) []Mark {
+// span returns the time axis of a run's panel. It starts at the start of
+// the load, or, after a long warmup, which is steady load and nothing
+// else, some time before the first SIGTERM, unless a request failed
+// earlier; it ends at the end of the load: what happens to the last pods
+// once the load has stopped is no part of a rollout. A margin each side
+// keeps the events at the ends in sight.
+func span(tl rollout.Timeline) (start, end time.Duration) {
+	from := max(tl.LoadStart, 0)
+	first := rollout.Never
+	for _, pt := range tl.Pods {
+		if pt.Term >= 0 && pt.Term <= tl.LoadEnd && (first < 0 || pt.Term < first) {
+			first = pt.Term
+		}
+	}
+	if first >= 0 {
+		lead := max(warmupShown, (tl.LoadEnd-first)/4)
+		from = max(from, first-lead)
+	}
+	if len(tl.Failures) > 0 {
+		from = min(from, max(tl.Failures[0].At, 0))
+	}
+	margin := (tl.LoadEnd - from) * endMarginPct / 100
+	return max(from-margin, 0), tl.LoadEnd + margin
+}
+
+// warmupShown is how much of a long warmup a panel shows at least before
+// the first SIGTERM: enough to see the load a pod served before it.
+const warmupShown = 2 * time.Second
+
+// marks returns the events of pt from start until end, the end of the
+// load, labelled.
+func marks(pt rollout.PodTimeline, start, end time.Duration) []Mark {
 	var ms []Mark
 	add := func(e Event, at time.Duration, label string) {
-		if at >= 0 && at <= end {
+		if at >= start && at <= end {
 			ms = append(ms, Mark{Event: e, At: at, Label: label})
 		}
 	}

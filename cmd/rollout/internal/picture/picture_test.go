@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -55,16 +56,17 @@ func TestFigureOfARecordedComparison(t *testing.T) {
 	assert.Positive(t, fig.FullRate)
 	require.Len(t, fig.Panels, len(runs))
 
-	var lastEnd time.Duration
 	for i, run := range runs {
 		p := fig.Panels[i]
 		tl := run.Timeline
-		lastEnd = max(lastEnd, tl.LoadEnd)
 		assert.Regexp(t, `^`+run.Name+` \(.+\): `+fmt.Sprint(run.Failed())+` of [\d,]+ requests failed`, p.Title)
 		require.Len(t, p.Lanes, len(tl.Pods), "%s: one lane per pod", run.Name)
 
 		var byKind [rollout.NumKinds]int64
 		for j, l := range p.Lanes {
+			assert.Positive(t, l.Box.Height())
+			assert.Equal(t, p.Plot.Left, l.Box.Left, "the lanes span the plot")
+			assert.Equal(t, p.Plot.Right, l.Box.Right, "the lanes span the plot")
 			pod := tl.Pods[j]
 			assert.Equal(t, pod.Name, l.Pod)
 			assert.Positive(t, sum(l.Served), "%s %s served requests", run.Name, l.Pod)
@@ -74,9 +76,10 @@ func TestFigureOfARecordedComparison(t *testing.T) {
 			}
 			assertMarks(t, run.Name, pod, tl.LoadEnd, l.Marks)
 		}
-		assert.Equal(t, run.Failures, byKind, "%s: every failure is on its pod's lane", run.Name)
+		for k := range rollout.NumKinds {
+			assert.Equal(t, run.Failures[k], byKind[k], "%s: every %s failure is on its pod's lane", run.Name, k)
+		}
 	}
-	assert.Greater(t, fig.End, lastEnd, "the time axis covers every load")
 
 	naive, textbook, lameduck := runs[0], runs[1], runs[2]
 	require.Equal(t, []string{rollout.BuiltinNaive, rollout.BuiltinTextbook, rollout.BuiltinLameduck}, []string{naive.Name, textbook.Name, lameduck.Name})
@@ -84,6 +87,95 @@ func TestFigureOfARecordedComparison(t *testing.T) {
 	assert.Zero(t, textbook.Failures[rollout.KindRefused], "the textbook server keeps listening")
 	assert.Positive(t, textbook.Failed())
 	assert.Zero(t, lameduck.Failed())
+}
+
+// Each panel's time axis spans its own run, from a little before its load
+// to a little after, with ticks where the axis puts their times, and says
+// what it measures.
+func TestEachPanelHasItsOwnTimeAxis(t *testing.T) {
+	runs := readRecorded(t)
+	fig, err := picture.New(runs...)
+	require.NoError(t, err)
+	for i, run := range runs {
+		p := fig.Panels[i]
+		tl := run.Timeline
+		span := p.End - p.Start
+		assert.LessOrEqual(t, p.Start, tl.LoadStart, "%s: the axis shows the whole load", run.Name)
+		assert.GreaterOrEqual(t, p.Start, tl.LoadStart-span/20, "%s: and starts near it", run.Name)
+		assert.Greater(t, p.End, tl.LoadEnd, "%s: the axis shows the whole load", run.Name)
+		assert.LessOrEqual(t, p.End, tl.LoadEnd+span/20, "%s: and ends near it", run.Name)
+		assertAxis(t, p)
+	}
+	naive, lameduck := fig.Panels[0], fig.Panels[2]
+	assert.Less(t, naive.End, lameduck.End-time.Second, "the naive run is shorter, and so is its axis")
+
+	// A long warmup is steady load: the axis starts a while before the
+	// first SIGTERM instead.
+	run := sparseRun()
+	shift := 30 * time.Second
+	tl := &run.Timeline
+	tl.LoadEnd += shift
+	for i := range tl.Pods {
+		pt := &tl.Pods[i]
+		for _, at := range []*time.Duration{&pt.Term, &pt.Removed, &pt.ListenerClosed, &pt.Exited} {
+			if *at >= 0 {
+				*at += shift
+			}
+		}
+		pt.Served = append(make([]int64, shift/tl.Bucket), pt.Served...)
+	}
+	for i := range tl.Failures {
+		tl.Failures[i].At += shift
+	}
+	tl.Pods[1].Ready += shift
+	tl.Pods[1].Joined += shift
+	fig, err = picture.New(run)
+	require.NoError(t, err)
+	p := fig.Panels[0]
+	assert.InDelta(t, (tl.Pods[0].Term - 2*time.Second).Seconds(), p.Start.Seconds(), 0.2, "two seconds of the warmup")
+	assert.Equal(t, []picture.Event{picture.EventTerm, picture.EventListenerClosed, picture.EventExit, picture.EventRemoved}, events(p.Lanes[0].Marks),
+		"pod-1's ready is before the axis")
+	assertAxis(t, p)
+}
+
+// assertAxis checks that p's ticks are labelled with the times the axis
+// puts at their place, in its span, and that the axis says what it is.
+func assertAxis(t *testing.T, p picture.Panel) {
+	t.Helper()
+	var ticks []float64
+	named := false
+	for _, l := range p.Texts {
+		if l.Text == "seconds since the start of the run" {
+			named = true
+			assert.Greater(t, l.Box.Top, p.Plot.Bottom, "%s: under the axis", p.Title)
+		}
+		v, err := strconv.ParseFloat(l.Text, 64)
+		if err != nil || l.Box.Top < p.Plot.Bottom {
+			continue
+		}
+		ticks = append(ticks, v)
+		x := p.Plot.Left + (v-p.Start.Seconds())/(p.End-p.Start).Seconds()*p.Plot.Width()
+		assert.InDelta(t, x, (l.Box.Left+l.Box.Right)/2, 0.01, "%s: tick %s is centred on its time", p.Title, l.Text)
+		assert.GreaterOrEqual(t, v, p.Start.Seconds(), p.Title)
+		assert.LessOrEqual(t, v, p.End.Seconds(), p.Title)
+	}
+	assert.True(t, named, "%s: the axis says what it measures", p.Title)
+	assert.GreaterOrEqual(t, len(ticks), 5, "%s: ticks %v", p.Title, ticks)
+	for _, l := range p.Lanes {
+		for _, m := range l.Marks {
+			assert.GreaterOrEqual(t, m.At, p.Start)
+			assert.LessOrEqual(t, m.At, p.End)
+			assert.InDelta(t, p.Plot.Left+(m.At-p.Start).Seconds()/(p.End-p.Start).Seconds()*p.Plot.Width(), m.X, 0.01)
+		}
+	}
+}
+
+func events(marks []picture.Mark) []picture.Event {
+	var es []picture.Event
+	for _, m := range marks {
+		es = append(es, m.Event)
+	}
+	return es
 }
 
 // assertMarks checks a lane's events: a pod replaced during the load is
@@ -217,8 +309,19 @@ func TestWriteFile(t *testing.T) {
 func TestNewNeedsLoad(t *testing.T) {
 	_, err := picture.New()
 	assert.ErrorContains(t, err, "no run to draw")
-	_, err = picture.New(report.Run{Name: "x", Timeline: rollout.Timeline{LoadEnd: rollout.Never}})
+	noLoad := report.Run{Name: "x", Timeline: rollout.Timeline{LoadEnd: rollout.Never}}
+	_, err = picture.New(noLoad)
 	assert.ErrorContains(t, err, "no load to draw")
+
+	// In a comparison, a run that stopped before its load gets a panel
+	// that says so, and the others are drawn.
+	fig, err := picture.New(sparseRun(), noLoad)
+	require.NoError(t, err)
+	require.Len(t, fig.Panels, 2)
+	assert.Empty(t, fig.Panels[1].Lanes)
+	assert.Contains(t, fig.Panels[1].Texts[len(fig.Panels[1].Texts)-1].Text, "stopped before its load")
+	assertNoCollision(t, fig)
+	assert.Equal(t, image.Rect(0, 0, fig.Width, fig.Height), renderPNG(t, sparseRun(), noLoad).Bounds())
 }
 
 // Failed requests that reached no pod get a lane of their own, and a pod
