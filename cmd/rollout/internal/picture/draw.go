@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"image/color"
 	"io"
-	"math"
 
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
@@ -97,7 +96,13 @@ func (d drawing) sample(l Label) {
 	mid := (l.Box.Top + l.Box.Bottom) / 2
 	switch {
 	case l.sample.glyph:
-		d.c.DrawGlyphNoClip(kindStyles[l.sample.kind], d.pt(l.Box.Left-glyphSamplePx/2-0.5, mid))
+		d.c.DrawGlyphNoClip(kindStyles[l.sample.kind], d.pt(l.Box.Left-glyphSamplePx/2, mid))
+	case l.sample.bars:
+		for i, h := range []float64{0.3, 1, 0.6, 0.2} {
+			left := l.Box.Left - barsSamplePx + float64(i)*binPx
+			bar := Rect{Left: left, Right: left + binPx - barGapPx, Top: l.Box.Bottom - 2 - h*(l.Box.Height()-4), Bottom: l.Box.Bottom - 2}
+			d.fill(axisColour, bar)
+		}
 	case l.sample.line:
 		x := l.Box.Left - lineSamplePx/2 - 1
 		d.line(eventStyles[l.sample.event], x, l.Box.Top+1, x, l.Box.Bottom-1)
@@ -127,7 +132,7 @@ func (d drawing) panel(f *Figure, p Panel) {
 		for _, lb := range l.Labels {
 			d.text(lb)
 		}
-		d.failures(f, p, l)
+		d.failures(l)
 	}
 	axis := draw.LineStyle{Color: axisColour, Width: px(1)}
 	if len(p.Lanes) > 0 {
@@ -167,18 +172,17 @@ func (d drawing) load(f *Figure, p Panel, l Lane) {
 	c.StrokeLines(draw.LineStyle{Color: loadEdge, Width: px(1)}, c.ClipLinesX(pts[1:len(pts)-1])...)
 }
 
-// failures draws a lane's failed requests, spread over the band's height by
-// a low-discrepancy sequence, so that a burst reads as a cloud as dense as
-// it was.
-func (d drawing) failures(f *Figure, p Panel, l Lane) {
-	x := p.axis(p.Plot)
-	band := l.Band
-	for j, fa := range l.Failures {
-		spread := math.Mod(float64(j)*0.6180339887, 1)
-		y := band.Bottom - band.Height()*(0.05+0.9*spread)
-		fx := x.at(fa.At.Seconds())
-		if fx >= p.Plot.Left && fx <= p.Plot.Right {
-			d.c.DrawGlyphNoClip(kindStyles[fa.Kind], d.pt(fx, y))
+// failures draws a lane's bursts of failures: a glyph, or bars and their
+// count.
+func (d drawing) failures(l Lane) {
+	for _, b := range l.Bursts {
+		if b.Bars == nil {
+			d.c.DrawGlyphNoClip(kindStyles[b.Kind], d.pt((b.Box.Left+b.Box.Right)/2, (b.Box.Top+b.Box.Bottom)/2))
+			continue
 		}
+		for _, bar := range b.Bars {
+			d.fill(kindStyles[b.Kind].Color, bar)
+		}
+		d.text(b.Label)
 	}
 }

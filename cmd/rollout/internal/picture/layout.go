@@ -93,18 +93,19 @@ func (s textStyle) label(txt string, x, top float64) Label {
 	return Label{Text: txt, Box: Rect{Left: x, Top: top, Right: x + s.width(txt), Bottom: top + s.height()}, style: s}
 }
 
-// sample is what the legend draws left of a label: a kind's glyph or an
-// event's line.
+// sample is what the legend draws left of a label: a kind's glyph, bars
+// of a burst, or an event's line.
 type sample struct {
 	kind  rollout.Kind
 	event Event
-	// glyph and line say which of them is drawn.
-	glyph, line bool
+	// glyph, bars and line say which of them is drawn.
+	glyph, bars, line bool
 }
 
 // Room in the legend for a sample left of its name.
 const (
-	glyphSamplePx = 11
+	glyphSamplePx = 14
+	barsSamplePx  = 6 * binPx
 	lineSamplePx  = 8
 	legendItemPx  = 12
 )
@@ -131,10 +132,21 @@ func (f *Figure) layout() {
 }
 
 // layoutLegend lays out the header from y down, and returns its bottom.
+// It explains the picture in a few lines, with the glyphs, bars and lines
+// it uses, so that nobody has to look for a legend.
 func (f *Figure) layoutLegend(y float64) float64 {
 	sty := legendText
 	x := float64(marginPx)
+	newLine := func() {
+		y += legendLinePx
+		x = marginPx
+	}
+	// add adds an item, its sample in room left of its text; an item that
+	// would run past the right margin starts a line.
 	add := func(txt string, s sample, room float64) {
+		if x > marginPx && x+room+sty.width(txt) > float64(f.Width)-marginPx {
+			newLine()
+		}
 		x += room
 		l := sty.label(txt, x, y)
 		l.sample = s
@@ -142,15 +154,18 @@ func (f *Figure) layoutLegend(y float64) float64 {
 		x = l.Box.Right + legendItemPx
 	}
 	full := fmt.Sprintf("%s/s", thousands(int64(f.FullRate)))
-	add(fmt.Sprintf("One lane per pod. Blue: requests it served per %s (full band: %s). Failed requests:", formatDuration(f.Bucket), full), sample{}, 0)
+	add(fmt.Sprintf("One lane per pod. Blue: the requests it served per %s (full band: %s).", formatDuration(f.Bucket), full), sample{}, 0)
+	newLine()
+	add("Failed requests, a row per kind:", sample{}, 0)
 	for k := range rollout.NumKinds {
 		if k == rollout.KindOther {
 			continue // rare; still drawn, with its name in the title
 		}
 		add(k.String(), sample{kind: k, glyph: true}, glyphSamplePx)
 	}
-	y += legendLinePx
-	x = marginPx
+	add(fmt.Sprintf("one glyph each, or where they crowd, bars of how many per %g px, and their count", float64(binPx)),
+		sample{bars: true}, barsSamplePx)
+	newLine()
 	add("Events:", sample{}, 0)
 	for e := range numEvents {
 		name := e.String()
@@ -188,9 +203,19 @@ func (f *Figure) layoutPanel(p *Panel, plot Rect, y float64) float64 {
 		}
 		var rows int
 		l.Labels, rows = labels(l.Marks, Rect{Left: plot.Left, Right: plot.Right, Top: y})
-		body := y + lanePadPx + labelRowPx*float64(max(rows, 1))
-		l.Box = Rect{Left: plot.Left, Right: plot.Right, Top: y, Bottom: body + bodyPx}
+		if len(l.Marks) == 0 {
+			rows = 0 // the "no pod" lane
+		}
+		body := y + lanePadPx + labelRowPx*float64(rows)
+		kinds := kindsOf(l.Failures)
+		height := max(bodyPx, float64(len(kinds))*kindRowPx+2*bodyPadPx)
+		l.Box = Rect{Left: plot.Left, Right: plot.Right, Top: y, Bottom: body + height}
 		l.Band = Rect{Left: plot.Left, Right: plot.Right, Top: body + bandTopPx, Bottom: l.Box.Bottom - bandDropPx}
+		l.Bursts = nil
+		for k, kind := range kinds {
+			l.Bursts = append(l.Bursts, bursts(l.Failures, kind, x, body+bodyPadPx+kindRowPx*float64(k))...)
+		}
+		countLabels(l)
 		name := laneText.label(l.Pod, 0, 0)
 		name.Box = name.Box.moveTo(plot.Left-8-name.Box.Width(), (l.Box.Top+l.Box.Bottom-name.Box.Height())/2)
 		p.Texts = append(p.Texts, name)
@@ -198,6 +223,7 @@ func (f *Figure) layoutPanel(p *Panel, plot Rect, y float64) float64 {
 	}
 	plot.Bottom = y
 	p.Plot = plot
+	scaleBars(p)
 
 	y += tickPx + tickGapPx
 	for _, t := range x.ticks() {
@@ -220,7 +246,7 @@ func (p *Panel) axis(plot Rect) timeAxis {
 }
 
 // The parts of a lane, from its top: rows of event labels, then its body,
-// where the load band is drawn.
+// where the load band is drawn, under the rows of the failures.
 const (
 	lanePadPx  = 2
 	bodyPx     = 42

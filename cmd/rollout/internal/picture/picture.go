@@ -114,6 +114,9 @@ type Lane struct {
 	Served []int64
 	// Failures are the failed requests whose connection went to the pod.
 	Failures []rollout.FailureAt
+	// Bursts are the failures as drawn, each in exactly one, in order of
+	// kind and then of time.
+	Bursts []Burst
 	// Marks are the events of the pod's life on the panel's time axis
 	// until the end of the load, in order of time.
 	Marks []Mark

@@ -383,6 +383,103 @@ func TestManyPods(t *testing.T) {
 	assert.Less(t, fig.Height, 24*100+200)
 }
 
+// Failures of each kind have a row of their own in a lane, however dense:
+// where glyphs would overlap, they are one burst, with bars and a count,
+// and where they are sparse, a glyph each.
+func TestFailuresStayApartByKind(t *testing.T) {
+	fig, err := picture.New(denseRun())
+	require.NoError(t, err)
+	lanes := fig.Panels[0].Lanes
+	require.Len(t, lanes, 3)
+	assert.Equal(t, "no pod", lanes[2].Pod)
+	want := map[string]map[rollout.Kind]int{
+		"pod-1":  {rollout.KindRefused: 250, rollout.KindReset: 300, rollout.KindEOF: 200},
+		"pod-2":  {},
+		"no pod": {rollout.KindRefused: 20},
+	}
+	for _, l := range lanes {
+		rows := assertBursts(t, l)
+		got := map[rollout.Kind]int{}
+		for _, b := range l.Bursts {
+			got[b.Kind] += b.Count
+			assert.Len(t, rows[b.Kind], 1, "%s: the %s failures are one burst", l.Pod, b.Kind)
+			assert.NotEmpty(t, b.Bars, "%s: %s drawn as bars", l.Pod, b.Kind)
+			assert.Equal(t, fmt.Sprintf("%d %s", b.Count, b.Kind), b.Label.Text)
+		}
+		assert.Equal(t, want[l.Pod], got, l.Pod)
+	}
+	reset, eof := lanes[0].Bursts[1], lanes[0].Bursts[2]
+	require.Equal(t, []rollout.Kind{rollout.KindReset, rollout.KindEOF}, []rollout.Kind{reset.Kind, eof.Kind})
+	assert.False(t, overlap(reset.Box, eof.Box), "resets and EOFs of the same milliseconds stay apart")
+	assert.Equal(t, sec(1.0005), reset.From)
+	assert.Less(t, reset.To, sec(1.004))
+
+	// Sparse failures are a glyph each.
+	fig, err = picture.New(sparseRun())
+	require.NoError(t, err)
+	l := fig.Panels[0].Lanes[0]
+	rows := assertBursts(t, l)
+	require.Len(t, rows[rollout.KindRefused], 3, "three refused requests far apart")
+	for _, b := range rows[rollout.KindRefused] {
+		assert.Equal(t, 1, b.Count)
+		assert.Nil(t, b.Bars, "a glyph")
+		assert.Empty(t, b.Label.Text)
+	}
+	require.Len(t, rows[rollout.KindReset], 1, "two resets a millisecond apart")
+	assert.Equal(t, 2, rows[rollout.KindReset][0].Count)
+
+	// The recorded comparison: every failure in one burst of its kind.
+	for i, run := range readRecorded(t) {
+		fig, err := picture.New(run)
+		require.NoError(t, err)
+		for j, l := range fig.Panels[0].Lanes {
+			assertBursts(t, l)
+			var byKind [rollout.NumKinds]int
+			for _, f := range run.Timeline.Failures {
+				if f.Pod == j {
+					byKind[f.Kind]++
+				}
+			}
+			var drawn [rollout.NumKinds]int
+			for _, b := range l.Bursts {
+				drawn[b.Kind] += b.Count
+			}
+			assert.Equal(t, byKind, drawn, "run %d %s", i, l.Pod)
+		}
+	}
+}
+
+// assertBursts checks that a lane's bursts account for its failures, that
+// each kind has a row of its own in the lane, and that bars are inside
+// their burst's box; it returns the bursts by kind.
+func assertBursts(t *testing.T, l picture.Lane) map[rollout.Kind][]picture.Burst {
+	t.Helper()
+	rows := map[rollout.Kind][]picture.Burst{}
+	total := 0
+	for _, b := range l.Bursts {
+		rows[b.Kind] = append(rows[b.Kind], b)
+		total += b.Count
+		assert.LessOrEqual(t, b.From, b.To)
+		assert.True(t, b.Box.Top >= l.Box.Top && b.Box.Bottom <= l.Box.Bottom, "%s: %s burst %v in the lane %v", l.Pod, b.Kind, b.Box, l.Box)
+		for _, bar := range b.Bars {
+			assert.True(t, bar.Left >= b.Box.Left && bar.Right <= b.Box.Right && bar.Top >= b.Box.Top && bar.Bottom <= b.Box.Bottom && bar.Height() > 0,
+				"%s: %s bar %v in its burst %v", l.Pod, b.Kind, bar, b.Box)
+		}
+	}
+	assert.Equal(t, len(l.Failures), total, "%s: every failure is drawn once", l.Pod)
+	for k, bs := range rows {
+		for _, b := range bs {
+			assert.Equal(t, bs[0].Box.Top, b.Box.Top, "%s: one row per kind", l.Pod)
+		}
+		for k2, bs2 := range rows {
+			if k2 != k {
+				assert.False(t, bs[0].Box.Top < bs2[0].Box.Bottom && bs2[0].Box.Top < bs[0].Box.Bottom, "%s: the rows of %s and %s are apart", l.Pod, k, k2)
+			}
+		}
+	}
+	return rows
+}
+
 // sec returns s seconds.
 func sec(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
@@ -511,6 +608,11 @@ func TestLabelsCrossNothing(t *testing.T) {
 					for i, m := range l.Marks {
 						assert.True(t, named[i], "%s %s: %s at %v has a label", p.Title, l.Pod, m.Event, m.At)
 					}
+					for _, b := range l.Bursts {
+						if b.Count > 1 {
+							assert.Regexp(t, fmt.Sprintf(`^%d( %s)?$`, b.Count, b.Kind), b.Label.Text, "%s %s: a burst says how many failed", p.Title, l.Pod)
+						}
+					}
 				}
 			}
 		})
@@ -542,6 +644,14 @@ func assertNoCollision(t *testing.T, fig *picture.Figure) {
 			lane := &p.Lanes[j]
 			for _, l := range lane.Labels {
 				texts = append(texts, text{what: fmt.Sprintf("panel %d %s: %s", i, lane.Pod, l.Text), box: l.Box, lane: lane, marks: l.Marks})
+			}
+			for _, b := range lane.Bursts {
+				if b.Label.Text != "" {
+					texts = append(texts, text{what: fmt.Sprintf("panel %d %s: count %s", i, lane.Pod, b.Label.Text), box: b.Label.Box, lane: lane})
+					for _, o := range lane.Bursts {
+						assert.False(t, overlap(b.Label.Box, o.Box), "panel %d %s: count %q %v is on the %s burst %v", i, lane.Pod, b.Label.Text, b.Label.Box, o.Kind, o.Box)
+					}
+				}
 			}
 		}
 	}
