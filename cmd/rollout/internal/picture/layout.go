@@ -33,6 +33,7 @@ const (
 	legendLinePx = 25
 	panelGapPx   = 18
 	titleGapPx   = 8
+	captionGapPx = 3
 	labelRowPx   = 16
 	tickPx       = 5
 	tickGapPx    = 2
@@ -49,12 +50,13 @@ type textStyle struct {
 var (
 	labelColour = color.RGBA{0x22, 0x22, 0x22, 0xff}
 
-	legendText = textStyle{size: 14, colour: labelColour}
-	titleText  = textStyle{size: 15, bold: true, colour: labelColour}
-	laneText   = textStyle{size: 13, colour: labelColour}
-	tickText   = textStyle{size: 13, colour: labelColour}
-	axisText   = textStyle{size: 12, colour: color.RGBA{0x55, 0x55, 0x55, 0xff}}
-	eventText  = textStyle{size: 13, colour: labelColour}
+	legendText  = textStyle{size: 14, colour: labelColour}
+	titleText   = textStyle{size: 15, bold: true, colour: labelColour}
+	captionText = textStyle{size: 13, colour: labelColour}
+	laneText    = textStyle{size: 13, colour: labelColour}
+	tickText    = textStyle{size: 13, colour: labelColour}
+	axisText    = textStyle{size: 12, colour: color.RGBA{0x55, 0x55, 0x55, 0xff}}
+	eventText   = textStyle{size: 13, colour: labelColour}
 )
 
 // face returns the font the style draws with: the plotting library's, as
@@ -178,7 +180,8 @@ func (f *Figure) layoutLegend(y float64) float64 {
 }
 
 // layoutPanel lays out p from y down, its lanes across plot, and returns
-// its bottom.
+// its bottom: its title, centred, its caption under it, its lanes, and its
+// time axis.
 func (f *Figure) layoutPanel(p *Panel, plot Rect, y float64) float64 {
 	p.Texts = p.Texts[:0]
 	for _, line := range wrap(titleText, p.Title, plot.Width()) {
@@ -186,12 +189,17 @@ func (f *Figure) layoutPanel(p *Panel, plot Rect, y float64) float64 {
 		p.Texts = append(p.Texts, titleText.label(line, plot.Left+(plot.Width()-w)/2, y))
 		y += titleText.height()
 	}
+	y += captionGapPx
+	for _, sentence := range p.Caption {
+		for _, line := range wrap(captionText, sentence, plot.Width()) {
+			p.Texts = append(p.Texts, captionText.label(line, plot.Left, y))
+			y += captionText.height()
+		}
+	}
 	y += titleGapPx
 	if len(p.Lanes) == 0 {
-		l := axisText.label("The run stopped before its load started: nothing happened to draw.", plot.Left, y)
-		p.Texts = append(p.Texts, l)
 		p.Plot = Rect{Left: plot.Left, Right: plot.Right, Top: y, Bottom: y}
-		return l.Box.Bottom
+		return y
 	}
 
 	plot.Top = y

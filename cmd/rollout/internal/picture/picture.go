@@ -86,6 +86,12 @@ type Figure struct {
 type Panel struct {
 	// Title names the server and gives the run's totals.
 	Title string
+	// Caption says under the title, a line for each cause, why the run's
+	// requests failed, as each failure's kind and its pod's events tell
+	// (such as "63 refused: pod-1 and pod-2 stopped listening 2–4 ms
+	// after SIGTERM while the load balancer routed to them for 1.0 s
+	// more"); or, if none did, what the stopped pods did.
+	Caption []string
 	// Start and End are the span of the panel's time axis, in time since
 	// the start of its run: from a little before the run's first event of
 	// interest to a little after the end of its load. Each panel has its
@@ -208,9 +214,11 @@ func New(runs ...report.Run) (*Figure, error) {
 		if tl.LoadEnd <= 0 {
 			// A run of a comparison that stopped before its load: its
 			// panel says so, and the others are drawn.
+			p.Caption = []string{"the run stopped before its load started: nothing happened to draw"}
 			f.Panels = append(f.Panels, p)
 			continue
 		}
+		p.Caption = caption(tl)
 		p.Start, p.End = span(tl)
 		if n := len(tl.Pods); n > maxLanes {
 			p.Title += fmt.Sprintf(" (the first %d of %d pods)", maxLanes, n)

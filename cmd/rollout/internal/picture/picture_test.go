@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -478,6 +479,154 @@ func assertBursts(t *testing.T, l picture.Lane) map[rollout.Kind][]picture.Burst
 		}
 	}
 	return rows
+}
+
+// Each panel says under its title why its requests failed, from each
+// failure's kind and its pod's events: the counts, the kinds, the pods,
+// when their listeners closed and how long the load balancer still routed
+// to them.
+func TestCaptionsSayWhyRequestsFailed(t *testing.T) {
+	runs := readRecorded(t)
+	fig, err := picture.New(runs...)
+	require.NoError(t, err)
+	for i, run := range runs {
+		assertCaption(t, fig.Panels[i], run)
+	}
+	naive, textbook, lameduck := fig.Panels[0].Caption, fig.Panels[1].Caption, fig.Panels[2].Caption
+	refused := fmt.Sprint(runs[0].Failures[rollout.KindRefused])
+	assert.Contains(t, naive, line(t, naive, `^`+refused+` refused: pod-1 and pod-2 stopped listening \d+(–\d+)? ms after SIGTERM while the load balancer routed to them for 1\.0 s more$`),
+		"the naive server stops listening at once, while the load balancer still routes to it")
+	line(t, naive, `^\d+ reset, \d+ eof \d+(–\d+)? ms after SIGTERM: pod-1 and pod-2 closed connections that had a request on the way$`)
+	line(t, textbook, `^\d+ eof, \d+ reset \d+(–\d+)? ms after SIGTERM, listener still open: pod-1 and pod-2 closed connections that had a request on the way$`)
+	assert.Len(t, textbook, 1, "the textbook server refuses nothing: %q", textbook)
+	assert.Equal(t, []string{"no request failed: each pod kept listening until its endpoint was removed and exited 2.0 s after SIGTERM"}, lameduck)
+
+	killed := func() report.Run {
+		run := sparseRun()
+		pt := &run.Timeline.Pods[0]
+		pt.ListenerClosed, pt.Exited = sec(3.5), sec(31.5)
+		pt.Exit = rollout.PodExit{Pod: "pod-1", Code: -1, Killed: true, Status: "signal: killed"}
+		run.Timeline.LoadEnd = sec(32)
+		run.Timeline.Pods[1].Term, run.Timeline.Pods[1].Exited = sec(32.1), sec(32.2)
+		return run
+	}
+	cases := []struct {
+		name string
+		run  func() report.Run
+		want []string
+	}{{
+		name: "lameducktest",
+		run:  sparseRun,
+		want: []string{
+			"2 reset 2–3 ms after SIGTERM: pod-1 closed connections that had a request on the way",
+			"3 refused: pod-1 stopped listening 4 ms after SIGTERM while the load balancer routed to it for 1.0 s more",
+		},
+	}, {
+		name: "killed at the grace period",
+		run: func() report.Run {
+			run := killed()
+			run.Timeline.Failures = []rollout.FailureAt{
+				{At: sec(31.5), Pod: 0, Kind: rollout.KindReset}, {At: sec(31.5), Pod: 0, Kind: rollout.KindReset},
+				{At: sec(31.51), Pod: 0, Kind: rollout.KindEOF}, {At: sec(31.6), Pod: 0, Kind: rollout.KindTimeout},
+			}
+			return run
+		},
+		want: []string{
+			"2 reset, 1 eof when pod-1 was killed at the grace period, 30 s after SIGTERM, with requests in flight",
+			"1 timeout 30 s after SIGTERM: pod-1 did not answer within the request timeout",
+		},
+	}, {
+		name: "failed while serving",
+		run: func() report.Run {
+			run := sparseRun()
+			run.Timeline.Failures = []rollout.FailureAt{{At: sec(1), Pod: 0, Kind: rollout.Kind5xx}, {At: sec(2), Pod: 1, Kind: rollout.Kind5xx}}
+			return run
+		},
+		want: []string{"2 5xx on pod-1 and pod-2 while serving, before any SIGTERM to them"},
+	}, {
+		name: "no pod, and not all in the record",
+		run: func() report.Run {
+			run := sparseRun()
+			run.Timeline.Failures = []rollout.FailureAt{{At: sec(1.7), Pod: -1, Kind: rollout.KindRefused}}
+			run.Timeline.FailuresLeftOut = 12_000
+			return run
+		},
+		want: []string{
+			"1 refused reached no pod: the load balancer had no endpoint for them, or they could not be traced to one",
+			"the record lists the first 1 failures; 12,000 more are left out of this picture",
+		},
+	}, {
+		name: "lucky",
+		run: func() report.Run {
+			run := sparseRun()
+			run.Timeline.Failures = nil
+			return run
+		},
+		want: []string{"no request failed, though pod-1 stopped listening before its endpoint was removed"},
+	}, {
+		name: "kept listening",
+		run: func() report.Run {
+			run := killed()
+			run.Timeline.Failures = nil
+			return run
+		},
+		want: []string{"no request failed: pod-1 kept listening until its endpoint was removed and exited 30 s after SIGTERM"},
+	}}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			run := c.run()
+			fig, err := picture.New(run)
+			require.NoError(t, err)
+			assert.Equal(t, c.want, fig.Panels[0].Caption)
+			if run.Timeline.FailuresLeftOut == 0 {
+				assertCaption(t, fig.Panels[0], run)
+			}
+		})
+	}
+}
+
+// assertCaption checks that p's caption accounts for every failure of the
+// run's record, by kind, and is drawn in the panel, under its title and
+// above its lanes.
+func assertCaption(t *testing.T, p picture.Panel, run report.Run) {
+	t.Helper()
+	var want, told [rollout.NumKinds]int
+	for _, f := range run.Timeline.Failures {
+		want[f.Kind]++
+	}
+	count := regexp.MustCompile(`(\d+) (refused|reset|eof|5xx|timeout|other)\b`)
+	for _, c := range p.Caption {
+		for _, m := range count.FindAllStringSubmatch(c, -1) {
+			var k rollout.Kind
+			require.NoError(t, k.UnmarshalText([]byte(m[2])))
+			n, err := strconv.Atoi(m[1])
+			require.NoError(t, err)
+			told[k] += n
+		}
+	}
+	assert.Equal(t, want, told, "%s: the caption tells every failure once: %q", run.Name, p.Caption)
+
+	var above []string
+	for _, l := range p.Texts {
+		if l.Box.Bottom <= p.Plot.Top {
+			above = append(above, l.Text)
+		}
+	}
+	assert.Equal(t, strings.Join(append([]string{p.Title}, p.Caption...), " "), strings.Join(above, " "),
+		"%s: the title, and the caption under it, are drawn above the lanes", run.Name)
+}
+
+// line returns the line of caption that matches re, and fails t if none
+// does.
+func line(t *testing.T, caption []string, re string) string {
+	t.Helper()
+	for _, l := range caption {
+		if regexp.MustCompile(re).MatchString(l) {
+			return l
+		}
+	}
+	t.Errorf("no line of %q matches %s", caption, re)
+	return ""
 }
 
 // sec returns s seconds.
