@@ -16,14 +16,17 @@ type cause int
 const (
 	// causeServing is a failure before the pod's SIGTERM.
 	causeServing cause = iota
-	// causeClosed is a reset or an EOF after the SIGTERM, before the
-	// exit: the server closed a connection with a request on its way.
+	// causeClosed is a reset or an EOF after the SIGTERM: the server
+	// closed a connection with a request on its way, by closing it or by
+	// exiting; which of them came first, a few milliseconds apart, tells
+	// nothing more.
 	causeClosed
 	// causeNotListening is a refused connection after the SIGTERM: the
 	// load balancer routed it to a pod that no longer listened.
 	causeNotListening
-	// causeExit is a reset or an EOF as the pod exited.
-	causeExit
+	// causeKilled is a reset or an EOF as the pod was killed at the end
+	// of its grace period.
+	causeKilled
 	// causeTimeout, cause5xx and causeOther are the other kinds after the
 	// SIGTERM.
 	causeTimeout
@@ -35,9 +38,9 @@ const (
 
 // Tolerances of the classification, for events observed from outside.
 const (
-	// exitSlack is how much before a pod's observed exit a reset still
-	// counts as the exit's: the client may see the kernel's reset of a
-	// dead process's connections before its parent reaps it.
+	// exitSlack is how much before a killed pod's observed exit a reset
+	// still counts as the SIGKILL's: the client may see the kernel's reset
+	// of a dead process's connections before its parent reaps it.
 	exitSlack = 2 * time.Millisecond
 	// stillOpen is how long a listener must have stayed open after a
 	// failure for the failure to be "listener still open", and not a
@@ -60,8 +63,8 @@ func classify(f rollout.FailureAt, pt *rollout.PodTimeline) cause {
 		return cause5xx
 	case f.Kind == rollout.KindOther:
 		return causeOther
-	case pt.Exited >= 0 && f.At >= pt.Exited-exitSlack:
-		return causeExit
+	case pt.Exit.Killed && pt.Exited >= 0 && f.At >= pt.Exited-exitSlack:
+		return causeKilled
 	}
 	return causeClosed
 }
@@ -164,22 +167,16 @@ func (g *causeGroup) sentence(tl rollout.Timeline) string {
 		return fmt.Sprintf("%s %s%s: %s closed connections that had a request on the way", counts, after, open, who)
 	case causeNotListening:
 		return notListening(tl, g, counts, who, it)
-	case causeExit:
+	case causeKilled:
 		var exit durations
-		killed := true
 		for _, i := range g.pods {
-			pt := tl.Pods[i]
-			exit.add(pt.Exited - pt.Term)
-			killed = killed && pt.Exit.Killed
+			exit.add(tl.Pods[i].Exited - tl.Pods[i].Term)
 		}
-		how := "exited"
-		if killed {
-			how = "was killed at the grace period,"
-			if len(g.pods) > 1 {
-				how = "were killed at the grace period,"
-			}
+		was := "was"
+		if len(g.pods) > 1 {
+			was = "were"
 		}
-		return fmt.Sprintf("%s when %s %s %s after SIGTERM, with requests in flight", counts, who, how, sayRange(exit.lo, exit.hi))
+		return fmt.Sprintf("%s when %s %s killed at the grace period, %s after SIGTERM, with requests in flight", counts, who, was, sayRange(exit.lo, exit.hi))
 	case causeTimeout:
 		return fmt.Sprintf("%s %s: %s did not answer within the request timeout", counts, after, who)
 	case cause5xx:

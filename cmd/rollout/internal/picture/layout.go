@@ -165,7 +165,7 @@ func (f *Figure) layoutLegend(y float64) float64 {
 		}
 		add(k.String(), sample{kind: k, glyph: true}, glyphSamplePx)
 	}
-	add(fmt.Sprintf("one glyph each, or where they crowd, bars of how many per %g px, and their count", float64(binPx)),
+	add("a glyph each; where they crowd, bars (taller for more) and their count",
 		sample{bars: true}, barsSamplePx)
 	newLine()
 	add("Events:", sample{}, 0)
@@ -211,9 +211,6 @@ func (f *Figure) layoutPanel(p *Panel, plot Rect, y float64) float64 {
 		}
 		var rows int
 		l.Labels, rows = labels(l.Marks, Rect{Left: plot.Left, Right: plot.Right, Top: y})
-		if len(l.Marks) == 0 {
-			rows = 0 // the "no pod" lane
-		}
 		body := y + lanePadPx + labelRowPx*float64(rows)
 		kinds := kindsOf(l.Failures)
 		height := max(bodyPx, float64(len(kinds))*kindRowPx+2*bodyPadPx)
@@ -284,7 +281,7 @@ const (
 	labelSpacePx = 8
 	// linePadPx keeps a label clear of another event's line: far enough
 	// that it does not read as that line's.
-	linePadPx = 6
+	linePadPx = 12
 )
 
 // eventShort names events in a label short of room.

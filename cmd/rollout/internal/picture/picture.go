@@ -1,9 +1,11 @@
 // Package picture draws rolling updates recorded by package rollout: one
-// panel per run (per server, in a comparison), one lane per pod, the
-// requests each pod served per interval, every failed request marked by
-// kind where and when it happened, and the events of each pod's life
+// panel per run (per server, in a comparison), each on a time axis of its
+// own, with a caption that says why its requests failed; one lane per
+// pod, with the requests it served per interval, its failed requests by
+// kind where and when they happened (a row per kind: a glyph each, or a
+// histogram and a count where they crowd), and the events of its life
 // (ready, SIGTERM, endpoint removed from the load balancer, listener
-// closed, exit).
+// closed, exit), each line labelled where the label crosses nothing.
 //
 // It is in the module of the rollout command so that its plotting library
 // is a dependency of that module only: the library's packages,
@@ -11,10 +13,11 @@
 // failed test's rolling update with package report, and the command draws
 // the file (-draw).
 //
-// [New] turns recorded runs into a [Figure], the picture's content, which
-// tests can inspect; [Figure.Write] draws it as PNG or SVG. [WriteFile]
-// does both from a file name, and writes the recorded runs themselves as
-// JSON for a name ending in .json, which report.ReadFile reads back.
+// [New] turns recorded runs into a [Figure], the picture's content and
+// where each part of it goes, in pixels, which tests can inspect;
+// [Figure.Write] draws it as PNG or SVG. [WriteFile] does both from a file
+// name, and writes the recorded runs themselves as JSON for a name ending
+// in .json, which report.ReadFile reads back.
 package picture
 
 import (
@@ -132,7 +135,8 @@ type Lane struct {
 	// Band is where the requests served are drawn, the figure's FullRate
 	// at its top.
 	Band Rect
-	// Labels name the events, at the top of the lane.
+	// Labels name the events, in rows at the top of the lane, each beside
+	// the lines of the events it names.
 	Labels []Label
 }
 

@@ -522,6 +522,16 @@ func TestCaptionsSayWhyRequestsFailed(t *testing.T) {
 			"3 refused: pod-1 stopped listening 4 ms after SIGTERM while the load balancer routed to it for 1.0 s more",
 		},
 	}, {
+		// Whether a reset came just before or just after the exit that
+		// followed tells nothing more: one sentence.
+		name: "closed as it exited",
+		run: func() report.Run {
+			run := sparseRun()
+			run.Timeline.Failures = []rollout.FailureAt{{At: sec(1.503), Pod: 0, Kind: rollout.KindEOF}, {At: sec(1.511), Pod: 0, Kind: rollout.KindReset}}
+			return run
+		},
+		want: []string{"1 reset, 1 eof 3–11 ms after SIGTERM: pod-1 closed connections that had a request on the way"},
+	}, {
 		name: "killed at the grace period",
 		run: func() report.Run {
 			run := killed()
