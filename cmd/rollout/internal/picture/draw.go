@@ -13,8 +13,9 @@ import (
 	"github.com/lameduck/lameduck/internal/rollout"
 )
 
-// Colours and shapes. Failures are glyphs and events are lines, so that a
-// red cross (a refused request) never reads as the red line of a SIGTERM.
+// Colours and shapes. Failures are glyphs, or short bars, on rows of their
+// own, and events are lines across the lane, so that a red cross (a
+// refused request) never reads as the red line of a SIGTERM.
 var (
 	loadFill   = color.RGBA{0xa6, 0xc8, 0xe8, 0xff}
 	loadEdge   = color.RGBA{0x3b, 0x75, 0xaf, 0xff}

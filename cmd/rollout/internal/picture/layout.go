@@ -35,6 +35,7 @@ const (
 	titleGapPx   = 8
 	captionGapPx = 3
 	labelRowPx   = 16
+	nameGapPx    = 8
 	tickPx       = 5
 	tickGapPx    = 2
 	axisGapPx    = 4
@@ -125,7 +126,7 @@ func (f *Figure) layout() {
 			left = max(left, laneText.width(l.Pod))
 		}
 	}
-	plot := Rect{Left: marginPx + math.Ceil(left) + 10, Right: float64(f.Width) - marginPx - 2}
+	plot := Rect{Left: marginPx + math.Ceil(left) + nameGapPx + 2, Right: float64(f.Width) - marginPx - 2}
 	for i := range f.Panels {
 		y += panelGapPx
 		y = f.layoutPanel(&f.Panels[i], plot, y)
@@ -222,7 +223,7 @@ func (f *Figure) layoutPanel(p *Panel, plot Rect, y float64) float64 {
 		}
 		countLabels(l)
 		name := laneText.label(l.Pod, 0, 0)
-		name.Box = name.Box.moveTo(plot.Left-8-name.Box.Width(), (l.Box.Top+l.Box.Bottom-name.Box.Height())/2)
+		name.Box = name.Box.moveTo(plot.Left-nameGapPx-name.Box.Width(), (l.Box.Top+l.Box.Bottom-name.Box.Height())/2)
 		p.Texts = append(p.Texts, name)
 		y = l.Box.Bottom
 	}
@@ -267,13 +268,13 @@ const (
 // time, each in the first row where its full text fits, or else its text
 // with the events' short names ("TERM", "removed", "closed") but the
 // exit's delay, or else its shortest ("exit 0" for the exit), in at most
-// maxLabelRows rows; the lane grows by a row for each row its labels use. Events whose
-// lines are too close for a label between them share one label, beside the
-// outermost of their lines, and so does an event whose label fits nowhere
-// with the next one: the shared label names them in order of time, and
-// its box may cross only their lines. The label of a last event that fits
-// nowhere even then is left out: its line's colour and dashes, which the
-// header explains, still say what it is.
+// maxLabelRows rows; the lane grows by a row for each row its labels use.
+// Events whose lines are too close for a label between them share one
+// label, beside the outermost of their lines, and so does an event whose
+// label fits nowhere with the next one: the shared label names them in
+// order of time, and its box may cross only their lines. The label of a
+// last event that fits nowhere even then is left out: its line's colour
+// and dashes, which the header explains, still say what it is.
 const (
 	maxLabelRows = 3
 	groupPx      = 8

@@ -78,8 +78,8 @@ type Figure struct {
 	// lanes compare.
 	FullRate float64
 	// Legend is the header's text, which says what the picture's bands,
-	// glyphs and lines are; Write draws each kind's glyph and each event's
-	// line just left of its name.
+	// glyphs, bars and lines are; Write draws each kind's glyph, a burst's
+	// bars and each event's line just left of its name.
 	Legend []Label
 	// Panels has one entry per run, in order.
 	Panels []Panel
@@ -108,9 +108,10 @@ type Panel struct {
 	// Plot is the area of the lanes: the start of the time axis at its
 	// left edge, its end at its right.
 	Plot Rect
-	// Texts are the panel's text around its lanes, as drawn: the title
-	// (on more lines than one if it is long), the lanes' names, and the
-	// time axis's tick labels, each centred on its tick, and its name.
+	// Texts are the panel's text around its lanes, as drawn: the lines of
+	// its title and of its caption (a long one takes more than one), the
+	// lanes' names, and the time axis's tick labels, each centred on its
+	// tick, and its name.
 	Texts []Label
 }
 
@@ -136,7 +137,8 @@ type Lane struct {
 	// at its top.
 	Band Rect
 	// Labels name the events, in rows at the top of the lane, each beside
-	// the lines of the events it names.
+	// the lines of the events it names; events too close together share
+	// one.
 	Labels []Label
 }
 
@@ -146,9 +148,10 @@ type Mark struct {
 	Event Event
 	// At is when.
 	At time.Duration
-	// Label is what the picture writes next to it: the event's name, or
-	// for the exit its code (or "SIGKILL") and how long after the SIGTERM
-	// it came, such as "exit 0 · 2.01s".
+	// Label is what the picture writes next to it, room permitting: the
+	// event's name, or for the exit its code (or "SIGKILL") and how long
+	// after the SIGTERM it came, such as "exit 0 · 2.01s". Short of room,
+	// the picture writes less ("TERM", "exit 0").
 	Label string
 	// X is where its line is drawn.
 	X float64
