@@ -304,7 +304,8 @@ func span(tl rollout.Timeline) (start, end time.Duration) {
 	if len(tl.Failures) > 0 {
 		from = min(from, max(tl.Failures[0].At, 0))
 	}
-	margin := (tl.LoadEnd - from) * endMarginPct / 100
+	// The least margin keeps a load of no time an axis of some.
+	margin := max((tl.LoadEnd-from)*endMarginPct/100, 10*time.Millisecond)
 	return max(from-margin, 0), tl.LoadEnd + margin
 }
 

@@ -314,13 +314,19 @@ func TestNewNeedsLoad(t *testing.T) {
 	_, err = picture.New(noLoad)
 	assert.ErrorContains(t, err, "no load to draw")
 
+	// A load of no time is still an axis of some.
+	fig, err := picture.New(report.Run{Name: "x", Timeline: rollout.Timeline{LoadStart: time.Second, LoadEnd: time.Second}})
+	require.NoError(t, err)
+	assert.Less(t, fig.Panels[0].Start, fig.Panels[0].End)
+
 	// In a comparison, a run that stopped before its load gets a panel
 	// that says so, and the others are drawn.
-	fig, err := picture.New(sparseRun(), noLoad)
+	fig, err = picture.New(sparseRun(), noLoad)
 	require.NoError(t, err)
 	require.Len(t, fig.Panels, 2)
 	assert.Empty(t, fig.Panels[1].Lanes)
-	assert.Contains(t, fig.Panels[1].Texts[len(fig.Panels[1].Texts)-1].Text, "stopped before its load")
+	assert.Equal(t, []string{"the run stopped before its load started: nothing happened to draw"}, fig.Panels[1].Caption)
+	assertCaption(t, fig.Panels[1], noLoad)
 	assertNoCollision(t, fig)
 	assert.Equal(t, image.Rect(0, 0, fig.Width, fig.Height), renderPNG(t, sparseRun(), noLoad).Bounds())
 }
