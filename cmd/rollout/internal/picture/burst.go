@@ -32,8 +32,16 @@ type Burst struct {
 	// was found for it.
 	Label Label
 
-	// bins counts the failures per bin, from the bin at Box.Left.
+	// ats are its failures, in order of place; bins counts them per bin of
+	// bars, from the bin at Box.Left.
+	ats  []failureAt
 	bins []int
+}
+
+// failureAt is a failure's time and place.
+type failureAt struct {
+	t time.Duration
+	x float64
 }
 
 // Failures. Each kind that failed on a lane has a row of its own in the
@@ -42,9 +50,12 @@ type Burst struct {
 // whose glyphs would overlap, closer to each other than a glyph's width,
 // are a burst drawn as a histogram: a bar per binPx pixels of time with
 // any, as tall as the square root of its share of the panel's fullest,
-// and the burst's count beside it. The count is placed as event labels are: inside the plot,
-// clear of every event line and of the row's other counts, glyphs and
-// bars; right of the bars, or just past a line next to them, or else left.
+// and the burst's count beside it. The count is placed as event labels
+// are: inside the plot, clear of every event line and of the row's other
+// counts, glyphs and bars; right of the bars, or just past a line next to
+// them, or else left. A burst whose count fits nowhere takes in the next
+// burst of its row (the last, the one before), so that every failure is
+// counted.
 const (
 	kindRowPx    = 14
 	bodyPadPx    = 2
@@ -77,54 +88,61 @@ func kindsOf(failures []rollout.FailureAt) []rollout.Kind {
 }
 
 // bursts groups a lane's failures of kind into bursts on the row from top
-// to top+kindRowPx. Bars are as tall as a bin of one failure until
-// scaleBars sets their heights.
-func bursts(failures []rollout.FailureAt, kind rollout.Kind, x timeAxis, top float64) []Burst {
-	type at struct {
-		t time.Duration
-		x float64
-	}
-	var ats []at
-	for _, f := range failures {
+// to top+kindRowPx, and places their counts. Bars are as tall as a bin of
+// one failure until scaleBars sets their heights.
+func bursts(l *Lane, kind rollout.Kind, x timeAxis, top float64) []Burst {
+	var ats []failureAt
+	for _, f := range l.Failures {
 		if f.Kind == kind {
 			fx := min(max(x.at(f.At.Seconds()), x.plot.Left), x.plot.Right)
-			ats = append(ats, at{f.At, fx})
+			ats = append(ats, failureAt{f.At, fx})
 		}
 	}
-	slices.SortStableFunc(ats, func(a, b at) int { return cmp.Compare(a.x, b.x) })
+	slices.SortStableFunc(ats, func(a, b failureAt) int { return cmp.Compare(a.x, b.x) })
 	row := Rect{Left: x.plot.Left, Right: x.plot.Right, Top: top + 1, Bottom: top + kindRowPx - 1}
-	var out []Burst
+	var bs []Burst
 	for i := 0; i < len(ats); {
 		j := i + 1
 		for j < len(ats) && ats[j].x-ats[j-1].x < glyphPx {
 			j++
 		}
-		b := Burst{Kind: kind, Count: j - i, From: ats[i].t, To: ats[i].t}
-		for _, a := range ats[i:j] {
-			b.From, b.To = min(b.From, a.t), max(b.To, a.t)
-		}
-		if b.Count == 1 {
-			b.Box = Rect{Left: ats[i].x - glyphPx/2, Right: ats[i].x + glyphPx/2, Top: row.Top, Bottom: row.Bottom}
-		} else {
-			bin := func(fx float64) int { return int((fx - x.plot.Left) / binPx) }
-			first, last := bin(ats[i].x), bin(ats[j-1].x)
-			b.bins = make([]int, last-first+1)
-			for _, a := range ats[i:j] {
-				b.bins[bin(a.x)-first]++
-			}
-			left := x.plot.Left + float64(first)*binPx
-			b.Box = Rect{Left: left, Right: left + float64(len(b.bins))*binPx, Top: row.Top, Bottom: row.Bottom}
-			for k, n := range b.bins {
-				if n > 0 {
-					l := left + float64(k)*binPx
-					b.Bars = append(b.Bars, Rect{Left: l, Right: l + binPx - barGapPx, Top: row.Bottom - minBarPx, Bottom: row.Bottom})
-				}
-			}
-		}
-		out = append(out, b)
+		bs = append(bs, newBurst(kind, ats[i:j], row))
 		i = j
 	}
-	return out
+	return l.countBursts(bs, row)
+}
+
+// newBurst returns the burst of the failures ats, in order of place, on
+// row.
+func newBurst(kind rollout.Kind, ats []failureAt, row Rect) Burst {
+	b := Burst{Kind: kind, Count: len(ats), From: ats[0].t, To: ats[0].t, ats: ats}
+	for _, a := range ats {
+		b.From, b.To = min(b.From, a.t), max(b.To, a.t)
+	}
+	if b.Count == 1 {
+		b.Box = Rect{Left: ats[0].x - glyphPx/2, Right: ats[0].x + glyphPx/2, Top: row.Top, Bottom: row.Bottom}
+		return b
+	}
+	bin := func(fx float64) int { return int((fx - row.Left) / binPx) }
+	first, last := bin(ats[0].x), bin(ats[len(ats)-1].x)
+	b.bins = make([]int, last-first+1)
+	for _, a := range ats {
+		b.bins[bin(a.x)-first]++
+	}
+	left := row.Left + float64(first)*binPx
+	b.Box = Rect{Left: left, Right: left + float64(len(b.bins))*binPx, Top: row.Top, Bottom: row.Bottom}
+	for k, n := range b.bins {
+		if n > 0 {
+			l := left + float64(k)*binPx
+			b.Bars = append(b.Bars, Rect{Left: l, Right: l + binPx - barGapPx, Top: row.Bottom - minBarPx, Bottom: row.Bottom})
+		}
+	}
+	return b
+}
+
+// merge returns the burst of the failures of a and b, a left of b.
+func merge(a, b Burst, row Rect) Burst {
+	return newBurst(a.Kind, append(slices.Clip(a.ats), b.ats...), row)
 }
 
 // scaleBars sets the heights of the bars of a panel's bursts: the square
@@ -154,45 +172,76 @@ func scaleBars(p *Panel) {
 	}
 }
 
-// countLabels places the counts of a lane's bursts of more than one
-// failure, by the rule above.
-func countLabels(l *Lane) {
-	for i := range l.Bursts {
-		b := &l.Bursts[i]
-		if b.Count < 2 {
-			continue
+// countBursts places the counts of bs, the bursts of a row in order of
+// place, by the rule above, and returns them: a burst whose count fits
+// nowhere is merged with the next one on the row, or the last with the one
+// before, and its count placed again.
+func (l *Lane) countBursts(bs []Burst, row Rect) []Burst {
+	var done []Burst
+	for i := 0; i < len(bs); i++ {
+		b := bs[i]
+		for b.Count > 1 {
+			if b.Label = l.placeCount(&b, done, bs[i+1:]); b.Label.Text != "" {
+				break
+			}
+			if i+1 < len(bs) {
+				done, bs[i+1] = absorb(done, merge(b, bs[i+1], row), row)
+				b = Burst{}
+				break
+			}
+			if len(done) == 0 {
+				break // uncounted
+			}
+			done, b = absorb(done[:len(done)-1], merge(done[len(done)-1], b, row), row)
 		}
-		b.Label = l.placeCount(b)
+		if b.Count > 0 {
+			done = append(done, b)
+		}
+	}
+	return done
+}
+
+// absorb merges into b, a burst just merged, the bursts of done, in order
+// of place left of it, from the first whose box or count its box now
+// covers (their counts would be drawn on its bars), until it covers none.
+func absorb(done []Burst, b Burst, row Rect) ([]Burst, Burst) {
+	covered := func(r Rect) bool { return r.Right > b.Box.Left-countPadPx && r.Left < b.Box.Right+countPadPx }
+	for {
+		k := slices.IndexFunc(done, func(d Burst) bool { return covered(d.Box) || (d.Label.Text != "" && covered(d.Label.Box)) })
+		if k < 0 {
+			return done, b
+		}
+		for j := len(done) - 1; j >= k; j-- {
+			b = merge(done[j], b, row)
+		}
+		done = done[:k]
 	}
 }
 
-// placeCount returns b's count label, by the rule above, or an empty
-// label if it fits nowhere.
-func (l *Lane) placeCount(b *Burst) Label {
+// placeCount returns b's count label, by the rule above, clear of the
+// row's other bursts, or an empty label if it fits nowhere.
+func (l *Lane) placeCount(b *Burst, others ...[]Burst) Label {
 	sty := countText
 	sty.colour = kindStyles[b.Kind].Color
 	top := b.Box.Top + (b.Box.Height()-sty.height())/2
 	for _, txt := range []string{fmt.Sprintf("%d %s", b.Count, b.Kind), fmt.Sprint(b.Count)} {
 		w := sty.width(txt)
-		xs := []float64{b.Box.Right + countGapPx}
+		rights := []float64{b.Box.Right + countGapPx}
+		lefts := []float64{b.Box.Left - countGapPx - w}
 		for _, m := range l.Marks {
 			if m.X > b.Box.Right-countPadPx && m.X < b.Box.Right+countSlidePx {
-				xs = append(xs, m.X+countPadPx+1)
+				rights = append(rights, m.X+countPadPx+1)
 			}
-		}
-		slices.Sort(xs)
-		xs = append(xs, b.Box.Left-countGapPx-w)
-		var lefts []float64
-		for _, m := range l.Marks {
 			if m.X < b.Box.Left+countPadPx && m.X > b.Box.Left-countSlidePx {
 				lefts = append(lefts, m.X-countPadPx-1-w)
 			}
 		}
+		slices.Sort(rights)
 		slices.Sort(lefts)
 		slices.Reverse(lefts)
-		for _, x := range append(xs, lefts...) {
+		for _, x := range append(rights, lefts...) {
 			lb := sty.label(txt, x, top)
-			if l.countFree(lb.Box, b) {
+			if l.countFree(lb.Box, others...) {
 				return lb
 			}
 		}
@@ -200,10 +249,10 @@ func (l *Lane) placeCount(b *Burst) Label {
 	return Label{}
 }
 
-// countFree reports whether box, a count label for b, is inside the lane,
-// crosses no event line and keeps clear of the other bursts and counts on
-// b's row.
-func (l *Lane) countFree(box Rect, b *Burst) bool {
+// countFree reports whether box, a count label, is inside the lane,
+// crosses no event line and keeps clear of the bursts others and their
+// counts.
+func (l *Lane) countFree(box Rect, others ...[]Burst) bool {
 	if box.Left < l.Box.Left || box.Right > l.Box.Right {
 		return false
 	}
@@ -212,14 +261,12 @@ func (l *Lane) countFree(box Rect, b *Burst) bool {
 			return false
 		}
 	}
-	for i := range l.Bursts {
-		o := &l.Bursts[i]
-		if o.Kind != b.Kind {
-			continue
-		}
-		clear := func(r Rect) bool { return r.Right+countPadPx <= box.Left || box.Right+countPadPx <= r.Left }
-		if (o != b && !clear(o.Box)) || (o.Label.Text != "" && !clear(o.Label.Box)) {
-			return false
+	clear := func(r Rect) bool { return r.Right+countPadPx <= box.Left || box.Right+countPadPx <= r.Left }
+	for _, bs := range others {
+		for _, o := range bs {
+			if !clear(o.Box) || (o.Label.Text != "" && !clear(o.Label.Box)) {
+				return false
+			}
 		}
 	}
 	return true

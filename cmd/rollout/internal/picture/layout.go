@@ -219,9 +219,8 @@ func (f *Figure) layoutPanel(p *Panel, plot Rect, y float64) float64 {
 		l.Band = Rect{Left: plot.Left, Right: plot.Right, Top: body + bandTopPx, Bottom: l.Box.Bottom - bandDropPx}
 		l.Bursts = nil
 		for k, kind := range kinds {
-			l.Bursts = append(l.Bursts, bursts(l.Failures, kind, x, body+bodyPadPx+kindRowPx*float64(k))...)
+			l.Bursts = append(l.Bursts, bursts(l, kind, x, body+bodyPadPx+kindRowPx*float64(k))...)
 		}
-		countLabels(l)
 		name := laneText.label(l.Pod, 0, 0)
 		name.Box = name.Box.moveTo(plot.Left-nameGapPx-name.Box.Width(), (l.Box.Top+l.Box.Bottom-name.Box.Height())/2)
 		p.Texts = append(p.Texts, name)
@@ -271,10 +270,11 @@ const (
 // maxLabelRows rows; the lane grows by a row for each row its labels use.
 // Events whose lines are too close for a label between them share one
 // label, beside the outermost of their lines, and so does an event whose
-// label fits nowhere with the next one: the shared label names them in
-// order of time, and its box may cross only their lines. The label of a
-// last event that fits nowhere even then is left out: its line's colour
-// and dashes, which the header explains, still say what it is.
+// label fits nowhere with the next one (the last with the one before): the
+// shared label names them in order of time, and its box may cross only
+// their lines. An event that fits nowhere even then is left out: its
+// line's colour and dashes, which the header explains, still say what it
+// is.
 const (
 	maxLabelRows = 3
 	groupPx      = 8
@@ -319,13 +319,38 @@ func labels(marks []Mark, lane Rect) ([]Label, int) {
 	}
 	var out []Label
 	for i := 0; i < len(groups); i++ {
-		if l, ok := lr.place(groups[i]); ok {
-			out = append(out, l)
-		} else if i+1 < len(groups) {
-			groups[i+1] = append(groups[i], groups[i+1]...)
+		g := groups[i]
+		for {
+			if l, ok := lr.place(g); ok {
+				out = append(out, l)
+				break
+			}
+			if i+1 < len(groups) {
+				groups[i+1] = append(g, groups[i+1]...)
+				break
+			}
+			if len(out) == 0 {
+				break // left out
+			}
+			// The last label shares the one before it instead.
+			prev := out[len(out)-1]
+			out = out[:len(out)-1]
+			lr.remove(prev)
+			g = append(slices.Clone(prev.Marks), g...)
 		}
 	}
-	return out, len(lr.rows)
+	rows := len(lr.rows)
+	for rows > 0 && len(lr.rows[rows-1]) == 0 {
+		rows--
+	}
+	return out, rows
+}
+
+// remove takes l out of its row.
+func (lr *labelRows) remove(l Label) {
+	for r, row := range lr.rows {
+		lr.rows[r] = slices.DeleteFunc(row, func(b Rect) bool { return b == l.Box })
+	}
 }
 
 // place finds a place for the label of the events group, by the rule

@@ -9,6 +9,7 @@ import (
 	"image/color"
 	"image/png"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -762,25 +763,91 @@ func TestLabelsCrossNothing(t *testing.T) {
 			fig, err := picture.New(runs...)
 			require.NoError(t, err)
 			assertNoCollision(t, fig)
-			for _, p := range fig.Panels {
-				for _, l := range p.Lanes {
-					named := make([]bool, len(l.Marks))
-					for _, lb := range l.Labels {
-						for _, m := range lb.Marks {
-							named[m] = true
-						}
-					}
-					for i, m := range l.Marks {
-						assert.True(t, named[i], "%s %s: %s at %v has a label", p.Title, l.Pod, m.Event, m.At)
-					}
-					for _, b := range l.Bursts {
-						if b.Count > 1 {
-							assert.Regexp(t, fmt.Sprintf(`^%d( %s)?$`, b.Count, b.Kind), b.Label.Text, "%s %s: a burst says how many failed", p.Title, l.Pod)
-						}
-					}
+			assertNamed(t, fig)
+		})
+	}
+}
+
+// assertNamed checks that every event of fig has a label and every burst
+// of failures its count.
+func assertNamed(t *testing.T, fig *picture.Figure) {
+	t.Helper()
+	for _, p := range fig.Panels {
+		for _, l := range p.Lanes {
+			named := make([]bool, len(l.Marks))
+			for _, lb := range l.Labels {
+				for _, m := range lb.Marks {
+					named[m] = true
 				}
 			}
-		})
+			for i, m := range l.Marks {
+				assert.True(t, named[i], "%s %s: %s at %v has a label", p.Title, l.Pod, m.Event, m.At)
+			}
+			for _, b := range l.Bursts {
+				if b.Count > 1 {
+					assert.Regexp(t, fmt.Sprintf(`^%d( %s)?$`, b.Count, b.Kind), b.Label.Text, "%s %s: a burst says how many failed", p.Title, l.Pod)
+				}
+			}
+		}
+	}
+}
+
+// The rules hold for any record, not only the ones above: random runs of
+// up to 30 pods, with events bunched or spread and bursts of failures of
+// every kind, lay out with no text over another or across a line, every
+// event named, every failure in one burst, every burst counted, and every
+// failure told in the caption.
+func TestAnyRecordLaysOutClear(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	between := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rnd.Int64N(int64(hi-lo)+1)) }
+	maybe := func(d time.Duration) time.Duration {
+		if rnd.IntN(5) == 0 {
+			return rollout.Never
+		}
+		return d
+	}
+	for i := range 200 {
+		start := between(0, 2*time.Second)
+		tl := rollout.Timeline{Bucket: rollout.TimelineBucket, LoadStart: start, LoadEnd: start + between(500*time.Millisecond, 2*time.Minute)}
+		// Events bunch within milliseconds in some runs, and spread over
+		// seconds in others.
+		spread := []time.Duration{5 * time.Millisecond, 300 * time.Millisecond, 3 * time.Second}[rnd.IntN(3)]
+		for j := range rnd.IntN(30) + 1 {
+			ready := between(0, tl.LoadEnd)
+			term := maybe(ready + between(0, tl.LoadEnd-ready))
+			pt := rollout.PodTimeline{Name: fmt.Sprintf("pod-%d", j+1), Ready: ready, Joined: ready, Term: term,
+				Removed: rollout.Never, ListenerClosed: rollout.Never, Exited: rollout.Never,
+				Exit:   rollout.PodExit{Code: rnd.IntN(3) - 1, Killed: rnd.IntN(4) == 0, Status: "signal: killed"},
+				Served: served(ready, min(term, tl.LoadEnd), 100)}
+			if term >= 0 {
+				pt.Removed, pt.ListenerClosed, pt.Exited = maybe(term+between(0, spread)), maybe(term+between(0, spread)), maybe(term+between(0, spread))
+			}
+			tl.Pods = append(tl.Pods, pt)
+		}
+		var failures [rollout.NumKinds]int64
+		for range rnd.IntN(20) {
+			pod := rnd.IntN(len(tl.Pods)+1) - 1
+			kind := rollout.Kind(rnd.IntN(int(rollout.NumKinds)))
+			at := between(tl.LoadStart, tl.LoadEnd)
+			width := []time.Duration{time.Millisecond, 50 * time.Millisecond, 5 * time.Second}[rnd.IntN(3)]
+			for range rnd.IntN(300) + 1 {
+				tl.Failures = append(tl.Failures, rollout.FailureAt{At: min(at+between(0, width), tl.LoadEnd), Pod: pod, Kind: kind})
+				failures[kind]++
+			}
+		}
+		slices.SortStableFunc(tl.Failures, func(a, b rollout.FailureAt) int { return cmp.Compare(a.At, b.At) })
+		run := report.Run{Name: fmt.Sprintf("random-%d", i), Requests: 1_000_000, Failures: failures, Timeline: tl}
+		fig, err := picture.New(run)
+		require.NoError(t, err)
+		assertNoCollision(t, fig)
+		assertNamed(t, fig)
+		for _, l := range fig.Panels[0].Lanes {
+			assertBursts(t, l)
+		}
+		assertCaption(t, fig.Panels[0], run)
+		if t.Failed() {
+			t.Fatalf("run %d: %+v", i, run.Timeline.Pods)
+		}
 	}
 }
 
