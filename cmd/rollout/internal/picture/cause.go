@@ -155,7 +155,9 @@ func caption(tl rollout.Timeline) []string {
 func (g *causeGroup) sentence(tl rollout.Timeline) string {
 	counts := countsOf(g.counts)
 	who, it := pods(tl, g.pods)
-	after := sayRange(g.after.lo, g.after.hi) + " after SIGTERM"
+	// A comma keeps the counts' numbers and the delay's apart: "12 eof,
+	// 2–4 ms after SIGTERM".
+	after := ", " + sayRange(g.after.lo, g.after.hi) + " after SIGTERM"
 	switch g.cause {
 	case causeServing:
 		return fmt.Sprintf("%s on %s while serving, before any SIGTERM to %s", counts, who, it)
@@ -164,7 +166,7 @@ func (g *causeGroup) sentence(tl rollout.Timeline) string {
 		if g.listenerOpen {
 			open = ", listener still open"
 		}
-		return fmt.Sprintf("%s %s%s: %s closed connections that had a request on the way", counts, after, open, who)
+		return fmt.Sprintf("%s%s%s: %s closed connections that had a request on the way", counts, after, open, who)
 	case causeNotListening:
 		return notListening(tl, g, counts, who, it)
 	case causeKilled:
@@ -178,11 +180,11 @@ func (g *causeGroup) sentence(tl rollout.Timeline) string {
 		}
 		return fmt.Sprintf("%s when %s %s killed at the grace period, %s after SIGTERM, with requests in flight", counts, who, was, sayRange(exit.lo, exit.hi))
 	case causeTimeout:
-		return fmt.Sprintf("%s %s: %s did not answer within the request timeout", counts, after, who)
+		return fmt.Sprintf("%s%s: %s did not answer within the request timeout", counts, after, who)
 	case cause5xx:
-		return fmt.Sprintf("%s %s: %s answered with a server error", counts, after, who)
+		return fmt.Sprintf("%s%s: %s answered with a server error", counts, after, who)
 	case causeOther:
-		return fmt.Sprintf("%s %s on %s: the run's report has their errors", counts, after, who)
+		return fmt.Sprintf("%s%s, on %s: the run's report has their errors", counts, after, who)
 	}
 	return fmt.Sprintf("%s reached no pod: the load balancer had no endpoint for them, or they could not be traced to one", counts)
 }
@@ -212,7 +214,7 @@ func notListening(tl rollout.Timeline, g *causeGroup, counts, who, it string) st
 		}
 	}
 	if unknown {
-		return fmt.Sprintf("%s %s after SIGTERM: the load balancer routed them to %s, which no longer listened", counts, sayRange(g.after.lo, g.after.hi), who)
+		return fmt.Sprintf("%s, %s after SIGTERM: the load balancer routed them to %s, which no longer listened", counts, sayRange(g.after.lo, g.after.hi), who)
 	}
 	how := "stopped listening"
 	if exitOnly {

@@ -503,8 +503,8 @@ func TestCaptionsSayWhyRequestsFailed(t *testing.T) {
 	refused := fmt.Sprint(runs[0].Failures[rollout.KindRefused])
 	assert.Contains(t, naive, line(t, naive, `^`+refused+` refused: pod-1 and pod-2 stopped listening \d+(–\d+)? ms after SIGTERM while the load balancer routed to them for 1\.0 s more$`),
 		"the naive server stops listening at once, while the load balancer still routes to it")
-	line(t, naive, `^\d+ reset, \d+ eof \d+(–\d+)? ms after SIGTERM: pod-1 and pod-2 closed connections that had a request on the way$`)
-	line(t, textbook, `^\d+ eof, \d+ reset \d+(–\d+)? ms after SIGTERM, listener still open: pod-1 and pod-2 closed connections that had a request on the way$`)
+	line(t, naive, `^\d+ reset, \d+ eof, \d+(–\d+)? ms after SIGTERM: pod-1 and pod-2 closed connections that had a request on the way$`)
+	line(t, textbook, `^\d+ eof, \d+ reset, \d+(–\d+)? ms after SIGTERM, listener still open: pod-1 and pod-2 closed connections that had a request on the way$`)
 	assert.Len(t, textbook, 1, "the textbook server refuses nothing: %q", textbook)
 	assert.Equal(t, []string{"no request failed: each pod kept listening until its endpoint was removed and exited 2.0 s after SIGTERM"}, lameduck)
 
@@ -525,7 +525,7 @@ func TestCaptionsSayWhyRequestsFailed(t *testing.T) {
 		name: "lameducktest",
 		run:  sparseRun,
 		want: []string{
-			"2 reset 2–3 ms after SIGTERM: pod-1 closed connections that had a request on the way",
+			"2 reset, 2–3 ms after SIGTERM: pod-1 closed connections that had a request on the way",
 			"3 refused: pod-1 stopped listening 4 ms after SIGTERM while the load balancer routed to it for 1.0 s more",
 		},
 	}, {
@@ -537,7 +537,7 @@ func TestCaptionsSayWhyRequestsFailed(t *testing.T) {
 			run.Timeline.Failures = []rollout.FailureAt{{At: sec(1.503), Pod: 0, Kind: rollout.KindEOF}, {At: sec(1.511), Pod: 0, Kind: rollout.KindReset}}
 			return run
 		},
-		want: []string{"1 reset, 1 eof 3–11 ms after SIGTERM: pod-1 closed connections that had a request on the way"},
+		want: []string{"1 reset, 1 eof, 3–11 ms after SIGTERM: pod-1 closed connections that had a request on the way"},
 	}, {
 		name: "killed at the grace period",
 		run: func() report.Run {
@@ -550,7 +550,7 @@ func TestCaptionsSayWhyRequestsFailed(t *testing.T) {
 		},
 		want: []string{
 			"2 reset, 1 eof when pod-1 was killed at the grace period, 30 s after SIGTERM, with requests in flight",
-			"1 timeout 30 s after SIGTERM: pod-1 did not answer within the request timeout",
+			"1 timeout, 30 s after SIGTERM: pod-1 did not answer within the request timeout",
 		},
 	}, {
 		name: "failed while serving",
