@@ -129,12 +129,13 @@ func newBurst(kind rollout.Kind, ats []failureAt, row Rect) Burst {
 	for _, a := range ats {
 		b.bins[bin(a.x)-first]++
 	}
+	// The last bin of the plot may be cut by its right edge.
 	left := row.Left + float64(first)*binPx
-	b.Box = Rect{Left: left, Right: left + float64(len(b.bins))*binPx, Top: row.Top, Bottom: row.Bottom}
+	b.Box = Rect{Left: left, Right: min(left+float64(len(b.bins))*binPx, row.Right), Top: row.Top, Bottom: row.Bottom}
 	for k, n := range b.bins {
 		if n > 0 {
 			l := left + float64(k)*binPx
-			b.Bars = append(b.Bars, Rect{Left: l, Right: l + binPx - barGapPx, Top: row.Bottom - minBarPx, Bottom: row.Bottom})
+			b.Bars = append(b.Bars, Rect{Left: l, Right: min(l+binPx-barGapPx, row.Right), Top: row.Bottom - minBarPx, Bottom: row.Bottom})
 		}
 	}
 	return b
@@ -261,10 +262,10 @@ func (l *Lane) countFree(box Rect, others ...[]Burst) bool {
 			return false
 		}
 	}
-	clear := func(r Rect) bool { return r.Right+countPadPx <= box.Left || box.Right+countPadPx <= r.Left }
+	apart := func(r Rect) bool { return r.Right+countPadPx <= box.Left || box.Right+countPadPx <= r.Left }
 	for _, bs := range others {
 		for _, o := range bs {
-			if !clear(o.Box) || (o.Label.Text != "" && !clear(o.Label.Box)) {
+			if !apart(o.Box) || (o.Label.Text != "" && !apart(o.Label.Box)) {
 				return false
 			}
 		}

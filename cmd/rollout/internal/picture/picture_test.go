@@ -472,6 +472,7 @@ func assertBursts(t *testing.T, l picture.Lane) map[rollout.Kind][]picture.Burst
 		for _, bar := range b.Bars {
 			assert.True(t, bar.Left >= b.Box.Left && bar.Right <= b.Box.Right && bar.Top >= b.Box.Top && bar.Bottom <= b.Box.Bottom && bar.Height() > 0,
 				"%s: %s bar %v in its burst %v", l.Pod, b.Kind, bar, b.Box)
+			assert.True(t, bar.Left >= l.Box.Left && bar.Right <= l.Box.Right, "%s: %s bar %v in the plot %v", l.Pod, b.Kind, bar, l.Box)
 		}
 	}
 	assert.Equal(t, len(l.Failures), total, "%s: every failure is drawn once", l.Pod)
