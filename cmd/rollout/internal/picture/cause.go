@@ -75,8 +75,10 @@ type causeGroup struct {
 	cause  cause
 	counts [rollout.NumKinds]int
 	first  time.Duration
-	// pods are the indexes of the pods the failures went to, in order.
+	// pods are the indexes of the pods the failures went to, in order;
+	// seen has each of them, as a long run's record lists many pods.
 	pods []int
+	seen map[int]bool
 	// after spans the failures' times after their pods' SIGTERMs.
 	after durations
 	// listenerOpen says every failure came well before its pod's
@@ -114,7 +116,7 @@ func caption(tl rollout.Timeline) []string {
 		c := classify(f, pt)
 		g := byCause[c]
 		if g == nil {
-			g = &causeGroup{cause: c, first: f.At, listenerOpen: true}
+			g = &causeGroup{cause: c, first: f.At, listenerOpen: true, seen: map[int]bool{}}
 			byCause[c] = g
 			groups = append(groups, g)
 		}
@@ -125,7 +127,8 @@ func caption(tl rollout.Timeline) []string {
 		if pt == nil {
 			continue
 		}
-		if !slices.Contains(g.pods, f.Pod) {
+		if !g.seen[f.Pod] {
+			g.seen[f.Pod] = true
 			g.pods = append(g.pods, f.Pod)
 		}
 		if pt.Term >= 0 {
