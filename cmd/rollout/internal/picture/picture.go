@@ -1,9 +1,11 @@
 // Package picture draws rolling updates recorded by package rollout: one
-// panel per run (per server, in a comparison), one lane per pod, the
-// requests each pod served per interval, every failed request marked by
-// kind where and when it happened, and the events of each pod's life
+// panel per run (per server, in a comparison), each on a time axis of its
+// own, with a caption that says why its requests failed; one lane per
+// pod, with the requests it served per interval, its failed requests by
+// kind where and when they happened (a row per kind: a glyph each, or a
+// histogram and a count where they crowd), and the events of its life
 // (ready, SIGTERM, endpoint removed from the load balancer, listener
-// closed, exit).
+// closed, exit), each line labelled where the label crosses nothing.
 //
 // It is in the module of the rollout command so that its plotting library
 // is a dependency of that module only: the library's packages,
@@ -11,10 +13,11 @@
 // failed test's rolling update with package report, and the command draws
 // the file (-draw).
 //
-// [New] turns recorded runs into a [Figure], the picture's content, which
-// tests can inspect; [Figure.Write] draws it as PNG or SVG. [WriteFile]
-// does both from a file name, and writes the recorded runs themselves as
-// JSON for a name ending in .json, which report.ReadFile reads back.
+// [New] turns recorded runs into a [Figure], the picture's content and
+// where each part of it goes, in pixels, which tests can inspect;
+// [Figure.Write] draws it as PNG or SVG. [WriteFile] does both from a file
+// name, and writes the recorded runs themselves as JSON for a name ending
+// in .json, which report.ReadFile reads back.
 package picture
 
 import (
@@ -61,20 +64,23 @@ func (e Event) String() string {
 	return eventNames[e]
 }
 
-// Figure is the content of the picture: what [Figure.Write] draws. Times
-// are offsets from the start of each run.
+// Figure is the content of the picture and where each part of it goes:
+// what [Figure.Write] draws. Times are offsets from the start of each run;
+// places are in pixels from the picture's top left corner, x to the right
+// and y down, as [New] laid them out with the fonts Write draws in.
 type Figure struct {
 	// Width and Height are the picture's size in pixels.
 	Width, Height int
-	// End is the end of the time axis, shared by every panel: the end of
-	// the longest load.
-	End time.Duration
 	// Bucket is the width of the intervals of [Lane.Served].
 	Bucket time.Duration
 	// FullRate is the rate, in requests per second, drawn at the full
 	// height of a lane's load band; the same in every panel, so that
 	// lanes compare.
 	FullRate float64
+	// Legend is the header's text, which says what the picture's bands,
+	// glyphs, bars and lines are; Write draws each kind's glyph, a burst's
+	// bars and each event's line just left of its name.
+	Legend []Label
 	// Panels has one entry per run, in order.
 	Panels []Panel
 }
@@ -83,10 +89,30 @@ type Figure struct {
 type Panel struct {
 	// Title names the server and gives the run's totals.
 	Title string
+	// Caption says under the title, a line for each cause, why the run's
+	// requests failed, as each failure's kind and its pod's events tell
+	// (such as "63 refused: pod-1 and pod-2 stopped listening 2–4 ms
+	// after SIGTERM while the load balancer routed to them for 1.0 s
+	// more"); or, if none did, what the stopped pods did.
+	Caption []string
+	// Start and End are the span of the panel's time axis, in time since
+	// the start of its run: from a little before the run's first event of
+	// interest to a little after the end of its load. Each panel has its
+	// own, so that a short run is not drawn in a corner of a long one's.
+	Start, End time.Duration
 	// Lanes has one entry per pod, in order of start (the first 24 pods
 	// at most: the title then says how many there were), and a last one,
-	// "no pod", if some failed requests reached no pod.
+	// "no pod", if some failed requests reached no pod; none if the run
+	// recorded no load.
 	Lanes []Lane
+	// Plot is the area of the lanes: the start of the time axis at its
+	// left edge, its end at its right.
+	Plot Rect
+	// Texts are the panel's text around its lanes, as drawn: the lines of
+	// its title and of its caption (a long one takes more than one), the
+	// lanes' names, and the time axis's tick labels, each centred on its
+	// tick, and its name.
+	Texts []Label
 }
 
 // Lane is one pod's row of a [Panel].
@@ -98,9 +124,22 @@ type Lane struct {
 	Served []int64
 	// Failures are the failed requests whose connection went to the pod.
 	Failures []rollout.FailureAt
-	// Marks are the events of the pod's life, before the end of the time
-	// axis, in order of time.
+	// Bursts are the failures as drawn, each in exactly one, in order of
+	// kind and then of time.
+	Bursts []Burst
+	// Marks are the events of the pod's life on the panel's time axis
+	// until the end of the load, in order of time.
 	Marks []Mark
+	// Box is the lane's area, across the panel's plot; each event's line
+	// spans its height.
+	Box Rect
+	// Band is where the requests served are drawn, the figure's FullRate
+	// at its top.
+	Band Rect
+	// Labels name the events, in rows at the top of the lane, each beside
+	// the lines of the events it names; events too close together share
+	// one.
+	Labels []Label
 }
 
 // Mark is one event in a [Lane].
@@ -109,28 +148,52 @@ type Mark struct {
 	Event Event
 	// At is when.
 	At time.Duration
-	// Label is what the picture writes next to it, such as "exit 0,
-	// 2.01s after SIGTERM".
+	// Label is what the picture writes next to it, room permitting: the
+	// event's name, or for the exit its code (or "SIGKILL") and how long
+	// after the SIGTERM it came, such as "exit 0 · 2.01s". Short of room,
+	// the picture writes less ("TERM", "exit 0").
 	Label string
+	// X is where its line is drawn.
+	X float64
 }
 
-// Picture size: GitHub shows a README's images up to about 880 pixels wide,
-// and scales a wider one down, so a width a little above that stays sharp.
-const (
-	widthPx      = 1100
-	headerPx     = 72
-	footerPx     = 24
-	titlePx      = 34
-	lanePx       = 76
-	axisPx       = 30
-	panelGapPx   = 14
-	minPanelPx   = titlePx + lanePx + axisPx
-	endMarginPct = 2
-	// maxLanes bounds the lanes of a panel, and so the picture's size: a
-	// run of a thousand rollouts would be a picture too tall to look at,
-	// and too big to hold in memory.
-	maxLanes = 24
-)
+// Label is a piece of text in a [Figure] and the box it fills: as wide as
+// the text and as tall as its font's ascent and descent.
+type Label struct {
+	// Text is what is written.
+	Text string
+	// Box is where.
+	Box Rect
+	// Marks are the indexes in its lane's Marks of the events it names,
+	// for the label of an event; nil for other text.
+	Marks []int
+
+	style  textStyle
+	sample sample
+	// tick says the label is a tick's, drawn under the centre of its box.
+	tick bool
+}
+
+// Rect is an area of a [Figure], in pixels from its top left corner.
+type Rect struct {
+	Left, Top, Right, Bottom float64
+}
+
+// Width returns the width of r.
+func (r Rect) Width() float64 { return r.Right - r.Left }
+
+// Height returns the height of r.
+func (r Rect) Height() float64 { return r.Bottom - r.Top }
+
+// maxLanes bounds the lanes of a panel, and so the picture's size: a run of
+// a thousand rollouts would be a picture too tall to look at, and too big
+// to hold in memory.
+const maxLanes = 24
+
+// endMarginPct is the room left each side of a panel's time axis, in
+// percent of its span, so that a pod's exit at the very end stays in
+// sight.
+const endMarginPct = 2
 
 // New lays out the picture of runs. It needs at least one run.
 func New(runs ...report.Run) (*Figure, error) {
@@ -138,25 +201,32 @@ func New(runs ...report.Run) (*Figure, error) {
 		return nil, fmt.Errorf("picture: no run to draw")
 	}
 	f := &Figure{Width: widthPx, Bucket: rollout.TimelineBucket}
-	var end time.Duration
-	lanes := 1
+	loads := 0
 	for _, r := range runs {
 		tl := r.Timeline
 		if tl.Bucket > 0 {
 			f.Bucket = tl.Bucket
 		}
-		if tl.LoadEnd > end {
-			end = tl.LoadEnd
+		if tl.LoadEnd > 0 {
+			loads++
 		}
 	}
-	if end <= 0 {
+	if loads == 0 {
 		return nil, fmt.Errorf("picture: the runs recorded no load to draw")
 	}
-	f.End = end + end*endMarginPct/100
 	var rates []int64
 	for _, r := range runs {
-		p := Panel{Title: title(r)}
 		tl := r.Timeline
+		p := Panel{Title: title(r)}
+		if tl.LoadEnd <= 0 {
+			// A run of a comparison that stopped before its load: its
+			// panel says so, and the others are drawn.
+			p.Caption = []string{"the run stopped before its load started: nothing happened to draw"}
+			f.Panels = append(f.Panels, p)
+			continue
+		}
+		p.Caption = caption(tl)
+		p.Start, p.End = span(tl)
 		if n := len(tl.Pods); n > maxLanes {
 			p.Title += fmt.Sprintf(" (the first %d of %d pods)", maxLanes, n)
 		}
@@ -172,7 +242,7 @@ func New(runs ...report.Run) (*Figure, error) {
 					l.Failures = append(l.Failures, fa)
 				}
 			}
-			l.Marks = marks(pt, tl.LoadEnd)
+			l.Marks = marks(pt, p.Start, tl.LoadEnd)
 			p.Lanes = append(p.Lanes, l)
 		}
 		var lost []rollout.FailureAt
@@ -184,15 +254,12 @@ func New(runs ...report.Run) (*Figure, error) {
 		if len(lost) > 0 {
 			p.Lanes = append(p.Lanes, Lane{Pod: "no pod", Failures: lost})
 		}
-		lanes = max(lanes, len(p.Lanes))
 		f.Panels = append(f.Panels, p)
 	}
 	f.FullRate = niceCeil(float64(fullBand(rates)) / f.Bucket.Seconds())
-	f.Height = headerPx + len(runs)*(panelPx(lanes)+panelGapPx) + footerPx
+	f.layout()
 	return f, nil
 }
-
-func panelPx(lanes int) int { return max(titlePx+lanes*lanePx+axisPx, minPanelPx) }
 
 // title names the run's server and gives its totals, with the failures by
 // kind.
@@ -216,13 +283,42 @@ func title(r report.Run) string {
 	return b.String()
 }
 
-// marks returns the events of pt until end, the end of the load, labelled:
-// what happens to the last pods once the load has stopped is no part of a
-// rollout.
-func marks(pt rollout.PodTimeline, end time.Duration) []Mark {
+// span returns the time axis of a run's panel. It starts at the start of
+// the load, or, after a long warmup, which is steady load and nothing
+// else, some time before the first SIGTERM, unless a request failed
+// earlier; it ends at the end of the load: what happens to the last pods
+// once the load has stopped is no part of a rollout. A margin each side
+// keeps the events at the ends in sight.
+func span(tl rollout.Timeline) (start, end time.Duration) {
+	from := max(tl.LoadStart, 0)
+	first := rollout.Never
+	for _, pt := range tl.Pods {
+		if pt.Term >= 0 && pt.Term <= tl.LoadEnd && (first < 0 || pt.Term < first) {
+			first = pt.Term
+		}
+	}
+	if first >= 0 {
+		lead := max(warmupShown, (tl.LoadEnd-first)/4)
+		from = max(from, first-lead)
+	}
+	if len(tl.Failures) > 0 {
+		from = min(from, max(tl.Failures[0].At, 0))
+	}
+	// The least margin keeps a load of no time an axis of some.
+	margin := max((tl.LoadEnd-from)*endMarginPct/100, 10*time.Millisecond)
+	return max(from-margin, 0), tl.LoadEnd + margin
+}
+
+// warmupShown is how much of a long warmup a panel shows at least before
+// the first SIGTERM: enough to see the load a pod served before it.
+const warmupShown = 2 * time.Second
+
+// marks returns the events of pt from start until end, the end of the
+// load, labelled.
+func marks(pt rollout.PodTimeline, start, end time.Duration) []Mark {
 	var ms []Mark
 	add := func(e Event, at time.Duration, label string) {
-		if at >= 0 && at <= end {
+		if at >= start && at <= end {
 			ms = append(ms, Mark{Event: e, At: at, Label: label})
 		}
 	}
@@ -232,14 +328,14 @@ func marks(pt rollout.PodTimeline, end time.Duration) []Mark {
 	add(EventListenerClosed, pt.ListenerClosed, EventListenerClosed.String())
 	if pt.Exited >= 0 {
 		label := fmt.Sprintf("exit %d", pt.Exit.Code)
-		if pt.Exit.Code < 0 {
+		switch {
+		case pt.Exit.Killed:
+			label = "SIGKILL"
+		case pt.Exit.Code < 0:
 			label = pt.Exit.Status
 		}
-		if pt.Exit.Killed {
-			label += " (SIGKILL at the grace period)"
-		}
 		if pt.Term >= 0 {
-			label += ", " + formatDuration(pt.Exited-pt.Term) + " after SIGTERM"
+			label += " · " + formatDuration(pt.Exited-pt.Term)
 		}
 		add(EventExit, pt.Exited, label)
 	}

@@ -2,15 +2,20 @@ package picture_test
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/xml"
 	"fmt"
 	"image"
 	"image/color"
 	"image/png"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -53,16 +58,17 @@ func TestFigureOfARecordedComparison(t *testing.T) {
 	assert.Positive(t, fig.FullRate)
 	require.Len(t, fig.Panels, len(runs))
 
-	var lastEnd time.Duration
 	for i, run := range runs {
 		p := fig.Panels[i]
 		tl := run.Timeline
-		lastEnd = max(lastEnd, tl.LoadEnd)
 		assert.Regexp(t, `^`+run.Name+` \(.+\): `+fmt.Sprint(run.Failed())+` of [\d,]+ requests failed`, p.Title)
 		require.Len(t, p.Lanes, len(tl.Pods), "%s: one lane per pod", run.Name)
 
 		var byKind rollout.KindCounts
 		for j, l := range p.Lanes {
+			assert.Positive(t, l.Box.Height())
+			assert.Equal(t, p.Plot.Left, l.Box.Left, "the lanes span the plot")
+			assert.Equal(t, p.Plot.Right, l.Box.Right, "the lanes span the plot")
 			pod := tl.Pods[j]
 			assert.Equal(t, pod.Name, l.Pod)
 			assert.Positive(t, sum(l.Served), "%s %s served requests", run.Name, l.Pod)
@@ -72,9 +78,10 @@ func TestFigureOfARecordedComparison(t *testing.T) {
 			}
 			assertMarks(t, run.Name, pod, tl.LoadEnd, l.Marks)
 		}
-		assert.Equal(t, run.Failures, byKind, "%s: every failure is on its pod's lane", run.Name)
+		for k := range rollout.NumKinds {
+			assert.Equal(t, run.Failures[k], byKind[k], "%s: every %s failure is on its pod's lane", run.Name, k)
+		}
 	}
-	assert.Greater(t, fig.End, lastEnd, "the time axis covers every load")
 
 	naive, textbook, lameduck := runs[0], runs[1], runs[2]
 	require.Equal(t, []string{rollout.BuiltinNaive, rollout.BuiltinTextbook, rollout.BuiltinLameduck}, []string{naive.Name, textbook.Name, lameduck.Name})
@@ -82,6 +89,95 @@ func TestFigureOfARecordedComparison(t *testing.T) {
 	assert.Zero(t, textbook.Failures[rollout.KindRefused], "the textbook server keeps listening")
 	assert.Positive(t, textbook.Failed())
 	assert.Zero(t, lameduck.Failed())
+}
+
+// Each panel's time axis spans its own run, from a little before its load
+// to a little after, with ticks where the axis puts their times, and says
+// what it measures.
+func TestEachPanelHasItsOwnTimeAxis(t *testing.T) {
+	runs := readRecorded(t)
+	fig, err := picture.New(runs...)
+	require.NoError(t, err)
+	for i, run := range runs {
+		p := fig.Panels[i]
+		tl := run.Timeline
+		span := p.End - p.Start
+		assert.LessOrEqual(t, p.Start, tl.LoadStart, "%s: the axis shows the whole load", run.Name)
+		assert.GreaterOrEqual(t, p.Start, tl.LoadStart-span/20, "%s: and starts near it", run.Name)
+		assert.Greater(t, p.End, tl.LoadEnd, "%s: the axis shows the whole load", run.Name)
+		assert.LessOrEqual(t, p.End, tl.LoadEnd+span/20, "%s: and ends near it", run.Name)
+		assertAxis(t, p)
+	}
+	naive, lameduck := fig.Panels[0], fig.Panels[2]
+	assert.Less(t, naive.End, lameduck.End-time.Second, "the naive run is shorter, and so is its axis")
+
+	// A long warmup is steady load: the axis starts a while before the
+	// first SIGTERM instead.
+	run := sparseRun()
+	shift := 30 * time.Second
+	tl := &run.Timeline
+	tl.LoadEnd += shift
+	for i := range tl.Pods {
+		pt := &tl.Pods[i]
+		for _, at := range []*time.Duration{&pt.Term, &pt.Removed, &pt.ListenerClosed, &pt.Exited} {
+			if *at >= 0 {
+				*at += shift
+			}
+		}
+		pt.Served = append(make([]int64, shift/tl.Bucket), pt.Served...)
+	}
+	for i := range tl.Failures {
+		tl.Failures[i].At += shift
+	}
+	tl.Pods[1].Ready += shift
+	tl.Pods[1].Joined += shift
+	fig, err = picture.New(run)
+	require.NoError(t, err)
+	p := fig.Panels[0]
+	assert.InDelta(t, (tl.Pods[0].Term - 2*time.Second).Seconds(), p.Start.Seconds(), 0.2, "two seconds of the warmup")
+	assert.Equal(t, []picture.Event{picture.EventTerm, picture.EventListenerClosed, picture.EventExit, picture.EventRemoved}, events(p.Lanes[0].Marks),
+		"pod-1's ready is before the axis")
+	assertAxis(t, p)
+}
+
+// assertAxis checks that p's ticks are labelled with the times the axis
+// puts at their place, in its span, and that the axis says what it is.
+func assertAxis(t *testing.T, p picture.Panel) {
+	t.Helper()
+	var ticks []float64
+	named := false
+	for _, l := range p.Texts {
+		if l.Text == "seconds since the start of the run" {
+			named = true
+			assert.Greater(t, l.Box.Top, p.Plot.Bottom, "%s: under the axis", p.Title)
+		}
+		v, err := strconv.ParseFloat(l.Text, 64)
+		if err != nil || l.Box.Top < p.Plot.Bottom {
+			continue
+		}
+		ticks = append(ticks, v)
+		x := p.Plot.Left + (v-p.Start.Seconds())/(p.End-p.Start).Seconds()*p.Plot.Width()
+		assert.InDelta(t, x, (l.Box.Left+l.Box.Right)/2, 0.01, "%s: tick %s is centred on its time", p.Title, l.Text)
+		assert.GreaterOrEqual(t, v, p.Start.Seconds(), p.Title)
+		assert.LessOrEqual(t, v, p.End.Seconds(), p.Title)
+	}
+	assert.True(t, named, "%s: the axis says what it measures", p.Title)
+	assert.GreaterOrEqual(t, len(ticks), 5, "%s: ticks %v", p.Title, ticks)
+	for _, l := range p.Lanes {
+		for _, m := range l.Marks {
+			assert.GreaterOrEqual(t, m.At, p.Start)
+			assert.LessOrEqual(t, m.At, p.End)
+			assert.InDelta(t, p.Plot.Left+(m.At-p.Start).Seconds()/(p.End-p.Start).Seconds()*p.Plot.Width(), m.X, 0.01)
+		}
+	}
+}
+
+func events(marks []picture.Mark) []picture.Event {
+	var es []picture.Event
+	for _, m := range marks {
+		es = append(es, m.Event)
+	}
+	return es
 }
 
 // assertMarks checks a lane's events: a pod replaced during the load is
@@ -97,7 +193,7 @@ func assertMarks(t *testing.T, server string, pod rollout.PodTimeline, loadEnd t
 			assert.GreaterOrEqual(t, m.At, marks[i-1].At, "%s %s: marks in order of time", server, pod.Name)
 		}
 		if m.Event == picture.EventExit {
-			assert.Regexp(t, `^exit 0, \d+(\.\d+)?m?s after SIGTERM$`, m.Label)
+			assert.Regexp(t, `^exit 0 · \d+(\.\d+)?m?s$`, m.Label, "the exit code and how long after SIGTERM")
 		} else {
 			assert.Equal(t, m.Event.String(), m.Label)
 		}
@@ -215,8 +311,25 @@ func TestWriteFile(t *testing.T) {
 func TestNewNeedsLoad(t *testing.T) {
 	_, err := picture.New()
 	assert.ErrorContains(t, err, "no run to draw")
-	_, err = picture.New(report.Run{Name: "x", Timeline: rollout.Timeline{LoadEnd: rollout.Never}})
+	noLoad := report.Run{Name: "x", Timeline: rollout.Timeline{LoadEnd: rollout.Never}}
+	_, err = picture.New(noLoad)
 	assert.ErrorContains(t, err, "no load to draw")
+
+	// A load of no time is still an axis of some.
+	fig, err := picture.New(report.Run{Name: "x", Timeline: rollout.Timeline{LoadStart: time.Second, LoadEnd: time.Second}})
+	require.NoError(t, err)
+	assert.Less(t, fig.Panels[0].Start, fig.Panels[0].End)
+
+	// In a comparison, a run that stopped before its load gets a panel
+	// that says so, and the others are drawn.
+	fig, err = picture.New(sparseRun(), noLoad)
+	require.NoError(t, err)
+	require.Len(t, fig.Panels, 2)
+	assert.Empty(t, fig.Panels[1].Lanes)
+	assert.Equal(t, []string{"the run stopped before its load started: nothing happened to draw"}, fig.Panels[1].Caption)
+	assertCaption(t, fig.Panels[1], noLoad)
+	assertNoCollision(t, fig)
+	assert.Equal(t, image.Rect(0, 0, fig.Width, fig.Height), renderPNG(t, sparseRun(), noLoad).Bounds())
 }
 
 // Failed requests that reached no pod get a lane of their own, and a pod
@@ -253,7 +366,7 @@ func TestLostFailuresAndKilledPods(t *testing.T) {
 	for _, m := range p.Lanes[0].Marks {
 		labels = append(labels, m.Label)
 	}
-	assert.Equal(t, []string{"ready", "SIGTERM", "endpoint removed", "signal: killed (SIGKILL at the grace period), 1.50s after SIGTERM"}, labels)
+	assert.Equal(t, []string{"ready", "SIGTERM", "endpoint removed", "SIGKILL · 1.50s"}, labels)
 	assert.Equal(t, image.Rect(0, 0, fig.Width, fig.Height), renderPNG(t, run).Bounds())
 }
 
@@ -276,6 +389,535 @@ func TestManyPods(t *testing.T) {
 	require.Len(t, p.Lanes, 24)
 	assert.Equal(t, "pod-24", p.Lanes[23].Pod)
 	assert.Less(t, fig.Height, 24*100+200)
+}
+
+// Failures of each kind have a row of their own in a lane, however dense:
+// where glyphs would overlap, they are one burst, with bars and a count,
+// and where they are sparse, a glyph each.
+func TestFailuresStayApartByKind(t *testing.T) {
+	fig, err := picture.New(denseRun())
+	require.NoError(t, err)
+	lanes := fig.Panels[0].Lanes
+	require.Len(t, lanes, 3)
+	assert.Equal(t, "no pod", lanes[2].Pod)
+	want := map[string]map[rollout.Kind]int{
+		"pod-1":  {rollout.KindRefused: 250, rollout.KindReset: 300, rollout.KindEOF: 200},
+		"pod-2":  {},
+		"no pod": {rollout.KindRefused: 20},
+	}
+	for _, l := range lanes {
+		rows := assertBursts(t, l)
+		got := map[rollout.Kind]int{}
+		for _, b := range l.Bursts {
+			got[b.Kind] += b.Count
+			assert.Len(t, rows[b.Kind], 1, "%s: the %s failures are one burst", l.Pod, b.Kind)
+			assert.NotEmpty(t, b.Bars, "%s: %s drawn as bars", l.Pod, b.Kind)
+			assert.Equal(t, fmt.Sprintf("%d %s", b.Count, b.Kind), b.Label.Text)
+		}
+		assert.Equal(t, want[l.Pod], got, l.Pod)
+	}
+	reset, eof := lanes[0].Bursts[1], lanes[0].Bursts[2]
+	require.Equal(t, []rollout.Kind{rollout.KindReset, rollout.KindEOF}, []rollout.Kind{reset.Kind, eof.Kind})
+	assert.False(t, overlap(reset.Box, eof.Box), "resets and EOFs of the same milliseconds stay apart")
+	assert.Equal(t, sec(1.0005), reset.From)
+	assert.Less(t, reset.To, sec(1.004))
+
+	// Sparse failures are a glyph each.
+	fig, err = picture.New(sparseRun())
+	require.NoError(t, err)
+	l := fig.Panels[0].Lanes[0]
+	rows := assertBursts(t, l)
+	require.Len(t, rows[rollout.KindRefused], 3, "three refused requests far apart")
+	for _, b := range rows[rollout.KindRefused] {
+		assert.Equal(t, 1, b.Count)
+		assert.Nil(t, b.Bars, "a glyph")
+		assert.Empty(t, b.Label.Text)
+	}
+	require.Len(t, rows[rollout.KindReset], 1, "two resets a millisecond apart")
+	assert.Equal(t, 2, rows[rollout.KindReset][0].Count)
+
+	// The recorded comparison: every failure in one burst of its kind.
+	for i, run := range readRecorded(t) {
+		fig, err := picture.New(run)
+		require.NoError(t, err)
+		for j, l := range fig.Panels[0].Lanes {
+			assertBursts(t, l)
+			var byKind [rollout.NumKinds]int
+			for _, f := range run.Timeline.Failures {
+				if f.Pod == j {
+					byKind[f.Kind]++
+				}
+			}
+			var drawn [rollout.NumKinds]int
+			for _, b := range l.Bursts {
+				drawn[b.Kind] += b.Count
+			}
+			assert.Equal(t, byKind, drawn, "run %d %s", i, l.Pod)
+		}
+	}
+}
+
+// assertBursts checks that a lane's bursts account for its failures, that
+// each kind has a row of its own in the lane, and that bars are inside
+// their burst's box; it returns the bursts by kind.
+func assertBursts(t *testing.T, l picture.Lane) map[rollout.Kind][]picture.Burst {
+	t.Helper()
+	rows := map[rollout.Kind][]picture.Burst{}
+	total := 0
+	for _, b := range l.Bursts {
+		rows[b.Kind] = append(rows[b.Kind], b)
+		total += b.Count
+		assert.LessOrEqual(t, b.From, b.To)
+		assert.True(t, b.Box.Top >= l.Box.Top && b.Box.Bottom <= l.Box.Bottom, "%s: %s burst %v in the lane %v", l.Pod, b.Kind, b.Box, l.Box)
+		for _, bar := range b.Bars {
+			assert.True(t, bar.Left >= b.Box.Left && bar.Right <= b.Box.Right && bar.Top >= b.Box.Top && bar.Bottom <= b.Box.Bottom && bar.Height() > 0,
+				"%s: %s bar %v in its burst %v", l.Pod, b.Kind, bar, b.Box)
+			assert.True(t, bar.Left >= l.Box.Left && bar.Right <= l.Box.Right, "%s: %s bar %v in the plot %v", l.Pod, b.Kind, bar, l.Box)
+		}
+	}
+	assert.Equal(t, len(l.Failures), total, "%s: every failure is drawn once", l.Pod)
+	for k, bs := range rows {
+		for _, b := range bs {
+			assert.Equal(t, bs[0].Box.Top, b.Box.Top, "%s: one row per kind", l.Pod)
+		}
+		for k2, bs2 := range rows {
+			if k2 != k {
+				assert.False(t, bs[0].Box.Top < bs2[0].Box.Bottom && bs2[0].Box.Top < bs[0].Box.Bottom, "%s: the rows of %s and %s are apart", l.Pod, k, k2)
+			}
+		}
+	}
+	return rows
+}
+
+// Each panel says under its title why its requests failed, from each
+// failure's kind and its pod's events: the counts, the kinds, the pods,
+// when their listeners closed and how long the load balancer still routed
+// to them.
+func TestCaptionsSayWhyRequestsFailed(t *testing.T) {
+	runs := readRecorded(t)
+	fig, err := picture.New(runs...)
+	require.NoError(t, err)
+	for i, run := range runs {
+		assertCaption(t, fig.Panels[i], run)
+	}
+	naive, textbook, lameduck := fig.Panels[0].Caption, fig.Panels[1].Caption, fig.Panels[2].Caption
+	refused := fmt.Sprint(runs[0].Failures[rollout.KindRefused])
+	assert.Contains(t, naive, line(t, naive, `^`+refused+` refused: pod-1 and pod-2 stopped listening \d+(–\d+)? ms after SIGTERM while the load balancer routed to them for 1\.0 s more$`),
+		"the naive server stops listening at once, while the load balancer still routes to it")
+	line(t, naive, `^\d+ reset, \d+ eof, \d+(–\d+)? ms after SIGTERM: pod-1 and pod-2 closed connections that had a request on the way$`)
+	line(t, textbook, `^\d+ eof, \d+ reset, \d+(–\d+)? ms after SIGTERM, listener still open: pod-1 and pod-2 closed connections that had a request on the way$`)
+	assert.Len(t, textbook, 1, "the textbook server refuses nothing: %q", textbook)
+	assert.Equal(t, []string{"no request failed: each pod kept listening until its endpoint was removed and exited 2.0 s after SIGTERM"}, lameduck)
+
+	killed := func() report.Run {
+		run := sparseRun()
+		pt := &run.Timeline.Pods[0]
+		pt.ListenerClosed, pt.Exited = sec(3.5), sec(31.5)
+		pt.Exit = rollout.PodExit{Pod: "pod-1", Code: -1, Killed: true, Status: "signal: killed"}
+		run.Timeline.LoadEnd = sec(32)
+		run.Timeline.Pods[1].Term, run.Timeline.Pods[1].Exited = sec(32.1), sec(32.2)
+		return run
+	}
+	cases := []struct {
+		name string
+		run  func() report.Run
+		want []string
+	}{{
+		name: "lameducktest",
+		run:  sparseRun,
+		want: []string{
+			"2 reset, 2–3 ms after SIGTERM: pod-1 closed connections that had a request on the way",
+			"3 refused: pod-1 stopped listening 4 ms after SIGTERM while the load balancer routed to it for 1.0 s more",
+		},
+	}, {
+		// Whether a reset came just before or just after the exit that
+		// followed tells nothing more: one sentence.
+		name: "closed as it exited",
+		run: func() report.Run {
+			run := sparseRun()
+			run.Timeline.Failures = []rollout.FailureAt{{At: sec(1.503), Pod: 0, Kind: rollout.KindEOF}, {At: sec(1.511), Pod: 0, Kind: rollout.KindReset}}
+			return run
+		},
+		want: []string{"1 reset, 1 eof, 3–11 ms after SIGTERM: pod-1 closed connections that had a request on the way"},
+	}, {
+		name: "killed at the grace period",
+		run: func() report.Run {
+			run := killed()
+			run.Timeline.Failures = []rollout.FailureAt{
+				{At: sec(31.5), Pod: 0, Kind: rollout.KindReset}, {At: sec(31.5), Pod: 0, Kind: rollout.KindReset},
+				{At: sec(31.51), Pod: 0, Kind: rollout.KindEOF}, {At: sec(31.6), Pod: 0, Kind: rollout.KindTimeout},
+			}
+			return run
+		},
+		want: []string{
+			"2 reset, 1 eof when pod-1 was killed at the grace period, 30 s after SIGTERM, with requests in flight",
+			"1 timeout, 30 s after SIGTERM: pod-1 did not answer within the request timeout",
+		},
+	}, {
+		name: "failed while serving",
+		run: func() report.Run {
+			run := sparseRun()
+			run.Timeline.Failures = []rollout.FailureAt{{At: sec(1), Pod: 0, Kind: rollout.Kind5xx}, {At: sec(2), Pod: 1, Kind: rollout.Kind5xx}}
+			return run
+		},
+		want: []string{"2 5xx on pod-1 and pod-2 while serving, before any SIGTERM to them"},
+	}, {
+		name: "no pod, and not all in the record",
+		run: func() report.Run {
+			run := sparseRun()
+			run.Timeline.Failures = []rollout.FailureAt{{At: sec(1.7), Pod: -1, Kind: rollout.KindRefused}}
+			run.Timeline.FailuresLeftOut = 12_000
+			return run
+		},
+		want: []string{
+			"1 refused reached no pod: the load balancer had no endpoint for them, or they could not be traced to one",
+			"the record lists the first 1 failures; 12,000 more are left out of this picture",
+		},
+	}, {
+		name: "lucky",
+		run: func() report.Run {
+			run := sparseRun()
+			run.Timeline.Failures = nil
+			return run
+		},
+		want: []string{"no request failed, though pod-1 stopped listening before its endpoint was removed"},
+	}, {
+		name: "kept listening",
+		run: func() report.Run {
+			run := killed()
+			run.Timeline.Failures = nil
+			return run
+		},
+		want: []string{"no request failed: pod-1 kept listening until its endpoint was removed and exited 30 s after SIGTERM"},
+	}}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			run := c.run()
+			fig, err := picture.New(run)
+			require.NoError(t, err)
+			assert.Equal(t, c.want, fig.Panels[0].Caption)
+			if run.Timeline.FailuresLeftOut == 0 {
+				assertCaption(t, fig.Panels[0], run)
+			}
+		})
+	}
+}
+
+// assertCaption checks that p's caption accounts for every failure of the
+// run's record, by kind, and is drawn in the panel, under its title and
+// above its lanes.
+func assertCaption(t *testing.T, p picture.Panel, run report.Run) {
+	t.Helper()
+	var want, told [rollout.NumKinds]int
+	for _, f := range run.Timeline.Failures {
+		want[f.Kind]++
+	}
+	count := regexp.MustCompile(`(\d+) (refused|reset|eof|5xx|timeout|other)\b`)
+	for _, c := range p.Caption {
+		for _, m := range count.FindAllStringSubmatch(c, -1) {
+			var k rollout.Kind
+			require.NoError(t, k.UnmarshalText([]byte(m[2])))
+			n, err := strconv.Atoi(m[1])
+			require.NoError(t, err)
+			told[k] += n
+		}
+	}
+	assert.Equal(t, want, told, "%s: the caption tells every failure once: %q", run.Name, p.Caption)
+
+	var above []string
+	for _, l := range p.Texts {
+		if l.Box.Bottom <= p.Plot.Top {
+			above = append(above, l.Text)
+		}
+	}
+	assert.Equal(t, strings.Join(append([]string{p.Title}, p.Caption...), " "), strings.Join(above, " "),
+		"%s: the title, and the caption under it, are drawn above the lanes", run.Name)
+}
+
+// line returns the line of caption that matches re, and fails t if none
+// does.
+func line(t *testing.T, caption []string, re string) string {
+	t.Helper()
+	for _, l := range caption {
+		if regexp.MustCompile(re).MatchString(l) {
+			return l
+		}
+	}
+	t.Errorf("no line of %q matches %s", caption, re)
+	return ""
+}
+
+// sec returns s seconds.
+func sec(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// sparseRun is a failed test's record as lameducktest writes it: one pod
+// and its replacement, a few failures at the SIGTERM.
+func sparseRun() report.Run {
+	return report.Run{
+		Name:     "lameducktest.test",
+		Note:     "TestRollingUpdate/h2c",
+		Requests: 48_211,
+		Failures: [rollout.NumKinds]int64{rollout.KindRefused: 3, rollout.KindReset: 2},
+		Timeline: rollout.Timeline{
+			Bucket: rollout.TimelineBucket, LoadStart: sec(0.25), LoadEnd: sec(2.55),
+			Pods: []rollout.PodTimeline{{
+				Name: "pod-1", Started: 0, Ready: sec(0.24), Joined: sec(0.24), Term: sec(1.5),
+				Removed: sec(2.5), ListenerClosed: sec(1.504), Exited: sec(1.51),
+				Exit:   rollout.PodExit{Pod: "pod-1", Status: "exit status 0"},
+				Served: served(sec(0.25), sec(1.5), 900),
+			}, {
+				Name: "pod-2", Started: sec(1.2), Ready: sec(1.5), Joined: sec(1.5), Term: sec(2.6),
+				Removed: rollout.Never, ListenerClosed: rollout.Never, Exited: sec(2.62),
+				Exit:   rollout.PodExit{Pod: "pod-2", Status: "exit status 0"},
+				Served: served(sec(1.5), sec(2.55), 900),
+			}},
+			Failures: []rollout.FailureAt{
+				{At: sec(1.502), Pod: 0, Kind: rollout.KindReset},
+				{At: sec(1.503), Pod: 0, Kind: rollout.KindReset},
+				{At: sec(1.52), Pod: 0, Kind: rollout.KindRefused},
+				{At: sec(1.61), Pod: 0, Kind: rollout.KindRefused},
+				{At: sec(1.9), Pod: 0, Kind: rollout.KindRefused},
+			},
+		},
+	}
+}
+
+// denseRun has hundreds of failures of three kinds within a second of
+// pod-1's SIGTERM, and some that reached no pod.
+func denseRun() report.Run {
+	tl := rollout.Timeline{
+		Bucket: rollout.TimelineBucket, LoadStart: sec(0.2), LoadEnd: sec(2.2),
+		Pods: []rollout.PodTimeline{{
+			Name: "pod-1", Started: 0, Ready: sec(0.2), Joined: sec(0.2), Term: sec(1),
+			Removed: sec(2), ListenerClosed: sec(1.002), Exited: sec(1.005),
+			Exit:   rollout.PodExit{Pod: "pod-1", Status: "exit status 0"},
+			Served: served(sec(0.2), sec(1), 1000),
+		}, {
+			Name: "pod-2", Started: sec(0.7), Ready: sec(1), Joined: sec(1), Term: rollout.Never,
+			Removed: rollout.Never, ListenerClosed: rollout.Never, Exited: rollout.Never,
+			Served: served(sec(1), sec(2.2), 1000),
+		}},
+	}
+	var counts [rollout.NumKinds]int64
+	add := func(kind rollout.Kind, pod, n int, from, to time.Duration) {
+		for i := range n {
+			tl.Failures = append(tl.Failures, rollout.FailureAt{At: from + (to-from)*time.Duration(i)/time.Duration(n), Pod: pod, Kind: kind})
+		}
+		counts[kind] += int64(n)
+	}
+	add(rollout.KindReset, 0, 300, sec(1.0005), sec(1.004))
+	add(rollout.KindEOF, 0, 200, sec(1.001), sec(1.3))
+	add(rollout.KindRefused, 0, 250, sec(1.006), sec(1.99))
+	add(rollout.KindRefused, -1, 20, sec(1.5), sec(1.6))
+	slices.SortStableFunc(tl.Failures, func(a, b rollout.FailureAt) int { return cmp.Compare(a.At, b.At) })
+	var requests int64 = 100_000
+	return report.Run{Name: "dense", Note: "Close on SIGTERM", Requests: requests, Failures: counts, Timeline: tl}
+}
+
+// longRun is many rollouts of a naive server on a long time axis, where
+// each pod's events are a few pixels apart.
+func longRun() report.Run {
+	tl := rollout.Timeline{Bucket: rollout.TimelineBucket, LoadStart: sec(1), LoadEnd: sec(61)}
+	var failures [rollout.NumKinds]int64
+	for i := range 30 {
+		at := sec(1 + 2*float64(i))
+		tl.Pods = append(tl.Pods, rollout.PodTimeline{
+			Name: fmt.Sprintf("pod-%d", i+1), Ready: at, Joined: at, Term: at + sec(2),
+			Removed: at + sec(3), ListenerClosed: at + sec(2.004), Exited: at + sec(2.01),
+			Exit:   rollout.PodExit{Pod: fmt.Sprintf("pod-%d", i+1), Status: "exit status 0"},
+			Served: served(at, at+sec(2), 500),
+		})
+		tl.Failures = append(tl.Failures, rollout.FailureAt{At: at + sec(2.003), Pod: i, Kind: rollout.KindReset},
+			rollout.FailureAt{At: at + sec(2.05), Pod: i, Kind: rollout.KindRefused})
+		failures[rollout.KindReset]++
+		failures[rollout.KindRefused]++
+	}
+	return report.Run{Name: "long", Requests: 600_000, Failures: failures, Timeline: tl}
+}
+
+// served returns a pod's served counts: n per bucket from from to to.
+func served(from, to time.Duration, n int64) []int64 {
+	s := make([]int64, to/rollout.TimelineBucket+1)
+	for b := from / rollout.TimelineBucket; b < to/rollout.TimelineBucket; b++ {
+		s[b] = n
+	}
+	return s
+}
+
+// No text of the picture overlaps another, and no label crosses the line
+// of an event other than the ones it names: measured on the boxes New laid
+// out, with the fonts Write draws in. Every event on a lane is named.
+func TestLabelsCrossNothing(t *testing.T) {
+	recorded := readRecorded(t)
+	cases := map[string][]report.Run{
+		"recorded":          recorded,
+		"recorded naive":    recorded[:1],
+		"recorded textbook": recorded[1:2],
+		"recorded lameduck": recorded[2:],
+		"sparse":            {sparseRun()},
+		"dense":             {denseRun()},
+		"long":              {longRun()},
+		"all":               append(slices.Clone(recorded), sparseRun(), denseRun(), longRun()),
+	}
+	for name, runs := range cases {
+		t.Run(name, func(t *testing.T) {
+			fig, err := picture.New(runs...)
+			require.NoError(t, err)
+			assertNoCollision(t, fig)
+			assertNamed(t, fig)
+		})
+	}
+}
+
+// assertNamed checks that every event of fig has a label and every burst
+// of failures its count.
+func assertNamed(t *testing.T, fig *picture.Figure) {
+	t.Helper()
+	for _, p := range fig.Panels {
+		for _, l := range p.Lanes {
+			named := make([]bool, len(l.Marks))
+			for _, lb := range l.Labels {
+				for _, m := range lb.Marks {
+					named[m] = true
+				}
+			}
+			for i, m := range l.Marks {
+				assert.True(t, named[i], "%s %s: %s at %v has a label", p.Title, l.Pod, m.Event, m.At)
+			}
+			for _, b := range l.Bursts {
+				if b.Count > 1 {
+					assert.Regexp(t, fmt.Sprintf(`^%d( %s)?$`, b.Count, b.Kind), b.Label.Text, "%s %s: a burst says how many failed", p.Title, l.Pod)
+				}
+			}
+		}
+	}
+}
+
+// The rules hold for any record, not only the ones above: random runs of
+// up to 30 pods, with events bunched or spread and bursts of failures of
+// every kind, lay out with no text over another or across a line, every
+// event named, every failure in one burst, every burst counted, and every
+// failure told in the caption.
+func TestAnyRecordLaysOutClear(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	between := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rnd.Int64N(int64(hi-lo)+1)) }
+	maybe := func(d time.Duration) time.Duration {
+		if rnd.IntN(5) == 0 {
+			return rollout.Never
+		}
+		return d
+	}
+	for i := range 200 {
+		start := between(0, 2*time.Second)
+		tl := rollout.Timeline{Bucket: rollout.TimelineBucket, LoadStart: start, LoadEnd: start + between(500*time.Millisecond, 2*time.Minute)}
+		// Events bunch within milliseconds in some runs, and spread over
+		// seconds in others.
+		spread := []time.Duration{5 * time.Millisecond, 300 * time.Millisecond, 3 * time.Second}[rnd.IntN(3)]
+		for j := range rnd.IntN(30) + 1 {
+			ready := between(0, tl.LoadEnd)
+			term := maybe(ready + between(0, tl.LoadEnd-ready))
+			pt := rollout.PodTimeline{Name: fmt.Sprintf("pod-%d", j+1), Ready: ready, Joined: ready, Term: term,
+				Removed: rollout.Never, ListenerClosed: rollout.Never, Exited: rollout.Never,
+				Exit:   rollout.PodExit{Code: rnd.IntN(3) - 1, Killed: rnd.IntN(4) == 0, Status: "signal: killed"},
+				Served: served(ready, min(term, tl.LoadEnd), 100)}
+			if term >= 0 {
+				pt.Removed, pt.ListenerClosed, pt.Exited = maybe(term+between(0, spread)), maybe(term+between(0, spread)), maybe(term+between(0, spread))
+			}
+			tl.Pods = append(tl.Pods, pt)
+		}
+		var failures [rollout.NumKinds]int64
+		for range rnd.IntN(20) {
+			pod := rnd.IntN(len(tl.Pods)+1) - 1
+			kind := rollout.Kind(rnd.IntN(int(rollout.NumKinds)))
+			at := between(tl.LoadStart, tl.LoadEnd)
+			width := []time.Duration{time.Millisecond, 50 * time.Millisecond, 5 * time.Second}[rnd.IntN(3)]
+			for range rnd.IntN(300) + 1 {
+				tl.Failures = append(tl.Failures, rollout.FailureAt{At: min(at+between(0, width), tl.LoadEnd), Pod: pod, Kind: kind})
+				failures[kind]++
+			}
+		}
+		slices.SortStableFunc(tl.Failures, func(a, b rollout.FailureAt) int { return cmp.Compare(a.At, b.At) })
+		run := report.Run{Name: fmt.Sprintf("random-%d", i), Requests: 1_000_000, Failures: failures, Timeline: tl}
+		fig, err := picture.New(run)
+		require.NoError(t, err)
+		assertNoCollision(t, fig)
+		assertNamed(t, fig)
+		for _, l := range fig.Panels[0].Lanes {
+			assertBursts(t, l)
+		}
+		assertCaption(t, fig.Panels[0], run)
+		if t.Failed() {
+			t.Fatalf("run %d: %+v", i, run.Timeline.Pods)
+		}
+	}
+}
+
+// assertNoCollision checks that no two texts of fig overlap, that every
+// text is inside the picture, and that no text crosses an event line but
+// those its label names.
+func assertNoCollision(t *testing.T, fig *picture.Figure) {
+	t.Helper()
+	type text struct {
+		what string
+		box  picture.Rect
+		// lane and marks are the lane and the events a label names.
+		lane  *picture.Lane
+		marks []int
+	}
+	var texts []text
+	for _, l := range fig.Legend {
+		texts = append(texts, text{what: "legend " + l.Text, box: l.Box})
+	}
+	for i := range fig.Panels {
+		p := &fig.Panels[i]
+		for _, l := range p.Texts {
+			texts = append(texts, text{what: fmt.Sprintf("panel %d: %s", i, l.Text), box: l.Box})
+		}
+		for j := range p.Lanes {
+			lane := &p.Lanes[j]
+			for _, l := range lane.Labels {
+				texts = append(texts, text{what: fmt.Sprintf("panel %d %s: %s", i, lane.Pod, l.Text), box: l.Box, lane: lane, marks: l.Marks})
+			}
+			for _, b := range lane.Bursts {
+				if b.Label.Text != "" {
+					texts = append(texts, text{what: fmt.Sprintf("panel %d %s: count %s", i, lane.Pod, b.Label.Text), box: b.Label.Box, lane: lane})
+					for _, o := range lane.Bursts {
+						assert.False(t, overlap(b.Label.Box, o.Box), "panel %d %s: count %q %v is on the %s burst %v", i, lane.Pod, b.Label.Text, b.Label.Box, o.Kind, o.Box)
+					}
+				}
+			}
+		}
+	}
+	frame := picture.Rect{Right: float64(fig.Width), Bottom: float64(fig.Height)}
+	for i, a := range texts {
+		assert.True(t, a.box.Left >= frame.Left && a.box.Right <= frame.Right && a.box.Top >= frame.Top && a.box.Bottom <= frame.Bottom,
+			"%q %v is inside the picture %v", a.what, a.box, frame)
+		for _, b := range texts[i+1:] {
+			assert.False(t, overlap(a.box, b.box), "%q %v overlaps %q %v", a.what, a.box, b.what, b.box)
+		}
+	}
+	// An event's line spans its lane's height, and is up to 2.5 pixels
+	// wide.
+	const halfLine = 1.5
+	for _, p := range fig.Panels {
+		for j := range p.Lanes {
+			lane := &p.Lanes[j]
+			for k, m := range lane.Marks {
+				line := picture.Rect{Left: m.X - halfLine, Right: m.X + halfLine, Top: lane.Box.Top, Bottom: lane.Box.Bottom}
+				for _, a := range texts {
+					if a.lane == lane && slices.Contains(a.marks, k) {
+						continue
+					}
+					assert.False(t, overlap(a.box, line), "%q %v crosses the line of %s at %.1f of %s", a.what, a.box, m.Event, m.X, lane.Pod)
+				}
+			}
+		}
+	}
+}
+
+// overlap reports whether a and b share any area.
+func overlap(a, b picture.Rect) bool {
+	return a.Left < b.Right && b.Left < a.Right && a.Top < b.Bottom && b.Top < a.Bottom
 }
 
 // Drawing the README's comparison, as a -compare -report run does at its
