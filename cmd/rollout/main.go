@@ -27,11 +27,13 @@
 // per built-in server on standard output, "server=NAME requests=N
 // failed=F ...", and the detailed reports on standard error.
 //
-// -report FILE draws what happened: one panel per server, one lane per pod,
-// the requests each pod served, every failed request by kind at the moment
-// it failed, and each pod's events (ready, SIGTERM, endpoint removed from
-// the load balancer, listener closed, exit). FILE ends in .png or .svg;
-// .json writes the recorded data instead. -draw FILE.json draws such data
+// -report FILE draws what happened: one panel per server, each with its own
+// time axis and a caption that says why its requests failed; one lane per
+// pod, with the requests it served, each pod's events (ready, SIGTERM,
+// endpoint removed from the load balancer, listener closed, exit), and a
+// row per kind of failed request, a glyph each or bars and a count where
+// they crowd. FILE ends in .png or .svg; .json writes the recorded data
+// instead, every setting of the run included, durations in seconds. -draw FILE.json draws such data
 // and runs nothing: the record of a run, or the one package lameducktest
 // writes when a test fails, which names the file in the test's log:
 //

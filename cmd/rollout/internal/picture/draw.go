@@ -21,6 +21,7 @@ var (
 	loadEdge   = color.RGBA{0x3b, 0x75, 0xaf, 0xff}
 	laneRule   = color.RGBA{0xcc, 0xcc, 0xcc, 0xff}
 	laneShade  = color.RGBA{0xf6, 0xf6, 0xf6, 0xff}
+	labelVeil  = color.NRGBA{0xff, 0xff, 0xff, 0xc0} // behind a count over the load
 	axisColour = color.RGBA{0x44, 0x44, 0x44, 0xff}
 
 	kindStyles = [rollout.NumKinds]draw.GlyphStyle{
@@ -184,6 +185,9 @@ func (d drawing) failures(l Lane) {
 		for _, bar := range b.Bars {
 			d.fill(kindStyles[b.Kind].Color, bar)
 		}
+		// On a veil, so that the load's line under a count does not
+		// strike it through.
+		d.fill(labelVeil, b.Label.Box)
 		d.text(b.Label)
 	}
 }
