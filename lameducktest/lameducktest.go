@@ -259,7 +259,7 @@ func Rollout(t testing.TB, cfg Config) *Result {
 			drawRollout(t, rc, res)
 		}
 		if t.Failed() || testing.Verbose() {
-			t.Logf("lameducktest: output of the pods (%s):\n%s", rolloutSummary(rc), out)
+			t.Logf("lameducktest: output of the pods (%s):\n%s", rc, out)
 		}
 	})
 
@@ -357,15 +357,6 @@ func withGORACE(env []string, inherited string) []string {
 	}
 	// Later entries win: this one replaces any earlier GORACE.
 	return append(slices.Clip(env), "GORACE="+strings.TrimSpace(gorace+" atexit_sleep_ms=0"))
-}
-
-// rolloutSummary describes the settings of a run in one line.
-func rolloutSummary(rc rollout.Config) string {
-	lag := rc.Lag.String()
-	if rc.Lag < 0 {
-		lag = "none"
-	}
-	return fmt.Sprintf("load=%s conns=%d lag=%s grace=%s rollouts=%d", rc.Load, rc.Conns, lag, rc.Grace, rc.Cycles)
 }
 
 func newResult(res *rollout.Result) *Result {

@@ -33,9 +33,10 @@
 // endpoint removed from the load balancer, listener closed, exit), and a
 // row per kind of failed request, a glyph each or bars and a count where
 // they crowd. FILE ends in .png or .svg; .json writes the recorded data
-// instead, every setting of the run included, durations in seconds. -draw FILE.json draws such data
-// and runs nothing: the record of a run, or the one package lameducktest
-// writes when a test fails, which names the file in the test's log:
+// instead, every setting of the run included, durations in seconds. -draw
+// FILE.json draws such data and runs nothing: the record of a run, or the
+// one package lameducktest writes when a test fails, which names the file
+// in the test's log:
 //
 //	go run github.com/lameduck/lameduck/cmd/rollout@latest -draw rollout.json -report rollout.png
 package main

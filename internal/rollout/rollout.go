@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -272,23 +273,30 @@ func (r *Result) WriteDetails(w io.Writer) error {
 	return err
 }
 
-func (r *Result) writeDetails(b *strings.Builder) {
-	c := r.Config
+// String describes the settings that shape a run's numbers on one line,
+// such as "load=http1 conns=32 lag=1s grace=10s rollouts=2".
+func (c Config) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "load=%s conns=%d", cmp.Or(c.Load, LoadHTTP1), c.Conns)
+	if c.Fresh > 0 {
+		fmt.Fprintf(&b, " fresh=%d", c.Fresh)
+	}
+	if c.Late > 0 {
+		fmt.Fprintf(&b, " late=%d", c.Late)
+	}
+	if c.Replicas > 1 {
+		fmt.Fprintf(&b, " replicas=%d", c.Replicas)
+	}
 	lag := c.Lag.String()
 	if c.Lag < 0 {
 		lag = "none"
 	}
-	fmt.Fprintf(b, "load=%s conns=%d", c.Load, c.Conns)
-	if c.Fresh > 0 {
-		fmt.Fprintf(b, " fresh=%d", c.Fresh)
-	}
-	if c.Late > 0 {
-		fmt.Fprintf(b, " late=%d", c.Late)
-	}
-	if c.Replicas > 1 {
-		fmt.Fprintf(b, " replicas=%d", c.Replicas)
-	}
-	fmt.Fprintf(b, " lag=%s grace=%s rollouts=%d duration=%s\n", lag, c.Grace, len(r.Rollouts), r.Duration.Round(time.Millisecond))
+	fmt.Fprintf(&b, " lag=%s grace=%s rollouts=%d", lag, c.Grace, c.Cycles)
+	return b.String()
+}
+
+func (r *Result) writeDetails(b *strings.Builder) {
+	fmt.Fprintf(b, "%s duration=%s\n", r.Config, r.Duration.Round(time.Millisecond))
 	for _, ro := range r.Rollouts {
 		fmt.Fprintf(b, "rollout %d: %s; new %s ready after %s; old %s\n",
 			ro.N, ro.Counts.Summary(), ro.NewPod, ro.ReadyAfter.Round(time.Millisecond), ro.OldPod)
