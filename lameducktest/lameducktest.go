@@ -103,9 +103,8 @@ type Config struct {
 	// Lag is how long the load balancer keeps routing new connections to
 	// an old pod after its SIGTERM. Zero means 1 s, about what kube-proxy
 	// takes at the most. Keep it shorter than the drain delay the command
-	// gives the server. A negative Lag
-	// removes the pod at SIGTERM, as no real load balancer does: it hides
-	// the failures a lag exposes.
+	// gives the server. A negative Lag removes the pod at SIGTERM, as no
+	// real load balancer does: it hides the failures a lag exposes.
 	Lag time.Duration
 	// Grace is the termination grace period: an old pod still running
 	// this long after its SIGTERM is SIGKILLed. Set it to the grace period
