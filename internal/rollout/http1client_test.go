@@ -149,8 +149,16 @@ func TestHTTP1ClientClassifiesFailures(t *testing.T) {
 			want:   rollout.KindEOF,
 		},
 		{
-			name:   "close of a reused keep-alive connection",
-			script: respond(func(c *net.TCPConn) { c.Close() }, okResponse),
+			// The server's FIN, and nothing else: a server that closed its
+			// socket outright would answer the client's next request with
+			// a reset, which the client sees instead of the FIN if it
+			// arrives before the client reads (the case above).
+			name: "close of a reused keep-alive connection",
+			script: respond(func(c *net.TCPConn) {
+				c.CloseWrite()
+				io.Copy(io.Discard, c)
+				c.Close()
+			}, okResponse),
 			reused: true,
 			want:   rollout.KindEOF,
 		},
