@@ -23,7 +23,7 @@ import (
 //
 // In Kubernetes the evidence is the cluster's: the Coordinator watches the
 // EndpointSlices of its namespace with the pod's service account, and the
-// delay ends 1.5 s (for kube-proxy to apply the change) after every slice
+// delay ends 3 s (for kube-proxy to apply the change) after every slice
 // that lists the pod's address has stopped routing to it. The pod's address
 // is POD_IP, set from the downward API (fieldRef: status.podIP), or its
 // interfaces'. The service account needs get, list and watch on

@@ -30,7 +30,7 @@ var (
 
 // allowance is how long the delay lasts once the slices stop routing to
 // the pod, as endpoints.go sets it.
-const allowance = 1500 * time.Millisecond
+const allowance = 3 * time.Second
 
 // ep is an endpoint of a fake EndpointSlice.
 type ep struct {

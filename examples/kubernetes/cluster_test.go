@@ -52,7 +52,11 @@ const (
 // ready a pod keeps its port open, for kube-proxy to catch up: the pod must
 // have left at most this long, plus leaveSlack, after kube-proxy's rules
 // stopped sending it connections.
-const endpointAllowance = 1500 * time.Millisecond
+const endpointAllowance = 3 * time.Second
+
+// manifestQuiet is the manifests' -drain-quiet: a delay that a late
+// arrival held ends this long after it.
+const manifestQuiet = 500 * time.Millisecond
 
 // leaveSlack is the time a pod may take, after its allowance, to finish
 // its requests and exit.
@@ -285,7 +289,15 @@ func (r *rig) rollExample(t *testing.T, ex exampleRun) {
 		if measureOnly {
 			continue
 		}
-		if late := p.stopped.Sub(p.iptRemoved); late > allowance+slack {
+		// A connection that still arrives holds the delay for the quiet
+		// period after it, as it must: routing has not caught up.
+		bound := p.iptRemoved.Add(allowance)
+		if la := parseDur(p.attrs["last_arrival"]); p.attrs["drain_delay_ended"] == "quiet" && la > 0 {
+			if quietEnd := p.signal.Add(la + manifestQuiet); quietEnd.After(bound) {
+				bound = quietEnd
+			}
+		}
+		if late := p.stopped.Sub(p.iptRemoved); p.stopped.Sub(bound) > slack {
 			// What the time went on: the pod learning of the slices after
 			// kube-proxy had acted, the delay's end after that, the drain.
 			seen, ended := "?", "?"

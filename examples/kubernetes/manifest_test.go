@@ -175,6 +175,7 @@ func TestManifestsMatchTheFlags(t *testing.T) {
 				delayOpt := lameduck.WithDrainDelay(*delay)
 				if *quiet > 0 {
 					delayOpt = lameduck.WithAdaptiveDrainDelay(*minDelay, *quiet, *delay)
+					assert.Equal(t, manifestQuiet, *quiet, "the rig's test bounds a pod's stay with the manifests' -drain-quiet")
 					// The adaptive delay's evidence: the pod's address in
 					// its namespace's EndpointSlices, which its service
 					// account may read.
