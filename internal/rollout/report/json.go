@@ -91,8 +91,6 @@ type failureJSON struct {
 	Kind      rollout.Kind `json:"kind"`
 }
 
-func seconds(d time.Duration) float64 { return d.Seconds() }
-
 func duration(s float64) time.Duration { return time.Duration(math.Round(s * 1e9)) }
 
 // at is an event's time, nil for Never.
@@ -133,13 +131,13 @@ func (r Run) MarshalJSON() ([]byte, error) {
 		Name: r.Name, Note: r.Note, Requests: r.Requests, Failed: r.Failed(), Failures: r.Failures,
 		Settings: settingsJSON{
 			PodCommand: c.Pod.Command, PodEnv: c.Pod.Env, Rollouts: c.Cycles, Replicas: c.Replicas,
-			LagSeconds: none(c.Lag), GraceSeconds: seconds(c.Grace), ProbePeriodSeconds: seconds(c.ProbePeriod),
-			ReadyPath: c.ReadyPath, ReadyTimeoutSeconds: seconds(c.ReadyTimeout), WarmupSeconds: none(c.Warmup),
+			LagSeconds: none(c.Lag), GraceSeconds: c.Grace.Seconds(), ProbePeriodSeconds: c.ProbePeriod.Seconds(),
+			ReadyPath: c.ReadyPath, ReadyTimeoutSeconds: c.ReadyTimeout.Seconds(), WarmupSeconds: none(c.Warmup),
 			Load: string(c.Load), Conns: c.Conns, WorkersPerConn: c.WorkersPerConn, Fresh: c.Fresh, Late: c.Late,
-			Path: c.Path, RequestTimeoutSeconds: seconds(c.RequestTimeout), ListenAddr: c.ListenAddr,
+			Path: c.Path, RequestTimeoutSeconds: c.RequestTimeout.Seconds(), ListenAddr: c.ListenAddr,
 		},
 		Timeline: timelineJSON{
-			IntervalSeconds: seconds(tl.Bucket), LoadStartSeconds: seconds(tl.LoadStart), LoadEndSeconds: seconds(tl.LoadEnd),
+			IntervalSeconds: tl.Bucket.Seconds(), LoadStartSeconds: tl.LoadStart.Seconds(), LoadEndSeconds: tl.LoadEnd.Seconds(),
 			Pods: []podJSON{}, Failures: make([]failureJSON, 0, len(tl.Failures)),
 			FailuresLeftOut: tl.FailuresLeftOut, ServedLeftOut: tl.ServedLeftOut,
 		},
@@ -155,7 +153,7 @@ func (r Run) MarshalJSON() ([]byte, error) {
 		}
 		if p.Exited >= 0 {
 			e := p.Exit
-			pj.Exit = &exitJSON{Addr: e.Addr, Status: e.Status, Code: e.Code, Killed: e.Killed, AfterTermSeconds: seconds(e.AfterTerm)}
+			pj.Exit = &exitJSON{Addr: e.Addr, Status: e.Status, Code: e.Code, Killed: e.Killed, AfterTermSeconds: e.AfterTerm.Seconds()}
 			if ld := e.LameDuck; ld.Seen {
 				pj.Exit.DrainDelaySeconds, pj.Exit.DrainDelayEnded = at(ld.DelayTook), ld.Ended
 				if ld.LastArrival > 0 {
@@ -166,7 +164,7 @@ func (r Run) MarshalJSON() ([]byte, error) {
 		j.Timeline.Pods = append(j.Timeline.Pods, pj)
 	}
 	for _, f := range tl.Failures {
-		fj := failureJSON{AtSeconds: seconds(f.At), Kind: f.Kind}
+		fj := failureJSON{AtSeconds: f.At.Seconds(), Kind: f.Kind}
 		if f.Pod >= 0 && f.Pod < len(tl.Pods) {
 			fj.Pod = tl.Pods[f.Pod].Name
 		}
