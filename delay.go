@@ -28,8 +28,9 @@ import (
 // is POD_IP, set from the downward API (fieldRef: status.podIP), or its
 // interfaces'. The service account needs get, list and watch on
 // endpointslices (apiGroup discovery.k8s.io) in the namespace, as the
-// manifests of examples/kubernetes grant. While a slice routes to the pod,
-// the delay goes on, up to max.
+// manifests of examples/kubernetes grant. The watch begins at the signal,
+// so slices that had stopped routing before it count from the signal.
+// While a slice routes to the pod, the delay goes on, up to max.
 //
 // Without that evidence (outside Kubernetes, or when the watch is
 // forbidden or fails, which is logged once), the delay lasts at least min,

@@ -225,6 +225,22 @@ func (r *rig) rollExample(t *testing.T, ex exampleRun) {
 	// learns later: until its rules list them, the Service refuses
 	// connections.
 	r.waitRouted(t, obs, ns, time.Minute)
+	timeout := 2 * time.Minute
+	// deleteOldest deletes the oldest pod and waits for its replacement.
+	deleteOldest := func(cause string) string {
+		pods := r.runningPods(t, ns)
+		require.NotEmpty(t, pods)
+		victim := pods[0]
+		obs.deleted(victim, cause, time.Now())
+		r.kc(t, "delete", "pod", "-n", ns, victim, "--wait=false")
+		require.True(t, obs.waitStopped(ctx, []string{victim}, timeout), "pod %s did not stop", victim)
+		r.waitComplete(t, ns, ex.deployment, replicas, timeout)
+		return victim
+	}
+	// With no traffic at all, only the slices can end the delay.
+	t.Logf("deletion without load: %s", obs.line(deleteOldest("idle")))
+	r.waitRouted(t, obs, ns, time.Minute)
+
 	load := r.startLoad(t, ctx, loadConfig{Kind: ex.load, Addr: fmt.Sprintf("%s:%d", clusterIP, ex.port),
 		KeepAlive: 8, Fresh: 3, Pause: 5 * time.Millisecond, Timeout: 5 * time.Second})
 	load.waitFlowing(t, 30*time.Second)
@@ -232,16 +248,8 @@ func (r *rig) rollExample(t *testing.T, ex exampleRun) {
 	// minSyncPeriod, so that the first deletion is a lone one.
 	time.Sleep(3 * time.Second)
 
-	timeout := 2 * time.Minute
 	for i := range deletes {
-		pods := r.runningPods(t, ns)
-		require.NotEmpty(t, pods)
-		victim := pods[0] // the oldest
-		obs.deleted(victim, "delete", time.Now())
-		r.kc(t, "delete", "pod", "-n", ns, victim, "--wait=false")
-		require.True(t, obs.waitStopped(ctx, []string{victim}, timeout), "pod %s did not stop", victim)
-		r.waitComplete(t, ns, ex.deployment, replicas, timeout)
-		t.Logf("lone deletion %d/%d: %s", i+1, deletes, obs.line(victim))
+		t.Logf("lone deletion %d/%d: %s", i+1, deletes, obs.line(deleteOldest("delete")))
 		time.Sleep(3 * time.Second)
 	}
 	for i := range restarts {
@@ -289,9 +297,17 @@ func (r *rig) rollExample(t *testing.T, ex exampleRun) {
 		if measureOnly {
 			continue
 		}
+		// The pod watches its slices from its SIGTERM on, which the kubelet
+		// can send after kube-proxy has acted (1.3 s after the deletion,
+		// once): the slices then cannot say since when they have stopped
+		// routing to it, and the allowance runs from the signal.
+		from := p.iptRemoved
+		if p.signal.After(from) {
+			from = p.signal
+		}
+		bound := from.Add(allowance)
 		// A connection that still arrives holds the delay for the quiet
 		// period after it, as it must: routing has not caught up.
-		bound := p.iptRemoved.Add(allowance)
 		if la := parseDur(p.attrs["last_arrival"]); p.attrs["drain_delay_ended"] == "quiet" && la > 0 {
 			if quietEnd := p.signal.Add(la + manifestQuiet); quietEnd.After(bound) {
 				bound = quietEnd
@@ -457,7 +473,7 @@ func (r *rig) waitRouted(t *testing.T, o *observations, ns string, timeout time.
 // podRecord is what the test saw of one pod.
 type podRecord struct {
 	name, ip string
-	cause    string    // "delete", "rollout", or "" for a pod not replaced
+	cause    string    // "idle", "delete", "rollout", or "" for a pod not replaced
 	deleteAt time.Time // when the test deleted it, for a lone deletion
 
 	// From its log (slog's time=, to the millisecond).
@@ -982,7 +998,7 @@ func (o *observations) report(t *testing.T, allowance, slack time.Duration) {
 	}
 	tw.Flush()
 	fmt.Fprintf(&b, "summary (min / median / max, n); rules polled every %v; allowance checked %v + %v:\n", iptablesPoll, allowance, slack)
-	for _, c := range []string{"delete", "rollout", "all"} {
+	for _, c := range []string{"idle", "delete", "rollout", "all"} {
 		for _, w := range []string{"delete→SIGTERM", "SIGTERM→slice", "SIGTERM→rules", "slice→rules", "slice→pod saw", "SIGTERM→drain", "rules→stopped"} {
 			ds := sums[key{c, w}]
 			if len(ds) == 0 {
