@@ -155,7 +155,7 @@ func TestFinalScrape(t *testing.T) {
 		}
 		st := h.ld.Status()
 		assert.Equal(t, lameduck.PhaseStopped, st.Phase)
-		assert.Equal(t, "fixed", st.Delay.Ended, "the final values")
+		assert.Equal(t, lameduck.DelayFixed, st.Delay.Ended, "the final values")
 		require.NoError(t, h.wait(t))
 		assert.Equal(t, "admin close", h.log.all()[len(h.log.all())-1])
 	})

@@ -130,17 +130,11 @@ func (c delayConfig) attr(d time.Duration) slog.Attr {
 // ended it, and how long the load balancer went on routing to the process
 // after the signal.
 type DelayReport struct {
-	// Took is the delay taken.
-	Took time.Duration
-	// Ended says what ended the delay: "fixed", a fixed delay
-	// ([WithDrainDelay]) over; for an adaptive one
-	// ([WithAdaptiveDrainDelay]), "endpoints", the EndpointSlices having
-	// stopped routing to the process; "quiet", no connection having
-	// arrived for the quiet period; "min", the minimum over, with no
-	// evidence from the cluster and nothing arrived for the quiet period;
-	// or "max", the maximum reached. "cut" is a second signal or the
-	// deadline. It is empty until the delay is over.
-	Ended string
+	// Elapsed is the delay taken.
+	Elapsed time.Duration
+	// Ended says what ended the delay; it is empty until the delay is
+	// over.
+	Ended DelayEnd
 	// Arrivals counts the connections that the servers accepted during
 	// the lame-duck phase and reported (see [Server]); LastArrival
 	// is how long after the signal the last of them arrived, on the server
@@ -153,19 +147,32 @@ type DelayReport struct {
 	Unrouted time.Duration
 }
 
-// How a drain delay ended, as DelayReport.Ended and the log say it.
+// A DelayEnd says what ended a drain delay, as [DelayReport] and the log
+// say it.
+type DelayEnd string
+
+// What can end a drain delay.
 const (
-	delayFixed     = "fixed"
-	delayEndpoints = "endpoints"
-	delayQuiet     = "quiet"
-	delayMin       = "min"
-	delayMaximum   = "max"
-	delayCut       = "cut" // a second signal or the deadline
+	// DelayFixed: a fixed delay ([WithDrainDelay]) is over.
+	DelayFixed DelayEnd = "fixed"
+	// DelayEndpoints: the EndpointSlices stopped routing to the process
+	// (an adaptive delay, [WithAdaptiveDrainDelay], in Kubernetes).
+	DelayEndpoints DelayEnd = "endpoints"
+	// DelayQuiet: no connection arrived for the quiet period of an
+	// adaptive delay.
+	DelayQuiet DelayEnd = "quiet"
+	// DelayMin: the minimum of an adaptive delay is over, with no evidence
+	// from the cluster and nothing arrived for the quiet period.
+	DelayMin DelayEnd = "min"
+	// DelayMax: the maximum of an adaptive delay was reached.
+	DelayMax DelayEnd = "max"
+	// DelayCut: a second signal or the deadline cut the delay short.
+	DelayCut DelayEnd = "cut"
 )
 
 // attrs are the log attributes of what the delay measured.
 func (r DelayReport) attrs() []slog.Attr {
-	attrs := []slog.Attr{slog.Duration("drain_delay_took", r.Took), slog.String("drain_delay_ended", r.Ended),
+	attrs := []slog.Attr{slog.Duration("drain_delay_took", r.Elapsed), slog.String("drain_delay_ended", string(r.Ended)),
 		slog.Int("arrivals", r.Arrivals)}
 	if r.Arrivals > 0 {
 		attrs = append(attrs, slog.Duration("last_arrival", r.LastArrival), slog.String("last_arrival_server", r.LastArrivalServer))
@@ -180,7 +187,7 @@ func (r DelayReport) attrs() []slog.Attr {
 // delay that did not end by itself: the load balancer may well have gone on
 // routing to the process after it.
 func (r DelayReport) warn(log *slog.Logger, delay time.Duration) {
-	if r.Arrivals == 0 || (r.Ended != delayFixed && r.Ended != delayMaximum) || r.LastArrival < r.Took-r.Took/5 {
+	if r.Arrivals == 0 || (r.Ended != DelayFixed && r.Ended != DelayMax) || r.LastArrival < r.Elapsed-r.Elapsed/5 {
 		return
 	}
 	log.Warn("lameduck: a connection arrived near the end of the drain delay; the load balancer may still route here: raise the delay",
@@ -300,10 +307,10 @@ func (l *lameDuckDelay) run() {
 		running := l.report.Ended == ""
 		var at time.Duration
 		if running {
-			var why string
+			var why DelayEnd
 			at, why = l.end()
 			if in >= at {
-				l.report.Ended, l.report.Took = why, in
+				l.report.Ended, l.report.Elapsed = why, in
 			}
 		}
 		l.mu.Unlock()
@@ -322,7 +329,7 @@ func (l *lameDuckDelay) run() {
 		case <-l.quit:
 			l.mu.Lock()
 			if l.report.Ended == "" {
-				l.report.Ended, l.report.Took = delayCut, l.clock.Now().Sub(l.start)
+				l.report.Ended, l.report.Elapsed = DelayCut, l.clock.Now().Sub(l.start)
 			}
 			l.updateLocked()
 			l.mu.Unlock()
@@ -333,9 +340,9 @@ func (l *lameDuckDelay) run() {
 
 // end returns when, into the delay, the evidence gathered so far ends it,
 // and why. l.mu is held.
-func (l *lameDuckDelay) end() (time.Duration, string) {
+func (l *lameDuckDelay) end() (time.Duration, DelayEnd) {
 	if l.quiet == 0 {
-		return l.max, delayFixed
+		return l.max, DelayFixed
 	}
 	quietAt := l.quietFrom() + l.quiet
 	state := routingNone
@@ -344,20 +351,20 @@ func (l *lameDuckDelay) end() (time.Duration, string) {
 		state, since = l.endpoints.read()
 	}
 	var at time.Duration
-	var why string
+	var why DelayEnd
 	switch state {
 	case routingUnknown, routingHere:
-		return l.max, delayMaximum // wait for the cluster to say
+		return l.max, DelayMax // wait for the cluster to say
 	case routingGone:
-		at, why = since.Sub(l.start)+endpointsAllowance, delayEndpoints
+		at, why = since.Sub(l.start)+endpointsAllowance, DelayEndpoints
 	default:
-		at, why = l.min, delayMin
+		at, why = l.min, DelayMin
 	}
 	if quietAt > at {
-		at, why = quietAt, delayQuiet
+		at, why = quietAt, DelayQuiet
 	}
 	if at >= l.max {
-		return l.max, delayMaximum
+		return l.max, DelayMax
 	}
 	return at, why
 }

@@ -55,7 +55,7 @@ func TestAdaptiveDelay(t *testing.T) {
 		h.clock.Advance(time.Millisecond)
 		ev := h.phases.await(t, lameduck.PhaseDraining)
 		assert.Equal(t, adaptiveMin, ev.Elapsed)
-		assert.Equal(t, "min", ev.Delay.Ended)
+		assert.Equal(t, lameduck.DelayMin, ev.Delay.Ended)
 		assert.Zero(t, ev.Delay.Arrivals)
 		require.NoError(t, h.wait(t))
 	})
@@ -70,7 +70,7 @@ func TestAdaptiveDelay(t *testing.T) {
 		h.clock.Advance(time.Millisecond)
 		ev := h.phases.await(t, lameduck.PhaseDraining)
 		assert.Equal(t, 1300*time.Millisecond, ev.Elapsed)
-		assert.Equal(t, "quiet", ev.Delay.Ended)
+		assert.Equal(t, lameduck.DelayQuiet, ev.Delay.Ended)
 		assert.Equal(t, 1, ev.Delay.Arrivals)
 		assert.Equal(t, 800*time.Millisecond, ev.Delay.LastArrival, "the lag, measured from the signal")
 		assert.Equal(t, "web", ev.Delay.LastArrivalServer)
@@ -100,7 +100,7 @@ func TestAdaptiveDelay(t *testing.T) {
 		h.clock.Advance(adaptiveMin)
 		ev := h.phases.await(t, lameduck.PhaseDraining)
 		assert.Equal(t, adaptiveMin, ev.Elapsed, "an open connection is no evidence of routing")
-		assert.Equal(t, "min", ev.Delay.Ended)
+		assert.Equal(t, lameduck.DelayMin, ev.Delay.Ended)
 		require.NoError(t, h.wait(t))
 	})
 	t.Run("the maximum ends it, and a late arrival is warned about", func(t *testing.T) {
@@ -114,7 +114,7 @@ func TestAdaptiveDelay(t *testing.T) {
 		h.clock.Pass(t, adaptiveMax-20*(adaptiveQuiet-time.Millisecond))
 		ev := h.phases.await(t, lameduck.PhaseDraining)
 		assert.Equal(t, adaptiveMax, ev.Elapsed)
-		assert.Equal(t, "max", ev.Delay.Ended)
+		assert.Equal(t, lameduck.DelayMax, ev.Delay.Ended)
 		assert.Equal(t, 20*(adaptiveQuiet-time.Millisecond), ev.Delay.LastArrival)
 		require.NoError(t, h.wait(t))
 		assert.Contains(t, strings.Join(logs.all(), "\n"), "a connection arrived near the end of the drain delay")
@@ -128,7 +128,7 @@ func TestAdaptiveDelay(t *testing.T) {
 		h.clock.Pass(t, lameduck.DefaultMinDrainDelay)
 		ev := h.phases.await(t, lameduck.PhaseDraining)
 		assert.Equal(t, lameduck.DefaultMinDrainDelay, ev.Elapsed, "silence alone ends no delay before the default minimum")
-		assert.Equal(t, "min", ev.Delay.Ended)
+		assert.Equal(t, lameduck.DelayMin, ev.Delay.Ended)
 		require.NoError(t, h.wait(t))
 	})
 	t.Run("a process that never became ready has no delay", func(t *testing.T) {
@@ -159,7 +159,7 @@ func TestFixedDelayMeasuresTheLag(t *testing.T) {
 	h.clock.Advance(3 * time.Second)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
 	assert.Equal(t, 5*time.Second, ev.Elapsed, "a fixed delay ignores arrivals")
-	assert.Equal(t, "fixed", ev.Delay.Ended)
+	assert.Equal(t, lameduck.DelayFixed, ev.Delay.Ended)
 	assert.Equal(t, 2, ev.Delay.Arrivals)
 	assert.Equal(t, 2*time.Second, ev.Delay.LastArrival)
 	assert.Equal(t, "admin", ev.Delay.LastArrivalServer)
@@ -206,7 +206,7 @@ func TestStatusReportsTheDelayAsItMeasures(t *testing.T) {
 	h.clock.Advance(adaptiveMin - 200*time.Millisecond)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
 	assert.Equal(t, ev.Delay, h.ld.Status().Delay, "once over, Status says what the Event says")
-	assert.Equal(t, "min", h.ld.Status().Delay.Ended)
+	assert.Equal(t, lameduck.DelayMin, h.ld.Status().Delay.Ended)
 	require.NoError(t, h.wait(t))
 }
 
@@ -226,6 +226,6 @@ func TestTheDelayRunsFromTheMomentOfTheLameDuckPhase(t *testing.T) {
 	h.signals <- syscall.SIGTERM
 	h.clock.Pass(t, 4*time.Second)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
-	assert.Equal(t, 5*time.Second, ev.Delay.Took)
+	assert.Equal(t, 5*time.Second, ev.Delay.Elapsed)
 	require.NoError(t, h.wait(t))
 }

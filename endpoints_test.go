@@ -233,7 +233,7 @@ func TestDelayEndsOnceTheEndpointSlicesStopRouting(t *testing.T) {
 	h.clock.Advance(time.Millisecond)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
 	assert.Equal(t, 2*adaptiveMin+allowance, ev.Elapsed)
-	assert.Equal(t, "endpoints", ev.Delay.Ended)
+	assert.Equal(t, lameduck.DelayEndpoints, ev.Delay.Ended)
 	assert.Equal(t, 2*adaptiveMin, ev.Delay.Unrouted, "seen unrouted 2s after the signal")
 	require.NoError(t, h.wait(t))
 	assert.Contains(t, log.String(), "drain_delay_ended=endpoints")
@@ -249,7 +249,7 @@ func TestDelayEndsOnTheClustersWordBeforeTheMinimum(t *testing.T) {
 	h.clock.Pass(t, allowance)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
 	assert.Equal(t, allowance, ev.Elapsed, "the minimum is for when the cluster says nothing")
-	assert.Equal(t, "endpoints", ev.Delay.Ended)
+	assert.Equal(t, lameduck.DelayEndpoints, ev.Delay.Ended)
 	require.NoError(t, h.wait(t))
 }
 
@@ -262,7 +262,7 @@ func TestArrivalsHoldTheDelayPastTheClustersWord(t *testing.T) {
 	h.clock.Pass(t, adaptiveQuiet)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
 	assert.Equal(t, allowance-100*time.Millisecond+adaptiveQuiet, ev.Elapsed)
-	assert.Equal(t, "quiet", ev.Delay.Ended)
+	assert.Equal(t, lameduck.DelayQuiet, ev.Delay.Ended)
 	require.NoError(t, h.wait(t))
 }
 
@@ -272,7 +272,7 @@ func TestASliceThatNeverChangesHoldsTheDelayToItsMaximum(t *testing.T) {
 	h.clock.Pass(t, adaptiveMax)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
 	assert.Equal(t, adaptiveMax, ev.Elapsed)
-	assert.Equal(t, "max", ev.Delay.Ended)
+	assert.Equal(t, lameduck.DelayMax, ev.Delay.Ended)
 	assert.Zero(t, ev.Delay.Unrouted)
 	require.NoError(t, h.wait(t))
 }
@@ -291,7 +291,7 @@ func TestTheLastServingEndpointStaysRouted(t *testing.T) {
 	h.clock.Pass(t, allowance)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
 	assert.Equal(t, 2*adaptiveMin+allowance, ev.Elapsed, "unrouted once another pod is ready, not before")
-	assert.Equal(t, "endpoints", ev.Delay.Ended)
+	assert.Equal(t, lameduck.DelayEndpoints, ev.Delay.Ended)
 	require.NoError(t, h.wait(t))
 }
 
@@ -304,7 +304,7 @@ func TestADroppedWatchIsResumed(t *testing.T) {
 	api.push("MODIFIED", endpointSlice("web-abc", "web", terminatingEP, otherReadyEP))
 	h.clock.Pass(t, allowance)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
-	assert.Equal(t, "endpoints", ev.Delay.Ended)
+	assert.Equal(t, lameduck.DelayEndpoints, ev.Delay.Ended)
 	require.NoError(t, h.wait(t))
 	lists, watches := api.counts()
 	assert.Equal(t, 1, lists, "resumed from the resource version, not listed again")
@@ -322,7 +322,7 @@ func TestAnExpiredResourceVersionIsListedAgain(t *testing.T) {
 	api.events <- map[string]any{"type": "ERROR", "object": map[string]any{"kind": "Status", "code": 410, "message": "too old resource version"}}
 	h.clock.Pass(t, allowance)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
-	assert.Equal(t, "endpoints", ev.Delay.Ended)
+	assert.Equal(t, lameduck.DelayEndpoints, ev.Delay.Ended)
 	require.NoError(t, h.wait(t))
 	lists, _ := api.counts()
 	assert.Equal(t, 2, lists)
@@ -359,7 +359,7 @@ func TestWithoutTheClustersWordTheMinimumHolds(t *testing.T) {
 			h.clock.Pass(t, adaptiveMin)
 			ev := h.phases.await(t, lameduck.PhaseDraining)
 			assert.Equal(t, adaptiveMin, ev.Elapsed)
-			assert.Equal(t, "min", ev.Delay.Ended)
+			assert.Equal(t, lameduck.DelayMin, ev.Delay.Ended)
 			require.NoError(t, h.wait(t))
 			for _, part := range tt.log {
 				assert.Contains(t, log.String(), part)
@@ -378,7 +378,7 @@ func TestAFixedDelayAsksTheClusterNothing(t *testing.T) {
 	h.signals <- syscall.SIGTERM
 	h.clock.Pass(t, 2*time.Second)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
-	assert.Equal(t, "fixed", ev.Delay.Ended)
+	assert.Equal(t, lameduck.DelayFixed, ev.Delay.Ended)
 	require.NoError(t, h.wait(t))
 	lists, watches := api.counts()
 	assert.Zero(t, lists+watches)
@@ -398,7 +398,7 @@ func TestTheAPIIsCheckedWhileServing(t *testing.T) {
 		h.signals <- syscall.SIGTERM
 		h.clock.Pass(t, allowance)
 		ev := h.phases.await(t, lameduck.PhaseDraining)
-		assert.Equal(t, "endpoints", ev.Delay.Ended)
+		assert.Equal(t, lameduck.DelayEndpoints, ev.Delay.Ended)
 		require.NoError(t, h.wait(t))
 		assert.Equal(t, 1, api.checks)
 	})
@@ -417,7 +417,7 @@ func TestTheAPIIsCheckedWhileServing(t *testing.T) {
 		h.signals <- syscall.SIGTERM
 		h.clock.Pass(t, adaptiveMin)
 		ev := h.phases.await(t, lameduck.PhaseDraining)
-		assert.Equal(t, "min", ev.Delay.Ended)
+		assert.Equal(t, lameduck.DelayMin, ev.Delay.Ended)
 		require.NoError(t, h.wait(t))
 		lists, watches := api.counts()
 		assert.Zero(t, lists+watches, "refused once, not asked again")

@@ -149,7 +149,7 @@ func (k *check) finish(cc *checkCall, err error, returned bool) {
 	cc.err, cc.at = err, k.c.clock.Now()
 	close(cc.done)
 	k.stats.Calls++
-	k.stats.Time += cc.at.Sub(cc.started)
+	k.stats.Elapsed += cc.at.Sub(cc.started)
 	k.stats.Last = cc.at
 	k.stats.Passing = err == nil
 	if err != nil {

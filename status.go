@@ -20,10 +20,10 @@ type Status struct {
 	// shutdown has not begun; the checks are not run for it (see
 	// [Coordinator.CheckReadiness]).
 	Ready bool
-	// Spent is how long Run has spent in each phase it has entered, the
+	// Elapsed is how long Run has spent in each phase it has entered, the
 	// current one up to now. Phases that a shutdown skips, such as the
 	// drain after a failed start, are absent. It is empty before Run.
-	Spent map[Phase]time.Duration
+	Elapsed map[Phase]time.Duration
 	// Cut counts the work cut at the deadline or by a second signal. It is
 	// set from PhaseStopping on; it is zero after a clean drain.
 	Cut inflight.Counts
@@ -64,7 +64,7 @@ type CheckStatus struct {
 	Calls, Failures uint64
 	// Time is the time the finished calls took, added up; a call that
 	// timed out counts for its timeout.
-	Time time.Duration
+	Elapsed time.Duration
 	// Last is when the last call finished; zero before the first.
 	Last time.Time
 }
@@ -106,7 +106,7 @@ func (c *Coordinator) Status() Status {
 	st := Status{
 		Phase: Phase(c.progress.phase.Load()),
 		Ready: c.state.Load() == stateReady,
-		Spent: make(map[Phase]time.Duration),
+		Elapsed: make(map[Phase]time.Duration),
 	}
 	now := c.clock.Now()
 	c.progress.mu.Lock()
@@ -115,7 +115,7 @@ func (c *Coordinator) Status() Status {
 		if i+1 < len(c.progress.entered) {
 			end = c.progress.entered[i+1].at
 		}
-		st.Spent[e.phase] += end.Sub(e.at)
+		st.Elapsed[e.phase] += end.Sub(e.at)
 	}
 	last := c.progress.last
 	st.Cut = last.Cut

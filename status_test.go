@@ -28,7 +28,7 @@ func TestStatusFollowsTheRun(t *testing.T) {
 	st := h.ld.Status()
 	assert.Equal(t, lameduck.PhaseStarting, st.Phase)
 	assert.False(t, st.Ready)
-	assert.Empty(t, st.Spent)
+	assert.Empty(t, st.Elapsed)
 	assert.Equal(t, []lameduck.ServerStatus{{Name: "app"}}, st.Servers,
 		"admin servers are not listed")
 
@@ -40,7 +40,7 @@ func TestStatusFollowsTheRun(t *testing.T) {
 	st = h.ld.Status()
 	assert.Equal(t, lameduck.PhaseServing, st.Phase)
 	assert.True(t, st.Ready)
-	assert.Equal(t, 3*time.Second, st.Spent[lameduck.PhaseServing], "the current phase counts up to now")
+	assert.Equal(t, 3*time.Second, st.Elapsed[lameduck.PhaseServing], "the current phase counts up to now")
 	assert.Equal(t, []lameduck.ServerStatus{{Name: "app", InFlight: inflight.Counts{Requests: 1, Streams: 1}}}, st.Servers)
 
 	h.signals <- syscall.SIGTERM
@@ -51,7 +51,7 @@ func TestStatusFollowsTheRun(t *testing.T) {
 	h.log.await(t, "app drain")
 	st = h.ld.Status()
 	assert.Equal(t, lameduck.PhaseDraining, st.Phase)
-	assert.Equal(t, 5*time.Second, st.Spent[lameduck.PhaseLameDuck])
+	assert.Equal(t, 5*time.Second, st.Elapsed[lameduck.PhaseLameDuck])
 	assert.Equal(t, inflight.Counts{Requests: 1, Streams: 1}, st.Servers[0].InFlight)
 
 	app.work.Done(inflight.Stream)
@@ -61,9 +61,9 @@ func TestStatusFollowsTheRun(t *testing.T) {
 	st = h.ld.Status()
 	assert.Equal(t, lameduck.PhaseStopped, st.Phase)
 	assert.Equal(t, inflight.Counts{}, st.Cut)
-	assert.Equal(t, 3*time.Second, st.Spent[lameduck.PhaseServing])
+	assert.Equal(t, 3*time.Second, st.Elapsed[lameduck.PhaseServing])
 	assert.Equal(t, []lameduck.Phase{lameduck.PhaseStarting, lameduck.PhaseServing, lameduck.PhaseLameDuck,
-		lameduck.PhaseDraining, lameduck.PhaseStopping, lameduck.PhaseStopped}, keys(st.Spent))
+		lameduck.PhaseDraining, lameduck.PhaseStopping, lameduck.PhaseStopped}, keys(st.Elapsed))
 }
 
 func keys(m map[lameduck.Phase]time.Duration) []lameduck.Phase {
@@ -124,7 +124,7 @@ func TestStatusCountsCheckCalls(t *testing.T) {
 	assert.False(t, st.Passing)
 	assert.Equal(t, uint64(2), st.Calls)
 	assert.Equal(t, uint64(1), st.Failures)
-	assert.Equal(t, 400*time.Millisecond, st.Time)
+	assert.Equal(t, 400*time.Millisecond, st.Elapsed)
 	assert.Equal(t, h.clock.Now(), st.Last)
 }
 

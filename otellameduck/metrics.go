@@ -92,7 +92,7 @@ func (in *instruments) observe(o metric.Observer, st lameduck.Status) {
 	for _, p := range phases {
 		attrs := metric.WithAttributes(phaseKey.String(phaseName(p)))
 		o.ObserveInt64(in.phase, boolValue(st.Phase == p), attrs)
-		if d, ok := st.Spent[p]; ok {
+		if d, ok := st.Elapsed[p]; ok {
 			o.ObserveFloat64(in.phaseDuration, d.Seconds(), attrs)
 		}
 	}
@@ -113,7 +113,7 @@ func (in *instruments) observe(o metric.Observer, st lameduck.Status) {
 		}
 		o.ObserveInt64(in.checkCalls, int64(k.Calls), attrs)
 		o.ObserveInt64(in.checkFailures, int64(k.Failures), attrs)
-		o.ObserveFloat64(in.checkTime, k.Time.Seconds(), attrs)
+		o.ObserveFloat64(in.checkTime, k.Elapsed.Seconds(), attrs)
 	}
 	if st.Phase >= lameduck.PhaseLameDuck {
 		d := st.Delay
@@ -122,8 +122,8 @@ func (in *instruments) observe(o metric.Observer, st lameduck.Status) {
 			o.ObserveFloat64(in.lastArrival, d.LastArrival.Seconds(), metric.WithAttributes(serverKey.String(d.LastArrivalServer)))
 		}
 		if d.Ended != "" {
-			o.ObserveFloat64(in.delay, d.Took.Seconds())
-			o.ObserveInt64(in.delayEnded, 1, metric.WithAttributes(reasonKey.String(d.Ended)))
+			o.ObserveFloat64(in.delay, d.Elapsed.Seconds())
+			o.ObserveInt64(in.delayEnded, 1, metric.WithAttributes(reasonKey.String(string(d.Ended))))
 		}
 		if d.Unrouted > 0 {
 			o.ObserveFloat64(in.unrouted, d.Unrouted.Seconds())
@@ -163,8 +163,8 @@ func finalStatus(stopping *lameduck.Status, ev lameduck.Event, spent map[lameduc
 		st = *stopping
 	}
 	st.Phase, st.Ready = lameduck.PhaseStopped, false
-	st.Spent = maps.Clone(spent)
-	st.Spent[lameduck.PhaseStopped] = 0
+	st.Elapsed = maps.Clone(spent)
+	st.Elapsed[lameduck.PhaseStopped] = 0
 	st.Cut, st.Delay = ev.Cut, ev.Delay
 	return &st
 }

@@ -186,7 +186,7 @@ func (t *Telemetry) Instrument(ld *lameduck.Coordinator) error {
 	if t.ld != nil {
 		return errors.New("otellameduck: Instrument called twice; a Telemetry exports one Coordinator, create another with New")
 	}
-	if len(ld.Status().Spent) > 0 {
+	if len(ld.Status().Elapsed) > 0 {
 		return errors.New("otellameduck: Instrument called after Run; call it before Run, so that the whole shutdown is exported and flushed")
 	}
 	reg, err := register(t.meterProvider().Meter(ScopeName), t.status)
@@ -358,8 +358,8 @@ func (t *Telemetry) coordinator() *lameduck.Coordinator {
 func spanAttributes(ev lameduck.Event, spent map[lameduck.Phase]time.Duration) []attribute.KeyValue {
 	d := ev.Delay
 	attrs := []attribute.KeyValue{
-		attribute.Float64("lameduck.drain_delay.duration", d.Took.Seconds()),
-		attribute.String("lameduck.drain_delay.reason", d.Ended),
+		attribute.Float64("lameduck.drain_delay.duration", d.Elapsed.Seconds()),
+		attribute.String("lameduck.drain_delay.reason", string(d.Ended)),
 		attribute.Int("lameduck.drain_delay.arrivals", d.Arrivals),
 		attribute.Int("lameduck.cut.requests", ev.Cut.Requests),
 		attribute.Int("lameduck.cut.streams", ev.Cut.Streams),

@@ -138,7 +138,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, p := range phases {
 		name := phaseLabel(p)
 		ch <- prometheus.MustNewConstMetric(c.phase, prometheus.GaugeValue, boolValue(st.Phase == p), name)
-		if d, ok := st.Spent[p]; ok {
+		if d, ok := st.Elapsed[p]; ok {
 			ch <- prometheus.MustNewConstMetric(c.phaseDuration, prometheus.GaugeValue, d.Seconds(), name)
 		}
 	}
@@ -156,7 +156,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		if k.Calls > 0 {
 			ch <- prometheus.MustNewConstMetric(c.checkPassing, prometheus.GaugeValue, boolValue(k.Passing), k.Name)
 		}
-		ch <- prometheus.MustNewConstSummary(c.checkDuration, k.Calls, k.Time.Seconds(), nil, k.Name)
+		ch <- prometheus.MustNewConstSummary(c.checkDuration, k.Calls, k.Elapsed.Seconds(), nil, k.Name)
 		ch <- prometheus.MustNewConstMetric(c.checkFailures, prometheus.CounterValue, float64(k.Failures), k.Name)
 	}
 	if st.Phase >= lameduck.PhaseLameDuck {
@@ -166,7 +166,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.lastArrival, prometheus.GaugeValue, d.LastArrival.Seconds(), d.LastArrivalServer)
 		}
 		if d.Ended != "" {
-			ch <- prometheus.MustNewConstMetric(c.delayEnded, prometheus.GaugeValue, 1, d.Ended)
+			ch <- prometheus.MustNewConstMetric(c.delayEnded, prometheus.GaugeValue, 1, string(d.Ended))
 		}
 		if d.Unrouted > 0 {
 			ch <- prometheus.MustNewConstMetric(c.unrouted, prometheus.GaugeValue, d.Unrouted.Seconds())
