@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 )
@@ -20,6 +21,7 @@ func (o *options) validate() error {
 		value        time.Duration
 	}{
 		{"safety margin", "WithSafetyMargin", o.safetyMargin},
+		{"departure window", "WithDepartureWindow", o.window},
 	} {
 		if d.value < 0 {
 			return fmt.Errorf("lameduck: %s is %v; it must be zero or more (%s)", d.name, d.value, d.option)
@@ -36,21 +38,28 @@ func (o *options) validate() error {
 	}
 	b := o.budget(o.gracePeriod)
 	o.hookTimeout, o.safetyMargin = b.hookTimeout, b.safetyMargin
-	if b.fits() {
-		return nil
+	if !b.fits() {
+		return o.budgetError(b)
 	}
-	return o.budgetError(b)
+	if !o.windowSet {
+		o.window = min(DefaultDepartureWindow, (b.grace-b.reserved())/2)
+	}
+	return nil
 }
 
 // budget is how a grace period is shared out.
 type budget struct {
 	grace, drainDelay, hookTimeout, safetyMargin time.Duration
+	window                                       time.Duration // zero unless set
 }
 
 // budget returns the budget of o with grace period grace: explicit reserves
 // as set, default ones scaled to grace.
 func (o *options) budget(grace time.Duration) budget {
 	b := budget{grace: grace, drainDelay: o.delay.max, hookTimeout: o.hookTimeout, safetyMargin: o.safetyMargin}
+	if o.windowSet {
+		b.window = o.window
+	}
 	if !o.hookSet {
 		b.hookTimeout = min(DefaultHookTimeout, grace/10)
 	}
@@ -62,7 +71,7 @@ func (o *options) budget(grace time.Duration) budget {
 
 // reserved is what the budget keeps for everything but the drain.
 func (b budget) reserved() time.Duration {
-	return addSaturated(b.drainDelay, b.hookTimeout, b.safetyMargin)
+	return addSaturated(b.drainDelay, b.window, b.hookTimeout, b.safetyMargin)
 }
 
 // fits reports whether the budget leaves time to drain.
@@ -76,22 +85,34 @@ func (o *options) budgetError(b budget) error {
 		fixes = append(fixes, fmt.Sprintf("a grace period of %ds: set terminationGracePeriodSeconds to %d (or more) in the pod spec "+
 			"and WithGracePeriod(%d * time.Second) to match; more leaves in-flight work more time to finish", secs, secs, secs))
 	}
-	// Each of the three parts fits below what the other two leave free.
-	for _, part := range []struct {
+	// Each part fits below what the others leave free.
+	parts := []struct {
 		name, option string
-		others       time.Duration
+		value        time.Duration
 	}{
-		{"drain delay", o.delay.option(), addSaturated(b.hookTimeout, b.safetyMargin)},
-		{"hook timeout", "WithHookTimeout", addSaturated(b.drainDelay, b.safetyMargin)},
-		{"safety margin", "WithSafetyMargin", addSaturated(b.drainDelay, b.hookTimeout)},
-	} {
-		if free := b.grace - part.others; part.others < b.grace {
-			fixes = append(fixes, fmt.Sprintf("a %s under %v (%s)", part.name, free, part.option))
-		}
+		{o.delay.name(), o.delay.option(), b.drainDelay},
+		{"departure window", "WithDepartureWindow", b.window},
+		{"hook timeout", "WithHookTimeout", b.hookTimeout},
+		{"safety margin", "WithSafetyMargin", b.safetyMargin},
 	}
-	return fmt.Errorf("lameduck: "+o.delay.name()+" %v + hook timeout %v + safety margin %v = %v leaves no time to drain "+
-		"within the grace period of %v; any one of these fits: %s",
-		b.drainDelay, b.hookTimeout, b.safetyMargin, b.reserved(), b.grace, strings.Join(fixes, "; or "))
+	if !o.windowSet {
+		parts = slices.Delete(parts, 1, 2) // the default always fits
+	}
+	var sum []string
+	for i, part := range parts {
+		var others time.Duration
+		for j, q := range parts {
+			if j != i {
+				others = addSaturated(others, q.value)
+			}
+		}
+		if others < b.grace && part.value > 0 {
+			fixes = append(fixes, fmt.Sprintf("a %s under %v (%s)", part.name, b.grace-others, part.option))
+		}
+		sum = append(sum, fmt.Sprintf("%s %v", part.name, part.value))
+	}
+	return fmt.Errorf("lameduck: %s = %v leaves no time to drain within the grace period of %v; any one of these fits: %s",
+		strings.Join(sum, " + "), b.reserved(), b.grace, strings.Join(fixes, "; or "))
 }
 
 // smallestGracePeriod returns the smallest whole number of seconds of grace

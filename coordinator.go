@@ -51,6 +51,10 @@ type Coordinator struct {
 	serving bool
 
 	progress progress // status.go: what Phase and Status report
+
+	// departures gives the servers' long-lived work its turns to leave
+	// (departures.go).
+	departures *schedule
 }
 
 // New returns a Coordinator configured by opts, or an error that says which
@@ -80,11 +84,12 @@ func New(opts ...Option) (*Coordinator, error) {
 		return nil, err
 	}
 	c := &Coordinator{
-		opts:     o,
-		log:      o.logger,
-		clock:    o.clock,
-		ready:    make(chan struct{}),
-		progress: progress{finalRead: make(chan struct{})},
+		opts:       o,
+		log:        o.logger,
+		clock:      o.clock,
+		ready:      make(chan struct{}),
+		progress:   progress{finalRead: make(chan struct{})},
+		departures: newSchedule(o.clock),
 	}
 	for p := range c.phaseDone {
 		c.phaseDone[p] = make(chan struct{})
@@ -204,6 +209,7 @@ func (c *Coordinator) markServing() (ready bool) {
 // calls it once.
 func (c *Coordinator) beginShutdown() (wasReady bool) {
 	wasReady = c.state.Swap(stateShuttingDown) == stateReady
+	c.departures.beginShutdown()
 	c.enteredUpTo(PhaseLameDuck)
 	return wasReady
 }

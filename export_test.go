@@ -3,6 +3,7 @@ package lameduck
 import (
 	"net/http"
 	"net/netip"
+	"time"
 )
 
 // WithKubernetesAPI makes an adaptive drain delay watch the EndpointSlices
@@ -15,4 +16,11 @@ func WithKubernetesAPI(base string, client *http.Client, namespace string, addrs
 			token: func() (string, error) { return "the-token", nil },
 		}
 	})
+}
+
+// Turn returns when d's turn to leave is, once the drain has given it one.
+func (d *Departure) Turn() time.Time {
+	d.s.mu.Lock()
+	defer d.s.mu.Unlock()
+	return d.at
 }

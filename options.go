@@ -36,6 +36,11 @@ const (
 	// of 2 s for a busy control plane and for ingress controllers, which
 	// follow the same EndpointSlices.
 	DefaultMinDrainDelay = 3 * time.Second
+	// DefaultDepartureWindow is the longest the long-lived work of a
+	// shutdown takes to leave (see [WithDepartureWindow]) when the grace
+	// period leaves room for it: the default is at most half of the time
+	// left to drain.
+	DefaultDepartureWindow = 10 * time.Second
 	// DefaultCheckTimeout bounds a readiness check whose [Check.Timeout] is zero.
 	// It matches the default timeoutSeconds of a Kubernetes probe.
 	DefaultCheckTimeout = time.Second
@@ -57,6 +62,8 @@ type options struct {
 	safetyMargin time.Duration
 	hookSet      bool // hookTimeout and safetyMargin were set explicitly
 	marginSet    bool
+	window       time.Duration // departure window; resolved by validate
+	windowSet    bool
 	signals      []os.Signal
 	signalCh     <-chan os.Signal
 	logger       *slog.Logger
@@ -92,6 +99,28 @@ func WithHookTimeout(d time.Duration) Option {
 // grace period shorter than 20 s.
 func WithSafetyMargin(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.safetyMargin, o.marginSet = d, true })
+}
+
+// WithDepartureWindow sets the time over which long-lived work —
+// websockets, event streams, streaming RPCs — leaves once the drain delay
+// is over, so that its clients reconnect to the pods that stay at a steady
+// rate instead of all at once. Each piece of it is told to leave at its
+// turn (see [Leaving]): in random order, evenly spread over the window,
+// each at a random moment of its own slot, or 10 ms apart when there is so
+// little of it that the window would spread it thinner, so that the
+// process exits as soon as the last is gone. Work that starts during the
+// shutdown gets a turn too, after the others.
+//
+// The window starts when the drain delay ends, once the load balancers
+// have stopped routing here: a client that reconnected sooner would come
+// back. It must fit the grace period with the drain delay, the hook timeout
+// and the safety margin, leaving time for the last of the work to end after
+// its turn; [New] returns an error that lists every change that fits
+// otherwise. Zero tells all of it to leave at once, as the drain begins.
+// The default is [DefaultDepartureWindow], or half the time that the grace
+// period leaves to drain when that is shorter.
+func WithDepartureWindow(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.window, o.windowSet = d, true })
 }
 
 // WithSignals sets the operating-system signals that start the shutdown; a

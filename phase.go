@@ -62,6 +62,9 @@ type Event struct {
 	// the load balancer went on routing to the process. It is set from
 	// PhaseDraining on, whose Elapsed is the delay taken.
 	Delay DelayReport
+	// Departures says how the long-lived work left (see
+	// [WithDepartureWindow]). It is set from PhaseStopping on.
+	Departures DepartureReport
 }
 
 // enter moves to phase p: one log line with the previous phase's duration,
@@ -73,7 +76,7 @@ func (r *run) enter(p Phase, cut inflight.Counts, attrs ...slog.Attr) {
 		elapsed = 0
 	}
 	r.phase, r.phaseAt = p, now
-	ev := Event{Phase: p, Elapsed: elapsed, Cut: cut, Delay: r.delay}
+	ev := Event{Phase: p, Elapsed: elapsed, Cut: cut, Delay: r.delay, Departures: r.departures}
 	r.c.entered(ev, now) // status.go
 	level := slog.LevelInfo
 	attrs = append(attrs, slog.Duration("previous_phase_took", elapsed))

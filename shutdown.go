@@ -114,7 +114,8 @@ type run struct {
 	forced  bool              // a second signal arrived
 	force   func(cause error) // cancels every deadline context
 
-	delay DelayReport // what the drain delay measured, once over
+	delay      DelayReport     // what the drain delay measured, once over
+	departures DepartureReport // how the long-lived work left, once cut
 
 	phase   Phase
 	phaseAt time.Time
@@ -127,6 +128,11 @@ func (r *run) run(ctx context.Context) error {
 	defer stopSignals()
 	r.signals = sigs
 
+	for _, s := range r.servers {
+		if d, ok := s.(Departer); ok {
+			d.Departures().link(c.departures)
+		}
+	}
 	for i, s := range r.servers {
 		if err := s.Listen(); err != nil {
 			return r.failStart(ctx, fmt.Errorf("lameduck: starting %s: %w", serverName(s, i), err), r.servers[:i+1])
@@ -198,6 +204,9 @@ func (r *run) run(ctx context.Context) error {
 	// Drain.
 	drainCtx, cancelDrain := c.deadlineContext(hardCtx, drainDeadline)
 	defer cancelDrain(nil)
+	// The turns are given before the drain is entered, so that an
+	// observer of the phase finds them.
+	c.departures.begin(c.opts.window)
 	r.enter(PhaseDraining, inflight.Counts{}, r.delay.attrs()...)
 	r.delay.warn(c.log, delay)
 	stopWork()
@@ -229,7 +238,8 @@ func (r *run) run(ctx context.Context) error {
 		cutErr = fmt.Errorf("%w: %s: %s cut%s", ErrCut, why, report, listed("; still running: ", stillRunning))
 	}
 
-	r.enter(PhaseStopping, report, workerAttrs(stillRunning)...)
+	r.departures = c.departures.end()
+	r.enter(PhaseStopping, report, append(workerAttrs(stillRunning), r.departures.attrs()...)...)
 	hookErr := r.runHooks(hardCtx)
 	r.enter(PhaseStopped, report, slog.Duration("since_signal", c.clock.Now().Sub(signalAt)))
 	r.awaitFinalScrape(drainCtx) // admin.go

@@ -32,6 +32,9 @@ type Status struct {
 	// EndpointSlices stopped routing here, as they happen; from the end
 	// of the delay, its length and what ended it (see [Event]).
 	Delay DelayReport
+	// Departures says how the long-lived work has left so far (see
+	// [WithDepartureWindow]): its turns are given from the drain on.
+	Departures DepartureReport
 	// Servers lists, in registration order, the servers registered with
 	// [Coordinator.Register] and the work they have in flight. Admin
 	// servers ([Coordinator.RegisterAdmin]) are not listed: nothing drains
@@ -104,8 +107,8 @@ func (c *Coordinator) entered(ev Event, now time.Time) {
 // any time, from any goroutine, and runs no readiness check.
 func (c *Coordinator) Status() Status {
 	st := Status{
-		Phase: Phase(c.progress.phase.Load()),
-		Ready: c.state.Load() == stateReady,
+		Phase:   Phase(c.progress.phase.Load()),
+		Ready:   c.state.Load() == stateReady,
 		Elapsed: make(map[Phase]time.Duration),
 	}
 	now := c.clock.Now()
@@ -122,6 +125,7 @@ func (c *Coordinator) Status() Status {
 	delay := c.progress.delay
 	c.progress.mu.Unlock()
 	st.Delay = delay.measured()
+	st.Departures = c.departures.measured()
 	if st.Phase == PhaseStopped {
 		c.progress.finalOnce.Do(func() { close(c.progress.finalRead) })
 	}
