@@ -3,6 +3,7 @@ package lameduck_test
 import (
 	"context"
 	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,21 +24,18 @@ type departingServer struct {
 
 func (s *departingServer) Departures() *lameduck.Departures { return &s.deps }
 
-// stream starts a piece of long-lived work that ends at its turn; the
-// returned function ends it before.
+// stream starts a piece of long-lived work that ends at its turn, as an
+// event stream does, unless the test ends it before with end.
 func (s *departingServer) stream() (*lameduck.Departure, context.Context) {
 	s.work.Start(inflight.Stream)
 	var dep *lameduck.Departure
-	ctx, dep := s.deps.Join(context.Background(), func() { s.end(dep) })
+	var once sync.Once
+	ctx, dep := s.deps.Join(context.Background(), func() { once.Do(func() { s.end(dep) }) })
 	return dep, ctx
 }
 
-// end ends the work of dep, once.
+// end ends the work of dep.
 func (s *departingServer) end(dep *lameduck.Departure) {
-	select {
-	case <-s.stopped:
-	default:
-	}
 	dep.Done()
 	s.work.Done(inflight.Stream)
 }
@@ -108,15 +106,20 @@ func TestDeparturesAreSpreadEvenlyOverTheWindowOnceTheDelayIsOver(t *testing.T) 
 		assert.False(t, at.After(slot.Add(gap)), "turn %d at %v, after its slot at %v", i, at.Sub(start), slot.Sub(start))
 	}
 
-	// Halfway through the window, about half have been told.
+	// Halfway through the window, half have been told, give or take the
+	// slot that straddles the middle.
 	h.clock.Advance(window / 2)
-	told := 0
-	for _, at := range turns(deps) {
-		if !at.After(h.clock.Now()) {
-			told++
+	var due []*lameduck.Departure
+	for _, d := range deps {
+		if !d.Turn().After(h.clock.Now()) {
+			due = append(due, d)
 		}
 	}
-	assert.InDelta(t, n/2, told, 2)
+	assert.InDelta(t, n/2, len(due), 1)
+	awaitTold(t, due)
+	// Status waits for the schedule, which has then set its timer for the
+	// next turn from this time, not the next.
+	assert.Equal(t, len(due), h.ld.Status().Departures.Told)
 
 	h.clock.Advance(window / 2)
 	awaitTold(t, deps)
@@ -130,4 +133,111 @@ func TestDeparturesAreSpreadEvenlyOverTheWindowOnceTheDelayIsOver(t *testing.T) 
 	// slots' turns.
 	assert.InDelta(t, n/2, stopping.Departures.PeakPerSecond, 1)
 	require.NoError(t, h.wait(t))
+}
+
+func TestFewDeparturesLeaveAPaceApartRatherThanWaitOutTheWindow(t *testing.T) {
+	const n = 5
+	h, _, deps := startDeparting(t, n, lameduck.WithDepartureWindow(10*time.Second))
+	h.clock.Pass(t, departureDelay)
+	h.phases.await(t, lameduck.PhaseDraining)
+	start := h.clock.Now()
+	at := turns(deps)
+	last := at[len(at)-1].Sub(start)
+	// Spread at 10 ms a turn, not 2 s: the process exits 50 ms into the
+	// drain rather than 10 s.
+	assert.LessOrEqual(t, last, n*10*time.Millisecond)
+	assert.Greater(t, last, (n-1)*10*time.Millisecond-time.Millisecond, "still one turn per slot")
+	h.clock.Advance(last)
+	awaitTold(t, deps)
+	require.NoError(t, h.wait(t))
+}
+
+func TestAZeroDepartureWindowTellsEveryoneAsTheDrainBegins(t *testing.T) {
+	h, _, deps := startDeparting(t, 20, lameduck.WithDepartureWindow(0))
+	h.clock.Pass(t, departureDelay)
+	awaitTold(t, deps) // the clock does not move
+	stopping := h.phases.await(t, lameduck.PhaseStopping)
+	assert.Equal(t, 20, stopping.Departures.Told)
+	assert.Zero(t, stopping.Departures.Window)
+	assert.Equal(t, 20, stopping.Departures.PeakPerSecond)
+	require.NoError(t, h.wait(t))
+}
+
+func TestWorkThatEndsByItselfDuringTheShutdownCountsAsLeft(t *testing.T) {
+	h, s, deps := startDeparting(t, 3, lameduck.WithDepartureWindow(time.Second))
+	s.end(deps[0]) // during the delay
+	h.clock.Pass(t, departureDelay)
+	h.phases.await(t, lameduck.PhaseDraining)
+	s.end(deps[1]) // before its turn
+	assert.Equal(t, 2, h.ld.Status().Departures.Left)
+	h.clock.Advance(time.Second)
+	awaitTold(t, deps[2:])
+	stopping := h.phases.await(t, lameduck.PhaseStopping)
+	assert.Equal(t, lameduck.DepartureReport{Told: 1, Left: 2, Window: deps[2].Turn().Sub(h.clock.Now().Add(-time.Second)), PeakPerSecond: 1},
+		stopping.Departures)
+	require.NoError(t, h.wait(t))
+}
+
+func TestWorkThatJoinsDuringTheShutdownGetsATurnAfterTheOthers(t *testing.T) {
+	h, s, deps := startDeparting(t, 4, lameduck.WithDepartureWindow(time.Second))
+	during, _ := s.stream() // a websocket opened during the delay
+	h.clock.Pass(t, departureDelay)
+	h.phases.await(t, lameduck.PhaseDraining)
+	deps = append(deps, during)
+	late, _ := s.stream() // a request that turns into a stream in the drain
+	at := turns(deps)
+	assert.True(t, late.Turn().After(at[len(at)-1]), "a late joiner's turn comes after those already given")
+	assert.LessOrEqual(t, late.Turn().Sub(at[len(at)-1]), 10*time.Millisecond, "at the same pace")
+	h.clock.Advance(time.Second)
+	awaitTold(t, append(deps, late))
+	assert.Equal(t, 6, h.phases.await(t, lameduck.PhaseStopping).Departures.Told)
+	require.NoError(t, h.wait(t))
+}
+
+func TestWorkThatIgnoresItsTurnIsCutAtTheDeadline(t *testing.T) {
+	h := newHarness(t, lameduck.WithDrainDelay(departureDelay), lameduck.WithGracePeriod(10*time.Second))
+	s := &departingServer{fakeServer: newFakeServer("ws", h.log)}
+	h.ld.Register(s)
+	h.ld.MarkReady()
+	h.start(t, context.Background())
+	s.work.Start(inflight.Conn)
+	_, dep := s.deps.Join(context.Background(), nil) // a handler that never looks
+	h.signals <- syscall.SIGTERM
+	h.phases.await(t, lameduck.PhaseLameDuck)
+	h.clock.Pass(t, departureDelay)
+	h.phases.await(t, lameduck.PhaseDraining)
+	h.clock.Advance(time.Second)
+	awaitTold(t, []*lameduck.Departure{dep})
+	h.clock.Advance(10 * time.Second) // the deadline
+	stopping := h.phases.await(t, lameduck.PhaseStopping)
+	assert.Equal(t, inflight.Counts{Conns: 1}, stopping.Cut)
+	assert.Equal(t, 1, stopping.Departures.Told)
+	require.ErrorIs(t, h.wait(t), lameduck.ErrCut)
+}
+
+func TestLeavingFindsTheDepartureOfItsContext(t *testing.T) {
+	var deps lameduck.Departures
+	ctx, dep := deps.Join(context.Background(), nil)
+	defer dep.Done()
+	assert.Equal(t, dep.Leaving(), lameduck.Leaving(ctx))
+	assert.Equal(t, dep.Leaving(), lameduck.Leaving(context.WithoutCancel(ctx)), "through derived contexts")
+	assert.Nil(t, lameduck.Leaving(context.Background()), "work that is not long-lived has no turn")
+}
+
+func TestDepartureWindowMustFitTheGracePeriod(t *testing.T) {
+	_, err := lameduck.New(lameduck.WithDepartureWindow(-time.Second))
+	require.ErrorContains(t, err, "departure window is -1s; it must be zero or more (WithDepartureWindow)")
+
+	_, err = lameduck.New(lameduck.WithDepartureWindow(25 * time.Second))
+	require.EqualError(t, err, "lameduck: drain delay 5s + departure window 25s + hook timeout 3s + safety margin 2s = 35s "+
+		"leaves no time to drain within the grace period of 30s; any one of these fits: "+
+		"a grace period of 36s: set terminationGracePeriodSeconds to 36 (or more) in the pod spec and WithGracePeriod(36 * time.Second) to match; "+
+		"more leaves in-flight work more time to finish; or a departure window under 20s (WithDepartureWindow)")
+
+	// The default shrinks to fit a short grace period: every setting that
+	// fitted before the departures still fits.
+	for _, grace := range []time.Duration{2 * time.Second, 10 * time.Second, 30 * time.Second, time.Minute} {
+		_, err := lameduck.New(lameduck.WithGracePeriod(grace), lameduck.WithDrainDelay(grace/2))
+		assert.NoError(t, err, "grace period %v", grace)
+	}
 }
