@@ -16,6 +16,10 @@ import (
 // process then exits as soon as the last of it is gone rather than at the
 // window's end. A hundred reconnections a second are nothing to the pods
 // that take them; the window bounds the rate when there are more.
+//
+// It is also how long into the drain the first turn comes: by then the
+// servers have stopped accepting, so that a client told to leave cannot
+// reconnect here.
 const departurePace = 10 * time.Millisecond
 
 // Leaving returns a channel that is closed when the long-lived work served
@@ -125,8 +129,7 @@ type DepartureReport struct {
 	// there at the deadline is counted as cut in [Event].Cut.
 	Told, Left int
 	// Window is how long the turns took, from the end of the drain delay
-	// to the last turn; zero until the drain begins, or when everything
-	// was told at once.
+	// to the last turn; zero until the first turn.
 	Window time.Duration
 	// PeakPerSecond is the most work told to leave within any one second.
 	PeakPerSecond int
@@ -220,20 +223,20 @@ func (s *schedule) begin(window time.Duration) {
 	s.started = true
 	s.start = s.clock.Now()
 	s.last = s.start
+	// The turns take the window after the first.
 	n := len(s.waiting)
-	if n > 0 {
-		s.gap = min(window/time.Duration(n), departurePace)
-	}
-	if window == 0 {
-		s.gap = 0
+	if span := window - departurePace; n > 0 && span > 0 {
+		s.gap = min(span/time.Duration(n), departurePace)
 	}
 	order := make([]*Departure, 0, n)
 	for d := range s.waiting {
 		order = append(order, d)
 	}
 	rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	first := s.start.Add(departurePace)
+	s.last = first
 	for i, d := range order {
-		slot := s.start.Add(time.Duration(i) * s.gap)
+		slot := first.Add(time.Duration(i) * s.gap)
 		s.queueLocked(d, slot.Add(time.Duration(rand.Int64N(int64(s.gap)+1))))
 	}
 	s.armLocked()

@@ -95,27 +95,29 @@ func TestDeparturesAreSpreadEvenlyOverTheWindowOnceTheDelayIsOver(t *testing.T) 
 	}
 	h.clock.Pass(t, departureDelay)
 	h.phases.await(t, lameduck.PhaseDraining)
-	start := h.clock.Now()
+	// The first turn comes 10 ms into the drain, once the servers have
+	// stopped accepting.
+	start := h.clock.Now().Add(10 * time.Millisecond)
 
 	// One turn in each of n equal slots of the window: the reconnections
 	// come at a steady rate, never two slots' worth at once.
-	gap := window / n
+	gap := (window - 10*time.Millisecond) / n
 	for i, at := range turns(deps) {
 		slot := start.Add(time.Duration(i) * gap)
 		assert.False(t, at.Before(slot), "turn %d at %v, before its slot at %v", i, at.Sub(start), slot.Sub(start))
 		assert.False(t, at.After(slot.Add(gap)), "turn %d at %v, after its slot at %v", i, at.Sub(start), slot.Sub(start))
 	}
 
-	// Halfway through the window, half have been told, give or take the
-	// slot that straddles the middle.
-	h.clock.Advance(window / 2)
+	// Halfway through the window, one per gap has been told, give or
+	// take the slot that straddles the middle.
+	h.clock.Advance(10*time.Millisecond + window/2)
 	var due []*lameduck.Departure
 	for _, d := range deps {
 		if !d.Turn().After(h.clock.Now()) {
 			due = append(due, d)
 		}
 	}
-	assert.InDelta(t, n/2, len(due), 1)
+	assert.InDelta(t, int(window/2/gap), len(due), 1)
 	awaitTold(t, due)
 	// Status waits for the schedule, which has then set its timer for the
 	// next turn from this time, not the next.
@@ -129,9 +131,11 @@ func TestDeparturesAreSpreadEvenlyOverTheWindowOnceTheDelayIsOver(t *testing.T) 
 	assert.Zero(t, stopping.Departures.Left)
 	assert.LessOrEqual(t, stopping.Departures.Window, window)
 	assert.Greater(t, stopping.Departures.Window, window-2*gap)
-	// n over 2 s: 200 a second, one more where a second's edges take two
-	// slots' turns.
-	assert.InDelta(t, n/2, stopping.Departures.PeakPerSecond, 1)
+	// One turn per gap, 201 in a second, and up to two more where a
+	// second's edges catch a turn late in its slot and one early.
+	perSecond := int(time.Second / gap)
+	assert.GreaterOrEqual(t, stopping.Departures.PeakPerSecond, perSecond)
+	assert.LessOrEqual(t, stopping.Departures.PeakPerSecond, perSecond+2)
 	require.NoError(t, h.wait(t))
 }
 
@@ -143,10 +147,10 @@ func TestFewDeparturesLeaveAPaceApartRatherThanWaitOutTheWindow(t *testing.T) {
 	start := h.clock.Now()
 	at := turns(deps)
 	last := at[len(at)-1].Sub(start)
-	// Spread at 10 ms a turn, not 2 s: the process exits 50 ms into the
-	// drain rather than 10 s.
-	assert.LessOrEqual(t, last, n*10*time.Millisecond)
-	assert.Greater(t, last, (n-1)*10*time.Millisecond-time.Millisecond, "still one turn per slot")
+	// Spread at 10 ms a turn, not 2 s, after the first 10 ms: the process
+	// exits 60 ms into the drain rather than 10 s.
+	assert.LessOrEqual(t, last, (n+1)*10*time.Millisecond)
+	assert.GreaterOrEqual(t, last, n*10*time.Millisecond, "still one turn per slot")
 	h.clock.Advance(last)
 	awaitTold(t, deps)
 	require.NoError(t, h.wait(t))
@@ -155,10 +159,11 @@ func TestFewDeparturesLeaveAPaceApartRatherThanWaitOutTheWindow(t *testing.T) {
 func TestAZeroDepartureWindowTellsEveryoneAsTheDrainBegins(t *testing.T) {
 	h, _, deps := startDeparting(t, 20, lameduck.WithDepartureWindow(0))
 	h.clock.Pass(t, departureDelay)
-	awaitTold(t, deps) // the clock does not move
+	h.clock.Pass(t, 10*time.Millisecond) // once the servers have stopped accepting
+	awaitTold(t, deps)
 	stopping := h.phases.await(t, lameduck.PhaseStopping)
 	assert.Equal(t, 20, stopping.Departures.Told)
-	assert.Zero(t, stopping.Departures.Window)
+	assert.Equal(t, 10*time.Millisecond, stopping.Departures.Window)
 	assert.Equal(t, 20, stopping.Departures.PeakPerSecond)
 	require.NoError(t, h.wait(t))
 }

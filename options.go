@@ -112,8 +112,9 @@ func WithSafetyMargin(d time.Duration) Option {
 // shutdown gets a turn too, after the others.
 //
 // The window starts when the drain delay ends, once the load balancers
-// have stopped routing here: a client that reconnected sooner would come
-// back. It must fit the grace period with the drain delay, the hook timeout
+// have stopped routing here (a client that reconnected sooner would come
+// back), and its first turn comes 10 ms later, once the servers have
+// stopped accepting. It must fit the grace period with the drain delay, the hook timeout
 // and the safety margin, leaving time for the last of the work to end after
 // its turn; [New] returns an error that lists every change that fits
 // otherwise. Zero tells all of it to leave at once, as the drain begins.
