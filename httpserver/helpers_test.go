@@ -55,6 +55,7 @@ type config struct {
 	ready     bool
 	connState func(net.Conn, http.ConnState) // set on the http.Server before New
 	hookTime  time.Duration                  // WithHookTimeout; zero for the default
+	opts      []lameduck.Option              // more options for New
 }
 
 const gracePeriod = 30 * time.Second
@@ -71,6 +72,7 @@ func start(t testing.TB, cfg config) *process {
 	if cfg.hookTime != 0 {
 		opts = append(opts, lameduck.WithHookTimeout(cfg.hookTime))
 	}
+	opts = append(opts, cfg.opts...)
 	ld, err := lameduck.New(opts...)
 	require.NoError(t, err)
 	p.ld = ld

@@ -67,6 +67,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/inflight"
 )
 
@@ -85,10 +86,11 @@ type Server struct {
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
 
-	tracker  inflight.Tracker
-	arrived  atomic.Pointer[func()] // what LameDuck is given to call for each arrival (writer.go)
-	lameDuck atomic.Bool            // responses carry Connection: close
-	draining atomic.Bool            // the drain has begun: connection events wake it
+	tracker    inflight.Tracker
+	departures lameduck.Departures    // of upgraded connections and event streams (departures.go)
+	arrived    atomic.Pointer[func()] // what LameDuck is given to call for each arrival (writer.go)
+	lameDuck   atomic.Bool            // responses carry Connection: close
+	draining   atomic.Bool            // the drain has begun: connection events wake it
 	// acksOptional is set once the drain has waited ackWait for HTTP/2
 	// clients to acknowledge their PING.
 	acksOptional atomic.Bool
@@ -671,7 +673,8 @@ type conn struct {
 	hijacked    bool
 	closeWriter bool // the server half-closed it after its last HTTP/1 response
 	closed      bool
-	counted     bool // counted in s.live
+	dep         *lameduck.Departure // of the request that hijacked it, if long-lived
+	counted     bool                // counted in s.live
 }
 
 func (c *conn) Read(p []byte) (int, error) {
@@ -858,11 +861,16 @@ func (c *conn) Close() error {
 	s.mu.Lock()
 	hijackDone := c.hijacked && !c.closed
 	c.closed = true
+	dep := c.dep
+	c.dep = nil
 	delete(s.conns, c)
 	c.countLocked()
 	s.mu.Unlock()
 	if hijackDone {
 		s.tracker.Done(inflight.Conn)
+	}
+	if dep != nil {
+		dep.Done()
 	}
 	return err
 }

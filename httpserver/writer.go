@@ -2,12 +2,14 @@ package httpserver
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
 
+	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/inflight"
 )
 
@@ -22,6 +24,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	ww := writerPool.Get().(*writer)
 	ww.w, ww.r, ww.s, ww.kind = w, r, s, inflight.Request
 	defer ww.finish()
+	if len(r.Header["Upgrade"]) > 0 || acceptsEventStream(r.Header["Accept"]) {
+		r = ww.join(r)
+	}
 	if _, ok := w.(http.Hijacker); ok {
 		s.handler.ServeHTTP(h1Writer{ww}, r)
 	} else {
@@ -34,6 +39,9 @@ func (w *writer) finish() {
 	// net/http writes the header after the handler returns if the handler
 	// did not.
 	w.commit()
+	if w.dep != nil {
+		w.leave()
+	}
 	if !w.hijacked {
 		w.s.tracker.Done(w.kind)
 	}
@@ -60,6 +68,10 @@ type writer struct {
 	// hijacked is set once the handler has taken the connection over: from
 	// then on the connection is counted instead of the request.
 	hijacked bool
+	// dep is the request's place among the departures, if it is
+	// long-lived (departures.go); cancel ends an event stream's context.
+	dep    *lameduck.Departure
+	cancel context.CancelCauseFunc
 }
 
 // commit is called just before the response header is written.
@@ -130,6 +142,7 @@ func (w h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		// connection, before Hijack returned.
 		w.hijacked = true
 		w.s.tracker.Done(w.kind)
+		w.handOver()
 	}
 	return c, rw, err
 }
