@@ -218,8 +218,9 @@ func ctx(t *testing.T) context.Context {
 //     (in ServerId), which tells connections apart;
 //   - StreamingOutputCall sends one message per ResponseParameters, each
 //     once the test sends on gate;
-//   - FullDuplexCall never ends until its context does, like a stream
-//     that ignores the drain;
+//   - FullDuplexCall reads until its stream ends, like a stream that
+//     ignores the drain: it never looks at its context, so that its turn
+//     to leave, which ends the context, does not end it either;
 //   - CacheableUnaryCall ignores its context and returns only once the
 //     test closes stuck.
 type testService struct {
@@ -272,8 +273,12 @@ func (s *testService) StreamingOutputCall(req *testpb.StreamingOutputCallRequest
 
 func (s *testService) FullDuplexCall(stream testpb.TestService_FullDuplexCallServer) error {
 	s.started <- struct{}{}
-	<-stream.Context().Done()
-	return stream.Context().Err()
+	for {
+		// Close's grpc.Server.Stop makes Recv fail.
+		if _, err := stream.Recv(); err != nil {
+			return err
+		}
+	}
 }
 
 // awaitStarted waits for a streaming or stuck call to reach its handler.
