@@ -28,9 +28,11 @@
 //     are accepted and served for the whole drain delay, and each is sent a
 //     GOAWAY of its own within about 100 ms of its arrival.
 //  3. Drain, after the delay: the listener closes, every connection receives
-//     a GOAWAY, open health Watch streams end, and Drain returns as soon as
-//     the last connection is gone. Streaming handlers should return once
-//     ld.Entered(lameduck.PhaseDraining) is closed.
+//     a GOAWAY, open health Watch streams end, and the other streams leave
+//     at their turns, spread over the departure window
+//     ([lameduck.WithDepartureWindow]), each with UNAVAILABLE, so that
+//     their clients reconnect elsewhere at a steady rate (see Streams
+//     below). Drain returns as soon as the last connection is gone.
 //  4. Close, at the drain deadline: every connection is closed,
 //     [grpc.Server.Stop] cancels the RPCs' contexts, and the unary RPCs and
 //     streams still in flight are reported as cut ([lameduck.ErrCut]).
@@ -42,7 +44,50 @@
 // ([lameduck.Coordinator.AddCheck]) fails, as /readyz answers 503.
 // [Server.Health] sets one service's status apart.
 //
-// Limits:
+// # Streams
+//
+// Every RPC in which the server streams, server-streaming and bidi, takes a
+// turn to leave among the Coordinator's departures, except the health
+// service's Watch, which ends as the drain begins. Its stream's context
+// carries the turn, so that a handler can select on
+// lameduck.Leaving(stream.Context()), and ends at the turn, with a cause
+// that says so ([context.Cause]). Whatever error the handler then returns —
+// the context's, a status made from it, a failed call's — its client sees
+// UNAVAILABLE, "lameduck: server shutting down; reconnect", which grpc-go's
+// clients and retry policies take as "try again", rather than CANCELLED or
+// UNKNOWN, which they take as final; its connection has received a GOAWAY
+// and the listener is closed, so it reconnects through the load balancer to
+// a pod that stays. So a handler that returns on ctx.Done needs no change;
+// one that selects on Leaving can say more, such as where to resume. A
+// handler that returns nil after its turn ends its stream OK, which its
+// client takes as the stream's natural end, not as a cue to reconnect.
+//
+//	for {
+//		select {
+//		case <-lameduck.Leaving(ctx):
+//			// Its turn: an UNAVAILABLE of the handler's own reaches the
+//			// client as it is.
+//			return status.Error(codes.Unavailable, "restarting; resume after "+lastID)
+//		case <-ctx.Done():
+//			return ctx.Err() // UNAVAILABLE at its turn, as any error
+//		case ev := <-events:
+//			if err := stream.Send(ev); err != nil {
+//				return err
+//			}
+//			lastID = ev.Id
+//		}
+//	}
+//
+// Streams that begin during the shutdown take turns too, after the others.
+// How the streams left is in [lameduck.Event].Departures: told to leave,
+// left by themselves before their turn.
+//
+// Client-streaming RPCs take no turn: their one response, at the end, is
+// their whole result, and nothing tells the client what the server received,
+// so ending one at a turn would lose all that its client sent. They finish
+// in the drain as unary RPCs do, or are cut at the deadline.
+//
+// # Limits
 //
 //   - grpc-go does not set TCP_USER_TIMEOUT on the connections, which reach
 //     it wrapped: a peer that vanishes is detected by keepalive pings
@@ -100,11 +145,16 @@ type Server struct {
 	// to look for them.
 	arrived  func()
 	arriving atomic.Bool
+	// departures are the streams that take turns to leave (departures.go).
+	departures lameduck.Departures
 
 	stopWatches context.CancelFunc // ends health Watch streams: at Drain and Close
 	shutdown    chan struct{}      // closed at the first of LameDuck, Drain, Close
 	closing     chan struct{}      // closed by Close: connections being handed off are closed
-	watcherDone chan struct{}      // closed when watchReadiness returns; nil if it never ran
+	// drainBegan is closed once Drain has closed the listener and stopped
+	// every generation gracefully: streams leave at their turns from then.
+	drainBegan  chan struct{}
+	watcherDone chan struct{} // closed when watchReadiness returns; nil if it never ran
 
 	mu sync.Mutex
 	// services are the RegisterService calls, in order, replayed on every
@@ -183,7 +233,8 @@ func (g *generation) gracefulStop() {
 // it, then register it with ld.Register. New panics if ld is nil.
 //
 // Each grpc.Server the Server builds gets an interceptor that counts the
-// RPCs in flight, for Close's report. It runs after the interceptor of
+// RPCs in flight, for Close's report, and gives streams their turns to
+// leave (see Streams in the package documentation). It runs after the interceptor of
 // [grpc.UnaryInterceptor] or [grpc.StreamInterceptor], if opts has one, and
 // before those of [grpc.ChainUnaryInterceptor] and
 // [grpc.ChainStreamInterceptor].
@@ -192,12 +243,13 @@ func New(ld *lameduck.Coordinator, addr string, opts ...grpc.ServerOption) *Serv
 		panic("grpcserver: New: the coordinator is nil; create one with lameduck.New")
 	}
 	s := &Server{
-		ld:       ld,
-		addr:     addr,
-		health:   health.NewServer(),
-		shutdown: make(chan struct{}),
-		closing:  make(chan struct{}),
-		conns:    make(map[*conn]struct{}),
+		ld:         ld,
+		addr:       addr,
+		health:     health.NewServer(),
+		shutdown:   make(chan struct{}),
+		closing:    make(chan struct{}),
+		drainBegan: make(chan struct{}),
+		conns:      make(map[*conn]struct{}),
 	}
 	s.opts = append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(s.countUnary),
@@ -666,6 +718,11 @@ func (s *Server) Drain(ctx context.Context) error {
 	for _, g := range gens {
 		g.gracefulStop()
 	}
+	select {
+	case <-s.drainBegan:
+	default:
+		close(s.drainBegan)
+	}
 	s.mu.Unlock()
 	s.closeSilentConns()
 
@@ -746,13 +803,17 @@ func (s *Server) countUnary(ctx context.Context, req any, info *grpc.UnaryServer
 	return handler(ctx, req)
 }
 
-// countStream counts a streaming RPC in flight.
+// countStream counts a streaming RPC in flight, and gives it its turn to
+// leave if it takes one (see departs).
 func (s *Server) countStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	s.work.Start(inflight.Stream)
 	if s.arriving.Load() {
 		s.arrival(ss.Context(), info.FullMethod)
 	}
 	defer s.work.Done(inflight.Stream)
+	if departs(info) {
+		return s.serveDeparting(srv, ss, handler)
+	}
 	return handler(srv, ss)
 }
 

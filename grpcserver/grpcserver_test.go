@@ -215,6 +215,8 @@ func TestServerStreamOpenAcrossTheSignalFinishesWhole(t *testing.T) {
 	h.signal(t)
 	h.svc.release(t)
 	recv(2)
+	// The fake clock stands still in the drain: the stream's turn to
+	// leave never comes, and it finishes on its own.
 	h.clock.Pass(t, 5*time.Second)
 	h.await(t, lameduck.PhaseDraining)
 	assert.False(t, h.returned(), "Run waits for the stream")

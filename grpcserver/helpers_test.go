@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,10 +50,13 @@ type harness struct {
 	ld      *lameduck.Coordinator
 	srv     *grpcserver.Server
 	svc     *testService
-	clock   *fakeclock.Clock
+	clock   *fakeclock.Clock // nil on the real clock
 	signals chan os.Signal
 	events  chan lameduck.Event
 	done    chan error // Run's result
+
+	mu      sync.Mutex
+	entered map[lameduck.Phase]time.Time // when each phase was observed
 }
 
 func newHarness(t *testing.T, opts ...lameduck.Option) *harness {
@@ -63,24 +67,50 @@ func newHarness(t *testing.T, opts ...lameduck.Option) *harness {
 // newHarnessWith is newHarness with options for the grpc.Servers.
 func newHarnessWith(t *testing.T, serverOpts []grpc.ServerOption, opts ...lameduck.Option) *harness {
 	t.Helper()
+	svc := newTestService()
+	h := newHarnessFor(t, svc, fakeclock.New(), serverOpts, opts...)
+	h.svc = svc
+	return h
+}
+
+// newHarnessFor is a harness whose server serves svc, on clock, or on the
+// real clock if clock is nil.
+func newHarnessFor(t *testing.T, svc testpb.TestServiceServer, clock *fakeclock.Clock, serverOpts []grpc.ServerOption, opts ...lameduck.Option) *harness {
+	t.Helper()
 	h := &harness{
-		clock:   fakeclock.New(),
+		clock:   clock,
 		signals: make(chan os.Signal, 2),
 		events:  make(chan lameduck.Event, 16),
-		svc:     newTestService(),
+		entered: make(map[lameduck.Phase]time.Time),
 	}
 	base := []lameduck.Option{
-		lameduck.WithSignals(), lameduck.WithSignalChannel(h.signals), h.clock.Option(),
+		lameduck.WithSignals(), lameduck.WithSignalChannel(h.signals),
 		lameduck.WithLogger(slog.New(slog.DiscardHandler)),
-		lameduck.WithObserver(func(e lameduck.Event) { h.events <- e }),
+		lameduck.WithObserver(func(e lameduck.Event) {
+			h.mu.Lock()
+			h.entered[e.Phase] = time.Now()
+			h.mu.Unlock()
+			h.events <- e
+		}),
+	}
+	if clock != nil {
+		base = append(base, clock.Option())
 	}
 	ld, err := lameduck.New(append(base, opts...)...)
 	require.NoError(t, err)
 	h.ld = ld
 	h.srv = grpcserver.New(ld, "127.0.0.1:0", serverOpts...)
-	testpb.RegisterTestServiceServer(h.srv, h.svc)
+	testpb.RegisterTestServiceServer(h.srv, svc)
 	ld.Register(h.srv)
 	return h
+}
+
+// enteredAt returns when the harness observed the Coordinator entering
+// phase, on the real clock; zero if it has not.
+func (h *harness) enteredAt(phase lameduck.Phase) time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.entered[phase]
 }
 
 // start runs the Coordinator and waits until it serves. If the test ends
@@ -188,8 +218,9 @@ func ctx(t *testing.T) context.Context {
 //     (in ServerId), which tells connections apart;
 //   - StreamingOutputCall sends one message per ResponseParameters, each
 //     once the test sends on gate;
-//   - FullDuplexCall never ends until its context does, like a stream
-//     that ignores the drain;
+//   - FullDuplexCall reads until its stream ends, like a stream that
+//     ignores the drain: it never looks at its context, so that its turn
+//     to leave, which ends the context, does not end it either;
 //   - CacheableUnaryCall ignores its context and returns only once the
 //     test closes stuck.
 type testService struct {
@@ -242,8 +273,12 @@ func (s *testService) StreamingOutputCall(req *testpb.StreamingOutputCallRequest
 
 func (s *testService) FullDuplexCall(stream testpb.TestService_FullDuplexCallServer) error {
 	s.started <- struct{}{}
-	<-stream.Context().Done()
-	return stream.Context().Err()
+	for {
+		// Close's grpc.Server.Stop makes Recv fail.
+		if _, err := stream.Recv(); err != nil {
+			return err
+		}
+	}
 }
 
 // awaitStarted waits for a streaming or stuck call to reach its handler.

@@ -24,9 +24,14 @@
 // NOT_SERVING and 503 together, at once. For the drain delay, every RPC is
 // still served, new connections included, and open connections receive a
 // graceful GOAWAY, so that clients reconnect through the Service. Then the
-// port closes and the RPCs in flight finish; whatever is left 5 s before the
-// end of the grace period (3 s to close and 2 s of safety margin) is cut. A
-// second signal cuts everything at once.
+// port closes and the RPCs in flight finish; streams of responses leave at
+// their turns, spread over the departure window (lameduck's default: 10 s,
+// or half of what the grace period leaves to drain), each with UNAVAILABLE
+// saying how many responses were sent, so that its client reconnects
+// elsewhere and asks for the rest. Whatever is left 5 s before the end of
+// the grace period (3 s to close and 2 s of safety margin), such as an
+// upload whose client never finishes, is cut. A second signal cuts
+// everything at once.
 //
 // The exit status is 0 after a clean drain, 1 when something was cut or the
 // server could not start (a port in use, say), and 2 for bad flags.
@@ -35,6 +40,7 @@
 //
 //	grpcurl -plaintext localhost:9090 list
 //	grpcurl -plaintext -d '{"response_size": 10}' localhost:9090 grpc.testing.TestService/UnaryCall
+//	grpcurl -plaintext -d '{"response_parameters": [{"size": 1, "interval_us": 1000000}, {"size": 1, "interval_us": 1000000}]}' localhost:9090 grpc.testing.TestService/StreamingOutputCall
 //	grpc-health-probe -addr localhost:9090 -watch
 //	curl -i localhost:8081/readyz
 package main
@@ -156,8 +162,9 @@ func run(args []string, stderr io.Writer) int {
 // message a grpc-go client accepts by default.
 const maxPayload = 4 << 20
 
-// testService implements EmptyCall, UnaryCall and StreamingOutputCall of
-// grpc.testing.TestService; the other methods answer UNIMPLEMENTED.
+// testService implements EmptyCall, UnaryCall, StreamingOutputCall and
+// StreamingInputCall of grpc.testing.TestService; the other methods answer
+// UNIMPLEMENTED.
 type testService struct {
 	testpb.UnimplementedTestServiceServer
 }
@@ -176,12 +183,15 @@ func (testService) UnaryCall(_ context.Context, req *testpb.SimpleRequest) (*tes
 }
 
 // StreamingOutputCall sends one response per ResponseParameters, each of
-// size zero bytes, after waiting interval_us microseconds. It finishes the
-// whole list even during the drain: a stream the client asked for is not
-// cut short, unless the deadline comes first, which cancels ctx.
+// size zero bytes, after waiting interval_us microseconds. In the drain,
+// at the stream's turn to leave, it ends with UNAVAILABLE, saying how many
+// responses were sent, so that the client asks a pod that stays for the
+// rest: the stream's clients reconnect spread over the departure window
+// rather than all at once.
 func (testService) StreamingOutputCall(req *testpb.StreamingOutputCallRequest, stream testpb.TestService_StreamingOutputCallServer) error {
 	ctx := stream.Context()
-	for _, p := range req.GetResponseParameters() {
+	params := req.GetResponseParameters()
+	for i, p := range params {
 		body, err := payload(p.GetSize())
 		if err != nil {
 			return err
@@ -190,7 +200,12 @@ func (testService) StreamingOutputCall(req *testpb.StreamingOutputCallRequest, s
 			t := time.NewTimer(time.Duration(p.GetIntervalUs()) * time.Microsecond)
 			select {
 			case <-t.C:
+			case <-lameduck.Leaving(ctx):
+				t.Stop()
+				return status.Errorf(codes.Unavailable, "server shutting down after %d of %d responses; reconnect for the rest", i, len(params))
 			case <-ctx.Done():
+				// The client went away, or, at its turn, the stream's
+				// context ended first: grpcserver answers UNAVAILABLE.
 				t.Stop()
 				return status.FromContextError(ctx.Err()).Err()
 			}
@@ -200,6 +215,24 @@ func (testService) StreamingOutputCall(req *testpb.StreamingOutputCallRequest, s
 		}
 	}
 	return nil
+}
+
+// StreamingInputCall receives payloads until the client closes its side, and
+// answers their total size. It takes no turn to leave: its one response is
+// its whole result, so it finishes in the drain, or is cut at the deadline
+// if its client never closes it.
+func (testService) StreamingInputCall(stream testpb.TestService_StreamingInputCallServer) error {
+	var total int32
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(&testpb.StreamingInputCallResponse{AggregatedPayloadSize: total})
+		}
+		if err != nil {
+			return err
+		}
+		total += int32(len(req.GetPayload().GetBody()))
+	}
 }
 
 func payload(size int32) (*testpb.Payload, error) {

@@ -62,7 +62,7 @@ func TestCommand(t *testing.T) {
 		require.NoError(t, err)
 		assert.Len(t, resp.GetPayload().GetBody(), 100, "UnaryCall honours response_size")
 		stream, err := client.StreamingOutputCall(ctx(t), &testpb.StreamingOutputCallRequest{
-			ResponseParameters: []*testpb.ResponseParameters{{Size: 1}, {Size: 2, IntervalUs: 1_500_000}},
+			ResponseParameters: []*testpb.ResponseParameters{{Size: 1}, {Size: 2, IntervalUs: 10_000_000}},
 		})
 		require.NoError(t, err)
 		first, err := stream.Recv()
@@ -81,32 +81,33 @@ func TestCommand(t *testing.T) {
 		_, err = testpb.NewTestServiceClient(dial(t, p.grpcAddr)).EmptyCall(ctx(t), &testpb.Empty{})
 		require.NoError(t, err, "a new connection during the delay")
 
-		// Drain: the Watch ends, the stream finishes whole, the process
-		// exits as soon as it has.
+		// Drain: the Watch ends, the stream leaves at its turn, long
+		// before its second response, telling its client to reconnect for
+		// the rest, and the process exits as soon as it has.
 		_, watchErr := w.recv()
 		assert.True(t, errors.Is(watchErr, io.EOF), "the Watch ends when the drain begins, got %v", watchErr)
-		second, err := stream.Recv()
-		require.NoError(t, err, "the stream open across the signal goes on")
-		assert.Len(t, second.GetPayload().GetBody(), 2)
 		_, err = stream.Recv()
-		require.ErrorIs(t, err, io.EOF)
+		assert.Equal(t, codes.Unavailable, status.Code(err), "the stream leaves with UNAVAILABLE: %v", err)
+		assert.Contains(t, status.Convert(err).Message(), "after 1 of 2 responses; reconnect for the rest")
 		streamEnd := time.Now()
 		assert.Equal(t, 0, p.wait(t), "exit status after a clean drain; stderr:\n%s", p.stderr())
 		t.Logf("exited %v after the last stream ended", p.exitedAt.Sub(streamEnd))
 		assert.Less(t, p.exitedAt.Sub(streamEnd), time.Second, "the process exits right after its last stream")
 		assert.Contains(t, p.stderr(), "cut=nothing")
+		assert.Contains(t, p.stderr(), "departures.told=1", "the stream was told to leave")
 	})
 
-	t.Run("a stream cut at the deadline exits 1", func(t *testing.T) {
+	t.Run("an upload cut at the deadline exits 1", func(t *testing.T) {
 		t.Parallel()
 		// No delay: the drain is cut 6s - 2s of safety margin - 3s kept
-		// for closing = 1s after the signal.
+		// for closing = 1s after the signal. A client stream takes no
+		// turn to leave: one its client never closes is cut.
 		p := start(t, bin, "-drain-delay", "0s", "-grace-period", "6s")
-		stream := endlessStream(t, p)
+		upload := endlessUpload(t, p)
 		p.signal(t, syscall.SIGTERM)
 		assert.Equal(t, 1, p.wait(t))
 		assert.Contains(t, p.stderr(), "the drain deadline passed: 1 stream cut")
-		_, err := stream.Recv()
+		_, err := upload.CloseAndRecv()
 		assert.Equal(t, codes.Unavailable, status.Code(err), "the client learns its stream was cut: %v", err)
 	})
 
@@ -306,6 +307,20 @@ func endlessStream(t *testing.T, p *proc) testpb.TestService_StreamingOutputCall
 	_, err = stream.Recv()
 	require.NoError(t, err)
 	return stream
+}
+
+// endlessUpload opens a StreamingInputCall that its client never closes,
+// and waits until the server has it: a call sent after it on the same
+// connection has been answered.
+func endlessUpload(t *testing.T, p *proc) testpb.TestService_StreamingInputCallClient {
+	t.Helper()
+	client := testpb.NewTestServiceClient(dial(t, p.grpcAddr))
+	upload, err := client.StreamingInputCall(ctx(t))
+	require.NoError(t, err)
+	require.NoError(t, upload.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: []byte("x")}}))
+	_, err = client.EmptyCall(ctx(t), &testpb.Empty{})
+	require.NoError(t, err)
+	return upload
 }
 
 // watcher receives the statuses of a health Watch.
