@@ -42,8 +42,9 @@
 // here. The departure counters appear with the arrival series, the window
 // and the peak once a piece of long-lived work has been told to leave (see
 // [lameduck.WithDepartureWindow]); work still there at the deadline is
-// counted in lameduck_cut_total, by its kind. Measurements that lameduck adds later become new series; the
-// existing ones keep their names and labels.
+// counted in lameduck_cut_total, by its kind. Measurements that lameduck
+// adds later become new series; the existing ones keep their names and
+// labels.
 //
 // Two alerts: lameduck_cut_total increasing means a shutdown cut work at its
 // deadline, so the drain delay or the grace period is too short for the
