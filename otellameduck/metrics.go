@@ -26,6 +26,8 @@ type instruments struct {
 	arrivals, delayEnded                         metric.Int64Observable
 	phaseDuration, checkTime, lastArrival, delay metric.Float64Observable
 	unrouted                                     metric.Float64Observable
+	told, left, peak                             metric.Int64Observable
+	window                                       metric.Float64Observable
 }
 
 // register creates the instruments with m and the one callback that reads
@@ -69,6 +71,14 @@ func register(m metric.Meter, status func() lameduck.Status) (metric.Registratio
 		metric.WithDescription("1 for what ended the drain delay: fixed, endpoints, quiet, min, max or cut.")))
 	in.unrouted = f64(m.Float64ObservableGauge("lameduck.drain_delay.endpoints_unrouted", metric.WithUnit("s"),
 		metric.WithDescription("How long after the shutdown signal the EndpointSlices stopped routing to the process.")))
+	in.told = i64(m.Int64ObservableCounter("lameduck.departures.told", metric.WithUnit("{item}"),
+		metric.WithDescription("Long-lived work (websockets, event streams, streaming RPCs) told to leave at its turn, once the drain delay was over; set from the start of the shutdown.")))
+	in.left = i64(m.Int64ObservableCounter("lameduck.departures.left", metric.WithUnit("{item}"),
+		metric.WithDescription("Long-lived work that ended by itself during the shutdown, before its turn to leave; set from the start of the shutdown.")))
+	in.window = f64(m.Float64ObservableGauge("lameduck.departures.window", metric.WithUnit("s"),
+		metric.WithDescription("How long the turns of the long-lived work took, from the end of the drain delay to the last turn so far; set once a piece of it has been told to leave, 0 if all was told at once.")))
+	in.peak = i64(m.Int64ObservableGauge("lameduck.departures.peak_per_second", metric.WithUnit("{item}/s"),
+		metric.WithDescription("The most long-lived work told to leave within any one second: the rate at which the clients came back to the other pods; set once a piece of it has been told to leave.")))
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -76,7 +86,8 @@ func register(m metric.Meter, status func() lameduck.Status) (metric.Registratio
 		in.observe(o, status())
 		return nil
 	}, in.phase, in.ready, in.phaseDuration, in.inFlight, in.cut, in.checkPassing, in.checkCalls, in.checkFailures,
-		in.checkTime, in.arrivals, in.lastArrival, in.delay, in.delayEnded, in.unrouted)
+		in.checkTime, in.arrivals, in.lastArrival, in.delay, in.delayEnded, in.unrouted,
+		in.told, in.left, in.window, in.peak)
 }
 
 var (
@@ -128,6 +139,13 @@ func (in *instruments) observe(o metric.Observer, st lameduck.Status) {
 		if d.Unrouted > 0 {
 			o.ObserveFloat64(in.unrouted, d.Unrouted.Seconds())
 		}
+		dep := st.Departures
+		o.ObserveInt64(in.told, int64(dep.Told))
+		o.ObserveInt64(in.left, int64(dep.Left))
+		if dep.Told > 0 {
+			o.ObserveFloat64(in.window, dep.Window.Seconds())
+			o.ObserveInt64(in.peak, int64(dep.PeakPerSecond))
+		}
 	}
 }
 
@@ -152,7 +170,7 @@ func boolValue(b bool) int64 {
 // finalStatus is the Status the instruments report from PhaseStopped on:
 // the Status read as Run entered PhaseStopping (the servers closed, what
 // was cut counted), in the stopped phase, with the phases' durations and
-// the cut and delay figures of the events. Reading the Coordinator's
+// the cut, delay and departure figures of the events. Reading the Coordinator's
 // Status in PhaseStopped instead would count as the final scrape that
 // lameduck.WithFinalScrape waits for, and let the admin server close
 // before Prometheus had read it; and the values are final: every later
@@ -165,6 +183,6 @@ func finalStatus(stopping *lameduck.Status, ev lameduck.Event, spent map[lameduc
 	st.Phase, st.Ready = lameduck.PhaseStopped, false
 	st.Elapsed = maps.Clone(spent)
 	st.Elapsed[lameduck.PhaseStopped] = 0
-	st.Cut, st.Delay = ev.Cut, ev.Delay
+	st.Cut, st.Delay, st.Departures = ev.Cut, ev.Delay, ev.Departures
 	return &st
 }

@@ -47,13 +47,21 @@
 //	lameduck.drain_delay.duration              s       how long the drain delay lasted, once it is over
 //	lameduck.drain_delay.ended                 1       lameduck.drain_delay.reason: 1 for what ended the delay: fixed, endpoints, quiet, min, max or cut
 //	lameduck.drain_delay.endpoints_unrouted    s       how long after the signal the EndpointSlices stopped routing to the process
+//	lameduck.departures.told                   {item}  long-lived work (websockets, event streams, streaming RPCs) told to leave at its turn
+//	lameduck.departures.left                   {item}  long-lived work that ended by itself during the shutdown, before its turn
+//	lameduck.departures.window                 s       how long the turns took, from the end of the drain delay to the last turn
+//	lameduck.departures.peak_per_second        {item}/s  the most long-lived work told to leave within any one second
 //
-// Counters (cut, calls, failures, time, arrivals) are cumulative
+// Counters (cut, calls, failures, time, arrivals, told, left) are cumulative
 // observable counters, in_flight an observable up-down counter, the others
 // observable gauges. Phases and kinds are named as in package prommetrics.
 // The arrival series exist from the start of the lame-duck phase,
 // drain_delay.duration and .ended once the delay is over,
-// .endpoints_unrouted once the slices stop routing here.
+// .endpoints_unrouted once the slices stop routing here. The departure
+// counters exist from the start of the lame-duck phase too, the window and
+// the peak once a piece of long-lived work has been told to leave (see
+// [lameduck.WithDepartureWindow]); work still there at the deadline is
+// counted in lameduck.cut.
 //
 // # The span
 //
@@ -64,9 +72,11 @@
 // duration of the phase before it (lameduck.phase.previous_duration).
 // Its attributes, set as it ends, are the shutdown's figures, durations in
 // seconds (the last arrival only when a connection arrived,
-// .endpoints_unrouted only when the slices were seen to stop routing):
+// .endpoints_unrouted only when the slices were seen to stop routing, the
+// departures' window and peak only when a piece of work was told to leave):
 //
 //	lameduck.drain_delay.duration, .reason, .arrivals, .last_arrival, .last_arrival_server, .endpoints_unrouted
+//	lameduck.departures.told, .left, .window, .peak_per_second
 //	lameduck.cut.requests, .streams, .connections, .workers
 //	lameduck.lame_duck.duration, lameduck.draining.duration, lameduck.stopping.duration
 //
@@ -373,6 +383,13 @@ func spanAttributes(ev lameduck.Event, spent map[lameduck.Phase]time.Duration) [
 	}
 	if d.Unrouted > 0 {
 		attrs = append(attrs, attribute.Float64("lameduck.drain_delay.endpoints_unrouted", d.Unrouted.Seconds()))
+	}
+	dep := ev.Departures
+	attrs = append(attrs, attribute.Int("lameduck.departures.told", dep.Told), attribute.Int("lameduck.departures.left", dep.Left))
+	if dep.Told > 0 {
+		attrs = append(attrs,
+			attribute.Float64("lameduck.departures.window", dep.Window.Seconds()),
+			attribute.Int("lameduck.departures.peak_per_second", dep.PeakPerSecond))
 	}
 	for _, p := range []lameduck.Phase{lameduck.PhaseLameDuck, lameduck.PhaseDraining, lameduck.PhaseStopping} {
 		if s, ok := spent[p]; ok {

@@ -3,6 +3,7 @@ package otellameduck_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/httpserver"
+	"github.com/lameduck/lameduck/inflight"
 	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/otellameduck"
 )
@@ -222,11 +224,12 @@ func (p *process) run(t *testing.T) {
 	p.await(t, lameduck.PhaseServing)
 }
 
-func (p *process) await(t *testing.T, phase lameduck.Phase) {
+// await waits until Run enters phase, and returns the phase's event.
+func (p *process) await(t *testing.T, phase lameduck.Phase) lameduck.Event {
 	t.Helper()
 	for {
 		if e := await.Recv(t, p.events, "phase "+phase.String()); e.Phase == phase {
-			return
+			return e
 		}
 	}
 }
@@ -327,7 +330,133 @@ func TestTheFinalValuesAreFlushedBeforeRunReturns(t *testing.T) {
 	assert.InDelta(t, last, attrs["lameduck.drain_delay.last_arrival"].AsFloat64(), 1e-9, "the span and the metrics agree")
 	assert.InDelta(t, delay.Seconds(), attrs["lameduck.lame_duck.duration"].AsFloat64(), 0.25)
 	assert.Equal(t, int64(0), attrs["lameduck.cut.requests"].AsInt64())
+	assert.Equal(t, int64(0), attrs["lameduck.departures.told"].AsInt64())
+	assert.NotContains(t, attrs, "lameduck.departures.window", "no window without long-lived work")
+	assert.Contains(t, final, "lameduck.departures.told{}", "the counters exist from the start of the shutdown")
+	assert.Equal(t, 0.0, final["lameduck.departures.told{}"])
+	assert.NotContains(t, final, "lameduck.departures.window{}")
 	assert.Less(t, span.EndTime.Sub(span.StartTime), 5*time.Second)
+	assert.Empty(t, h.reported())
+}
+
+// streams is a server of long-lived work, as a websocket server is (a
+// lameduck.Departer): each stream joins the departures and ends at its turn
+// to leave.
+type streams struct {
+	deps    lameduck.Departures
+	work    inflight.Tracker
+	stopped chan struct{} // closed by Close: Serve returns
+	once    sync.Once
+}
+
+func newStreams() *streams { return &streams{stopped: make(chan struct{})} }
+
+func (s *streams) String() string                   { return "streams" }
+func (s *streams) Departures() *lameduck.Departures { return &s.deps }
+func (s *streams) Listen() error                    { return nil }
+func (s *streams) LameDuck(func())                  {}
+func (s *streams) InFlight() inflight.Counts        { return s.work.InFlight() }
+
+func (s *streams) Serve() error {
+	<-s.stopped
+	return nil
+}
+
+func (s *streams) Drain(ctx context.Context) error {
+	for {
+		select {
+		case <-s.work.Idle():
+			if s.work.InFlight().Total() == 0 {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *streams) Close() inflight.Counts {
+	s.once.Do(func() { close(s.stopped) })
+	return s.work.InFlight()
+}
+
+// open starts a stream, before the shutdown, and returns its departure and
+// a function that ends it, once; it ends by itself at its turn.
+func (s *streams) open() (*lameduck.Departure, func()) {
+	s.work.Start(inflight.Stream)
+	var dep *lameduck.Departure
+	var once sync.Once
+	end := func() {
+		once.Do(func() {
+			dep.Done()
+			s.work.Done(inflight.Stream)
+		})
+	}
+	_, dep = s.deps.Join(context.Background(), end)
+	return dep, end
+}
+
+func TestDeparturesAreExportedAndOnTheSpan(t *testing.T) {
+	h := handleErrors(t)
+	s := newSDK(t)
+	tel := otellameduck.New(otellameduck.WithMeterProvider(s.mp), otellameduck.WithTracerProvider(s.tp))
+	const delay, window = time.Second, 500 * time.Millisecond
+	p := newProcess(t, tel, lameduck.WithObserver(tel.Observe), lameduck.WithDrainDelay(delay),
+		lameduck.WithDepartureWindow(window), lameduck.WithGracePeriod(10*time.Second))
+	ws := newStreams()
+	p.ld.Register(ws)
+	p.ld.MarkReady()
+	p.run(t)
+	var deps []*lameduck.Departure
+	var ends []func()
+	for range 4 {
+		dep, end := ws.open()
+		deps, ends = append(deps, dep), append(ends, end)
+	}
+	assert.NotContains(t, s.collect(t), "lameduck.departures.told{}", "no departure series before the shutdown")
+
+	p.signals <- os.Interrupt
+	p.await(t, lameduck.PhaseLameDuck)
+	ends[0]() // a client that leaves by itself during the drain delay
+	lameDuck := s.collect(t)
+	assert.Equal(t, 1.0, lameDuck["lameduck.phase.current{lameduck.phase.name=lame_duck}"])
+	assert.Equal(t, 0.0, lameDuck["lameduck.departures.told{}"], "no turn during the drain delay")
+	assert.Contains(t, lameDuck, "lameduck.departures.told{}", "the counters exist from the start of the shutdown")
+	assert.Equal(t, 1.0, lameDuck["lameduck.departures.left{}"])
+	assert.NotContains(t, lameDuck, "lameduck.departures.window{}", "no window before a turn")
+	assert.NotContains(t, lameDuck, "lameduck.departures.peak_per_second{}", "no peak before a turn")
+
+	for i, d := range deps[1:] {
+		await.Recv(t, d.Leaving(), fmt.Sprintf("stream %d's turn to leave", i+1))
+	}
+	stopping := p.await(t, lameduck.PhaseStopping)
+	require.NoError(t, await.Recv(t, p.done, "Run's return"))
+	rep := stopping.Departures
+	assert.Equal(t, 3, rep.Told)
+	assert.Equal(t, 1, rep.Left, "a stream that left by itself is not told")
+	assert.Greater(t, rep.Window, time.Duration(0), "three turns are spread")
+	assert.LessOrEqual(t, rep.Window, window)
+	assert.Equal(t, 3, rep.PeakPerSecond, "three turns within one second")
+
+	final := s.metrics.last()
+	require.NotNil(t, final, "the meter provider was flushed before Run returned")
+	assert.Equal(t, 3.0, final["lameduck.departures.told{}"])
+	assert.Equal(t, 1.0, final["lameduck.departures.left{}"])
+	assert.Equal(t, rep.Window.Seconds(), final["lameduck.departures.window{}"])
+	assert.Equal(t, 3.0, final["lameduck.departures.peak_per_second{}"])
+	assert.Equal(t, 0.0, final["lameduck.cut{lameduck.work.kind=stream}"], "every stream left at its turn")
+
+	spans := s.spans.GetSpans()
+	require.Len(t, spans, 1)
+	attrs := map[string]attribute.Value{}
+	for _, a := range spans[0].Attributes {
+		attrs[string(a.Key)] = a.Value
+	}
+	assert.Equal(t, int64(3), attrs["lameduck.departures.told"].AsInt64())
+	assert.Equal(t, int64(1), attrs["lameduck.departures.left"].AsInt64())
+	assert.Equal(t, rep.Window.Seconds(), attrs["lameduck.departures.window"].AsFloat64(), "the span and the metrics agree")
+	assert.Equal(t, int64(3), attrs["lameduck.departures.peak_per_second"].AsInt64())
+	assert.Equal(t, codes.Unset, spans[0].Status.Code)
 	assert.Empty(t, h.reported())
 }
 

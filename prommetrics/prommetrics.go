@@ -1,6 +1,7 @@
 // Package prommetrics exports the shutdown of a [lameduck.Coordinator] to
 // Prometheus: the phase, the work in flight per server, the time spent in
-// each phase, what was cut, and what the readiness checks said.
+// each phase, what was cut, how the long-lived work left, and what the
+// readiness checks said.
 //
 //	reg := prometheus.NewRegistry()
 //	reg.MustRegister(collectors.NewGoCollector(), prommetrics.NewCollector(ld))
@@ -25,6 +26,10 @@
 //	lameduck_last_arrival_seconds{server}              how long after the signal the last of them arrived, and where
 //	lameduck_drain_delay_ended{reason}                 1 for what ended the drain delay: fixed, endpoints, quiet, min, max or cut
 //	lameduck_endpoints_unrouted_seconds                how long after the signal the EndpointSlices stopped routing to the process
+//	lameduck_departures_told_total                     long-lived work (websockets, event streams, streaming RPCs) told to leave at its turn
+//	lameduck_departures_left_total                     long-lived work that ended by itself during the shutdown, before its turn
+//	lameduck_departures_window_seconds                 how long the turns took, from the end of the drain delay to the last turn
+//	lameduck_departures_peak_per_second                the most long-lived work told to leave within any one second
 //
 // Phases are named as [lameduck.Phase.String] names them, with "_" for
 // spaces: starting, serving, lame_duck, draining, stopping, stopped. Kinds
@@ -34,14 +39,20 @@
 // admin servers have no in-flight series. The arrival series appear when
 // the lame-duck phase begins, lameduck_drain_delay_ended once the delay is
 // over, lameduck_endpoints_unrouted_seconds once the slices stop routing
-// here. Measurements that lameduck adds later become new series; the
-// existing ones keep their names and labels.
+// here. The departure counters appear with the arrival series, the window
+// and the peak once a piece of long-lived work has been told to leave (see
+// [lameduck.WithDepartureWindow]); work still there at the deadline is
+// counted in lameduck_cut_total, by its kind. Measurements that lameduck
+// adds later become new series; the existing ones keep their names and
+// labels.
 //
 // Two alerts: lameduck_cut_total increasing means a shutdown cut work at its
 // deadline, so the drain delay or the grace period is too short for the
 // traffic; lameduck_last_arrival_seconds close to the drain delay means the
 // load balancer still routed to the pod when the delay ended: raise the
-// delay, or make it adaptive.
+// delay, or make it adaptive. lameduck_departures_peak_per_second is the
+// rate at which the pods that stay took this one's long-lived clients back:
+// lengthen the departure window if that is more than they can take.
 //
 // Why Prometheus, and why a module of its own: [docs/metrics.md].
 //
@@ -72,6 +83,7 @@ type Collector struct {
 	phase, ready, phaseDuration, inFlight, cut  *prometheus.Desc
 	checkPassing, checkDuration, checkFailures  *prometheus.Desc
 	arrivals, lastArrival, delayEnded, unrouted *prometheus.Desc
+	told, left, window, peak                    *prometheus.Desc
 }
 
 // NewCollector returns a Collector of ld's metrics. It reads ld only when
@@ -119,6 +131,18 @@ func NewCollector(ld *lameduck.Coordinator) *Collector {
 		unrouted: prometheus.NewDesc("lameduck_endpoints_unrouted_seconds",
 			"How long after the shutdown signal the EndpointSlices stopped routing to the process.",
 			nil, nil),
+		told: prometheus.NewDesc("lameduck_departures_told_total",
+			"Long-lived work (websockets, event streams, streaming RPCs) told to leave at its turn, once the drain delay was over; set from the start of the shutdown.",
+			nil, nil),
+		left: prometheus.NewDesc("lameduck_departures_left_total",
+			"Long-lived work that ended by itself during the shutdown, before its turn to leave; set from the start of the shutdown.",
+			nil, nil),
+		window: prometheus.NewDesc("lameduck_departures_window_seconds",
+			"How long the turns of the long-lived work took, from the end of the drain delay to the last turn so far; set once a piece of it has been told to leave, 0 if all was told at once.",
+			nil, nil),
+		peak: prometheus.NewDesc("lameduck_departures_peak_per_second",
+			"The most long-lived work told to leave within any one second: the rate at which the clients came back to the other pods; set once a piece of it has been told to leave.",
+			nil, nil),
 	}
 }
 
@@ -127,6 +151,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.phase, c.ready, c.phaseDuration, c.inFlight, c.cut,
 		c.checkPassing, c.checkDuration, c.checkFailures, c.arrivals, c.lastArrival, c.delayEnded, c.unrouted,
+		c.told, c.left, c.window, c.peak,
 	} {
 		ch <- d
 	}
@@ -170,6 +195,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if d.Unrouted > 0 {
 			ch <- prometheus.MustNewConstMetric(c.unrouted, prometheus.GaugeValue, d.Unrouted.Seconds())
+		}
+		dep := st.Departures
+		ch <- prometheus.MustNewConstMetric(c.told, prometheus.CounterValue, float64(dep.Told))
+		ch <- prometheus.MustNewConstMetric(c.left, prometheus.CounterValue, float64(dep.Left))
+		if dep.Told > 0 {
+			ch <- prometheus.MustNewConstMetric(c.window, prometheus.GaugeValue, dep.Window.Seconds())
+			ch <- prometheus.MustNewConstMetric(c.peak, prometheus.GaugeValue, float64(dep.PeakPerSecond))
 		}
 	}
 }

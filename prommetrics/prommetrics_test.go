@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -28,6 +30,7 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/httpserver"
+	"github.com/lameduck/lameduck/inflight"
 	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/fakeclock"
 	"github.com/lameduck/lameduck/prommetrics"
@@ -57,7 +60,7 @@ type process struct {
 	done    chan error
 }
 
-func newProcess(t *testing.T, delay time.Duration, observe func(lameduck.Event)) *process {
+func newProcess(t *testing.T, delay time.Duration, observe func(lameduck.Event), opts ...lameduck.Option) *process {
 	t.Helper()
 	p := &process{
 		clock: fakeclock.New(), signals: make(chan os.Signal, 2), events: make(chan lameduck.Event, 100),
@@ -65,7 +68,7 @@ func newProcess(t *testing.T, delay time.Duration, observe func(lameduck.Event))
 		started: make(chan chan struct{}, 10), done: make(chan error, 1),
 	}
 	t.Cleanup(p.client.CloseIdleConnections)
-	ld, err := lameduck.New(
+	ld, err := lameduck.New(append([]lameduck.Option{
 		lameduck.WithSignals(), lameduck.WithSignalChannel(p.signals), p.clock.Option(),
 		lameduck.WithLogger(slog.New(slog.DiscardHandler)), lameduck.WithDrainDelay(delay),
 		lameduck.WithObserver(func(e lameduck.Event) {
@@ -74,7 +77,7 @@ func newProcess(t *testing.T, delay time.Duration, observe func(lameduck.Event))
 			}
 			p.events <- e
 		}),
-	)
+	}, opts...)...)
 	require.NoError(t, err)
 	p.ld = ld
 	ld.AddCheck(lameduck.Check{Name: "db", Func: func(context.Context) error {
@@ -105,17 +108,19 @@ func (p *process) run(t *testing.T) {
 	p.await(t, lameduck.PhaseServing)
 }
 
-func (p *process) await(t *testing.T, phase lameduck.Phase) {
+// await waits until Run enters phase, and returns the phase's event.
+func (p *process) await(t *testing.T, phase lameduck.Phase) lameduck.Event {
 	t.Helper()
 	timeout := time.After(waitTimeout)
 	for {
 		select {
 		case e := <-p.events:
 			if e.Phase == phase {
-				return
+				return e
 			}
 		case <-timeout:
 			t.Fatalf("phase %v never entered", phase)
+			return lameduck.Event{}
 		}
 	}
 }
@@ -164,6 +169,67 @@ func (p *process) get(t *testing.T) held {
 		t.Fatal("the request never reached the handler")
 		return held{}
 	}
+}
+
+// streams is a server of long-lived work, as a websocket server is (a
+// lameduck.Departer): each stream joins the departures and ends at its turn
+// to leave, unless it stays, to be cut by Close.
+type streams struct {
+	deps    lameduck.Departures
+	work    inflight.Tracker
+	stopped chan struct{} // closed by Close: Serve returns
+	once    sync.Once
+}
+
+func newStreams() *streams { return &streams{stopped: make(chan struct{})} }
+
+func (s *streams) String() string                   { return "streams" }
+func (s *streams) Departures() *lameduck.Departures { return &s.deps }
+func (s *streams) Listen() error                    { return nil }
+func (s *streams) LameDuck(func())                  {}
+func (s *streams) InFlight() inflight.Counts        { return s.work.InFlight() }
+
+func (s *streams) Serve() error {
+	<-s.stopped
+	return nil
+}
+
+func (s *streams) Drain(ctx context.Context) error {
+	for {
+		select {
+		case <-s.work.Idle():
+			if s.work.InFlight().Total() == 0 {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *streams) Close() inflight.Counts {
+	s.once.Do(func() { close(s.stopped) })
+	return s.work.InFlight()
+}
+
+// open starts a stream, before the shutdown, and returns its departure and
+// a function that ends it, once. It ends at its turn, unless it stays.
+func (s *streams) open(stays bool) (*lameduck.Departure, func()) {
+	s.work.Start(inflight.Stream)
+	var dep *lameduck.Departure
+	var once sync.Once
+	end := func() {
+		once.Do(func() {
+			dep.Done()
+			s.work.Done(inflight.Stream)
+		})
+	}
+	leave := end
+	if stays {
+		leave = nil
+	}
+	_, dep = s.deps.Join(context.Background(), leave)
+	return dep, end
 }
 
 // scrape is one scrape of the admin server, as Prometheus makes it.
@@ -324,12 +390,17 @@ func TestScrapesAnswerInEveryPhaseTheDrainIncluded(t *testing.T) {
 }
 
 func TestWhatIsCutIsCounted(t *testing.T) {
-	p := newProcess(t, 0, nil)
+	// A window of 0 tells every stream to leave as the drain begins.
+	p := newProcess(t, 0, nil, lameduck.WithDepartureWindow(0))
+	ws := newStreams()
+	p.ld.Register(ws)
 	p.ld.MarkReady()
 	p.run(t)
 	held := p.get(t)
+	stays, _ := ws.open(true)
 	p.signals <- syscall.SIGTERM
 	p.await(t, lameduck.PhaseDraining)
+	await.Recv(t, stays.Leaving(), "the stream's turn to leave")
 	p.signals <- syscall.SIGINT // cuts at once
 	require.ErrorIs(t, p.wait(t), lameduck.ErrCut)
 	held.wait(t) // the client's error, whatever it is, does not matter here
@@ -339,8 +410,20 @@ func TestWhatIsCutIsCounted(t *testing.T) {
 # TYPE lameduck_cut_total counter
 lameduck_cut_total{kind="connection"} 0
 lameduck_cut_total{kind="request"} 1
-lameduck_cut_total{kind="stream"} 0
+lameduck_cut_total{kind="stream"} 1
 lameduck_cut_total{kind="worker"} 0
+# HELP lameduck_departures_left_total Long-lived work that ended by itself during the shutdown, before its turn to leave; set from the start of the shutdown.
+# TYPE lameduck_departures_left_total counter
+lameduck_departures_left_total 0
+# HELP lameduck_departures_peak_per_second The most long-lived work told to leave within any one second: the rate at which the clients came back to the other pods; set once a piece of it has been told to leave.
+# TYPE lameduck_departures_peak_per_second gauge
+lameduck_departures_peak_per_second 1
+# HELP lameduck_departures_told_total Long-lived work (websockets, event streams, streaming RPCs) told to leave at its turn, once the drain delay was over; set from the start of the shutdown.
+# TYPE lameduck_departures_told_total counter
+lameduck_departures_told_total 1
+# HELP lameduck_departures_window_seconds How long the turns of the long-lived work took, from the end of the drain delay to the last turn so far; set once a piece of it has been told to leave, 0 if all was told at once.
+# TYPE lameduck_departures_window_seconds gauge
+lameduck_departures_window_seconds 0
 # HELP lameduck_phase The phase of the shutdown sequence the process is in: 1 for the current phase, 0 for the others.
 # TYPE lameduck_phase gauge
 lameduck_phase{phase="draining"} 0
@@ -349,7 +432,8 @@ lameduck_phase{phase="serving"} 0
 lameduck_phase{phase="starting"} 0
 lameduck_phase{phase="stopped"} 1
 lameduck_phase{phase="stopping"} 0
-`), "lameduck_cut_total", "lameduck_phase")
+`), "lameduck_cut_total", "lameduck_phase", "lameduck_departures_told_total", "lameduck_departures_left_total",
+		"lameduck_departures_window_seconds", "lameduck_departures_peak_per_second")
 	assert.NoError(t, err)
 }
 
@@ -442,6 +526,72 @@ func TestTheLagIsExported(t *testing.T) {
 	ended, ok := s.value("lameduck_drain_delay_ended", "reason", "fixed")
 	assert.True(t, ok)
 	assert.Equal(t, 1.0, ended)
+	problems, err := promlint.New(strings.NewReader(s.text)).Lint()
+	require.NoError(t, err)
+	assert.Empty(t, problems)
+	close(scraped)
+	require.NoError(t, p.wait(t))
+}
+
+func TestDeparturesAreExported(t *testing.T) {
+	const delay, window = 5 * time.Second, 2 * time.Second
+	p := newProcess(t, delay, nil, lameduck.WithDepartureWindow(window))
+	ws := newStreams()
+	p.ld.Register(ws)
+	scraped := make(chan struct{})
+	p.ld.OnShutdown("", func(context.Context) error { <-scraped; return nil }) // holds Run, and the admin server
+	p.ld.MarkReady()
+	p.run(t)
+	var deps []*lameduck.Departure
+	var ends []func()
+	for range 4 {
+		dep, end := ws.open(false)
+		deps, ends = append(deps, dep), append(ends, end)
+	}
+	_, ok := p.scrape(t).value("lameduck_departures_told_total")
+	assert.False(t, ok, "no departure series before the shutdown")
+
+	p.signals <- syscall.SIGTERM
+	p.await(t, lameduck.PhaseLameDuck)
+	ends[0]() // a client that leaves by itself during the drain delay
+	s := p.scrape(t)
+	told, ok := s.value("lameduck_departures_told_total")
+	assert.True(t, ok, "the counters exist from the start of the shutdown")
+	assert.Equal(t, 0.0, told, "no turn during the drain delay")
+	left, _ := s.value("lameduck_departures_left_total")
+	assert.Equal(t, 1.0, left)
+	_, ok = s.value("lameduck_departures_window_seconds")
+	assert.False(t, ok, "no window before a turn")
+	_, ok = s.value("lameduck_departures_peak_per_second")
+	assert.False(t, ok, "no peak before a turn")
+
+	p.clock.Pass(t, delay)
+	p.await(t, lameduck.PhaseDraining)
+	p.clock.Advance(window) // every turn comes within the window
+	for i, d := range deps[1:] {
+		await.Recv(t, d.Leaving(), fmt.Sprintf("stream %d's turn to leave", i+1))
+	}
+	stopping := p.await(t, lameduck.PhaseStopping)
+	rep := stopping.Departures // what the metrics export
+	require.Equal(t, 3, rep.Told)
+	require.Equal(t, 1, rep.Left)
+	require.Equal(t, 3, rep.PeakPerSecond)
+
+	s = p.scrape(t)
+	assert.Equal(t, "stopping", s.phase(t))
+	told, _ = s.value("lameduck_departures_told_total")
+	assert.Equal(t, 3.0, told)
+	left, _ = s.value("lameduck_departures_left_total")
+	assert.Equal(t, 1.0, left, "a stream that left by itself is not told")
+	win, ok := s.value("lameduck_departures_window_seconds")
+	assert.True(t, ok)
+	assert.Equal(t, rep.Window.Seconds(), win)
+	assert.Greater(t, win, 0.0, "three turns are spread")
+	assert.LessOrEqual(t, win, window.Seconds())
+	peak, _ := s.value("lameduck_departures_peak_per_second")
+	assert.Equal(t, 3.0, peak, "three turns within one second")
+	cut, _ := s.value("lameduck_cut_total", "kind", "stream")
+	assert.Equal(t, 0.0, cut, "every stream left at its turn")
 	problems, err := promlint.New(strings.NewReader(s.text)).Lint()
 	require.NoError(t, err)
 	assert.Empty(t, problems)
