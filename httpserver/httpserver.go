@@ -16,7 +16,9 @@
 //     included; HTTP/2 connections get a graceful GOAWAY, open ones at once,
 //     idle ones included, new ones after their first response. Idle HTTP/1
 //     connections are left alone: closing one races a client that has just
-//     sent a request on it.
+//     sent a request on it. A 101 Switching Protocols goes out as its
+//     handler wrote it, with "Connection: Upgrade": the connection it
+//     hijacks is the handler's.
 //  2. Drain, after the delay: the listener stops accepting, after taking the
 //     connections the kernel has already queued. Idle HTTP/1 connections
 //     end, without a reset, and a request sent at that moment is never read;

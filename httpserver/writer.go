@@ -31,10 +31,12 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // finish runs when the handler returns, or panics.
 func (w *writer) finish() {
-	// net/http writes the header after the handler returns if the handler
-	// did not.
-	w.commit()
+	// A hijacked connection is the handler's: what net/http had of the
+	// response is gone.
 	if !w.hijacked {
+		// net/http writes the header after the handler returns if the
+		// handler did not.
+		w.commit()
 		w.s.tracker.Done(w.kind)
 	}
 	*w = writer{}
@@ -81,9 +83,12 @@ func (w *writer) commit() {
 func (w *writer) Header() http.Header { return w.w.Header() }
 
 func (w *writer) WriteHeader(code int) {
-	// An informational (1xx) response other than 101 does not commit the
-	// final header.
-	if code >= 200 || code == http.StatusSwitchingProtocols {
+	// An informational (1xx) response does not commit the final header.
+	// Nor does a 101 Switching Protocols, after which the handler hijacks
+	// the connection, as websocket libraries do: it must carry
+	// "Connection: Upgrade" (RFC 9110, section 7.8), and clients that
+	// follow RFC 6455 refuse it with "Connection: close".
+	if code >= 200 {
 		w.commit()
 	}
 	w.w.WriteHeader(code)
