@@ -37,6 +37,13 @@ func (w *writer) finish() {
 		// net/http writes the header after the handler returns if the
 		// handler did not.
 		w.commit()
+		if !w.askedToLeave && w.kind == inflight.Stream && w.r.ProtoMajor == 1 && w.s.lameDuck.Load() {
+			// An event stream whose header went out before the lame duck:
+			// the connection leaves with the response.
+			if c, ok := w.r.Context().Value(connKey{}).(*conn); ok {
+				c.leaveAfterResponse()
+			}
+		}
 		w.s.tracker.Done(w.kind)
 	}
 	*w = writer{}
@@ -59,6 +66,9 @@ type writer struct {
 	kind inflight.Kind // Request, or Stream once flushed
 	// committed is set once the header has been written, or is about to be.
 	committed bool
+	// askedToLeave is set if the lame duck had begun by then: the header
+	// carries "Connection: close", or the HTTP/2 connection got a GOAWAY.
+	askedToLeave bool
 	// hijacked is set once the handler has taken the connection over: from
 	// then on the connection is counted instead of the request.
 	hijacked bool
@@ -73,6 +83,7 @@ func (w *writer) commit() {
 	if !w.s.lameDuck.Load() {
 		return
 	}
+	w.askedToLeave = true
 	if c, ok := w.r.Context().Value(connKey{}).(*conn); ok && c.h2c != nil {
 		c.h2c.goAway()
 		return
