@@ -13,10 +13,15 @@
 //  1. Lame duck, at the signal: everything is still accepted and served,
 //     but every response asks its client to leave. HTTP/1 responses carry
 //     "Connection: close", those to requests that began before the signal
-//     included; HTTP/2 connections get a graceful GOAWAY, open ones at once,
+//     included. A stream whose header went out before the signal, such as
+//     server-sent events, could not carry it: its connection ends with its
+//     last bytes, so that the client reconnects elsewhere. HTTP/2
+//     connections get a graceful GOAWAY, open ones at once,
 //     idle ones included, new ones after their first response. Idle HTTP/1
 //     connections are left alone: closing one races a client that has just
-//     sent a request on it.
+//     sent a request on it. A 101 Switching Protocols goes out as its
+//     handler wrote it, with "Connection: Upgrade": the connection it
+//     hijacks is the handler's.
 //  2. Drain, after the delay: the listener stops accepting, after taking the
 //     connections the kernel has already queued. Idle HTTP/1 connections
 //     end, without a reset, and a request sent at that moment is never read;
@@ -494,8 +499,20 @@ func (s *Server) connState(nc net.Conn, state http.ConnState) {
 			if state == http.StateActive {
 				c.early.Store(false)
 			}
-			if state == http.StateIdle && s.draining.Load() && c.idleH1() {
-				c.endIfIdle()
+			if state == http.StateIdle {
+				leaving := c.leaving.Load()
+				if leaving {
+					c.leaving.Store(false)
+				}
+				switch {
+				case (leaving || s.draining.Load()) && c.idleH1():
+					c.endIfIdle()
+				case leaving:
+					// The next request has begun to arrive, as the
+					// client pipelined it: it is served, and its
+					// response asks the client to leave.
+					c.uncork()
+				}
 			}
 		}
 		c.countLocked()
@@ -661,6 +678,13 @@ type conn struct {
 	// tc is the *tls.Conn net/http serves over c, if any.
 	tc atomic.Pointer[tls.Conn]
 
+	// leaving is set when a stream that did not ask its client to leave
+	// ends after the lame duck began (see leaveAfterResponse), and
+	// cleared when c turns idle; corked is set while the end of that
+	// stream may be held back in the kernel.
+	leaving atomic.Bool
+	corked  atomic.Bool
+
 	// lameDuck is set if c was accepted during the lame-duck phase, and
 	// arrived once a request on it has counted it as an arrival.
 	lameDuck bool
@@ -689,6 +713,7 @@ func (c *conn) Read(p []byte) (int, error) {
 				// the rest of it, or the background read net/http does
 				// while the request's handler runs.
 				c.endIdleCheck()
+				c.uncork()
 				if n == 0 {
 					continue // the read timed out before taking it
 				}
@@ -738,6 +763,45 @@ func (c *conn) endIfIdle() {
 	}
 	c.idleCheck.Store(true)
 	c.Conn.SetReadDeadline(time.Unix(1, 0)) //nolint:errcheck // a broken connection ends anyway
+}
+
+// leaveAfterResponse makes c end right after the HTTP/1 response whose
+// handler is returning: a stream, such as server-sent events, whose header
+// went out before the lame duck, without "Connection: close". Left open,
+// the connection would take the client's reconnect straight back to this
+// pod, for another stream.
+//
+// Ending a keep-alive connection races a client that sends a request on
+// it. c is corked, so that the end of the response, which net/http writes
+// once the handler has returned (the final chunk), stays in the kernel
+// until c turns idle; its reader then ends c as the drain ends an idle
+// connection (see endIfIdle), and the FIN goes out in the segment that
+// carries the last bytes of the response. A client that looks at its
+// connection before reusing it, as browsers and curl do, or reconnects
+// later, as an EventSource does after its retry delay, has seen the end;
+// Go's Transport, which can hand the connection to a request before its
+// reader has seen the end, retries a GET that meets it. A client that
+// sends its next request right behind a response without looking, as load
+// generators do, would meet the FIN: that is why only streams, which such
+// clients do not read, end with their response, and an ordinary response
+// leaves its connection open for the next request, which is answered with
+// "Connection: close". Where TCP_CORK is missing (outside Linux), or the
+// handler flushed the last bytes of a stream of known length itself, the
+// FIN follows the last bytes within microseconds.
+//
+// Called from the goroutine serving c, which then finishes the response
+// and reports c idle (see connState).
+func (c *conn) leaveAfterResponse() {
+	c.corked.Store(cork(c.Conn, true))
+	c.leaving.Store(true)
+}
+
+// uncork sends what c holds back, if anything.
+func (c *conn) uncork() {
+	if c.corked.Load() {
+		c.corked.Store(false)
+		cork(c.Conn, false)
+	}
 }
 
 // lingerClose ends an idle connection: it half-closes it, and reads, and

@@ -48,6 +48,51 @@ func TestKeepAliveConnectionIsToldToLeave(t *testing.T) {
 	require.NoError(t, p.wait(t))
 }
 
+// A response whose header was decided before the signal carries no
+// "Connection: close", and its client may send the next request right
+// behind it, without looking whether the server ended the connection, as
+// load generators do: the connection stays open for that request, which
+// is served and asked to leave.
+func TestRequestRightBehindAResponseBegunBeforeTheSignalIsServed(t *testing.T) {
+	began := make(chan struct{}, 1)
+	release := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.Handle("/", okHandler)
+	mux.HandleFunc("/straddling", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok") // decides the header
+		began <- struct{}{}
+		<-release
+	})
+	p := start(t, config{delay: 5 * time.Second, handler: mux, ready: true})
+	c := dialRaw(t, p.addr)
+	type result struct {
+		resp *http.Response
+		body string
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		resp, body, err := c.get("/straddling")
+		got <- result{resp, body, err}
+	}()
+	await.Recv(t, began, "the response to begin")
+	p.sigterm(t)
+	close(release)
+	r := await.Recv(t, got, "the response")
+	require.NoError(t, r.err)
+	assert.Equal(t, "ok", r.body)
+	assert.False(t, r.resp.Close, "its header was decided before the signal")
+
+	resp, body, err := c.get("/")
+	require.NoError(t, err, "the request sent right behind it is served")
+	assert.Equal(t, "ok", body)
+	assert.True(t, resp.Close)
+	assert.True(t, c.closedByPeer())
+
+	p.endDelay(t, 5*time.Second)
+	require.NoError(t, p.wait(t))
+}
+
 func TestReadinessTurnsOffWhileServingGoesOn(t *testing.T) {
 	p := start(t, config{delay: 5 * time.Second, handler: okHandler, ready: true})
 	client := &http.Client{Timeout: waitTimeout}

@@ -64,3 +64,19 @@ func queued(l net.Listener) (int, bool) {
 
 // tcpListen is the TCP_LISTEN state of Linux's tcp_info.
 const tcpListen = 10
+
+// cork sets TCP_CORK on c's socket, on or off, and reports whether it
+// could. While it is on, the kernel holds back a segment that is not full
+// until it is turned off or the connection is half-closed: the FIN then
+// goes out in the segment that carries the last bytes written.
+func cork(c net.Conn, on bool) bool {
+	v := 0
+	if on {
+		v = 1
+	}
+	ok := false
+	control(c, func(fd uintptr) {
+		ok = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, v) == nil
+	})
+	return ok
+}

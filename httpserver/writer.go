@@ -36,13 +36,24 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // finish runs when the handler returns, or panics.
 func (w *writer) finish() {
-	// net/http writes the header after the handler returns if the handler
-	// did not.
-	w.commit()
+	// A hijacked connection is the handler's: what net/http had of the
+	// response is gone.
+	if !w.hijacked {
+		// net/http writes the header after the handler returns if the
+		// handler did not.
+		w.commit()
+	}
 	if w.dep != nil {
 		w.leave()
 	}
 	if !w.hijacked {
+		if !w.askedToLeave && w.kind == inflight.Stream && w.r.ProtoMajor == 1 && w.s.lameDuck.Load() {
+			// An event stream whose header went out before the lame duck:
+			// the connection leaves with the response.
+			if c, ok := w.r.Context().Value(connKey{}).(*conn); ok {
+				c.leaveAfterResponse()
+			}
+		}
 		w.s.tracker.Done(w.kind)
 	}
 	*w = writer{}
@@ -65,6 +76,9 @@ type writer struct {
 	kind inflight.Kind // Request, or Stream once flushed
 	// committed is set once the header has been written, or is about to be.
 	committed bool
+	// askedToLeave is set if the lame duck had begun by then: the header
+	// carries "Connection: close", or the HTTP/2 connection got a GOAWAY.
+	askedToLeave bool
 	// hijacked is set once the handler has taken the connection over: from
 	// then on the connection is counted instead of the request.
 	hijacked bool
@@ -83,6 +97,7 @@ func (w *writer) commit() {
 	if !w.s.lameDuck.Load() {
 		return
 	}
+	w.askedToLeave = true
 	if c, ok := w.r.Context().Value(connKey{}).(*conn); ok && c.h2c != nil {
 		c.h2c.goAway()
 		return
@@ -93,9 +108,12 @@ func (w *writer) commit() {
 func (w *writer) Header() http.Header { return w.w.Header() }
 
 func (w *writer) WriteHeader(code int) {
-	// An informational (1xx) response other than 101 does not commit the
-	// final header.
-	if code >= 200 || code == http.StatusSwitchingProtocols {
+	// An informational (1xx) response does not commit the final header.
+	// Nor does a 101 Switching Protocols, after which the handler hijacks
+	// the connection, as websocket libraries do: it must carry
+	// "Connection: Upgrade" (RFC 9110, section 7.8), and clients that
+	// follow RFC 6455 refuse it with "Connection: close".
+	if code >= 200 {
 		w.commit()
 	}
 	w.w.WriteHeader(code)
