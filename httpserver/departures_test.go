@@ -110,6 +110,7 @@ func TestLongLivedResponsesLeaveAtTheirTurnsInTheDrain(t *testing.T) {
 			defer wg.Done()
 			retry, err := c.readStream()
 			assert.NoError(t, err, "the stream ends cleanly")
+			assert.True(t, c.closedByPeer(), "its connection ends with it: the reconnection goes through the load balancer")
 			retries <- retry
 		}()
 	}

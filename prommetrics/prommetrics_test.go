@@ -390,7 +390,8 @@ func TestScrapesAnswerInEveryPhaseTheDrainIncluded(t *testing.T) {
 }
 
 func TestWhatIsCutIsCounted(t *testing.T) {
-	// A window of 0 tells every stream to leave as the drain begins.
+	// A window of 0 tells every stream to leave at once, 10 ms into the
+	// drain.
 	p := newProcess(t, 0, nil, lameduck.WithDepartureWindow(0))
 	ws := newStreams()
 	p.ld.Register(ws)
@@ -400,6 +401,7 @@ func TestWhatIsCutIsCounted(t *testing.T) {
 	stays, _ := ws.open(true)
 	p.signals <- syscall.SIGTERM
 	p.await(t, lameduck.PhaseDraining)
+	p.clock.Pass(t, 10*time.Millisecond)
 	await.Recv(t, stays.Leaving(), "the stream's turn to leave")
 	p.signals <- syscall.SIGINT // cuts at once
 	require.ErrorIs(t, p.wait(t), lameduck.ErrCut)
@@ -423,7 +425,7 @@ lameduck_departures_peak_per_second 1
 lameduck_departures_told_total 1
 # HELP lameduck_departures_window_seconds How long the turns of the long-lived work took, from the end of the drain delay to the last turn so far; set once a piece of it has been told to leave, 0 if all was told at once.
 # TYPE lameduck_departures_window_seconds gauge
-lameduck_departures_window_seconds 0
+lameduck_departures_window_seconds 0.01
 # HELP lameduck_phase The phase of the shutdown sequence the process is in: 1 for the current phase, 0 for the others.
 # TYPE lameduck_phase gauge
 lameduck_phase{phase="draining"} 0
