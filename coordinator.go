@@ -234,15 +234,16 @@ func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
 //
 //   - Entered(PhaseLameDuck) is closed at the first moment of the shutdown,
 //     as readiness turns off and the drain delay begins, and when Run fails
-//     to start. Everything is still served during the delay, but clients
-//     should move to other pods: a long-lived response, such as a
-//     server-sent event stream or a websocket, can ask its client to
-//     reconnect, which takes it through the load balancer to a pod that
-//     stays.
+//     to start. Everything is still served during the delay, and the load
+//     balancers may still route new clients here.
 //   - Entered(PhaseDraining) is closed when the drain begins, after the
-//     delay: long-lived work (event streams, websockets, streaming RPCs,
-//     consumers) should then finish what it is doing and return, before
-//     the deadline cuts it.
+//     delay: work that is neither a request nor a long-lived connection,
+//     such as a queue consumer's batch, should then finish what it is doing
+//     and return, before the deadline cuts it.
+//
+// Websockets, event streams and streaming RPCs should not end on these
+// channels, which close for all of them at once: their clients would all
+// reconnect in the same instant. [Leaving] gives each its own turn.
 //
 // Where Run is now, and how long each phase took, is in
 // [Coordinator.Status]. Entered panics if p is not a [Phase].

@@ -52,11 +52,15 @@
 //     graceful GOAWAY. Clients reconnect through the Service, which by then
 //     routes elsewhere. A process that never became ready skips the delay.
 //  4. Servers stop accepting connections.
-//  5. In-flight requests, RPCs and streams finish; long-lived work is told
-//     to wrap up through [Coordinator.Entered] (PhaseDraining; or, to move
-//     its clients during the delay, PhaseLameDuck). The end of the drain
-//     is detected by events, so the process exits as soon as the last
-//     response is out.
+//  5. In-flight requests and RPCs finish. Long-lived connections —
+//     websockets, event streams, streaming RPCs — leave at their turns,
+//     spread over the departure window ([WithDepartureWindow]), so that
+//     their clients reconnect to the other pods at a steady rate rather
+//     than all at once: the adapters end event streams and streaming RPCs
+//     themselves, and a websocket handler closes with 1012 (service
+//     restart) when [Leaving] tells it to. The end of the drain is detected
+//     by events, so the process exits as soon as the last connection is
+//     gone.
 //  6. At the deadline, before the grace period ends, whatever remains is
 //     cut and reported ([ErrCut]); shutdown hooks ([Coordinator.OnShutdown])
 //     run, and Run returns. A second signal cuts everything at once.
@@ -79,6 +83,8 @@
 // The settings must fit in the pod's grace period:
 //
 //	drain delay + drain + hook timeout + safety margin <= terminationGracePeriodSeconds
+//
+// where the departure window, if set, takes part of the drain.
 //
 // With the defaults (see [DefaultGracePeriod] and the constants after it)
 // in-flight work has up to 20 s to finish after the delay. Set

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -110,21 +111,26 @@ func ExampleCoordinator_OnShutdown() {
 	// lameduck: shutdown hook "db pool": close: connection reset by peer
 }
 
-// A server-sent-events handler that asks its client to reconnect as soon as
-// the shutdown begins, at the start of the drain delay: the client's next
-// connection goes through the load balancer to a pod that stays, and the
-// stream does not hold up the drain.
-func ExampleCoordinator_Entered() {
+// An event stream needs nothing of its own to leave at its turn: the
+// server ends its request's context, as when its client goes, then asks
+// the client to reconnect a moment later, to another pod. A websocket
+// handler selects on [lameduck.Leaving] and closes with code 1012.
+func ExampleLeaving() {
 	ctx, shutdown := context.WithCancel(context.Background())
 	defer shutdown()
 	serving := make(chan struct{})
+	stopping := make(chan lameduck.Event, 1)
 	ld, err := lameduck.New(
 		lameduck.WithSignals(), // this example ends with ctx rather than SIGTERM
 		lameduck.WithDrainDelay(100*time.Millisecond),
+		lameduck.WithDepartureWindow(100*time.Millisecond),
 		lameduck.WithLogger(slog.New(slog.DiscardHandler)),
 		lameduck.WithObserver(func(e lameduck.Event) {
-			if e.Phase == lameduck.PhaseServing {
+			switch e.Phase {
+			case lameduck.PhaseServing:
 				close(serving)
+			case lameduck.PhaseStopping:
+				stopping <- e
 			}
 		}),
 	)
@@ -134,14 +140,9 @@ func ExampleCoordinator_Entered() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
-		fmt.Fprint(w, "data: price 42\n\n")
+		fmt.Fprint(w, "id: 1\ndata: price 42\n\n")
 		http.NewResponseController(w).Flush()
-		select {
-		case <-ld.Entered(lameduck.PhaseLameDuck):
-			// "retry: 0" makes an EventSource reconnect at once.
-			fmt.Fprint(w, "retry: 0\nevent: reconnect\ndata: this server is shutting down\n\n")
-		case <-r.Context().Done():
-		}
+		<-r.Context().Done() // the client went, or it is this stream's turn to leave
 	})
 	srv := httpserver.New(&http.Server{Addr: "127.0.0.1:0", Handler: mux})
 	ld.Register(srv)
@@ -150,25 +151,33 @@ func ExampleCoordinator_Entered() {
 	go func() { done <- ld.Run(ctx) }()
 	<-serving
 
-	resp, err := http.Get("http://" + srv.Addr().String() + "/events")
+	req, _ := http.NewRequest("GET", "http://"+srv.Addr().String()+"/events", nil)
+	req.Header.Set("Accept", "text/event-stream") // as EventSource sends it
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		panic(err)
 	}
 	events := bufio.NewScanner(resp.Body)
 	for events.Scan() {
-		fmt.Println(events.Text())
-		if events.Text() == "data: price 42" {
+		line := events.Text()
+		if strings.HasPrefix(line, "retry: ") { // random, to spread the reconnections
+			line = "retry: (100 to 999 ms: when EventSource reconnects, with Last-Event-ID: 1)"
+		}
+		fmt.Println(line)
+		if line == "data: price 42" {
 			shutdown() // as if SIGTERM arrived
 		}
 	}
 	resp.Body.Close()
+	e := <-stopping
+	fmt.Println("told to leave:", e.Departures.Told, "cut:", e.Cut)
 	fmt.Println("Run returned", <-done)
 	// Output:
+	// id: 1
 	// data: price 42
 	//
-	// retry: 0
-	// event: reconnect
-	// data: this server is shutting down
+	// retry: (100 to 999 ms: when EventSource reconnects, with Last-Event-ID: 1)
 	//
+	// told to leave: 1 cut: nothing
 	// Run returned <nil>
 }

@@ -39,8 +39,10 @@ var ErrCut = errors.New("lameduck: in-flight work was cut")
 //     catch up. The delay is skipped if the process never became ready.
 //  4. Draining: servers stop accepting and in-flight requests, RPCs and
 //     streams finish; Entered(PhaseDraining) is closed and workers'
-//     contexts are done. Run learns that the drain is over from events, not
-//     by polling, and moves on at once.
+//     contexts are done. Long-lived work leaves at its turn, spread over
+//     the departure window (see [WithDepartureWindow] and [Leaving]). Run
+//     learns that the drain is over from events, not by polling, and moves
+//     on at once.
 //  5. If anything is left at the drain deadline — the grace period minus the
 //     safety margin and the hook timeout, counted from the signal — servers
 //     close it, and Run logs and returns what was cut.

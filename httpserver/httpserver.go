@@ -27,18 +27,20 @@
 //     end, without a reset, and a request sent at that moment is never read;
 //     requests in flight finish, and their connections close after the
 //     response; HTTP/2 connections end one round trip after their last
-//     response. Drain returns as soon as the last response is written and
-//     the last connection has ended.
+//     response. Websockets and event streams leave at their turns, spread
+//     over the departure window (see [Server.Departures]). Drain returns
+//     as soon as the last response is written and the last connection has
+//     ended.
 //  3. Close, at the drain deadline: request contexts are canceled and every
 //     connection is closed, hijacked ones included; the handlers still
 //     running, requests still being received and hijacked connections are
 //     reported as cut ([lameduck.ErrCut]).
 //
-// Long-lived responses, such as server-sent events, and hijacked
-// connections, such as websockets, should finish once
-// ld.Entered(lameduck.PhaseDraining) is closed, or be cut at the deadline;
-// ld.Entered(lameduck.PhaseLameDuck) lets them send their clients elsewhere
-// sooner.
+// A websocket handler selects on [lameduck.Leaving] of its request's
+// context and closes its connection with code 1012 (service restart) when
+// it is closed; an event stream handler needs nothing more than to return
+// when its request's context ends. Other long-lived responses finish in the
+// drain or are cut at the deadline.
 //
 // Limits:
 //
