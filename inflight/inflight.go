@@ -6,6 +6,11 @@
 // An adapter calls [Tracker.Start] when a request, stream or connection
 // begins and [Tracker.Done] when it ends; its Drain waits on
 // [Tracker.Idle], and its Close reports [Tracker.InFlight] as what it cut.
+//
+// The rest of the toolkit is what every adapter needs to tell lameduck
+// about its lame-duck phase: [Arrivals] counts each connection accepted
+// then once, as its LameDuck method must, and [IsProbe] and [Prober] tell
+// the probes, which do not count, from the requests that do.
 package inflight
 
 import (
