@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/inflight"
 )
 
 // Departures returns the departures of the server's long-lived work, which
@@ -91,7 +92,7 @@ func (w *writer) handOver() {
 // leave ends the request's departure as its handler returns: an event
 // stream told to leave gets its "retry:" field.
 func (w *writer) leave() {
-	told := isClosed(w.dep.Leaving())
+	told := inflight.IsClosed(w.dep.Leaving())
 	if told && !w.hijacked && w.committed && isEventStream(w.w.Header()) {
 		retry := 100*time.Millisecond + rand.N(900*time.Millisecond)
 		var b [32]byte

@@ -94,10 +94,10 @@ type Server struct {
 	cancelBase context.CancelFunc
 
 	tracker    inflight.Tracker
-	departures lameduck.Departures    // of upgraded connections and event streams (departures.go)
-	arrived    atomic.Pointer[func()] // what LameDuck is given to call for each arrival (writer.go)
-	lameDuck   atomic.Bool            // responses carry Connection: close
-	draining   atomic.Bool            // the drain has begun: connection events wake it
+	departures lameduck.Departures // of upgraded connections and event streams (departures.go)
+	arrivals   inflight.Arrivals   // the connections of the lame-duck phase, for LameDuck's arrived (writer.go)
+	lameDuck   atomic.Bool         // responses carry Connection: close
+	draining   atomic.Bool         // the drain has begun: connection events wake it
 	// acksOptional is set once the drain has waited ackWait for HTTP/2
 	// clients to acknowledge their PING.
 	acksOptional atomic.Bool
@@ -260,7 +260,7 @@ func (s *Server) Serve() error {
 // Each such connection is asked to leave after its first response, so a
 // load balancer that still routes here shows as new connections.
 func (s *Server) LameDuck(arrived func()) {
-	s.arrived.Store(&arrived)
+	s.arrivals.Begin(arrived)
 	s.lameDuck.Store(true)
 	s.eachH2((*h2Conn).goAway)
 }
@@ -335,7 +335,7 @@ func (s *Server) Drain(ctx context.Context) error {
 		}
 		s.mu.Unlock()
 		busy := s.tracker.InFlight().Total() > 0
-		if live == 0 && !busy && isClosed(accepting) {
+		if live == 0 && !busy && inflight.IsClosed(accepting) {
 			return nil
 		}
 		var idle <-chan struct{}
@@ -430,6 +430,11 @@ func (s *Server) Close() inflight.Counts {
 	}
 	return cut
 }
+
+// InFlight returns the work the server has in flight now: requests being
+// handled, streaming responses, and hijacked connections. Exporters read it
+// through [lameduck.Coordinator.Status].
+func (s *Server) InFlight() inflight.Counts { return s.tracker.InFlight() }
 
 // baseContext is the parent of every request context: Close cancels it.
 func (s *Server) baseContext(l net.Listener) context.Context {
@@ -599,8 +604,10 @@ func (l *listener) Accept() (net.Conn, error) {
 			// Accepted during the delay, it will be asked to leave after
 			// its first response (see writer.commit and newH2Conn), and
 			// counted as an arrival by its first request (see arrival).
-			lameDuck := l.s.lameDuck.Load() && !l.s.draining.Load()
-			c := &conn{Conn: nc, s: l.s, state: http.StateNew, counted: true, lameDuck: lameDuck}
+			c := &conn{Conn: nc, s: l.s, state: http.StateNew, counted: true}
+			if l.s.lameDuck.Load() && !l.s.draining.Load() {
+				c.arrival.Expect()
+			}
 			l.s.mu.Lock()
 			l.s.conns[c] = struct{}{}
 			l.s.live++
@@ -642,15 +649,6 @@ func (l *listener) Close() error {
 // closedChan is a closed channel.
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
 // conn is an accepted connection and what the drain knows of it.
 type conn struct {
 	net.Conn
@@ -687,10 +685,9 @@ type conn struct {
 	leaving atomic.Bool
 	corked  atomic.Bool
 
-	// lameDuck is set if c was accepted during the lame-duck phase, and
-	// arrived once a request on it has counted it as an arrival.
-	lameDuck bool
-	arrived  atomic.Bool
+	// arrival is expected if c was accepted during the lame-duck phase,
+	// until a request on it has counted it.
+	arrival inflight.Arrival
 
 	// Guarded by s.mu.
 	state       http.ConnState // StateNew, StateActive or StateIdle

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 
 	"github.com/lameduck/lameduck"
@@ -18,7 +17,7 @@ import (
 // it is written, if the server is a lame duck by then.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.tracker.Start(inflight.Request)
-	if s.lameDuck.Load() {
+	if s.arrivals.Begun() {
 		s.arrival(r)
 	}
 	ww := writerPool.Get().(*writer)
@@ -179,22 +178,18 @@ func (w h1Writer) ReadFrom(src io.Reader) (int64, error) {
 // and r is not a probe.
 func (s *Server) arrival(r *http.Request) {
 	c, ok := r.Context().Value(connKey{}).(*conn)
-	if !ok || !c.lameDuck || c.arrived.Load() || s.isProbe(r) {
+	if !ok || !c.arrival.Expected() || s.isProbe(r) {
 		return
 	}
-	if c.arrived.CompareAndSwap(false, true) {
-		if f := s.arrived.Load(); f != nil {
-			(*f)()
-		}
-	}
+	s.arrivals.Arrive(&c.arrival)
 }
 
 // isProbe reports whether r is a probe, which says nothing about where the
 // load balancer routes: a request of the kubelet's probes, or one that the
-// server's [http.ServeMux] routes to the Coordinator's readiness or
-// liveness handler.
+// server's [http.ServeMux] routes to a probe handler, such as the
+// Coordinator's readiness and liveness handlers ([inflight.Prober]).
 func (s *Server) isProbe(r *http.Request) bool {
-	if strings.HasPrefix(r.UserAgent(), kubeProbeAgent) {
+	if inflight.IsProbe(r.UserAgent()) {
 		return true
 	}
 	mux, ok := s.handler.(*http.ServeMux)
@@ -202,10 +197,6 @@ func (s *Server) isProbe(r *http.Request) bool {
 		return false
 	}
 	h, _ := mux.Handler(r)
-	_, probe := h.(interface{ Probe() })
+	_, probe := h.(inflight.Prober)
 	return probe
 }
-
-// kubeProbeAgent begins the User-Agent of the kubelet's HTTP and gRPC
-// probes, such as "kube-probe/1.31".
-const kubeProbeAgent = "kube-probe/"
