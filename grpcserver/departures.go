@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/inflight"
 )
 
 // A Server is a Departer: its streaming RPCs leave at their turns.
@@ -58,9 +59,7 @@ func (s *Server) serveDeparting(srv any, ss grpc.ServerStream, handler grpc.Stre
 	if err == nil {
 		return nil // the handler ended the stream cleanly: OK
 	}
-	select {
-	case <-dep.Leaving():
-	default:
+	if !inflight.IsClosed(dep.Leaving()) {
 		return err // its own error, before the turn
 	}
 	// Whatever the error, the turn may have caused it: a context error, a

@@ -114,7 +114,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -139,12 +138,9 @@ type Server struct {
 	health *health.Server
 	hsvc   *healthService
 	work   inflight.Tracker // unary RPCs and streams in flight, for Close's report
-	// arrived is what LameDuck is given to call for each connection
-	// accepted during the lame-duck phase that carries an RPC other than a
-	// health check; arriving is set from LameDuck on, for the interceptors
-	// to look for them.
-	arrived  func()
-	arriving atomic.Bool
+	// arrivals are the connections accepted during the lame-duck phase
+	// that carry an RPC other than a probe, for what LameDuck is given.
+	arrivals inflight.Arrivals
 	// departures are the streams that take turns to leave (departures.go).
 	departures lameduck.Departures
 
@@ -517,6 +513,9 @@ func (s *Server) track(c net.Conn) *conn {
 	lameDuck := s.lameDuck && !s.draining && !s.closed
 	s.mu.Unlock()
 	wc := &conn{Conn: c, s: s, accepted: time.Now(), lameDuck: lameDuck}
+	if lameDuck {
+		wc.arrival.Expect()
+	}
 	s.connsMu.Lock()
 	if s.conns == nil {
 		s.connsMu.Unlock()
@@ -629,8 +628,7 @@ func (s *Server) LameDuck(arrived func()) {
 		return
 	}
 	s.lameDuck = true
-	s.arrived = arrived
-	s.arriving.Store(true)
+	s.arrivals.Begin(arrived)
 	s.beginShutdownLocked()
 	s.rotateLocked()
 }
@@ -692,9 +690,7 @@ func (s *Server) stopRotationLocked() {
 // the latch then ignores.
 func (s *Server) beginShutdownLocked() {
 	s.health.Shutdown()
-	select {
-	case <-s.shutdown:
-	default:
+	if !inflight.IsClosed(s.shutdown) {
 		close(s.shutdown)
 	}
 }
@@ -718,9 +714,7 @@ func (s *Server) Drain(ctx context.Context) error {
 	for _, g := range gens {
 		g.gracefulStop()
 	}
-	select {
-	case <-s.drainBegan:
-	default:
+	if !inflight.IsClosed(s.drainBegan) {
 		close(s.drainBegan)
 	}
 	s.mu.Unlock()
@@ -766,7 +760,7 @@ func (s *Server) Close() inflight.Counts {
 	}
 	s.closed = true
 	s.stopRotationLocked()
-	cut := s.work.InFlight()
+	cut := s.InFlight()
 	s.beginShutdownLocked()
 	s.stopWatches()
 	close(s.closing)
@@ -793,10 +787,15 @@ func (s *Server) Close() inflight.Counts {
 	return cut
 }
 
+// InFlight returns the RPCs the Server has in flight now: unary RPCs as
+// requests and streaming RPCs, health Watch streams included, as streams.
+// Exporters read it through [lameduck.Coordinator.Status].
+func (s *Server) InFlight() inflight.Counts { return s.work.InFlight() }
+
 // countUnary counts a unary RPC in flight.
 func (s *Server) countUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	s.work.Start(inflight.Request)
-	if s.arriving.Load() {
+	if s.arrivals.Begun() {
 		s.arrival(ctx, info.FullMethod)
 	}
 	defer s.work.Done(inflight.Request)
@@ -807,7 +806,7 @@ func (s *Server) countUnary(ctx context.Context, req any, info *grpc.UnaryServer
 // leave if it takes one (see departs).
 func (s *Server) countStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	s.work.Start(inflight.Stream)
-	if s.arriving.Load() {
+	if s.arrivals.Begun() {
 		s.arrival(ss.Context(), info.FullMethod)
 	}
 	defer s.work.Done(inflight.Stream)
@@ -831,23 +830,18 @@ func (s *Server) arrival(ctx context.Context, method string) {
 	s.connsMu.Lock()
 	c := s.lameDuckConns[p.Addr.String()]
 	s.connsMu.Unlock()
-	if c != nil && c.arrived.CompareAndSwap(false, true) {
-		s.arrived()
+	if c != nil {
+		s.arrivals.Arrive(&c.arrival)
 	}
 }
 
 // isProbe reports whether an RPC to method says nothing about where the
 // load balancer routes: a health check, or a call of the kubelet's gRPC
-// probe (User-Agent "kube-probe/1.31 grpc-go/...").
+// probe ([inflight.IsProbe]).
 func isProbe(ctx context.Context, method string) bool {
 	if strings.HasPrefix(method, "/"+healthpb.Health_ServiceDesc.ServiceName+"/") {
 		return true
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	for _, ua := range md.Get("user-agent") {
-		if strings.HasPrefix(ua, "kube-probe/") {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(md.Get("user-agent"), inflight.IsProbe)
 }

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/lameduck/lameduck/inflight"
 )
 
 // pipeListener is the in-memory listener a grpc.Server serves: the Server's
@@ -82,7 +84,7 @@ type conn struct {
 	heard    atomic.Bool  // set once a byte has been read from the connection
 	handoffs atomic.Int32 // times Close handed it off again
 	lameDuck bool         // accepted during the lame-duck phase
-	arrived  atomic.Bool  // counted in Server.arrivals
+	arrival  inflight.Arrival
 }
 
 // maxHandoffs bounds how often an unused connection is handed off again,
