@@ -153,6 +153,27 @@ type Server struct {
 	watcherDone chan struct{} // closed when watchReadiness returns; nil if it never ran
 
 	mu sync.Mutex
+	// Guarded by mu.
+	//
+	// The Server's life is one ordered phase, and three facts that the
+	// Coordinator's calls set in any order with it (the contract of
+	// lameduck.Server). Their invariants:
+	//
+	//   - phase only moves forward; from phaseLameDuck on, shutdown is
+	//     closed and health answers NOT_SERVING for good.
+	//   - lis != nil implies listenCalled; serveCalled implies lis != nil.
+	//   - stopAccept is closed exactly when the Server has closed lis:
+	//     from phaseDraining on, or once a generation failed on its own.
+	//   - acceptDone is set once no accept loop runs or ever will, so that
+	//     no generation starts serving after Serve waits for them all
+	//     (serving.Add never races serving.Wait): Listen failing or coming
+	//     too late, the listener closed before Serve, the accept loop
+	//     returning, or phaseClosed.
+	//   - rotation is nil from phaseDraining on.
+	phase        phase
+	listenCalled bool
+	serveCalled  bool
+	acceptDone   bool
 	// services are the RegisterService calls, in order, replayed on every
 	// grpc.Server. Frozen once Listen is called.
 	services []service
@@ -163,18 +184,8 @@ type Server struct {
 	gens []*generation
 	// lis is the bound listener: nil until Listen succeeds. stopAccept is
 	// closed when lis is closed by the Server itself.
-	lis          net.Listener
-	stopAccept   chan struct{}
-	lisClosed    bool
-	listenCalled bool
-	serveCalled  bool
-	// acceptDone is set once no accept loop runs or ever will: no new
-	// generation is started from then on, so that serving.Add never races
-	// serving.Wait.
-	acceptDone bool
-	lameDuck   bool
-	draining   bool
-	closed     bool
+	lis        net.Listener
+	stopAccept chan struct{}
 	serveErr   error          // a generation's Serve failing on its own
 	serving    sync.WaitGroup // running grpc.Server.Serve calls
 	// rotation, while set, will ask the connections accepted during the
@@ -190,6 +201,18 @@ type Server struct {
 	lameDuckConns map[string]*conn
 	timers        []*time.Timer
 }
+
+// A phase is how far a Server's shutdown has gone. Phases only move
+// forward, though a step may be skipped: Drain may come without LameDuck,
+// and Close without either.
+type phase uint8
+
+const (
+	phaseRunning  phase = iota // no shutdown step yet
+	phaseLameDuck              // LameDuck: accepting, and rotating new connections away
+	phaseDraining              // Drain: the listener closed, every generation stopping gracefully
+	phaseClosed                // Close: every connection closed, every generation stopped
+)
 
 // service is one RegisterService call.
 type service struct {
@@ -296,7 +319,7 @@ func (s *Server) newGeneration() *generation {
 func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.listenCalled || s.lameDuck || s.draining || s.closed {
+	if s.listenCalled || s.phase > phaseRunning {
 		panic("grpcserver: RegisterService called after the server started; register every service before calling Coordinator.Run")
 	}
 	s.cur.srv.RegisterService(desc, impl)
@@ -359,7 +382,7 @@ func (s *Server) Listen() error {
 		return errors.New("grpcserver: Listen called twice")
 	}
 	s.listenCalled = true
-	if s.lameDuck || s.draining || s.closed {
+	if s.phase > phaseRunning {
 		s.acceptDone = true
 		return errors.New("grpcserver: Listen called after the shutdown began")
 	}
@@ -510,7 +533,7 @@ func (s *Server) accept(lis net.Listener, stop <-chan struct{}) error {
 // can close it; once Close has run, it closes c and returns nil.
 func (s *Server) track(c net.Conn) *conn {
 	s.mu.Lock()
-	lameDuck := s.lameDuck && !s.draining && !s.closed
+	lameDuck := s.phase == phaseLameDuck
 	s.mu.Unlock()
 	wc := &conn{Conn: c, s: s, accepted: time.Now(), lameDuck: lameDuck}
 	if lameDuck {
@@ -624,10 +647,10 @@ func (s *Server) handOff(c *conn) {
 func (s *Server) LameDuck(arrived func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.lameDuck || s.draining || s.closed {
+	if s.phase >= phaseLameDuck {
 		return
 	}
-	s.lameDuck = true
+	s.phase = phaseLameDuck
 	s.arrivals.Begin(arrived)
 	s.beginShutdownLocked()
 	s.rotateLocked()
@@ -637,7 +660,7 @@ func (s *Server) LameDuck(arrived func()) {
 // current one gracefully: its connections get a GOAWAY, their RPCs finish
 // and their clients reconnect, through the load balancer, elsewhere.
 func (s *Server) rotateLocked() {
-	if s.lis == nil || s.acceptDone || s.draining || s.closed {
+	if s.lis == nil || s.acceptDone || s.phase >= phaseDraining {
 		return // nothing accepts: Drain stops everything
 	}
 	old := s.cur
@@ -665,7 +688,7 @@ const rotateAfter = 100 * time.Millisecond
 func (s *Server) scheduleRotation() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.rotation != nil || s.draining || s.closed {
+	if s.rotation != nil || s.phase >= phaseDraining {
 		return
 	}
 	s.rotation = time.AfterFunc(rotateAfter, func() {
@@ -701,11 +724,11 @@ func (s *Server) beginShutdownLocked() {
 // cuts what remains.
 func (s *Server) Drain(ctx context.Context) error {
 	s.mu.Lock()
-	if s.closed {
+	if s.phase == phaseClosed {
 		s.mu.Unlock()
 		return nil
 	}
-	s.draining = true
+	s.phase = phaseDraining
 	s.stopRotationLocked()
 	s.beginShutdownLocked()
 	s.stopWatches()
@@ -736,8 +759,7 @@ func (s *Server) closeListenerLocked() {
 		s.acceptDone = true
 		return
 	}
-	if !s.lisClosed {
-		s.lisClosed = true
+	if !inflight.IsClosed(s.stopAccept) {
 		close(s.stopAccept)
 		s.lis.Close()
 	}
@@ -754,11 +776,11 @@ func (s *Server) closeListenerLocked() {
 // return zero Counts.
 func (s *Server) Close() inflight.Counts {
 	s.mu.Lock()
-	if s.closed {
+	if s.phase == phaseClosed {
 		s.mu.Unlock()
 		return inflight.Counts{}
 	}
-	s.closed = true
+	s.phase = phaseClosed
 	s.stopRotationLocked()
 	cut := s.InFlight()
 	s.beginShutdownLocked()
