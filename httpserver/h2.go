@@ -1,5 +1,19 @@
 package httpserver
 
+// The HTTP/2 connections as the adapter follows them, frame by frame: a
+// workaround for how net/http's HTTP/2 server ends a connection. Its own
+// GOAWAY, from Shutdown or for a response carrying "Connection: close",
+// names the last stream it has read, so it refuses a stream the client
+// opened a moment before receiving it, and the server then waits a second
+// after the last stream before it closes the connection (golang/go#18701),
+// while Go's client waits for the server to close an idle one. And
+// net/http sends an idle connection a GOAWAY only from Shutdown, which
+// would also drop the HTTP/1 requests read after it begins
+// (golang/go#75591): it cannot be called at the signal. The adapter writes its own GOAWAY, PING and final
+// GOAWAY between net/http's frames (see h2Conn): an HTTP/2 connection ends
+// one round trip after its last response, and no stream its client could
+// not know to retry is refused. How and why: docs/http.md.
+
 import (
 	"bytes"
 	"crypto/tls"
