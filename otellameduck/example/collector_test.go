@@ -419,7 +419,10 @@ func TestACollectorReceivesTheFinalValuesOfARealShutdown(t *testing.T) {
 	assert.Equal(t, 0.0, final["lameduck.phase.current{lameduck.phase.name=draining}"])
 	assert.Equal(t, 1.0, final["lameduck.drain_delay.ended{lameduck.drain_delay.reason=fixed}"])
 	assert.Equal(t, 1.0, final["lameduck.drain_delay.arrivals{}"])
-	assert.InDelta(t, delay.Seconds(), final["lameduck.drain_delay.duration{}"], 0.5)
+	// The real clock: the delay lasts at least what was configured, and
+	// less than the process took to exit.
+	assert.GreaterOrEqual(t, final["lameduck.drain_delay.duration{}"], delay.Seconds())
+	assert.Less(t, final["lameduck.drain_delay.duration{}"], exitedAfter.Seconds())
 	var lastArrival float64
 	for k, v := range final {
 		if regexp.MustCompile(`^lameduck\.drain_delay\.last_arrival\{lameduck\.server\.name=http 127\.0\.0\.1:\d+\}$`).MatchString(k) {
@@ -437,7 +440,7 @@ func TestACollectorReceivesTheFinalValuesOfARealShutdown(t *testing.T) {
 	assert.Equal(t, "fixed", sp.attrs["lameduck.drain_delay.reason"])
 	assert.Equal(t, "1", sp.attrs["lameduck.drain_delay.arrivals"])
 	assert.Equal(t, "0", sp.attrs["lameduck.cut.requests"])
-	assert.InDelta(t, delay.Seconds(), sp.duration.Seconds(), 0.5)
+	assert.GreaterOrEqual(t, sp.duration, delay, "the shutdown lasts at least the delay")
 	assert.Less(t, sp.duration, exitedAfter)
 }
 
