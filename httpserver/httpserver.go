@@ -255,8 +255,9 @@ func (s *Server) Serve() error {
 // included, get a graceful GOAWAY. The server keeps accepting and serving,
 // and calls arrived once for each connection accepted from now on, when its
 // first request that is not a probe begins (see [lameduck.Server]): the
-// kubelet's probes (User-Agent kube-probe/...) and requests routed by a
-// ServeMux to the Coordinator's probe handlers say nothing about routing.
+// kubelet's probes ([inflight.IsProbe]) and requests that a ServeMux
+// routes to a probe handler ([inflight.Prober]), such as the Coordinator's,
+// say nothing about routing.
 // Each such connection is asked to leave after its first response, so a
 // load balancer that still routes here shows as new connections.
 func (s *Server) LameDuck(arrived func()) {
