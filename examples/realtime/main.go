@@ -35,7 +35,9 @@
 //   - an event stream's context ends and its handler returns; package
 //     httpserver then sends a "retry:" field of 100 ms to 1 s, ends the
 //     stream and closes the connection, and EventSource reconnects, through
-//     the load balancer, with Last-Event-ID.
+//     the load balancer, with Last-Event-ID. (httpserver knows an event
+//     stream by its request's "Accept: text/event-stream", which
+//     EventSource sends; a stream asked for without it has no turn.)
 //
 // The process exits as soon as the last of them has left: 0 after a clean
 // drain, 1 when something had to be cut at the deadline or the port is
