@@ -136,22 +136,25 @@ func TestClientsMoveToTheNextServerAcrossSIGTERM(t *testing.T) {
 	})
 	t.Run("the departures spread over the window", func(t *testing.T) {
 		assert.True(t, first.After(a.signaled.Add(delay)), "no client is sent away during the drain delay, while routing still comes here")
-		// Generous bounds, for a loaded machine: evenly spread, the
-		// turns of 60 clients span 58/60 of the window, and a tenth of
-		// it holds 6 or 7.
+		// Generous bounds, for a loaded machine, where a starved client
+		// sees its close late, bunched with the next ones': evenly spread,
+		// the turns of 60 clients span 58/60 of the window, and the middle
+		// half of them half of it.
 		assert.Greater(t, last.Sub(first), window/2, "the turns span most of the window")
+		n := len(sentAway)
+		assert.Greater(t, sentAway[3*n/4].Sub(sentAway[n/4]), window/4, "the middle half of the turns is not one burst")
 		most := 0
 		for i, at := range sentAway {
-			n := 0
+			k := 0
 			for _, later := range sentAway[i:] {
 				if later.Sub(at) < window/10 {
-					n++
+					k++
 				}
 			}
-			most = max(most, n)
+			most = max(most, k)
 		}
-		t.Logf("at most %d of %d sent away within a tenth of the window", most, len(sentAway))
-		assert.LessOrEqual(t, most, len(sentAway)/3, "no burst of departures")
+		t.Logf("middle half sent away over %v; at most %d of %d within a tenth of the window (%d when evenly spread)",
+			sentAway[3*n/4].Sub(sentAway[n/4]).Round(time.Millisecond), most, n, (n+9)/10)
 	})
 }
 
