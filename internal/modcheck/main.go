@@ -97,6 +97,9 @@ var (
 	promModules = []string{rootModule + "/prommetrics", "github.com/prometheus/client_golang"}
 	otelModules = []string{rootModule + "/otellameduck"}
 	toolModules = []string{rootModule + "/cmd/rollout", rootModule + "/examples/", "gonum.org/v1/plot", "golang.org/x/image"}
+	// The websocket libraries of examples/realtime, which no module of
+	// lameduck requires: a service gets one only by choosing it.
+	wsModules = []string{"github.com/coder/websocket", "github.com/gorilla/websocket"}
 
 	grpcPackages  = []string{"google.golang.org/grpc", "google.golang.org/genproto", rootModule + "/grpcserver"}
 	protoPackages = []string{"google.golang.org/protobuf"}
@@ -112,28 +115,28 @@ var services = []consumer{
 		name: "http", title: "HTTP only",
 		get:        []string{rootModule},
 		need:       []string{rootModule + "/httpserver", rootModule + "/lameducktest"},
-		noModules:  slices.Concat(grpcModules, promModules, otelModules, toolModules, []string{"google.golang.org/protobuf", "go.opentelemetry.io/"}),
+		noModules:  slices.Concat(wsModules, grpcModules, promModules, otelModules, toolModules, []string{"google.golang.org/protobuf", "go.opentelemetry.io/"}),
 		noPackages: slices.Concat(grpcPackages, protoPackages, promPackages, otelPackages, plotPackages, testPackages),
 	},
 	{
 		name: "grpc", title: "gRPC",
 		get:        []string{rootModule, rootModule + "/grpcserver"},
 		need:       []string{rootModule + "/grpcserver", rootModule + "/grpcserver/grpcload", "google.golang.org/grpc"},
-		noModules:  slices.Concat(promModules, otelModules, toolModules),
+		noModules:  slices.Concat(wsModules, promModules, otelModules, toolModules),
 		noPackages: slices.Concat(promPackages, otelPackages, plotPackages, testPackages),
 	},
 	{
 		name: "metrics", title: "HTTP with Prometheus metrics",
 		get:        []string{rootModule, rootModule + "/prommetrics"},
 		need:       []string{rootModule + "/prommetrics", "github.com/prometheus/client_golang/prometheus"},
-		noModules:  slices.Concat(grpcModules, otelModules, toolModules),
+		noModules:  slices.Concat(wsModules, grpcModules, otelModules, toolModules),
 		noPackages: slices.Concat(grpcPackages, otelPackages, plotPackages, testPackages),
 	},
 	{
 		name: "otel", title: "HTTP with OpenTelemetry",
 		get:        []string{rootModule, rootModule + "/otellameduck"},
 		need:       []string{rootModule + "/otellameduck", "go.opentelemetry.io/otel/sdk/metric", "go.opentelemetry.io/otel/sdk/trace"},
-		noModules:  slices.Concat(grpcModules, promModules, toolModules, []string{"google.golang.org/protobuf"}),
+		noModules:  slices.Concat(wsModules, grpcModules, promModules, toolModules, []string{"google.golang.org/protobuf"}),
 		noPackages: slices.Concat(grpcPackages, protoPackages, promPackages, plotPackages, testPackages),
 	},
 }
