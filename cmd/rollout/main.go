@@ -75,6 +75,7 @@ type options struct {
 	cycles, conns, replicas, fresh, late int
 	lag, grace, drainDelay, timeout      time.Duration
 	drainMin, drainQuiet                 time.Duration
+	departureWindow                      *time.Duration // nil: the library's default
 	probePeriod, warmup                  time.Duration
 	load, pod, readyPath, path, addr     string
 	draw                                 string
@@ -121,9 +122,17 @@ Flags:
 	fs.DurationVar(&o.drainDelay, "drain-delay", rollout.DefaultDrainDelay, "drain delay passed as -drain-delay to the built-in and example pods; with -drain-quiet, the longest")
 	fs.DurationVar(&o.drainMin, "drain-min", 0, "with -drain-quiet, the shortest drain delay, passed as -drain-min")
 	fs.DurationVar(&o.drainQuiet, "drain-quiet", 0, "make lameduck's drain delay adaptive: it ends once no connection arrived for this long (passed as -drain-quiet; 0: a fixed delay)")
+	fs.Func("departure-window", "the window over which the built-in lameduck pod sends its websockets and event streams away once its drain delay is over, passed as -departure-window (0: all at once; default: the library's)", func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return errors.New("give a duration of zero or more, such as 2s")
+		}
+		o.departureWindow = &d
+		return nil
+	})
 	fs.DurationVar(&o.timeout, "timeout", rollout.DefaultRequestTimeout, "per-request timeout")
 	fs.DurationVar(&o.warmup, "warmup", rollout.DefaultWarmup, "load time before the first rollout (0: none)")
-	fs.StringVar(&o.path, "path", "/", "HTTP path the load requests (e.g. /?delay=50ms with the built-in pods)")
+	fs.StringVar(&o.path, "path", "", "HTTP path the load requests (e.g. /?delay=50ms with the built-in pods; default /, or /ws and /events for -load websocket and sse)")
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:0", "load balancer listen address (loopback only)")
 	fs.BoolVar(&o.compare, "compare", false, "run the built-in naive, textbook and lameduck servers and print one line each")
 	fs.BoolVar(&o.verbose, "v", false, "copy the pods' output to standard error")
@@ -209,7 +218,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return compare(ctx, cfg, o, stdout, stderr)
 	}
 
-	if o.pod == "" {
+	if o.pod == "" && (cfg.Load == rollout.LoadWebSocket || cfg.Load == rollout.LoadSSE) {
+		// The example server serves no websocket or event stream: the
+		// built-in lameduck pod does.
+		exe, err := os.Executable()
+		if err == nil {
+			cfg.Pod, err = rollout.BuiltinPod(rollout.BuiltinLameduck, exe, o.drainDelay, cfg.Grace)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "rollout: cannot run the built-in lameduck pod:", err)
+			return 1
+		}
+		cfg.Pod.Command = append(cfg.Pod.Command, o.podArgs()...)
+	} else if o.pod == "" {
 		dir, err := os.MkdirTemp("", "rollout-")
 		if err != nil {
 			fmt.Fprintln(stderr, "rollout:", err)
@@ -303,7 +324,7 @@ func compare(ctx context.Context, cfg rollout.Config, o options, stdout, stderr 
 			fmt.Fprintln(stderr, "rollout:", err)
 			return 2
 		}
-		cfg.Pod.Command = append(cfg.Pod.Command, o.adaptiveArgs()...)
+		cfg.Pod.Command = append(cfg.Pod.Command, o.podArgs()...)
 		if cfg, err = cfg.Check(flagNames); err != nil {
 			fmt.Fprintln(stderr, "rollout:", err)
 			return 2
@@ -353,6 +374,16 @@ func examplePod(ctx context.Context, dir string, load rollout.LoadKind, o option
 	argv := append([]string{bin, "-addr", rollout.AddrPlaceholder}, extra...)
 	argv = append(argv, "-drain-delay", o.drainDelay.String(), "-grace-period", o.grace.String())
 	return rollout.PodSpec{Command: append(argv, o.adaptiveArgs()...)}, nil
+}
+
+// podArgs are the flags of a built-in pod: those of an adaptive drain
+// delay and of a departure window, if asked for.
+func (o options) podArgs() []string {
+	args := o.adaptiveArgs()
+	if o.departureWindow != nil {
+		args = append(args, "-departure-window", o.departureWindow.String())
+	}
+	return args
 }
 
 // adaptiveArgs are the pod flags of an adaptive drain delay, if asked for.
