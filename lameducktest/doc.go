@@ -48,7 +48,18 @@
 // simulates no iptables or conntrack, cloud load balancer, TLS, preStop hook
 // or second replica. Keep [Config.Lag] below the drain delay the test gives
 // the server. A test with Protocol [GRPC] imports its client, package
-// grpcload. Every pod has stopped when Rollout returns. Rollout needs a
+// grpcload.
+//
+// With Protocol [WebSocket] or [SSE], each client holds one long-lived
+// subscription through the load balancer and counts the numbered messages
+// it receives as requests. When the old pod sends a client away (a close
+// with 1012 or 1001, an event stream ended after its retry field), the
+// client reconnects through the load balancer and resumes after its last
+// message; a gap in the numbers, or any other end, is a failure.
+// [RolloutResult] says how many were sent away and reconnected, and the
+// most reconnections in any 100 ms ([RolloutResult.PeakReconnects]):
+// close to all of them when a server sends its clients away at once, a
+// small share when it spreads them out. Every pod has stopped when Rollout returns. Rollout needs a
 // Unix-like system, to send SIGTERM; elsewhere it skips the test.
 //
 // What the simulation does, what each failure means, and how to read the

@@ -39,6 +39,26 @@ const (
 	// client is package grpcload, in the module of grpcserver: the test
 	// imports it, import _ "github.com/lameduck/lameduck/grpcserver/grpcload".
 	GRPC Protocol = "grpc"
+	// WebSocket holds one websocket per connection (GET /ws by default),
+	// which must send text messages numbered from ?from=N (0 without it),
+	// each one more than the last: the messages count as requests. When
+	// the server closes a websocket with 1012 (service restart) or 1001
+	// (going away), its client reconnects through the load balancer at
+	// once with ?from= the next number, and may land on any pod. A
+	// websocket closed without a close frame (1006) fails as an "eof", a
+	// refused or failed handshake as "refused", "5xx" or "other", and a
+	// gap in the numbers (a message lost) as "other".
+	WebSocket Protocol = "websocket"
+	// SSE holds one event stream (server-sent events) per connection (GET
+	// /events by default, with Accept: text/event-stream), whose events
+	// must carry an id and data both N, each one more than the last after
+	// the request's Last-Event-ID (from 0 without it): the events count as
+	// requests. When the server ends a stream (its last chunk, or after a
+	// retry field), its client waits the retry time, as EventSource does,
+	// and reconnects through the load balancer with Last-Event-ID. A
+	// stream cut without its last chunk fails as an "eof", and a gap in
+	// the ids as "other".
+	SSE Protocol = "sse"
 )
 
 // Config describes the server and the rolling update. Command (or
@@ -68,8 +88,9 @@ type Config struct {
 	// Protocol is the load's protocol; zero means HTTP1.
 	Protocol Protocol
 	// Path is the path the HTTP load requests, such as "/" or
-	// "/api/items?limit=1"; zero means "/". A response with a status of
-	// 400 or more counts as a failure. The GRPC load ignores it.
+	// "/api/items?limit=1"; zero means "/", or "/ws" for WebSocket and
+	// "/events" for SSE. A response with a status of 400 or more counts as
+	// a failure. The GRPC load ignores it.
 	Path string
 	// Conns is the number of client connections, each reconnecting
 	// through the load balancer whenever its connection ends; zero means 32.
@@ -126,6 +147,12 @@ type Result struct {
 	Failures map[string]int64
 	// Rollouts has one entry per rollout, in order.
 	Rollouts []RolloutResult
+	// Departures counts, for the WebSocket and SSE loads, the
+	// subscriptions a server ended so that its client would reconnect
+	// elsewhere (a close with 1012 or 1001, an event stream ended after
+	// its retry field), and Reconnects those that resumed after an
+	// earlier one had ended. Both are zero for other loads.
+	Departures, Reconnects int64
 
 	report string
 }
@@ -149,6 +176,17 @@ type RolloutResult struct {
 	Failures map[string]int64
 	// Exit says how the old pod exited.
 	Exit PodExit
+	// Departures and Reconnects count, for the WebSocket and SSE loads,
+	// the subscriptions sent away and resumed during the rollout (see
+	// [Result.Departures]).
+	Departures, Reconnects int64
+	// PeakReconnects is the most reconnections within any 100 ms of the
+	// rollout, and ReconnectSpan the time from its first to its last: a
+	// server that sends its clients away all at once has nearly all of
+	// them in one 100 ms, one that spreads them about Reconnects ×
+	// 100 ms / ReconnectSpan.
+	PeakReconnects int
+	ReconnectSpan  time.Duration
 }
 
 // String says in a sentence what happened, such as "0 of 52310 requests
@@ -362,16 +400,22 @@ func newResult(res *rollout.Result) *Result {
 	var b strings.Builder
 	res.WriteText(&b)
 	r := &Result{
-		Requests: res.Total.Requests,
-		Failed:   res.Total.Failed(),
-		Failures: failures(res.Total),
-		report:   b.String(),
+		Requests:   res.Total.Requests,
+		Failed:     res.Total.Failed(),
+		Failures:   failures(res.Total),
+		Departures: res.Total.Departures,
+		Reconnects: res.Total.Reconnects,
+		report:     b.String(),
 	}
 	for _, ro := range res.Rollouts {
 		r.Rollouts = append(r.Rollouts, RolloutResult{
-			Requests: ro.Requests,
-			Failed:   ro.Failed(),
-			Failures: failures(ro.Counts),
+			Requests:       ro.Requests,
+			Failed:         ro.Failed(),
+			Failures:       failures(ro.Counts),
+			Departures:     ro.Departures,
+			Reconnects:     ro.Reconnects,
+			PeakReconnects: ro.PeakReconnects,
+			ReconnectSpan:  ro.ReconnectSpan,
 			Exit: PodExit{
 				Pod:         ro.OldPod.Pod,
 				Code:        ro.OldPod.Code,

@@ -20,6 +20,18 @@
 //	go run ./cmd/rollout -pod './myserver -listen {ADDR}' -ready-path /healthz
 //	go run ./cmd/rollout -compare -cycles 2      # naive vs textbook vs lameduck
 //	go run ./cmd/rollout -compare -cycles 2 -report rollout.png
+//	go run ./cmd/rollout -load websocket -c 200 -departure-window 2s -report ws.png
+//
+// -load websocket and -load sse hold one websocket or event stream per
+// client connection, of numbered messages (each message counts as a
+// request), and resume through the load balancer after the last one
+// received whenever the pod sends the client away (a close with 1012 or
+// 1001, an event stream ended after its retry field); any other end, and
+// any gap in the numbers, is a failure. Without -pod they run the built-in
+// lameduck pod, which serves /ws and /events (-departure-window sets its
+// window; -compare runs all three built-in pods). Each rollout's report
+// adds a line with the clients sent away, those that reconnected, and the
+// most reconnections in any 100 ms against their average.
 //
 // The report ends with one machine-readable line of the totals,
 // "requests=N failed=F" followed by "KIND=N" for each kind of failure seen
@@ -30,9 +42,10 @@
 // -report FILE draws what happened: one panel per server, each with its own
 // time axis and a caption that says why its requests failed; one lane per
 // pod, with the requests it served, each pod's events (ready, SIGTERM,
-// endpoint removed from the load balancer, listener closed, exit), and a
-// row per kind of failed request, a glyph each or bars and a count where
-// they crowd. FILE ends in .png or .svg; .json writes the recorded data
+// endpoint removed from the load balancer, listener closed, exit), a row
+// per kind of failed request, a glyph each or bars and a count where they
+// crowd, and for the websocket and sse loads a row of bars per 100 ms of
+// the clients the pod sent away and of those that reconnected to it. FILE ends in .png or .svg; .json writes the recorded data
 // instead, every setting of the run included, durations in seconds. -draw
 // FILE.json draws such data and runs nothing: the record of a run, or the
 // one package lameducktest writes when a test fails, which names the file
@@ -75,6 +88,7 @@ type options struct {
 	cycles, conns, replicas, fresh, late int
 	lag, grace, drainDelay, timeout      time.Duration
 	drainMin, drainQuiet                 time.Duration
+	departureWindow                      *time.Duration // nil: the library's default
 	probePeriod, warmup                  time.Duration
 	load, pod, readyPath, path, addr     string
 	draw                                 string
@@ -98,7 +112,8 @@ balancer for -lag more (kube-proxy lagging), and SIGKILLs it after -grace.
 
 Without -pod, the pod is the project's example server, built with "go build"
 from the repository (run from inside it): examples/httpserver for http1 and h2c,
-examples/grpcserver for grpc. -compare runs this binary's built-in servers
+examples/grpcserver for grpc; for websocket and sse, this binary's built-in
+lameduck server. -compare runs this binary's built-in servers
 (naive, textbook, lameduck) one after the other instead. -draw draws
 recorded runs (-report FILE.json, or lameducktest's record of a failed test)
 and runs nothing.
@@ -114,16 +129,24 @@ Flags:
 	fs.IntVar(&o.replicas, "replicas", 1, "pods serving at once; each rollout replaces one")
 	fs.IntVar(&o.fresh, "fresh", 0, "extra clients that open a new connection for every request, about 100 a second each, as clients that come and go")
 	fs.IntVar(&o.late, "late", 0, "new clients that arrive 100ms before each old pod's endpoint is removed, one request each, on connections of their own")
-	fs.StringVar(&o.load, "load", string(rollout.LoadHTTP1), "load protocol: http1 (raw keep-alive HTTP/1.1), h2c (HTTP/2 prior knowledge) or grpc (unary EmptyCall)")
+	fs.StringVar(&o.load, "load", string(rollout.LoadHTTP1), "load protocol: http1 (raw keep-alive HTTP/1.1), h2c (HTTP/2 prior knowledge), grpc (unary EmptyCall), websocket or sse (one long-lived subscription per connection, resumed after each departure)")
 	fs.StringVar(&o.pod, "pod", "", "pod command template; {ADDR} becomes the pod's listen address, {PROBE_ADDR} a second address for the readiness probe (default: the project's example server for -load)")
 	fs.StringVar(&o.readyPath, "ready-path", rollout.DefaultReadyPath, "readiness probe path (GET, 200 means ready)")
 	fs.DurationVar(&o.probePeriod, "probe-period", rollout.DefaultProbePeriod, "readiness probe period")
 	fs.DurationVar(&o.drainDelay, "drain-delay", rollout.DefaultDrainDelay, "drain delay passed as -drain-delay to the built-in and example pods; with -drain-quiet, the longest")
 	fs.DurationVar(&o.drainMin, "drain-min", 0, "with -drain-quiet, the shortest drain delay, passed as -drain-min")
 	fs.DurationVar(&o.drainQuiet, "drain-quiet", 0, "make lameduck's drain delay adaptive: it ends once no connection arrived for this long (passed as -drain-quiet; 0: a fixed delay)")
+	fs.Func("departure-window", "the window over which the built-in lameduck pod sends its websockets and event streams away once its drain delay is over, passed as -departure-window (0: all at once; default: the library's)", func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return errors.New("give a duration of zero or more, such as 2s")
+		}
+		o.departureWindow = &d
+		return nil
+	})
 	fs.DurationVar(&o.timeout, "timeout", rollout.DefaultRequestTimeout, "per-request timeout")
 	fs.DurationVar(&o.warmup, "warmup", rollout.DefaultWarmup, "load time before the first rollout (0: none)")
-	fs.StringVar(&o.path, "path", "/", "HTTP path the load requests (e.g. /?delay=50ms with the built-in pods)")
+	fs.StringVar(&o.path, "path", "", "HTTP path the load requests (e.g. /?delay=50ms with the built-in pods; default /, or /ws and /events for -load websocket and sse)")
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:0", "load balancer listen address (loopback only)")
 	fs.BoolVar(&o.compare, "compare", false, "run the built-in naive, textbook and lameduck servers and print one line each")
 	fs.BoolVar(&o.verbose, "v", false, "copy the pods' output to standard error")
@@ -154,7 +177,7 @@ Flags:
 		return o, errors.New("-draw runs nothing; drop -compare and -pod")
 	}
 	if o.compare && o.load == string(rollout.LoadGRPC) {
-		return o, errors.New("-compare's built-in servers speak HTTP only; use -load http1 or h2c")
+		return o, errors.New("-compare's built-in servers speak HTTP only; use -load http1, h2c, websocket or sse")
 	}
 	return o, nil
 }
@@ -209,7 +232,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return compare(ctx, cfg, o, stdout, stderr)
 	}
 
-	if o.pod == "" {
+	if o.pod == "" && (cfg.Load == rollout.LoadWebSocket || cfg.Load == rollout.LoadSSE) {
+		// The example server serves no websocket or event stream: the
+		// built-in lameduck pod does.
+		exe, err := os.Executable()
+		if err == nil {
+			cfg.Pod, err = rollout.BuiltinPod(rollout.BuiltinLameduck, exe, o.drainDelay, cfg.Grace)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "rollout: cannot run the built-in lameduck pod:", err)
+			return 1
+		}
+		cfg.Pod.Command = append(cfg.Pod.Command, o.podArgs()...)
+	} else if o.pod == "" {
 		dir, err := os.MkdirTemp("", "rollout-")
 		if err != nil {
 			fmt.Fprintln(stderr, "rollout:", err)
@@ -303,7 +338,7 @@ func compare(ctx context.Context, cfg rollout.Config, o options, stdout, stderr 
 			fmt.Fprintln(stderr, "rollout:", err)
 			return 2
 		}
-		cfg.Pod.Command = append(cfg.Pod.Command, o.adaptiveArgs()...)
+		cfg.Pod.Command = append(cfg.Pod.Command, o.podArgs()...)
 		if cfg, err = cfg.Check(flagNames); err != nil {
 			fmt.Fprintln(stderr, "rollout:", err)
 			return 2
@@ -353,6 +388,16 @@ func examplePod(ctx context.Context, dir string, load rollout.LoadKind, o option
 	argv := append([]string{bin, "-addr", rollout.AddrPlaceholder}, extra...)
 	argv = append(argv, "-drain-delay", o.drainDelay.String(), "-grace-period", o.grace.String())
 	return rollout.PodSpec{Command: append(argv, o.adaptiveArgs()...)}, nil
+}
+
+// podArgs are the flags of a built-in pod: those of an adaptive drain
+// delay and of a departure window, if asked for.
+func (o options) podArgs() []string {
+	args := o.adaptiveArgs()
+	if o.departureWindow != nil {
+		args = append(args, "-departure-window", o.departureWindow.String())
+	}
+	return args
 }
 
 // adaptiveArgs are the pod flags of an adaptive drain delay, if asked for.

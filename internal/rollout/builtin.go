@@ -73,7 +73,10 @@ type podOptions struct {
 	drainMin    time.Duration // adaptive minimum
 	drainQuiet  time.Duration // adaptive quiet period; zero for a fixed delay
 	gracePeriod time.Duration
-	logger      *log.Logger
+	// departureWindow is lameduck's departure window; negative for the
+	// library's default.
+	departureWindow time.Duration
+	logger          *log.Logger
 }
 
 // builtinServers maps each built-in server to the function that runs it
@@ -114,6 +117,7 @@ func servePod(name string, args []string, stderr io.Writer) int {
 	fs.DurationVar(&o.drainMin, "drain-min", 0, "with -drain-quiet, the shortest drain delay (lameduck)")
 	fs.DurationVar(&o.drainQuiet, "drain-quiet", 0, "end the drain delay once no connection arrived for this long (lameduck's adaptive delay; 0: fixed)")
 	fs.DurationVar(&o.gracePeriod, "grace-period", DefaultGrace, "the pod's termination grace period")
+	fs.DurationVar(&o.departureWindow, "departure-window", -1, "the window over which websockets and event streams leave once the drain delay is over (lameduck; negative: the library's default)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -162,6 +166,9 @@ func appHandler(w http.ResponseWriter, r *http.Request) {
 func newPodServer(o podOptions, ready *atomic.Bool) (srv, probeSrv *http.Server, ln, probeLn net.Listener, err error) {
 	app := http.NewServeMux()
 	app.HandleFunc("GET /{$}", appHandler)
+	// Neither server tells a websocket to leave: it lasts until the
+	// process exits.
+	handleStreams(app, func(*http.Request) <-chan struct{} { return nil })
 	probes := app
 	if o.probeAddr != "" {
 		probes = http.NewServeMux()

@@ -17,9 +17,12 @@
 //   - [StartLoad] runs clients that do not hide failures through every
 //     rollout: raw HTTP/1.1 keep-alive connections ([HTTP1Client], because
 //     net/http's client silently retries idempotent requests whose reused
-//     connection broke), HTTP/2 with prior knowledge (h2c), or gRPC unary
+//     connection broke), HTTP/2 with prior knowledge (h2c), gRPC unary
 //     calls, whose client package grpcload registers ([RegisterLoad]) so
-//     that only the programs that import it compile gRPC. Each failure is
+//     that only the programs that import it compile gRPC, or long-lived
+//     websockets and event streams of numbered messages ([LoadWebSocket],
+//     [LoadSSE]) that resume through the load balancer whenever a pod
+//     sends them away and count any lost message. Each failure is
 //     classified as a [Kind].
 //
 // [Config.Check] fills in the one set of defaults and names every bad
@@ -38,4 +41,8 @@
 // http.Server.Shutdown on SIGTERM, "textbook" turns readiness off, disables
 // keep-alives, waits and then shuts down, and "lameduck" uses this project's
 // library. Comparing them is how the project shows why the library exists.
+// Each also serves a websocket ([WebSocketPath]) and an event stream
+// ([EventsPath]) for the stream loads, written on the standard library
+// alone; only the lameduck pod sends them away, spread over its departure
+// window.
 package rollout

@@ -34,10 +34,49 @@ const (
 	// connection slot, with several concurrent workers each. Its client
 	// is registered by package grpcload (see [RegisterLoad]).
 	LoadGRPC LoadKind = "grpc"
+	// LoadWebSocket holds one websocket per connection slot (GET
+	// [WebSocketPath] by default, as the built-in pods serve it), whose
+	// numbered text messages it counts as requests. When the pod closes
+	// it with 1012 (service restart) or 1001 (going away), the client
+	// reconnects through the load balancer at once with ?from= the next
+	// number. Any other end is a failure: a close without a close frame
+	// (1006) is an eof, a reset a reset, a failed handshake refused, 5xx or
+	// other, and a gap in the numbers (a message lost) other.
+	LoadWebSocket LoadKind = "websocket"
+	// LoadSSE holds one event stream (server-sent events) per connection
+	// slot (GET [EventsPath] by default, with Accept: text/event-stream),
+	// whose numbered events (id and data N) it counts as requests. When
+	// the pod ends the stream (its last chunk, or after a retry field),
+	// the client waits the stream's retry time, as EventSource does, and
+	// reconnects through the load balancer with Last-Event-ID. A stream
+	// cut without its last chunk is an eof, and a gap in the ids other.
+	LoadSSE LoadKind = "sse"
 )
 
 // LoadKinds lists the supported loads, for usage texts and validation.
-var LoadKinds = []LoadKind{LoadHTTP1, LoadH2C, LoadGRPC}
+var LoadKinds = []LoadKind{LoadHTTP1, LoadH2C, LoadGRPC, LoadWebSocket, LoadSSE}
+
+// builtinLoad reports whether this package runs kind itself.
+func builtinLoad(kind LoadKind) bool {
+	switch kind {
+	case LoadHTTP1, LoadH2C, LoadWebSocket, LoadSSE:
+		return true
+	}
+	return false
+}
+
+// DefaultPath returns the path a load of kind requests by default: "/",
+// or the long-lived endpoint the built-in pods serve for the websocket and
+// sse loads.
+func DefaultPath(kind LoadKind) string {
+	switch kind {
+	case LoadWebSocket:
+		return WebSocketPath
+	case LoadSSE:
+		return EventsPath
+	}
+	return "/"
+}
 
 // Default load settings.
 const (
@@ -67,7 +106,8 @@ type LoadConfig struct {
 	// that come and go, whose connections show where the load balancer
 	// routes at every moment, as settled keep-alive connections do not.
 	Fresh int
-	// Path is the HTTP request path; empty means "/". Ignored for gRPC.
+	// Path is the HTTP request path; empty means [DefaultPath] of Kind.
+	// Ignored for gRPC.
 	Path string
 	// Timeout bounds each request; zero means DefaultRequestTimeout.
 	Timeout time.Duration
@@ -116,7 +156,7 @@ func StartLoad(ctx context.Context, cfg LoadConfig) (*Load, error) {
 		cfg.WorkersPerConn = DefaultWorkersPerConn
 	}
 	if cfg.Path == "" {
-		cfg.Path = "/"
+		cfg.Path = DefaultPath(cfg.Kind)
 	}
 	if !strings.HasPrefix(cfg.Path, "/") {
 		return nil, fmt.Errorf("rollout: load path %q must start with /", cfg.Path)
@@ -143,6 +183,8 @@ func StartLoad(ctx context.Context, cfg LoadConfig) (*Load, error) {
 		l.startHTTP1()
 	case LoadH2C:
 		l.startH2C()
+	case LoadWebSocket, LoadSSE:
+		l.startStreams()
 	default:
 		if err := registered(cfg.Kind).Start(l); err != nil {
 			l.Stop()
@@ -193,6 +235,8 @@ func (l *Load) freshGet() func(ctx context.Context) (net.Addr, error) {
 			_, err := c.Get(ctx)
 			return c.LocalAddr(), err
 		}
+	case LoadWebSocket, LoadSSE:
+		return l.freshStream
 	}
 	return registered(l.cfg.Kind).Fresh(l)
 }
@@ -275,6 +319,8 @@ type loadTimeline struct {
 	servedLeftOut int64
 	failures      []FailureAt
 	failedLeftOut int64
+	// departures and reconnects of the stream loads, in no order.
+	departures, reconnects []PodEvent
 }
 
 // timeline returns what the load recorded over time; call it after Stop.
@@ -288,6 +334,7 @@ func (l *Load) timeline() loadTimeline {
 	// nearly in order.
 	slices.SortStableFunc(tl.failures, func(a, b FailureAt) int { return cmp.Compare(a.At, b.At) })
 	tl.failedLeftOut = l.rec.leftOut
+	tl.departures, tl.reconnects = slices.Clone(l.rec.departures), slices.Clone(l.rec.reconnects)
 	return tl
 }
 

@@ -18,16 +18,23 @@ func serveLameduck(ctx context.Context, o podOptions) error {
 	if o.drainQuiet > 0 {
 		delay = lameduck.WithAdaptiveDrainDelay(o.drainMin, o.drainQuiet, o.drainDelay)
 	}
-	ld, err := lameduck.New(
+	opts := []lameduck.Option{
 		delay,
 		lameduck.WithGracePeriod(o.gracePeriod),
 		lameduck.WithLogger(slog.New(slog.NewTextHandler(o.logger.Writer(), nil))),
-	)
+	}
+	if o.departureWindow >= 0 {
+		opts = append(opts, lameduck.WithDepartureWindow(o.departureWindow))
+	}
+	ld, err := lameduck.New(opts...)
 	if err != nil {
 		return err
 	}
 	app := http.NewServeMux()
 	app.HandleFunc("GET /{$}", appHandler)
+	// A websocket closes with 1012 at its turn to leave; httpserver ends
+	// an event stream at its turn by itself.
+	handleStreams(app, func(r *http.Request) <-chan struct{} { return lameduck.Leaving(r.Context()) })
 	probes := app
 	if o.probeAddr != "" {
 		probes = http.NewServeMux()

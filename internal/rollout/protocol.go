@@ -35,7 +35,7 @@ var (
 func RegisterLoad(kind LoadKind, p Protocol) {
 	protocolsMu.Lock()
 	defer protocolsMu.Unlock()
-	if kind == "" || kind == LoadHTTP1 || kind == LoadH2C || protocols[kind] != nil || p == nil {
+	if kind == "" || builtinLoad(kind) || protocols[kind] != nil || p == nil {
 		panic(fmt.Sprintf("rollout: RegisterLoad(%q) of a built-in, registered or nil load", kind))
 	}
 	protocols[kind] = p
@@ -57,7 +57,7 @@ const grpcLoadPackage = "github.com/lameduck/lameduck/grpcserver/grpcload"
 // the error names the package to import.
 func CheckLoad(kind LoadKind) error {
 	switch {
-	case kind == "" || kind == LoadHTTP1 || kind == LoadH2C || registered(kind) != nil:
+	case kind == "" || builtinLoad(kind) || registered(kind) != nil:
 		return nil
 	case kind == LoadGRPC:
 		return fmt.Errorf("rollout: the grpc load's client is in package %s, in a module of its own so that HTTP services need no gRPC: import it (import _ %q)", grpcLoadPackage, grpcLoadPackage)

@@ -106,7 +106,9 @@ type Config struct {
 	// once the load balancer has routed them, lateLead later at the
 	// earliest. Zero means none.
 	Late int
-	// Path is the HTTP path the load requests; empty means "/".
+	// Path is the HTTP path the load requests; empty means [DefaultPath]
+	// of Load: "/", or the built-in pods' /ws and /events for the
+	// websocket and sse loads.
 	Path string
 	// RequestTimeout bounds each request; zero means DefaultRequestTimeout.
 	RequestTimeout time.Duration
@@ -193,10 +195,10 @@ func (c Config) Check(names Names) (Config, error) {
 	duration("ReadyTimeout", &c.ReadyTimeout, DefaultReadyTimeout)
 	duration("RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout)
 	path("ReadyPath", &c.ReadyPath, DefaultReadyPath)
-	path("Path", &c.Path, "/")
 	if c.Load == "" {
 		c.Load = LoadHTTP1
 	}
+	path("Path", &c.Path, DefaultPath(c.Load))
 	switch err := CheckLoad(c.Load); {
 	case err != nil && !slices.Contains(LoadKinds, c.Load):
 		bad("Load", fmt.Sprintf("%q", c.Load), fmt.Sprintf("use one of %s", strings.Trim(fmt.Sprint(LoadKinds), "[]")))
@@ -300,6 +302,9 @@ func (r *Result) writeDetails(b *strings.Builder) {
 	for _, ro := range r.Rollouts {
 		fmt.Fprintf(b, "rollout %d: %s; new %s ready after %s; old %s\n",
 			ro.N, ro.Counts.Summary(), ro.NewPod, ro.ReadyAfter.Round(time.Millisecond), ro.OldPod)
+		if ro.Departures+ro.Reconnects > 0 {
+			fmt.Fprintf(b, "    %s\n", ro.Counts.streams())
+		}
 		for k, s := range ro.Samples {
 			if s != "" {
 				fmt.Fprintf(b, "    first %s: %s\n", Kind(k), s)
@@ -446,6 +451,9 @@ func (r *run) run(ctx context.Context, res *Result) error {
 		if err != nil {
 			return fmt.Errorf("rollout %d: %w", n, err)
 		}
+		if err := r.settle(ctx); err != nil {
+			return fmt.Errorf("rollout %d: %w", n, err)
+		}
 		if n == r.cfg.Cycles {
 			ro.Counts = r.load.Stop()
 		} else {
@@ -453,6 +461,35 @@ func (r *run) run(ctx context.Context, res *Result) error {
 		}
 		res.Rollouts = append(res.Rollouts, ro)
 		res.Total.Add(ro.Counts)
+	}
+	return nil
+}
+
+// settlePoll is how often settle looks at the subscriptions.
+const settlePoll = 5 * time.Millisecond
+
+// settle waits, for the websocket and sse loads, until every subscription
+// the old pod sent away in the current rollout has resumed, or failed to,
+// so that the reconnections the old pod caused count in its rollout: the
+// last clients it sent away are still on their way when it exits. It
+// waits at most a request timeout and the longest reconnection time an
+// event stream may ask for.
+func (r *run) settle(ctx context.Context) error {
+	if r.cfg.Load != LoadWebSocket && r.cfg.Load != LoadSSE {
+		return nil
+	}
+	deadline := time.NewTimer(r.cfg.RequestTimeout + time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(settlePoll)
+	defer tick.Stop()
+	for !r.load.rec.settled() {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	return nil
 }
@@ -647,10 +684,18 @@ func (r *run) timeline() Timeline {
 		tl.ServedLeftOut = lt.servedLeftOut
 		served = lt.served
 	}
+	var departures, reconnects [][]time.Duration
+	if r.load != nil {
+		lt := r.load.timeline()
+		departures, reconnects = byPod(lt.departures, len(r.all)), byPod(lt.reconnects, len(r.all))
+	}
 	for i, p := range r.all {
 		pt := p.timeline(r.start)
 		if i < len(served) {
 			pt.Served = served[i]
+		}
+		if departures != nil {
+			pt.Departures, pt.Reconnects = departures[i], reconnects[i]
 		}
 		tl.Pods = append(tl.Pods, pt)
 	}

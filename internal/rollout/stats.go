@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -142,6 +143,18 @@ type Counts struct {
 	Failures KindCounts
 	// Codes counts failed gRPC calls by status code name; nil for HTTP loads.
 	Codes map[string]int64
+	// Departures counts the subscriptions of the websocket and sse loads
+	// that a pod ended to send its client elsewhere (a close frame with
+	// 1012 or 1001, an event stream ended after its retry field), and
+	// Reconnects the subscriptions that resumed on a pod after an earlier
+	// one had ended, however it ended. Both are zero for other loads.
+	Departures, Reconnects int64
+	// PeakReconnects is the most reconnections within any 100 ms
+	// (ReconnectWindow) of the window, and ReconnectSpan the time from its
+	// first reconnection to its last: Reconnects over ReconnectSpan is
+	// the average rate that PeakReconnects compares with.
+	PeakReconnects int
+	ReconnectSpan  time.Duration
 	// Samples holds the first error message seen for each kind, so a report
 	// can say what actually happened: the client's error, without the
 	// kind's name, and why it is of that kind where the error does not
@@ -161,6 +174,10 @@ func (c *Counts) Add(o Counts) {
 			c.Samples[k] = o.Samples[k]
 		}
 	}
+	c.Departures += o.Departures
+	c.Reconnects += o.Reconnects
+	c.PeakReconnects = max(c.PeakReconnects, o.PeakReconnects)
+	c.ReconnectSpan += o.ReconnectSpan
 	for code, n := range o.Codes {
 		if c.Codes == nil {
 			c.Codes = make(map[string]int64)
@@ -210,6 +227,12 @@ type recorder struct {
 	cur      Counts
 	failures []FailureAt // of every window, at most maxTimelineFailures
 	leftOut  int64       // failures not in failures
+	// departures and reconnects are the stream loads' events, of every
+	// window, at most maxTimelineFailures each; base of the current
+	// window.
+	departures, reconnects         []PodEvent
+	departuresBase, reconnectsBase int
+	departuresLeft, reconnectsLeft int64
 }
 
 func newRecorder() *recorder { return &recorder{firstOK: make(chan struct{})} }
@@ -249,6 +272,38 @@ func (r *recorder) failure(err error, pod int, at time.Duration) {
 	}
 }
 
+// departure records a subscription that pod ended, at at.
+func (r *recorder) departure(pod int, at time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cur.Departures++
+	if len(r.departures) < maxTimelineFailures {
+		r.departures = append(r.departures, PodEvent{At: at, Pod: pod})
+	} else {
+		r.departuresLeft++
+	}
+}
+
+// reconnect records a subscription that resumed on pod, at at.
+func (r *recorder) reconnect(pod int, at time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cur.Reconnects++
+	if len(r.reconnects) < maxTimelineFailures {
+		r.reconnects = append(r.reconnects, PodEvent{At: at, Pod: pod})
+	} else {
+		r.reconnectsLeft++
+	}
+}
+
+// settled reports whether every subscription sent away in the current
+// window has reconnected, or failed since.
+func (r *recorder) settled() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cur.Reconnects+r.cur.Failed() >= r.cur.Departures
+}
+
 // mark closes the current window and returns its counts.
 func (r *recorder) mark() Counts {
 	r.mu.Lock()
@@ -258,7 +313,35 @@ func (r *recorder) mark() Counts {
 	c.Requests = now - r.base
 	r.base = now
 	r.cur = Counts{}
+	var times []time.Duration
+	for _, e := range r.reconnects[r.reconnectsBase:] {
+		times = append(times, e.At)
+	}
+	slices.Sort(times)
+	c.PeakReconnects = PeakWithin(times, ReconnectWindow)
+	if len(times) > 0 {
+		c.ReconnectSpan = times[len(times)-1] - times[0]
+	}
+	r.reconnectsBase, r.departuresBase = len(r.reconnects), len(r.departures)
 	return c
+}
+
+// ReconnectWindow is the span in which [Counts.PeakReconnects] counts
+// reconnections: short enough that a burst of them stands out, long enough
+// that a steady rate of a few hundred a second is no burst.
+const ReconnectWindow = 100 * time.Millisecond
+
+// PeakWithin returns the most of times, which are in order, within any
+// span of d: times t with first <= t < first+d.
+func PeakWithin(times []time.Duration, d time.Duration) int {
+	peak, lo := 0, 0
+	for hi, t := range times {
+		for t-times[lo] >= d {
+			lo++
+		}
+		peak = max(peak, hi-lo+1)
+	}
+	return peak
 }
 
 // firstError returns the first error of the current window, to say why no
@@ -272,4 +355,22 @@ func (r *recorder) firstError() string {
 		}
 	}
 	return "(no request completed at all)"
+}
+
+// AveragePer100ms returns the reconnections per ReconnectWindow over
+// ReconnectSpan, the rate PeakReconnects compares with: all of them when
+// they came within one window.
+func (c Counts) AveragePer100ms() float64 {
+	if c.ReconnectSpan <= ReconnectWindow {
+		return float64(c.Reconnects)
+	}
+	return float64(c.Reconnects) * float64(ReconnectWindow) / float64(c.ReconnectSpan)
+}
+
+// streams says on one line how the stream loads' subscriptions moved:
+// "32 departures, 32 reconnects over 1.48s: at most 3 in any 100ms, 2.2 on
+// average".
+func (c Counts) streams() string {
+	return fmt.Sprintf("%d departures, %d reconnects over %s: at most %d in any %s, %.1f on average",
+		c.Departures, c.Reconnects, c.ReconnectSpan.Round(time.Millisecond), c.PeakReconnects, ReconnectWindow, c.AveragePer100ms())
 }

@@ -77,8 +77,40 @@ type PodTimeline struct {
 	// Exit says how it exited; its zero value while it had not.
 	Exit PodExit
 	// Served counts the requests it served successfully per interval:
-	// Served[i] covers [i×Bucket, (i+1)×Bucket) of the run.
+	// Served[i] covers [i×Bucket, (i+1)×Bucket) of the run. For the
+	// websocket and sse loads, a request is a message received.
 	Served []int64
+	// Departures are the moments, in order, at which the clients of the
+	// websocket and sse loads saw the pod end a subscription to send them
+	// elsewhere (a close frame with 1012 or 1001, an event stream ended
+	// after its retry field); Reconnects those at which subscriptions
+	// resumed on it (when the client dialed the load balancer, once the pod
+	// had answered). Both are empty for other loads; a run keeps at most
+	// 100,000 of each.
+	Departures, Reconnects []time.Duration
+}
+
+// PodEvent is a moment of a stream load's subscription on a pod: a
+// departure or a reconnection.
+type PodEvent struct {
+	// At is when the client saw it, from the start of the run.
+	At time.Duration
+	// Pod is the index in [Timeline.Pods] of the pod, or -1.
+	Pod int
+}
+
+// byPod sorts events into one list of times per pod, each in order.
+func byPod(events []PodEvent, pods int) [][]time.Duration {
+	out := make([][]time.Duration, pods)
+	for _, e := range events {
+		if e.Pod >= 0 && e.Pod < pods {
+			out[e.Pod] = append(out[e.Pod], e.At)
+		}
+	}
+	for _, ts := range out {
+		slices.Sort(ts)
+	}
+	return out
 }
 
 // FailureAt is one failed request in a [Timeline].

@@ -69,6 +69,27 @@ type podJSON struct {
 	// ServedPerInterval counts the requests served in each interval of
 	// the timeline, from the start of the run.
 	ServedPerInterval []int64 `json:"served_per_interval"`
+	// DeparturesSeconds and ReconnectsSeconds are the moments of the
+	// websocket and sse loads' departures from the pod and reconnections
+	// to it; left out for other loads.
+	DeparturesSeconds []float64 `json:"departures_seconds,omitempty"`
+	ReconnectsSeconds []float64 `json:"reconnects_seconds,omitempty"`
+}
+
+func seconds(ds []time.Duration) []float64 {
+	var s []float64
+	for _, d := range ds {
+		s = append(s, d.Seconds())
+	}
+	return s
+}
+
+func fromSeconds(s []float64) []time.Duration {
+	var ds []time.Duration
+	for _, x := range s {
+		ds = append(ds, duration(x))
+	}
+	return ds
 }
 
 type exitJSON struct {
@@ -147,6 +168,7 @@ func (r Run) MarshalJSON() ([]byte, error) {
 			Name: p.Name, StartedSeconds: at(p.Started), ReadySeconds: at(p.Ready), JoinedSeconds: at(p.Joined),
 			TermSeconds: at(p.Term), RemovedSeconds: at(p.Removed), ListenerClosedSeconds: at(p.ListenerClosed),
 			ExitedSeconds: at(p.Exited), ServedPerInterval: p.Served,
+			DeparturesSeconds: seconds(p.Departures), ReconnectsSeconds: seconds(p.Reconnects),
 		}
 		if pj.ServedPerInterval == nil {
 			pj.ServedPerInterval = []int64{}
@@ -202,7 +224,7 @@ func (r *Run) UnmarshalJSON(b []byte) error {
 		pt := rollout.PodTimeline{
 			Name: p.Name, Started: fromAt(p.StartedSeconds), Ready: fromAt(p.ReadySeconds), Joined: fromAt(p.JoinedSeconds),
 			Term: fromAt(p.TermSeconds), Removed: fromAt(p.RemovedSeconds), ListenerClosed: fromAt(p.ListenerClosedSeconds),
-			Exited: fromAt(p.ExitedSeconds),
+			Exited: fromAt(p.ExitedSeconds), Departures: fromSeconds(p.DeparturesSeconds), Reconnects: fromSeconds(p.ReconnectsSeconds),
 		}
 		if len(p.ServedPerInterval) > 0 {
 			pt.Served = p.ServedPerInterval

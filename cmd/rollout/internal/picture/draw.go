@@ -105,6 +105,8 @@ func (d drawing) sample(l Label) {
 			bar := Rect{Left: left, Right: left + binPx - barGapPx, Top: l.Box.Bottom - 2 - h*(l.Box.Height()-4), Bottom: l.Box.Bottom - 2}
 			d.fill(axisColour, bar)
 		}
+	case l.sample.move != nil:
+		d.fill(l.sample.move, Rect{Left: l.Box.Left - moveSamplePx + 2, Right: l.Box.Left - 4, Top: l.Box.Top + 3, Bottom: l.Box.Bottom - 1})
 	case l.sample.line:
 		x := l.Box.Left - lineSamplePx/2 - 1
 		d.line(eventStyles[l.sample.event], x, l.Box.Top+1, x, l.Box.Bottom-1)
@@ -134,6 +136,7 @@ func (d drawing) panel(f *Figure, p Panel) {
 		for _, lb := range l.Labels {
 			d.text(lb)
 		}
+		d.moves(l.Moves)
 		d.failures(l)
 	}
 	axis := draw.LineStyle{Color: axisColour, Width: px(1)}
@@ -190,4 +193,16 @@ func (d drawing) failures(l Lane) {
 		d.fill(labelVeil, b.Label.Box)
 		d.text(b.Label)
 	}
+}
+
+// moves draws the bars of a lane's moves and their label.
+func (d drawing) moves(m Moves) {
+	for _, b := range m.Bars {
+		c := departureColour
+		if b.Reconnect {
+			c = reconnectColour
+		}
+		d.fill(c, b.Box)
+	}
+	d.text(m.Label)
 }

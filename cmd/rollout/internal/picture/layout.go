@@ -103,6 +103,8 @@ type sample struct {
 	event Event
 	// glyph, bars and line say which of them is drawn.
 	glyph, bars, line bool
+	// move, if not nil, is the colour of a bar of moves to draw.
+	move color.Color
 }
 
 // Room in the legend for a sample left of its name.
@@ -110,6 +112,7 @@ const (
 	glyphSamplePx = 14
 	barsSamplePx  = 6 * binPx
 	lineSamplePx  = 8
+	moveSamplePx  = 12
 	legendItemPx  = 12
 )
 
@@ -157,7 +160,11 @@ func (f *Figure) layoutLegend(y float64) float64 {
 		x = l.Box.Right + legendItemPx
 	}
 	full := fmt.Sprintf("%s/s", thousands(int64(f.FullRate)))
-	add(fmt.Sprintf("One lane per pod. Blue: the requests it served per %s (full band: %s).", formatDuration(f.Bucket), full), sample{}, 0)
+	served := "the requests it served"
+	if f.onlyMessages {
+		served = "the messages it sent"
+	}
+	add(fmt.Sprintf("One lane per pod. Blue: %s per %s (full band: %s).", served, formatDuration(f.Bucket), full), sample{}, 0)
 	newLine()
 	add("Failed requests, a row per kind:", sample{}, 0)
 	for k := range rollout.NumKinds {
@@ -169,6 +176,12 @@ func (f *Figure) layoutLegend(y float64) float64 {
 	add("a glyph each; where they crowd, bars (taller for more) and their count",
 		sample{bars: true}, barsSamplePx)
 	newLine()
+	if f.hasMoves() {
+		add("Websockets and event streams, per "+formatDuration(MoveBin)+":", sample{}, 0)
+		add("sent away by the pod", sample{move: departureColour}, moveSamplePx)
+		add("reconnected to it (one tall bar: all at once; a low, even run: spread out)", sample{move: reconnectColour}, moveSamplePx)
+		newLine()
+	}
 	add("Events:", sample{}, 0)
 	for e := range numEvents {
 		name := e.String()
@@ -178,6 +191,18 @@ func (f *Figure) layoutLegend(y float64) float64 {
 		add(name, sample{event: e, line: true}, lineSamplePx)
 	}
 	return y + sty.height()
+}
+
+// hasMoves reports whether any lane has moves to draw.
+func (f *Figure) hasMoves() bool {
+	for _, p := range f.Panels {
+		for i := range p.Lanes {
+			if p.Lanes[i].Moves.has() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // layoutPanel lays out p from y down, its lanes across plot, and returns
@@ -205,6 +230,7 @@ func (f *Figure) layoutPanel(p *Panel, plot Rect, y float64) float64 {
 
 	plot.Top = y
 	x := p.axis(plot)
+	most := mostInABin(p)
 	for i := range p.Lanes {
 		l := &p.Lanes[i]
 		for j := range l.Marks {
@@ -215,8 +241,15 @@ func (f *Figure) layoutPanel(p *Panel, plot Rect, y float64) float64 {
 		body := y + lanePadPx + labelRowPx*float64(rows)
 		kinds := kindsOf(l.Failures)
 		height := max(bodyPx, float64(len(kinds))*kindRowPx+2*bodyPadPx)
-		l.Box = Rect{Left: plot.Left, Right: plot.Right, Top: y, Bottom: body + height}
-		l.Band = Rect{Left: plot.Left, Right: plot.Right, Top: body + bandTopPx, Bottom: l.Box.Bottom - bandDropPx}
+		moves := 0.0
+		if l.Moves.has() {
+			moves = movesRowPx
+		}
+		l.Box = Rect{Left: plot.Left, Right: plot.Right, Top: y, Bottom: body + height + moves}
+		l.Band = Rect{Left: plot.Left, Right: plot.Right, Top: body + bandTopPx, Bottom: l.Box.Bottom - moves - bandDropPx}
+		if moves > 0 {
+			l.Moves.layout(Rect{Left: plot.Left, Right: plot.Right, Top: l.Band.Bottom + bandDropPx, Bottom: l.Box.Bottom}, x, most, l.Marks)
+		}
 		l.Bursts = nil
 		for k, kind := range kinds {
 			l.Bursts = append(l.Bursts, bursts(l, kind, x, body+bodyPadPx+kindRowPx*float64(k))...)

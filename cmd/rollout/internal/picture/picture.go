@@ -83,6 +83,9 @@ type Figure struct {
 	Legend []Label
 	// Panels has one entry per run, in order.
 	Panels []Panel
+
+	// onlyMessages says every run is of a load that counts messages.
+	onlyMessages bool
 }
 
 // Panel is one run in a [Figure].
@@ -140,6 +143,10 @@ type Lane struct {
 	// the lines of the events it names; events too close together share
 	// one.
 	Labels []Label
+	// Moves are the clients of the websocket and sse loads that the pod
+	// sent away and that reconnected to it, in a row under Band; empty,
+	// and no row, for other loads.
+	Moves Moves
 }
 
 // Mark is one event in a [Lane].
@@ -215,7 +222,9 @@ func New(runs ...report.Run) (*Figure, error) {
 		return nil, fmt.Errorf("picture: the runs recorded no load to draw")
 	}
 	var rates []int64
+	f.onlyMessages = true
 	for _, r := range runs {
+		f.onlyMessages = f.onlyMessages && unit(r.Settings.Load) == "messages"
 		tl := r.Timeline
 		p := Panel{Title: title(r)}
 		if tl.LoadEnd <= 0 {
@@ -231,7 +240,7 @@ func New(runs ...report.Run) (*Figure, error) {
 			p.Title += fmt.Sprintf(" (the first %d of %d pods)", maxLanes, n)
 		}
 		for i, pt := range tl.Pods[:min(len(tl.Pods), maxLanes)] {
-			l := Lane{Pod: pt.Name, Served: pt.Served}
+			l := Lane{Pod: pt.Name, Served: pt.Served, Moves: Moves{Departures: pt.Departures, Reconnects: pt.Reconnects}}
 			for _, n := range pt.Served {
 				if n > 0 {
 					rates = append(rates, n)
@@ -270,7 +279,7 @@ func title(r report.Run) string {
 		fmt.Fprintf(&b, " (%s)", r.Note)
 	}
 	failed := r.Failed()
-	fmt.Fprintf(&b, ": %d of %s requests failed", failed, thousands(r.Requests))
+	fmt.Fprintf(&b, ": %d of %s %s failed", failed, thousands(r.Requests), unit(r.Settings.Load))
 	if failed > 0 {
 		var kinds []string
 		for k, n := range r.Failures {
@@ -281,6 +290,15 @@ func title(r report.Run) string {
 		fmt.Fprintf(&b, ": %s", strings.Join(kinds, ", "))
 	}
 	return b.String()
+}
+
+// unit names what a load counts: requests, or the messages of the
+// websocket and sse loads.
+func unit(load rollout.LoadKind) string {
+	if load == rollout.LoadWebSocket || load == rollout.LoadSSE {
+		return "messages"
+	}
+	return "requests"
 }
 
 // span returns the time axis of a run's panel. It starts at the start of

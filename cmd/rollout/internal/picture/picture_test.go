@@ -964,3 +964,82 @@ func TestOnlyTheCommandImportsThePlottingLibrary(t *testing.T) {
 		assert.NotEqual(t, module+"/cmd/rollout/internal/picture", dep)
 	}
 }
+
+// streamRun is a websocket run in which pod-1 sends its 200 clients away
+// spread over 2 s, and pod-2 sends its own away all at once.
+func streamRun() report.Run {
+	tl := rollout.Timeline{Bucket: rollout.TimelineBucket, LoadStart: sec(0.2), LoadEnd: sec(6)}
+	pod := func(name string, ready, term, exit float64) rollout.PodTimeline {
+		return rollout.PodTimeline{Name: name, Ready: sec(ready), Joined: sec(ready), Term: sec(term), Removed: sec(term + 0.5),
+			ListenerClosed: sec(exit), Exited: sec(exit), Exit: rollout.PodExit{Pod: name, Status: "exit status 0", AfterTerm: sec(exit - term)},
+			Served: served(sec(ready), sec(exit), 500)}
+	}
+	p1, p2, p3 := pod("pod-1", 0.1, 1, 4.1), pod("pod-2", 0.9, 4.2, 5.3), pod("pod-3", 4.1, 7, 8)
+	p3.Term, p3.Exited, p3.Removed, p3.ListenerClosed = rollout.Never, rollout.Never, rollout.Never, rollout.Never
+	for i := range 200 {
+		at := sec(2 + 2*float64(i)/200)
+		p1.Departures = append(p1.Departures, at)
+		p2.Reconnects = append(p2.Reconnects, at+sec(0.001))
+		burst := sec(5.2 + float64(i)/200*0.02)
+		p2.Departures = append(p2.Departures, burst)
+		p3.Reconnects = append(p3.Reconnects, burst+sec(0.001))
+	}
+	tl.Pods = []rollout.PodTimeline{p1, p2, p3}
+	return report.Run{Name: "lameduck", Settings: rollout.Config{Load: rollout.LoadWebSocket}, Requests: 100_000, Timeline: tl}
+}
+
+// The clients a pod sends away and those that reconnect to it are bars
+// per 100 ms under its load: a spread is a low run of bars, a herd one
+// tall bar, and a label says how many and the most in any 100 ms.
+func TestMovesShowASpreadAgainstAHerd(t *testing.T) {
+	fig, err := picture.New(streamRun())
+	require.NoError(t, err)
+	assertNoCollision(t, fig)
+	p := fig.Panels[0]
+	assert.Contains(t, p.Title, "0 of 100,000 messages failed")
+	require.Len(t, p.Lanes, 3)
+	spread, herd := p.Lanes[0].Moves, p.Lanes[2].Moves
+	assert.Len(t, spread.Departures, 200)
+	assert.Len(t, herd.Reconnects, 200)
+
+	tallest := func(m picture.Moves, reconnect bool) (n int, height float64) {
+		for _, b := range m.Bars {
+			if b.Reconnect == reconnect {
+				n++
+				height = max(height, b.Box.Height())
+				assert.GreaterOrEqual(t, b.Box.Top, m.Box.Top, "inside its row")
+				assert.LessOrEqual(t, b.Box.Bottom, m.Box.Bottom, "inside its row")
+			}
+		}
+		return n, height
+	}
+	nSpread, hSpread := tallest(spread, false)
+	nHerd, hHerd := tallest(herd, true)
+	assert.GreaterOrEqual(t, nSpread, 19, "a bar per 100 ms of the 2 s window")
+	assert.LessOrEqual(t, nHerd, 2, "all at once")
+	assert.Less(t, hSpread*4, hHerd, "the herd's bar stands far above the spread's")
+	for _, l := range p.Lanes {
+		assert.Greater(t, l.Moves.Box.Top, l.Band.Bottom-1, "%s: the row is under the load band", l.Pod)
+		assert.LessOrEqual(t, l.Moves.Box.Bottom, l.Box.Bottom)
+	}
+	assert.Regexp(t, `^200 sent away · at most 1[01] in any 100ms$`, spread.Label.Text, "10 a 100 ms, and one more at an edge")
+	assert.Contains(t, herd.Label.Text, "200 reconnected · ")
+	assert.Contains(t, herd.Label.Text, "200")
+	assert.Contains(t, legendText(fig), "reconnected to it")
+
+	// Other loads have no row.
+	plain, err := picture.New(sparseRun())
+	require.NoError(t, err)
+	assert.NotContains(t, legendText(plain), "reconnected")
+	for _, l := range plain.Panels[0].Lanes {
+		assert.Empty(t, l.Moves.Bars)
+	}
+}
+
+func legendText(fig *picture.Figure) string {
+	var b strings.Builder
+	for _, l := range fig.Legend {
+		b.WriteString(l.Text + " ")
+	}
+	return b.String()
+}
