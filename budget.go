@@ -137,6 +137,17 @@ func (o *options) smallestGracePeriod() (int64, bool) {
 	return hi, true
 }
 
+// lastEndpointReach is how long after the signal an adaptive drain delay
+// may end, its hold as the last endpoint of a Service included: past the
+// delay's maximum by the drain's time beyond drainKept, so that the drain
+// keeps drainKept (or all of its time, if it has less), and the hooks and
+// the safety margin theirs. Call it once validate has resolved the
+// reserves.
+func (o *options) lastEndpointReach() time.Duration {
+	drain := o.gracePeriod - addSaturated(o.delay.max, o.hookTimeout, o.safetyMargin)
+	return o.delay.max + max(0, drain-drainKept)
+}
+
 // addSaturated adds non-negative durations, returning the largest duration
 // instead of overflowing: huge settings must fail the budget check, not wrap
 // around and pass it.

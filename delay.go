@@ -145,6 +145,13 @@ type DelayReport struct {
 	// Unrouted is how long after the signal the EndpointSlices stopped
 	// routing to the process; zero if that was not seen.
 	Unrouted time.Duration
+	// LastEndpointElapsed is how long after the signal the process stayed
+	// ready, before the delay, because it was the last endpoint of a
+	// Service: no other endpoint was ready (see [WithAdaptiveDrainDelay]).
+	// It is zero if the process was not, or without the EndpointSlices.
+	// While the process stays ready, [Coordinator.Status] reports it as
+	// it grows.
+	LastEndpointElapsed time.Duration
 }
 
 // A DelayEnd says what ended a drain delay, as [DelayReport] and the log
@@ -180,6 +187,9 @@ func (r DelayReport) attrs() []slog.Attr {
 	if r.Unrouted > 0 {
 		attrs = append(attrs, slog.Duration("endpoints_unrouted", r.Unrouted))
 	}
+	if r.LastEndpointElapsed > 0 {
+		attrs = append(attrs, slog.Duration("last_endpoint_held", r.LastEndpointElapsed))
+	}
 	return attrs
 }
 
@@ -211,11 +221,20 @@ type lameDuckDelay struct {
 	done      chan struct{} // closed when the delay is over
 	quit      chan struct{} // closed by stop
 	running   sync.WaitGroup
-	// mu guards the evidence read so far: what the goroutine decides on,
+	// The hold, before the delay, while the process is the last endpoint
+	// of a Service (see hold).
+	log      *slog.Logger
+	reach    time.Duration // how long after the signal the hold and the delay may last together
+	released chan struct{} // closed when the hold is over by itself
+	unhold   chan struct{} // closed by release
+	holding  sync.WaitGroup
+	// mu guards the evidence read so far: what the goroutines decide on,
 	// and what Status reports meanwhile.
 	mu     sync.Mutex
 	lastAt time.Time // of the last arrival
 	seen   []int     // arrivals seen, per server
+	held   bool      // the process has been seen as the last endpoint of a Service
+	unheld bool      // the hold is over
 	report DelayReport
 }
 
@@ -230,7 +249,9 @@ func watchDelay(c *Coordinator, servers []Server, endpoints *endpointsWatch, sig
 		wake: make(chan struct{}, 1), done: make(chan struct{}), quit: make(chan struct{}),
 		names: make([]string, len(servers)), arrivals: make([]*arrivals, len(servers)), seen: make([]int, len(servers)),
 		stopWatch: func() {},
+		log:       c.log, reach: c.opts.lastEndpointReach(), released: make(chan struct{}), unhold: make(chan struct{}),
 	}
+	close(l.released) // unless the hold below begins
 	for i, s := range servers {
 		l.names[i] = serverName(s, i)
 		l.arrivals[i] = &arrivals{clock: c.clock, wake: l.wake}
@@ -253,7 +274,123 @@ func watchDelay(c *Coordinator, servers []Server, endpoints *endpointsWatch, sig
 		defer l.watching.Done()
 		endpoints.run(ctx)
 	}()
+	l.released = make(chan struct{})
+	l.holding.Add(1)
+	go l.hold()
 	return l
+}
+
+// The hold. Before the delay begins, while the EndpointSlices say that the
+// process is the last endpoint of one of its Services, that is, no other
+// endpoint of the Service is ready, readiness stays on and the servers go
+// on as before the signal: kube-proxy routes a Service with no ready
+// endpoint to its terminating endpoints that are still serving, as their
+// readiness probe says (KEP-1669), so that turning readiness off would
+// leave the Service with no endpoint at all and every new connection
+// refused until a replacement is ready. The servers' LameDuck waits too:
+// a keep-alive client told to leave now would reconnect through the
+// Service to this same process, its reconnections would count as
+// arrivals, and the gRPC health service would turn NOT_SERVING. The hold
+// ends the moment another endpoint is ready, and the delay counts from
+// then.
+
+// replacementWait is how long after the signal the hold waits for a
+// replacement to appear in the slices, when no other endpoint of the
+// Service is starting: the pod replacing a deleted one is listed, not
+// ready, as soon as it has an address, about a second after the deletion
+// with the image already on the node. When no replacement is coming (the
+// Deployment scaled to zero or deleted, the Recreate strategy, a pod with
+// no controller), the hold costs this wait; a replacement that gets its
+// address later, such as one that waits for a new node, is not waited for.
+const replacementWait = 5 * time.Second
+
+// drainKept is the time of the drain, as the budget shares the grace
+// period, that the hold leaves to it: the hold and the delay may together
+// last past the delay's maximum by the rest of the drain's time (see
+// [options.lastEndpointReach]).
+const drainKept = 5 * time.Second
+
+// hold runs the hold until it is over, closing released, or until release.
+func (l *lameDuckDelay) hold() {
+	defer l.holding.Done()
+	var (
+		stopTimer = func() bool { return false }
+		timerAt   = time.Duration(-1) // after the signal; -1: none
+	)
+	defer func() { stopTimer() }()
+	for {
+		in := l.clock.Now().Sub(l.signalAt)
+		last, alone := l.endpoints.lastEndpoint()
+		at, why := l.holdEnd(last)
+		l.mu.Lock()
+		if (last == lastAlone || last == lastReplacing) && !l.held {
+			l.held = true
+			l.log.Info("lameduck: staying ready after the signal: the last endpoint of its Services; readiness turns off once another endpoint is ready",
+				slog.Any("services", alone), slog.Bool("replacement_starting", last == lastReplacing), slog.Duration("until_at_most", at))
+		}
+		l.mu.Unlock()
+		if in >= at {
+			l.endHold(in, why, alone)
+			close(l.released)
+			return
+		}
+		if at != timerAt {
+			stopTimer()
+			timerAt = at
+			stopTimer = l.clock.AfterFunc(at-in, func() { poke(l.wake) })
+		}
+		select {
+		case <-l.wake:
+		case <-l.unhold:
+			l.endHold(l.clock.Now().Sub(l.signalAt), "cut", alone)
+			return
+		}
+	}
+}
+
+// holdEnd returns when, after the signal, the hold ends as the slices say
+// last, and why.
+func (l *lameDuckDelay) holdEnd(last lastness) (time.Duration, string) {
+	switch last {
+	case lastUnknown:
+		return min(replacementWait, l.reach), "the EndpointSlices were not read in time"
+	case lastAlone:
+		return min(replacementWait, l.reach), "no replacement appeared"
+	case lastReplacing:
+		return l.reach, "the grace period allows no more: raise terminationGracePeriodSeconds, or make the replacement start sooner"
+	}
+	if state, _ := l.endpoints.read(); state == routingNone {
+		return 0, "no evidence from the EndpointSlices"
+	}
+	return 0, "another endpoint is ready"
+}
+
+// endHold records the end of the hold, in after the signal, and logs it if
+// the process was held as the last endpoint.
+func (l *lameDuckDelay) endHold(in time.Duration, why string, alone []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.unheld = true
+	if !l.held {
+		return
+	}
+	l.report.LastEndpointElapsed = max(in, time.Nanosecond)
+	l.log.Info("lameduck: readiness off after staying ready as the last endpoint", slog.String("why", why),
+		slog.Duration("last_endpoint_held", l.report.LastEndpointElapsed), slog.Any("services", alone))
+}
+
+// release ends the hold if it still runs, and returns the longest delay
+// left: at most its maximum, and after a hold, what the reach leaves of it.
+func (l *lameDuckDelay) release() time.Duration {
+	close(l.unhold)
+	l.holding.Wait()
+	if isClosed(l.released) && l.endpoints != nil && l.max > 0 {
+		// Only this goroutine writes min and max; the delay's goroutine
+		// has not begun.
+		l.max = max(0, min(l.max, l.reach-l.clock.Now().Sub(l.signalAt)))
+		l.min = min(l.min, l.max)
+	}
+	return l.max
 }
 
 // begin starts the delay, as from start, the moment the lame-duck phase
@@ -287,7 +424,11 @@ func (l *lameDuckDelay) measured() DelayReport {
 	default:
 		l.updateLocked() // an arrival counts from the moment it is reported
 	}
-	return l.report
+	r := l.report
+	if l.held && !l.unheld {
+		r.LastEndpointElapsed = max(l.clock.Now().Sub(l.signalAt), time.Nanosecond)
+	}
+	return r
 }
 
 func (l *lameDuckDelay) run() {

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -178,6 +179,11 @@ type endpointsWatch struct {
 	mu    sync.Mutex
 	state routing
 	since time.Time // when state became routingGone
+	// last is what the slices say of the pod as the last endpoint of its
+	// Services, and alone names the Services that have no other ready
+	// endpoint. Guarded by mu.
+	last  lastness
+	alone []string
 }
 
 // slice is what the watch keeps of an EndpointSlice.
@@ -212,10 +218,30 @@ func (w *endpointsWatch) set(r routing) {
 	}
 }
 
+// lastEndpoint returns what the slices say of the pod as the last
+// endpoint of its Services, and the Services that have no other ready
+// endpoint.
+func (w *endpointsWatch) lastEndpoint() (lastness, []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.last, w.alone
+}
+
+func (w *endpointsWatch) setLast(l lastness, alone []string) {
+	w.mu.Lock()
+	changed := w.last != l
+	w.last, w.alone = l, alone
+	w.mu.Unlock()
+	if changed {
+		poke(w.wake)
+	}
+}
+
 // fail gives up on the evidence from the cluster, saying why, once.
 func (w *endpointsWatch) fail(err error) {
 	w.log.Warn("lameduck: cannot watch the EndpointSlices; the adaptive drain delay falls back to its minimum",
 		slog.Any("error", err))
+	w.setLast(lastNot, nil)
 	w.set(routingNone)
 }
 
@@ -277,7 +303,7 @@ func (w *endpointsWatch) start(wake chan struct{}) bool {
 	defer w.mu.Unlock()
 	w.wake = wake
 	if w.refused {
-		w.state = routingNone
+		w.state, w.last = routingNone, lastNot
 		return false
 	}
 	return true
@@ -523,6 +549,15 @@ func (w *endpointsWatch) isMine(a netip.Addr) bool {
 
 // update works out what the slices say of the pod.
 func (w *endpointsWatch) update() {
+	alone, replacing := lastOf(w.slices)
+	switch {
+	case len(alone) == 0:
+		w.setLast(lastNot, nil)
+	case replacing:
+		w.setLast(lastReplacing, alone)
+	default:
+		w.setLast(lastAlone, alone)
+	}
 	listed, routed := route(w.slices)
 	w.listed = w.listed || listed
 	switch {
@@ -570,4 +605,57 @@ func route(slices map[string]slice) (listed, routed bool) {
 		routed = routed || sv.mineReady || (sv.mineFallback && !sv.anyReady)
 	}
 	return listed, routed
+}
+
+// lastness is what the EndpointSlices say of the pod as the last endpoint
+// of its Services. Since Kubernetes 1.26 (KEP-1669,
+// ProxyTerminatingEndpoints, GA in 1.28) kube-proxy routes a Service's
+// connections to its ready endpoints, and, only when it has none, to the
+// endpoints that are terminating but still serving, which is what their
+// readiness probe says. A terminating pod that is the last endpoint of a
+// Service and turns its readiness off leaves the Service with no endpoint:
+// kube-proxy then rejects every new connection until a replacement is
+// ready.
+type lastness int
+
+const (
+	lastUnknown   lastness = iota // the first answer has not come
+	lastNot                       // every Service that lists the pod has another ready endpoint, or there is no evidence
+	lastReplacing                 // a Service that lists the pod has no other ready endpoint, and another is starting
+	lastAlone                     // a Service that lists the pod has no other ready endpoint, and none is starting
+)
+
+// lastOf returns the Services that list the pod and have no other ready
+// endpoint, sorted, and whether each of them has another endpoint that is
+// starting: not ready and not terminating, as a replacement is from the
+// moment it has an address until its readiness probe passes.
+func lastOf(all map[string]slice) (alone []string, replacing bool) {
+	type service struct{ listed, otherReady, otherStarting bool }
+	services := make(map[string]*service)
+	for _, s := range all {
+		sv := services[s.service]
+		if sv == nil {
+			sv = new(service)
+			services[s.service] = sv
+		}
+		for _, e := range s.endpoints {
+			switch {
+			case e.mine:
+				sv.listed = true
+			case e.ready:
+				sv.otherReady = true
+			case !e.terminating:
+				sv.otherStarting = true
+			}
+		}
+	}
+	replacing = true
+	for name, sv := range services {
+		if sv.listed && !sv.otherReady {
+			alone = append(alone, name)
+			replacing = replacing && sv.otherStarting
+		}
+	}
+	slices.Sort(alone)
+	return alone, replacing && len(alone) > 0
 }

@@ -267,31 +267,13 @@ func TestArrivalsHoldTheDelayPastTheClustersWord(t *testing.T) {
 }
 
 func TestASliceThatNeverChangesHoldsTheDelayToItsMaximum(t *testing.T) {
-	api := newFakeAPI(t, endpointSlice("web-abc", "web", readyEP))
+	api := newFakeAPI(t, endpointSlice("web-abc", "web", readyEP, otherReadyEP))
 	h, _, _ := startWatching(t, api)
 	h.clock.Pass(t, adaptiveMax)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
 	assert.Equal(t, adaptiveMax, ev.Elapsed)
 	assert.Equal(t, lameduck.DelayMax, ev.Delay.Ended)
 	assert.Zero(t, ev.Delay.Unrouted)
-	require.NoError(t, h.wait(t))
-}
-
-func TestTheLastServingEndpointStaysRouted(t *testing.T) {
-	// kube-proxy sends traffic to serving, terminating endpoints when a
-	// Service has no ready one: the pod is routed until another is ready.
-	fallback := ep{addr: podIP, serving: true, terminating: true}
-	api := newFakeAPI(t, endpointSlice("web-abc", "web", fallback))
-	h, _, _ := startWatching(t, api)
-	api.awaitWatch(t)
-	h.clock.AwaitTimer(t, adaptiveMax)
-	h.clock.Advance(2 * adaptiveMin)
-	stillDelaying(t, h, "the only endpoint, serving and terminating, is still routed")
-	api.push("ADDED", endpointSlice("web-def", "web", otherReadyEP))
-	h.clock.Pass(t, allowance)
-	ev := h.phases.await(t, lameduck.PhaseDraining)
-	assert.Equal(t, 2*adaptiveMin+allowance, ev.Elapsed, "unrouted once another pod is ready, not before")
-	assert.Equal(t, lameduck.DelayEndpoints, ev.Delay.Ended)
 	require.NoError(t, h.wait(t))
 }
 

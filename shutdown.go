@@ -180,16 +180,20 @@ func (r *run) run(ctx context.Context) error {
 	defer force(nil)
 	r.force = force
 
-	// Lame duck.
-	wasReady := c.beginShutdown()
+	// Lame duck, after the hold: readiness stays on while the process is
+	// the last endpoint of a Service (delay.go). A process not ready at
+	// the signal has nothing routed to it: no hold, no delay.
 	delay := c.opts.delay.max
-	if !wasReady {
+	if c.state.Load() != stateReady {
 		delay = 0
 	}
 	lameDuck := watchDelay(c, r.servers, endpoints, signalAt, delay)
 	c.progress.mu.Lock()
 	c.progress.delay = lameDuck // status.go: Status reports it as it measures
 	c.progress.mu.Unlock()
+	r.await(lameDuck.released, hardCtx)
+	delay = lameDuck.release()
+	wasReady := c.beginShutdown()
 	if _, ok := r.each(hardCtx, func(i int, s Server) { s.LameDuck(lameDuck.arrivals[i].arrived) }); !ok && deadlineCtx.Err() != nil {
 		r.errs = append(r.errs, errors.New("lameduck: a server's LameDuck did not return by the deadline"))
 	}
