@@ -232,10 +232,12 @@ func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
 // Entered returns a channel that is closed once [Coordinator.Run] has
 // entered phase p, or a later one, for work that must act on the shutdown:
 //
-//   - Entered(PhaseLameDuck) is closed at the first moment of the shutdown,
-//     as readiness turns off and the drain delay begins, and when Run fails
-//     to start. Everything is still served during the delay, and the load
-//     balancers may still route new clients here.
+//   - Entered(PhaseLameDuck) is closed as readiness turns off and the
+//     drain delay begins: at the first moment of the shutdown, or, while
+//     the process is the last endpoint of a Service, once another is ready
+//     (see [WithAdaptiveDrainDelay]); and when Run fails to start.
+//     Everything is still served during the delay, and the load balancers
+//     may still route new clients here.
 //   - Entered(PhaseDraining) is closed when the drain begins, after the
 //     delay: work that is neither a request nor a long-lived connection,
 //     such as a queue consumer's batch, should then finish what it is doing

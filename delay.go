@@ -32,6 +32,32 @@ import (
 // so slices that had stopped routing before it count from the signal.
 // While a slice routes to the pod, the delay goes on, up to max.
 //
+// The last endpoint of a Service stays ready. kube-proxy routes a Service
+// that has no ready endpoint to its terminating endpoints that still pass
+// their readiness probe (KEP-1669, Kubernetes 1.26 and later), so a pod
+// that turned readiness off at the signal while it was the only endpoint,
+// as with one replica, `kubectl delete pod` or a drained node, would leave
+// its Service refusing every new connection until the replacement is
+// ready. So, with the slices' evidence, while no other endpoint of a
+// Service that lists the pod is ready, readiness stays on (200, and gRPC
+// health SERVING) and the servers go on as before the signal, keep-alive
+// clients included: there is nowhere else for them to go. The moment
+// another endpoint is ready, readiness turns off and the lame duck
+// proceeds, the delay counting from then; [DelayReport] and the log say how
+// long the pod stayed ready and why it stopped. The hold and the delay
+// together last at most max plus the time the budget leaves for the drain
+// beyond 5 s (the drain keeps 5 s, or all its time if it has less; the
+// hooks and the safety margin keep theirs): with a grace period of 30 s,
+// max 10 s and the default reserves, 20 s after the signal. A replacement
+// must therefore pass its readiness probe within about that time of the
+// deletion, less kube-proxy's 1 s, for no connection to fail; if it takes
+// longer, raise terminationGracePeriodSeconds (and [WithGracePeriod]). The
+// Coordinator logs this reach when it starts serving. When no other
+// endpoint is starting, as when the Deployment is scaled to zero or
+// deleted, the hold waits 5 s after the signal for a replacement to appear
+// in the slices, then ends: that is what a deletion with no replacement
+// costs. Without the slices' evidence there is no hold.
+//
 // Without that evidence (outside Kubernetes, or when the watch is
 // forbidden or fails, which is logged once), the delay lasts at least min,
 // and ends after it once no connection has arrived for the quiet period.

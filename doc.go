@@ -45,7 +45,11 @@
 //     before the process can turn ready. [Coordinator.MarkReady] then turns
 //     readiness on, once initialisation is done.
 //  2. On SIGTERM (or SIGINT, or the end of Run's context), readiness answers
-//     503 at once and for good; liveness keeps answering 200.
+//     503 at once and for good; liveness keeps answering 200. Under
+//     [WithAdaptiveDrainDelay] in Kubernetes, a pod that is the last ready
+//     endpoint of a Service first goes on serving, ready, until another
+//     endpoint is: kube-proxy routes to a terminating pod only while its
+//     Service has no ready endpoint and its readiness probe passes.
 //  3. For the drain delay ([WithDrainDelay]), everything is still served,
 //     but every response asks its client to leave gently: HTTP/1 responses
 //     carry "Connection: close", HTTP/2 and gRPC connections receive a

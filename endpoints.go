@@ -294,6 +294,23 @@ func prepareEndpoints(c *Coordinator) *endpointsWatch {
 	return w
 }
 
+// attrs describe the watch for the serving line: how long after the
+// signal the hold as the last endpoint and the delay may last together,
+// which is how long a replacement may take to be ready for no connection
+// to fail. A nil w, none.
+func (w *endpointsWatch) attrs(c *Coordinator) []slog.Attr {
+	if w == nil {
+		return nil
+	}
+	w.mu.Lock()
+	refused := w.refused
+	w.mu.Unlock()
+	if refused {
+		return nil
+	}
+	return []slog.Attr{slog.Duration("last_endpoint_reach", c.opts.lastEndpointReach())}
+}
+
 // start readies the watch to run, poking wake on every change, and reports
 // whether it should: not if the API refused it while the process served.
 // A check still in progress is abandoned: the watch asks anew.

@@ -213,7 +213,9 @@ func TestNoHoldWhileAnotherEndpointIsReady(t *testing.T) {
 	ev := h.phases.await(t, lameduck.PhaseDraining)
 	assert.Zero(t, ev.Delay.LastEndpointElapsed)
 	require.NoError(t, h.wait(t))
-	assert.False(t, strings.Contains(log.String(), "last_endpoint"), log.String())
+	assert.False(t, strings.Contains(log.String(), "last_endpoint_held"), log.String())
+	assert.False(t, strings.Contains(log.String(), "staying ready"), log.String())
+	assert.Contains(t, log.String(), "last_endpoint_reach=20s", "the serving line says how long a replacement may take")
 }
 
 // A second signal ends the hold, as it cuts the delay.

@@ -18,7 +18,8 @@ const (
 	PhaseStarting Phase = iota
 	// PhaseServing: every server serves; readiness follows MarkReady and
 	// the checks. Run waits for a signal, the end of its context, or a
-	// failure.
+	// failure; then, while the process is the last endpoint of one of its
+	// Services, for another to be ready (see [WithAdaptiveDrainDelay]).
 	PhaseServing
 	// PhaseLameDuck: readiness answers 503 for good; servers keep serving
 	// but ask clients to move elsewhere, for the drain delay. It is entered

@@ -212,6 +212,9 @@ var (
 // while every check passes and 503 with the failing check's name when one
 // fails, and 503 "shutting down" from the first moment of the shutdown on,
 // never 200 again, so that Kubernetes takes the pod out of its Services.
+// Under an adaptive drain delay in Kubernetes, the shutdown's lame duck
+// begins, and readiness turns off, only once another endpoint of the pod's
+// Services is ready (see [WithAdaptiveDrainDelay]).
 //
 // Like the Kubernetes API server's /readyz, it accepts ?verbose, which lists
 // every check as "[+]name ok" or "[-]name failed" followed by a summary

@@ -31,8 +31,12 @@ var ErrCut = errors.New("lameduck: in-flight work was cut")
 //     answers 200 once [Coordinator.MarkReady] has been called and the
 //     checks pass. Run waits for a shutdown signal (see [WithSignals]), for
 //     ctx to end, or for a server or a worker to fail.
-//  3. Lame duck: readiness answers 503, for good, at once, and
-//     Entered(PhaseLameDuck) is closed (see [Coordinator.Entered]);
+//  3. Lame duck: readiness answers 503, for good, and
+//     Entered(PhaseLameDuck) is closed (see [Coordinator.Entered]): at
+//     once, or, under an adaptive drain delay in Kubernetes, once the
+//     process is no longer the last ready endpoint of one of its Services,
+//     which it goes on serving as before until then (see
+//     [WithAdaptiveDrainDelay]);
 //     liveness keeps answering 200. Every server's LameDuck asks clients to
 //     reconnect elsewhere while everything is still served, for the drain
 //     delay (see [WithDrainDelay]), so that kube-proxy and load balancers
@@ -164,7 +168,7 @@ func (r *run) run(ctx context.Context) error {
 	ready := c.markServing()
 	endpoints := prepareEndpoints(c) // endpoints.go: for an adaptive delay in Kubernetes
 	defer endpoints.close()
-	r.enter(PhaseServing, inflight.Counts{}, slog.String("servers", strings.Join(names, ", ")), slog.Bool("ready", ready))
+	r.enter(PhaseServing, inflight.Counts{}, append(endpoints.attrs(c), slog.String("servers", strings.Join(names, ", ")), slog.Bool("ready", ready))...)
 	if ready {
 		c.log.Info("lameduck: ready")
 	}
