@@ -336,6 +336,22 @@ const replacementWait = 5 * time.Second
 // [options.lastEndpointReach]).
 const drainKept = 5 * time.Second
 
+// departureWindow returns the departure window of a drain that begins at
+// now: window, as the budget shares it for a drain that begins at latest,
+// the end of the longest delay, and shrunk in proportion when a hold as the
+// last endpoint made the drain begin later, closer to its deadline, so
+// that the turns and the work after them still fit before it.
+func departureWindow(window time.Duration, latest, now, deadline time.Time) time.Duration {
+	budgeted, left := deadline.Sub(latest), deadline.Sub(now)
+	if !now.After(latest) || budgeted <= 0 {
+		return window
+	}
+	if left <= 0 {
+		return 0
+	}
+	return time.Duration(float64(window) * float64(left) / float64(budgeted))
+}
+
 // hold runs the hold until it is over, closing released, or until release.
 func (l *lameDuckDelay) hold() {
 	defer l.holding.Done()

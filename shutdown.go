@@ -216,7 +216,7 @@ func (r *run) run(ctx context.Context) error {
 	defer cancelDrain(nil)
 	// The turns are given before the drain is entered, so that an
 	// observer of the phase finds them.
-	c.departures.begin(c.opts.window)
+	c.departures.begin(departureWindow(c.opts.window, signalAt.Add(c.opts.delay.max), c.clock.Now(), drainDeadline)) // delay.go
 	r.enter(PhaseDraining, inflight.Counts{}, r.delay.attrs()...)
 	r.delay.warn(c.log, delay)
 	stopWork()
