@@ -22,7 +22,10 @@
 //  1. Listen binds the address, before anything turns ready. The health
 //     service answers NOT_SERVING until [lameduck.Coordinator.MarkReady],
 //     SERVING then.
-//  2. LameDuck, at the signal: health turns NOT_SERVING for good, and every
+//  2. LameDuck, at the signal (or, while the pod is the last ready endpoint
+//     of a Service, once another is, see
+//     [lameduck.WithAdaptiveDrainDelay]; health stays SERVING until then):
+//     health turns NOT_SERVING for good, and every
 //     open connection receives a graceful GOAWAY, so that its client
 //     reconnects through the Service; RPCs in flight finish. New connections
 //     are accepted and served for the whole drain delay, and each is sent a

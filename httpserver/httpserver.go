@@ -10,8 +10,10 @@
 //
 // A [Server] goes through the steps of [lameduck.Coordinator.Run]:
 //
-//  1. Lame duck, at the signal: everything is still accepted and served,
-//     but every response asks its client to leave. HTTP/1 responses carry
+//  1. Lame duck, at the signal (or, while the pod is the last ready
+//     endpoint of a Service, once another is: see
+//     [lameduck.WithAdaptiveDrainDelay]): everything is still accepted and
+//     served, but every response asks its client to leave. HTTP/1 responses carry
 //     "Connection: close", those to requests that began before the signal
 //     included. A stream whose header went out before the signal, such as
 //     server-sent events, could not carry it: its connection ends with its
