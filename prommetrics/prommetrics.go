@@ -26,6 +26,7 @@
 //	lameduck_last_arrival_seconds{server}              how long after the signal the last of them arrived, and where
 //	lameduck_drain_delay_ended{reason}                 1 for what ended the drain delay: fixed, endpoints, quiet, min, max or cut
 //	lameduck_endpoints_unrouted_seconds                how long after the signal the EndpointSlices stopped routing to the process
+//	lameduck_last_endpoint_held_seconds                how long after the signal the process stayed ready as its Services' last endpoint
 //	lameduck_departures_told_total                     long-lived work (websockets, event streams, streaming RPCs) told to leave at its turn
 //	lameduck_departures_left_total                     long-lived work that ended by itself during the shutdown, before its turn
 //	lameduck_departures_window_seconds                 how long the turns took, from the end of the drain delay to the last turn
@@ -39,7 +40,9 @@
 // admin servers have no in-flight series. The arrival series appear when
 // the lame-duck phase begins, lameduck_drain_delay_ended once the delay is
 // over, lameduck_endpoints_unrouted_seconds once the slices stop routing
-// here. The departure counters appear with the arrival series, the window
+// here, lameduck_last_endpoint_held_seconds as soon as the process stays
+// ready after the signal as the last endpoint of a Service, growing until
+// another endpoint is ready (see [lameduck.WithAdaptiveDrainDelay]). The departure counters appear with the arrival series, the window
 // and the peak once a piece of long-lived work has been told to leave (see
 // [lameduck.WithDepartureWindow]); work still there at the deadline is
 // counted in lameduck_cut_total, by its kind. Measurements that lameduck
@@ -83,6 +86,7 @@ type Collector struct {
 	phase, ready, phaseDuration, inFlight, cut  *prometheus.Desc
 	checkPassing, checkDuration, checkFailures  *prometheus.Desc
 	arrivals, lastArrival, delayEnded, unrouted *prometheus.Desc
+	lastEndpoint                                *prometheus.Desc
 	told, left, window, peak                    *prometheus.Desc
 }
 
@@ -131,6 +135,9 @@ func NewCollector(ld *lameduck.Coordinator) *Collector {
 		unrouted: prometheus.NewDesc("lameduck_endpoints_unrouted_seconds",
 			"How long after the shutdown signal the EndpointSlices stopped routing to the process.",
 			nil, nil),
+		lastEndpoint: prometheus.NewDesc("lameduck_last_endpoint_held_seconds",
+			"How long after the shutdown signal the process stayed ready because it was the last endpoint of a Service, until another was ready; set, and growing, from the first moment of that hold.",
+			nil, nil),
 		told: prometheus.NewDesc("lameduck_departures_told_total",
 			"Long-lived work (websockets, event streams, streaming RPCs) told to leave at its turn, once the drain delay was over; set from the start of the shutdown.",
 			nil, nil),
@@ -150,7 +157,7 @@ func NewCollector(ld *lameduck.Coordinator) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.phase, c.ready, c.phaseDuration, c.inFlight, c.cut,
-		c.checkPassing, c.checkDuration, c.checkFailures, c.arrivals, c.lastArrival, c.delayEnded, c.unrouted,
+		c.checkPassing, c.checkDuration, c.checkFailures, c.arrivals, c.lastArrival, c.delayEnded, c.unrouted, c.lastEndpoint,
 		c.told, c.left, c.window, c.peak,
 	} {
 		ch <- d
@@ -183,6 +190,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstSummary(c.checkDuration, k.Calls, k.Elapsed.Seconds(), nil, k.Name)
 		ch <- prometheus.MustNewConstMetric(c.checkFailures, prometheus.CounterValue, float64(k.Failures), k.Name)
+	}
+	if held := st.Delay.LastEndpointElapsed; held > 0 {
+		// During the hold too, before the lame duck: readiness is still on.
+		ch <- prometheus.MustNewConstMetric(c.lastEndpoint, prometheus.GaugeValue, held.Seconds())
 	}
 	if st.Phase >= lameduck.PhaseLameDuck {
 		d := st.Delay
