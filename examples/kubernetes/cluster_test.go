@@ -1100,7 +1100,8 @@ func (l *runningLoad) stop(t *testing.T) loadReport {
 }
 
 // TestOneReplicaOnTheRig deletes the only pod of the httpserver example run
-// with one replica, while clients open a new connection to the Service's
+// with one replica, by turns with `kubectl delete pod` and with an eviction
+// as `kubectl drain` makes, while clients open a new connection to the Service's
 // cluster IP every 50 ms, with a replacement that takes 3 s and then 12 s
 // to initialise (-init-delay). kube-proxy routes a Service with no ready
 // endpoint to its terminating endpoints that still pass their readiness
@@ -1131,7 +1132,8 @@ func (r *rig) buildExample(t *testing.T, name string) string {
 }
 
 // deleteOnlyPod deploys httpserver.yaml with one replica whose
-// initialisation takes init, and deletes its pod deletes times under load.
+// initialisation takes init, and deletes its pod deletes times under load,
+// by turns with a delete and with an eviction.
 func (r *rig) deleteOnlyPod(t *testing.T, image string, init time.Duration, deletes int) {
 	const deployment, service = "lameduck-httpserver", "lameduck-httpserver"
 	ns := "lameduck-rig-one"
@@ -1181,12 +1183,21 @@ func (r *rig) deleteOnlyPod(t *testing.T, image string, init time.Duration, dele
 		require.Len(t, pods, 1)
 		victim := pods[0]
 		victims = append(victims, victim)
-		obs.deleted(victim, "delete", time.Now())
-		r.kc(t, "delete", "pod", "-n", ns, victim, "--wait=false")
+		how := [...]string{"delete", "evict"}[i%2]
+		obs.deleted(victim, how, time.Now())
+		if how == "delete" {
+			r.kc(t, "delete", "pod", "-n", ns, victim, "--wait=false")
+		} else {
+			// What kubectl drain does for each pod of the node.
+			eviction := filepath.Join(t.TempDir(), "eviction.json")
+			require.NoError(t, os.WriteFile(eviction, fmt.Appendf(nil,
+				`{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":%q,"namespace":%q}}`, victim, ns), 0o644))
+			r.kc(t, "create", "--raw", "/api/v1/namespaces/"+ns+"/pods/"+victim+"/eviction", "-f", eviction)
+		}
 		require.True(t, obs.waitStopped(ctx, []string{victim}, timeout), "pod %s did not stop", victim)
 		r.waitComplete(t, ns, deployment, 1, timeout)
 		r.waitRouted(t, obs, ns, time.Minute)
-		t.Logf("deletion %d/%d: %s", i+1, deletes, obs.line(victim))
+		t.Logf("%s %d/%d: %s", how, i+1, deletes, obs.line(victim))
 		time.Sleep(2 * time.Second)
 	}
 	final := load.stop(t)
