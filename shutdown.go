@@ -125,18 +125,54 @@ type run struct {
 
 	phase   Phase
 	phaseAt time.Time
+
+	// The shutdown's moments, set once, at the signal, by setDeadlines:
+	// the drain ends at drainDeadline, the hooks at deadline.
+	signalAt, drainDeadline, deadline time.Time
+	// The contexts that end at them: deadlineCtx at the deadline, hardCtx
+	// also at a second signal, drainCtx (from the drain on) at the drain
+	// deadline or a second signal, closeCtx (from the cut on) when Close
+	// and what it ends must have returned (see closeDeadline). parent is
+	// Run's context, without its cancellation.
+	parent, deadlineCtx, hardCtx, drainCtx, closeCtx context.Context
+
+	maxDelay     time.Duration   // the longest the drain delay could last
+	stopWork     func()          // ends the workers' context, as the drain begins
+	drained      <-chan struct{} // closed once every server's Drain has returned
+	cutCounts    inflight.Counts // what Close cut
+	stillRunning []string        // the workers cut
+	cleanup      []func()        // cancels the contexts, in reverse, as Run returns
 }
 
 func (r *run) run(ctx context.Context) error {
-	c := r.c
-	r.enter(PhaseStarting, inflight.Counts{}, slog.Int("servers", len(r.servers)), slog.Int("workers", len(r.workers)))
-	sigs, stopSignals := notifySignals(&c.opts, c.log)
+	sigs, stopSignals := notifySignals(&r.c.opts, r.c.log)
 	defer stopSignals()
 	r.signals = sigs
+	defer r.cancel()
 
+	if err := r.start(ctx); err != nil {
+		return err
+	}
+	endpoints := prepareEndpoints(r.c) // endpoints.go: for an adaptive delay in Kubernetes
+	defer endpoints.close()
+	r.serve(ctx, endpoints)
+	trigger := r.waitForShutdown(ctx)
+	r.setDeadlines(ctx)
+	r.lameDuck(trigger, endpoints)
+	r.drain()         // drain.go
+	cutErr := r.cut() // drain.go
+	hookErr := r.stop()
+	return errors.Join(errors.Join(r.errs...), cutErr, hookErr)
+}
+
+// start binds every server's listeners, in registration order, and enters
+// PhaseStarting. If one fails, it closes the others, runs the hooks, and
+// returns the error: the process never turned ready.
+func (r *run) start(ctx context.Context) error {
+	r.enter(PhaseStarting, inflight.Counts{}, slog.Int("servers", len(r.servers)), slog.Int("workers", len(r.workers)))
 	for _, s := range r.servers {
 		if d, ok := s.(Departer); ok {
-			d.Departures().link(c.departures)
+			d.Departures().link(r.c.departures)
 		}
 	}
 	for i, s := range r.servers {
@@ -144,9 +180,16 @@ func (r *run) run(ctx context.Context) error {
 			return r.failStart(ctx, fmt.Errorf("lameduck: starting %s: %w", serverName(s, i), err), r.servers[:i+1])
 		}
 	}
+	return nil
+}
 
+// serve starts every server's Serve and every worker, each in a goroutine
+// of its own, and enters PhaseServing.
+func (r *run) serve(ctx context.Context, endpoints *endpointsWatch) {
+	c := r.c
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWork()
+	r.stopWork = stopWork
+	r.cleanup = append(r.cleanup, stopWork)
 	for i, s := range r.servers {
 		r.serving++
 		go func() { r.events <- exit{who: serverName(s, i), worker: -1, err: s.Serve()} }()
@@ -166,95 +209,81 @@ func (r *run) run(ctx context.Context) error {
 		names[i] = serverName(s, i)
 	}
 	ready := c.markServing()
-	endpoints := prepareEndpoints(c) // endpoints.go: for an adaptive delay in Kubernetes
-	defer endpoints.close()
 	r.enter(PhaseServing, inflight.Counts{}, append(endpoints.attrs(c), slog.String("servers", strings.Join(names, ", ")), slog.Bool("ready", ready))...)
 	if ready {
 		c.log.Info("lameduck: ready")
 	}
+}
 
-	trigger := r.waitForShutdown(ctx)
-	signalAt := c.clock.Now()
-	deadline := signalAt.Add(c.opts.gracePeriod - c.opts.safetyMargin)
+// setDeadlines computes, once, the deadlines of the shutdown that starts
+// now, and the contexts that end at them.
+func (r *run) setDeadlines(ctx context.Context) {
+	c := r.c
+	r.signalAt = c.clock.Now()
+	r.deadline = r.signalAt.Add(c.opts.gracePeriod - c.opts.safetyMargin)
+	r.drainDeadline = r.deadline.Add(-c.opts.hookTimeout)
 	// deadlineCtx ends at the deadline; hardCtx also ends at a second
 	// signal, which skips what remains but still lets Close report.
-	deadlineCtx, cancelDeadline := c.deadlineContext(context.WithoutCancel(ctx), deadline)
-	defer cancelDeadline(nil)
-	hardCtx, force := context.WithCancelCause(deadlineCtx)
-	defer force(nil)
-	r.force = force
+	r.parent = context.WithoutCancel(ctx)
+	var cancel func(error)
+	r.deadlineCtx, cancel = c.deadlineContext(r.parent, r.deadline)
+	r.cleanup = append(r.cleanup, func() { cancel(nil) })
+	r.hardCtx, r.force = context.WithCancelCause(r.deadlineCtx)
+	force := r.force
+	r.cleanup = append(r.cleanup, func() { force(nil) })
+}
 
-	// Lame duck, after the hold: readiness stays on while the process is
-	// the last endpoint of a Service (delay.go). A process not ready at
-	// the signal has nothing routed to it: no hold, no delay.
+// lameDuck keeps readiness on while the process is the last endpoint of a
+// Service (delay.go), then turns it off for good, asks every server to
+// move its clients elsewhere, enters PhaseLameDuck, and waits out the
+// drain delay. A process not ready at the signal has nothing routed to it:
+// no hold, no delay.
+func (r *run) lameDuck(trigger string, endpoints *endpointsWatch) {
+	c := r.c
 	delay := c.opts.delay.max
 	if c.state.Load() != stateReady {
 		delay = 0
 	}
-	lameDuck := watchDelay(c, r.servers, endpoints, signalAt, delay)
+	lameDuck := watchDelay(c, r.servers, endpoints, r.signalAt, delay)
 	c.progress.mu.Lock()
 	c.progress.delay = lameDuck // status.go: Status reports it as it measures
 	c.progress.mu.Unlock()
-	r.await(lameDuck.released, hardCtx)
+	r.await(lameDuck.released, r.hardCtx)
 	delay = lameDuck.release()
 	wasReady := c.beginShutdown()
-	if _, ok := r.each(hardCtx, func(i int, s Server) { s.LameDuck(lameDuck.arrivals[i].arrived) }); !ok && deadlineCtx.Err() != nil {
+	if _, ok := r.each(r.hardCtx, func(i int, s Server) { s.LameDuck(lameDuck.arrivals[i].arrived) }); !ok && r.deadlineCtx.Err() != nil {
 		r.errs = append(r.errs, errors.New("lameduck: a server's LameDuck did not return by the deadline"))
 	}
-	drainDeadline := deadline.Add(-c.opts.hookTimeout)
 	// Entered once the servers ask clients to leave, so that an observer
 	// sees the phase in effect.
 	r.enter(PhaseLameDuck, inflight.Counts{}, slog.String("trigger", trigger), slog.Bool("was_ready", wasReady),
-		c.opts.delay.attr(delay), slog.Duration("drain_deadline_in", drainDeadline.Sub(signalAt)),
-		slog.Duration("deadline_in", deadline.Sub(signalAt)))
+		c.opts.delay.attr(delay), slog.Duration("drain_deadline_in", r.drainDeadline.Sub(r.signalAt)),
+		slog.Duration("deadline_in", r.deadline.Sub(r.signalAt)))
 	lameDuck.begin(r.phaseAt)
-	r.await(lameDuck.done, hardCtx)
+	r.await(lameDuck.done, r.hardCtx)
 	r.delay = lameDuck.stop()
+	r.maxDelay = delay
+}
 
-	// Drain.
-	drainCtx, cancelDrain := c.deadlineContext(hardCtx, drainDeadline)
-	defer cancelDrain(nil)
-	// The turns are given before the drain is entered, so that an
-	// observer of the phase finds them.
-	c.departures.begin(departureWindow(c.opts.window, signalAt.Add(c.opts.delay.max), c.clock.Now(), drainDeadline)) // delay.go
-	r.enter(PhaseDraining, inflight.Counts{}, r.delay.attrs()...)
-	r.delay.warn(c.log, delay)
-	stopWork()
-	// Drain's error says no more than the counts from Close below.
-	drained, _ := r.each(drainCtx, func(_ int, s Server) { _ = s.Drain(drainCtx) })
-	for r.working > 0 && r.await(nil, drainCtx) {
-	}
-
-	closeCtx, cancelClose := c.deadlineContext(context.WithoutCancel(ctx), r.closeDeadline(deadline))
-	defer cancelClose(nil)
-	report := r.closeServers(closeCtx)
-	report.Workers = r.working
-	stillRunning := r.runningWorkers()
-	// Close makes Serve and Drain return; give them until the deadline.
-	if !r.await(drained, closeCtx) {
-		r.errs = append(r.errs, errors.New("lameduck: a server's Drain did not return by the deadline"))
-	}
-	for r.serving > 0 && r.await(nil, closeCtx) {
-	}
-	if r.serving > 0 {
-		r.errs = append(r.errs, errors.New("lameduck: a server's Serve did not return by the deadline"))
-	}
-	var cutErr error
-	if report.Total() > 0 {
-		why := "the drain deadline passed"
-		if r.forced {
-			why = "a second signal forced the shutdown"
-		}
-		cutErr = fmt.Errorf("%w: %s: %s cut%s", ErrCut, why, report, listed("; still running: ", stillRunning))
-	}
-
+// stop runs the shutdown hooks in PhaseStopping, enters PhaseStopped,
+// waits for the final scrape if asked to, and closes the admin servers,
+// last, as Run returns. It returns the hooks' errors.
+func (r *run) stop() error {
+	c := r.c
 	r.departures = c.departures.end()
-	r.enter(PhaseStopping, report, append(workerAttrs(stillRunning), r.departures.attrs()...)...)
-	hookErr := r.runHooks(hardCtx)
-	r.enter(PhaseStopped, report, slog.Duration("since_signal", c.clock.Now().Sub(signalAt)))
-	r.awaitFinalScrape(drainCtx) // admin.go
-	r.closeAdmins(closeCtx)      // admin.go: admin servers close last, as Run returns
-	return errors.Join(errors.Join(r.errs...), cutErr, hookErr)
+	r.enter(PhaseStopping, r.cutCounts, append(workerAttrs(r.stillRunning), r.departures.attrs()...)...)
+	hookErr := r.runHooks(r.hardCtx)
+	r.enter(PhaseStopped, r.cutCounts, slog.Duration("since_signal", c.clock.Now().Sub(r.signalAt)))
+	r.awaitFinalScrape(r.drainCtx) // admin.go
+	r.closeAdmins(r.closeCtx)      // admin.go
+	return hookErr
+}
+
+// cancel releases the contexts of the run, as Run returns.
+func (r *run) cancel() {
+	for i := len(r.cleanup) - 1; i >= 0; i-- {
+		r.cleanup[i]()
+	}
 }
 
 var errForced = errors.New("lameduck: a second signal forced the shutdown")
@@ -301,25 +330,6 @@ func (r *run) closeDeadline(deadline time.Time) time.Time {
 		return now.Add(r.c.opts.safetyMargin / lateClose)
 	}
 	return deadline
-}
-
-// closeServers calls every server's Close and adds up what they cut, as far
-// as known when ctx ends: a Close that returns later is reported as stuck
-// and its counts are left out.
-func (r *run) closeServers(ctx context.Context) inflight.Counts {
-	var mu sync.Mutex
-	var cut inflight.Counts
-	if _, ok := r.each(ctx, func(_ int, s Server) {
-		c := s.Close()
-		mu.Lock()
-		cut = cut.Add(c)
-		mu.Unlock()
-	}); !ok {
-		r.errs = append(r.errs, errors.New("lameduck: a server's Close did not return by the deadline"))
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return cut
 }
 
 // isClosed reports whether ch is closed; a nil ch never is.
