@@ -156,6 +156,12 @@ func TestFinalScrape(t *testing.T) {
 		st := h.ld.Status()
 		assert.Equal(t, lameduck.PhaseStopped, st.Phase)
 		assert.Equal(t, lameduck.DelayFixed, st.Delay.Ended, "the final values")
+		select {
+		case err := <-h.done:
+			t.Fatalf("Run returned (%v) once the final status was read, before it was exported", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		h.ld.MarkExported(st)
 		require.NoError(t, h.wait(t))
 		assert.Equal(t, "admin close", h.log.all()[len(h.log.all())-1])
 	})

@@ -224,10 +224,12 @@ func (c *Coordinator) enteredUpTo(p Phase) {
 	}
 }
 
-// Ready returns a channel that is closed once [Coordinator.MarkReady] has
-// been called. Servers that publish readiness themselves, such as the gRPC
-// health service, wait on it.
-func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
+// MarkedReady returns a channel that is closed once
+// [Coordinator.MarkReady] has been called, and stays closed: it says that
+// initialisation is done, not that the process is ready now, which
+// [Status].Ready and the readiness probe say. Servers that publish
+// readiness themselves, such as the gRPC health service, wait on it.
+func (c *Coordinator) MarkedReady() <-chan struct{} { return c.ready }
 
 // Entered returns a channel that is closed once [Coordinator.Run] has
 // entered phase p, or a later one, for work that must act on the shutdown:

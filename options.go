@@ -182,9 +182,10 @@ func WithObserver(f func(Event)) Option {
 }
 
 // WithFinalScrape makes [Coordinator.Run], once the shutdown is over, keep
-// the admin servers (see [Coordinator.RegisterAdmin]) up until
-// [Coordinator.Status] has been read once with the final values, as a
-// metrics scrape of package prommetrics does, and at most until the drain
+// the admin servers (see [Coordinator.RegisterAdmin]) up until a
+// [Coordinator.Status] with the final values has been exported (see
+// [Coordinator.MarkExported]), as a metrics scrape of package prommetrics
+// does, and at most until the drain
 // deadline, which leaves the hook timeout to close them before the
 // deadline (see [WithHookTimeout]). Without it, the last values of a shutdown, such as the drain
 // delay's last arrival and what was cut, are seen only by a scrape that

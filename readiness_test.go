@@ -51,7 +51,7 @@ func TestReadinessFollowsTheLifecycle(t *testing.T) {
 	h.start(t, context.Background())
 	expect(http.StatusServiceUnavailable, "starting")
 	h.ld.MarkReady()
-	await.Recv(t, h.ld.Ready(), "Ready to close")
+	await.Recv(t, h.ld.MarkedReady(), "MarkedReady to close")
 	expect(http.StatusOK, "ok")
 
 	h.signals <- syscall.SIGTERM

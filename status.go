@@ -82,7 +82,8 @@ type progress struct {
 	last    Event // of the phase entered last
 	// delay is the drain delay, once the lame-duck phase has begun.
 	delay *lameDuckDelay
-	// finalRead is closed by the first Status in PhaseStopped.
+	// finalRead is closed by the first MarkExported of a Status of
+	// PhaseStopped.
 	finalRead chan struct{}
 	finalOnce sync.Once
 }
@@ -100,6 +101,17 @@ func (c *Coordinator) entered(ev Event, now time.Time) {
 	c.progress.mu.Unlock()
 	c.progress.phase.Store(int32(ev.Phase))
 	c.enteredUpTo(ev.Phase)
+}
+
+// MarkExported records that st, a [Status], has been exported, as a
+// metrics scrape of package prommetrics does once it has sent the values:
+// with [WithFinalScrape], Run keeps the admin servers up until a Status of
+// PhaseStopped, the final values, has been exported. Status itself changes
+// nothing, so that reading it to decide anything else is safe.
+func (c *Coordinator) MarkExported(st Status) {
+	if st.Phase == PhaseStopped {
+		c.progress.finalOnce.Do(func() { close(c.progress.finalRead) })
+	}
 }
 
 // Status returns a snapshot of the Coordinator, for exporting metrics (see
@@ -126,9 +138,6 @@ func (c *Coordinator) Status() Status {
 	c.progress.mu.Unlock()
 	st.Delay = delay.measured()
 	st.Departures = c.departures.measured()
-	if st.Phase == PhaseStopped {
-		c.progress.finalOnce.Do(func() { close(c.progress.finalRead) })
-	}
 
 	c.mu.Lock()
 	servers, checks := c.servers, c.checks

@@ -357,7 +357,7 @@ func (s *Server) Listen() error {
 func (s *Server) watchReadiness() {
 	defer close(s.watcherDone)
 	select {
-	case <-s.ld.Ready():
+	case <-s.ld.MarkedReady():
 	case <-s.shutdown:
 		return
 	}

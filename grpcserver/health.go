@@ -296,7 +296,7 @@ func (c *checkState) loop(ctx context.Context, done chan<- struct{}) {
 			return
 		}
 		select {
-		case <-c.ld.Ready():
+		case <-c.ld.MarkedReady():
 			select {
 			case <-c.ld.Entered(lameduck.PhaseLameDuck): // shutting down: NOT_SERVING for good
 			default:

@@ -202,6 +202,7 @@ func TestTheFinalScrapeIsAnsweredInFull(t *testing.T) {
 	const size = 4 << 20 // more than the socket buffers hold: the client must read while the server writes
 	admin := httpserver.Admin(ld, "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := ld.Status()
+		defer ld.MarkExported(st)
 		fmt.Fprintf(w, "phase=%s\n", st.Phase)
 		w.(http.Flusher).Flush()
 		chunk := make([]byte, 64<<10)

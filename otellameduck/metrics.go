@@ -170,11 +170,9 @@ func boolValue(b bool) int64 {
 // finalStatus is the Status the instruments report from PhaseStopped on:
 // the Status read as Run entered PhaseStopping (the servers closed, what
 // was cut counted), in the stopped phase, with the phases' durations and
-// the cut, delay and departure figures of the events. Reading the Coordinator's
-// Status in PhaseStopped instead would count as the final scrape that
-// lameduck.WithFinalScrape waits for, and let the admin server close
-// before Prometheus had read it; and the values are final: every later
-// collection, such as the providers' Shutdown after Run, reports the same.
+// the cut, delay and departure figures of the events: the values are
+// final, and every later collection, such as the providers' Shutdown
+// after Run, reports the same.
 func finalStatus(stopping *lameduck.Status, ev lameduck.Event, spent map[lameduck.Phase]time.Duration) *lameduck.Status {
 	st := lameduck.Status{}
 	if stopping != nil {

@@ -164,9 +164,11 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect reads the Coordinator's status and sends its metrics.
+// Collect reads the Coordinator's status and sends its metrics, then marks
+// the status exported (see [lameduck.WithFinalScrape]).
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.ld.Status()
+	defer c.ld.MarkExported(st)
 	for _, p := range phases {
 		name := phaseLabel(p)
 		ch <- prometheus.MustNewConstMetric(c.phase, prometheus.GaugeValue, boolValue(st.Phase == p), name)
