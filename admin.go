@@ -108,8 +108,9 @@ func (a *adminServer) release() {
 	a.once.Do(func() { close(a.released) })
 }
 
-// awaitFinalScrape waits, with [WithFinalScrape], until Status has been
-// read in PhaseStopped, or ctx ends.
+// awaitFinalScrape waits, with [WithFinalScrape], until a Status of
+// PhaseStopped has been exported (see Coordinator.MarkExported), or ctx
+// ends.
 func (r *run) awaitFinalScrape(ctx context.Context) {
 	c := r.c
 	if !c.opts.finalScrape {

@@ -129,7 +129,7 @@ func TestRegisterAdminRejectsMisuse(t *testing.T) {
 }
 
 // With WithFinalScrape, the admin server stays up after the shutdown until
-// Status has been read with the final values, and at most until the drain
+// a Status with the final values has been exported, and at most until the drain
 // deadline.
 func TestFinalScrape(t *testing.T) {
 	start := func(t *testing.T, opts ...lameduck.Option) (*harness, *fakeServer) {
