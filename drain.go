@@ -2,8 +2,8 @@ package lameduck
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/lameduck/lameduck/inflight"
@@ -24,7 +24,7 @@ func (r *run) drain() {
 	r.delay.warn(c.log, r.maxDelay)
 	r.stopWork()
 	// Drain's error says no more than the counts from Close below.
-	r.drained, _ = r.each(r.drainCtx, func(_ int, s Server) { _ = s.Drain(r.drainCtx) })
+	r.drains = r.each(r.drainCtx, func(_ int, s Server) { _ = s.Drain(r.drainCtx) })
 	for r.working > 0 && r.await(nil, r.drainCtx) {
 	}
 }
@@ -41,13 +41,19 @@ func (r *run) cut() error {
 	report.Workers = r.working
 	r.cutCounts, r.stillRunning = report, r.runningWorkers()
 	// Close makes Serve and Drain return; give them until the deadline.
-	if !r.await(r.drained, r.closeCtx) {
-		r.errs = append(r.errs, errors.New("lameduck: a server's Drain did not return by the deadline"))
+	if !r.await(r.drains.done, r.closeCtx) {
+		r.errs = append(r.errs, r.drains.hung("Drain"))
 	}
 	for r.serving > 0 && r.await(nil, r.closeCtx) {
 	}
 	if r.serving > 0 {
-		r.errs = append(r.errs, errors.New("lameduck: a server's Serve did not return by the deadline"))
+		var names []string
+		for i, serving := range r.serves {
+			if serving {
+				names = append(names, serverName(r.servers[i], i))
+			}
+		}
+		r.errs = append(r.errs, fmt.Errorf("lameduck: Serve did not return by the deadline: %s", strings.Join(names, ", ")))
 	}
 	if report.Total() == 0 {
 		return nil
@@ -65,13 +71,13 @@ func (r *run) cut() error {
 func (r *run) closeServers(ctx context.Context) inflight.Counts {
 	var mu sync.Mutex
 	var cut inflight.Counts
-	if _, ok := r.each(ctx, func(_ int, s Server) {
+	if calls := r.each(ctx, func(_ int, s Server) {
 		c := s.Close()
 		mu.Lock()
 		cut = cut.Add(c)
 		mu.Unlock()
-	}); !ok {
-		r.errs = append(r.errs, errors.New("lameduck: a server's Close did not return by the deadline"))
+	}); !calls.returned {
+		r.errs = append(r.errs, calls.hung("Close"))
 	}
 	mu.Lock()
 	defer mu.Unlock()

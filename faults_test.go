@@ -96,26 +96,26 @@ func TestRunReturnsBeforeTheDeadlineWhateverTheFaults(t *testing.T) {
 			name:    "LameDuck never returns",
 			setUp:   func(h *harness, rel chan struct{}) { h.ld.Register(newFaultyServer("a", h.log, "LameDuck", rel)) },
 			stuck:   "a hangs in LameDuck",
-			want:    []string{"a server's LameDuck did not return by the deadline"},
+			want:    []string{"LameDuck did not return by the deadline: a"},
 			noDelay: true,
 		},
 		{
 			name:  "Drain ignores its context",
 			setUp: func(h *harness, rel chan struct{}) { h.ld.Register(newFaultyServer("a", h.log, "Drain", rel)) },
 			stuck: "a close", // Drain hangs; Run waits, past Close, for it
-			want:  []string{"a server's Drain did not return by the deadline"},
+			want:  []string{"Drain did not return by the deadline: a"},
 		},
 		{
 			name:  "Close never returns",
 			setUp: func(h *harness, rel chan struct{}) { h.ld.Register(newFaultyServer("a", h.log, "Close", rel)) },
 			stuck: "a hangs in Close",
-			want:  []string{"a server's Close did not return by the deadline"},
+			want:  []string{"Close did not return by the deadline: a"},
 		},
 		{
 			name:  "Serve never returns",
 			setUp: func(h *harness, rel chan struct{}) { h.ld.Register(newFaultyServer("a", h.log, "Serve", rel)) },
 			stuck: "a hangs in Serve",
-			want:  []string{"a server's Serve did not return by the deadline"},
+			want:  []string{"Serve did not return by the deadline: a"},
 		},
 		{
 			name: "request never finishes",
@@ -170,8 +170,8 @@ func TestRunReturnsBeforeTheDeadlineWhateverTheFaults(t *testing.T) {
 				h.ld.OnShutdown("db pool", func(context.Context) error { <-rel; return nil })
 			},
 			stuck: "c hangs in Serve", // after Close, as are the waits for Drain and Serve
-			want: []string{"a server's Drain did not return by the deadline", "a server's Close did not return by the deadline",
-				"a server's Serve did not return by the deadline", `1 worker cut; still running: worker "consumer"`, `shutdown hook "db pool" not run`},
+			want: []string{"Drain did not return by the deadline: a", "Close did not return by the deadline: b",
+				"Serve did not return by the deadline: c", `1 worker cut; still running: worker "consumer"`, `shutdown hook "db pool" not run`},
 		},
 	}
 	for _, tt := range tests {
@@ -246,7 +246,7 @@ func TestFailedStartReturnsWithinTheHookTimeout(t *testing.T) {
 	}
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "lameduck: starting b: listen tcp :8080: bind: address already in use")
-	assert.Contains(t, err.Error(), "a server's Close did not return in time")
+	assert.Contains(t, err.Error(), "Close did not return in time: a")
 	assert.Contains(t, err.Error(), `shutdown hook "db pool" not run`)
 	assert.Empty(t, hookCtx, "the hook timeout covers closing the servers and the hooks together")
 }

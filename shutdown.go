@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lameduck/lameduck/inflight"
@@ -99,6 +100,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 type exit struct {
 	who    string
 	worker int // index in run.workers; -1 for a server
+	server int // index in run.servers, for a server
 	err    error
 	took   time.Duration // how long the worker ran
 }
@@ -112,6 +114,7 @@ type run struct {
 
 	events  chan exit // Serve and worker returns
 	serving int       // Serve calls that have not returned
+	serves  []bool    // serves[i]: servers[i]'s Serve has not returned
 	running []bool    // running[i]: workers[i] has not returned
 	working int       // workers that have not returned
 	errs    []error   // failures of servers and workers
@@ -138,7 +141,7 @@ type run struct {
 
 	maxDelay     time.Duration   // the longest the drain delay could last
 	stopWork     func()          // ends the workers' context, as the drain begins
-	drained      <-chan struct{} // closed once every server's Drain has returned
+	drains       *calls          // the servers' Drain calls
 	cutCounts    inflight.Counts // what Close cut
 	stillRunning []string        // the workers cut
 	cleanup      []func()        // cancels the contexts, in reverse, as Run returns
@@ -190,9 +193,11 @@ func (r *run) serve(ctx context.Context, endpoints *endpointsWatch) {
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	r.stopWork = stopWork
 	r.cleanup = append(r.cleanup, stopWork)
+	r.serves = make([]bool, len(r.servers))
 	for i, s := range r.servers {
 		r.serving++
-		go func() { r.events <- exit{who: serverName(s, i), worker: -1, err: s.Serve()} }()
+		r.serves[i] = true
+		go func() { r.events <- exit{who: serverName(s, i), worker: -1, server: i, err: s.Serve()} }()
 	}
 	r.running = make([]bool, len(r.workers))
 	for i, w := range r.workers {
@@ -251,8 +256,8 @@ func (r *run) lameDuck(trigger string, endpoints *endpointsWatch) {
 	r.await(lameDuck.released, r.hardCtx)
 	delay = lameDuck.release()
 	wasReady := c.beginShutdown()
-	if _, ok := r.each(r.hardCtx, func(i int, s Server) { s.LameDuck(lameDuck.arrivals[i].arrived) }); !ok && r.deadlineCtx.Err() != nil {
-		r.errs = append(r.errs, errors.New("lameduck: a server's LameDuck did not return by the deadline"))
+	if calls := r.each(r.hardCtx, func(i int, s Server) { s.LameDuck(lameDuck.arrivals[i].arrived) }); !calls.returned && r.deadlineCtx.Err() != nil {
+		r.errs = append(r.errs, calls.hung("LameDuck"))
 	}
 	// Entered once the servers ask clients to leave, so that an observer
 	// sees the phase in effect.
@@ -342,22 +347,44 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
-// each calls f on every server and its index, concurrently, and waits for every call to
-// return or for ctx to end: a server that breaks its contract by blocking
-// cannot hold Run past its deadline. It returns a channel closed once every
-// call has returned, and whether that happened before ctx ended.
-func (r *run) each(ctx context.Context, f func(i int, s Server)) (<-chan struct{}, bool) {
-	done := make(chan struct{})
-	var calls sync.WaitGroup
+// each calls f on every server and its index, concurrently, and waits for
+// every call to return or for ctx to end: a server that breaks its
+// contract by blocking cannot hold Run past its deadline.
+func (r *run) each(ctx context.Context, f func(i int, s Server)) *calls {
+	c := &calls{r: r, done: make(chan struct{}), pending: make([]atomic.Bool, len(r.servers))}
+	var wg sync.WaitGroup
 	for i, s := range r.servers {
-		calls.Add(1)
+		wg.Add(1)
+		c.pending[i].Store(true)
 		go func() {
-			defer calls.Done()
+			defer wg.Done()
 			f(i, s)
+			c.pending[i].Store(false)
 		}()
 	}
-	go func() { calls.Wait(); close(done) }()
-	return done, r.await(done, ctx)
+	go func() { wg.Wait(); close(c.done) }()
+	c.returned = r.await(c.done, ctx)
+	return c
+}
+
+// calls are the calls of one method on every server, made by each.
+type calls struct {
+	r        *run
+	done     chan struct{} // closed once every call has returned
+	returned bool          // every call returned before the context of each ended
+	pending  []atomic.Bool // pending[i]: the call on servers[i] has not returned
+}
+
+// hung is the error of the calls of method that have not returned by the
+// deadline, naming their servers.
+func (c *calls) hung(method string) error {
+	var names []string
+	for i := range c.pending {
+		if c.pending[i].Load() {
+			names = append(names, serverName(c.r.servers[i], i))
+		}
+	}
+	return fmt.Errorf("lameduck: %s did not return by the deadline: %s", method, strings.Join(names, ", "))
 }
 
 // waitForShutdown waits for a signal, the end of ctx, or a failure, and says
@@ -422,6 +449,7 @@ func (r *run) exited(e exit) {
 		r.running[e.worker] = false
 	} else {
 		r.serving--
+		r.serves[e.server] = false
 	}
 	switch {
 	case e.err != nil:
@@ -448,14 +476,17 @@ func (r *run) failStart(ctx context.Context, err error, started []Server) error 
 	defer force(nil)
 	r.force = force
 	closed := make(chan struct{})
+	var closing atomic.Int32 // the index of the server being closed
 	go func() {
 		defer close(closed)
-		for _, s := range started {
+		for i, s := range started {
+			closing.Store(int32(i))
 			s.Close()
 		}
 	}()
 	if !r.await(closed, hookCtx) {
-		err = errors.Join(err, errors.New("lameduck: a server's Close did not return in time"))
+		i := int(closing.Load())
+		err = errors.Join(err, fmt.Errorf("lameduck: Close did not return in time: %s", serverName(started[i], i)))
 	}
 	r.enter(PhaseStopping, inflight.Counts{})
 	err = errors.Join(err, r.runHooks(hookCtx))
