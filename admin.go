@@ -4,11 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
-	"sync/atomic"
 	"time"
-
-	"github.com/lameduck/lameduck/inflight"
 )
 
 // RegisterAdmin adds an admin server: one that answers the readiness and
@@ -34,78 +30,35 @@ import (
 // RegisterAdmin panics, like Register, if s is nil or already registered,
 // or if Run has been called.
 func (c *Coordinator) RegisterAdmin(s Server) {
-	// Appended as Register does, so that Run starts it in registration
-	// order.
-	c.register("RegisterAdmin", s, func() Server {
-		return &adminServer{Server: s, released: make(chan struct{}), served: make(chan struct{})}
-	})
+	c.register("RegisterAdmin", s, &c.admins)
 }
 
-// adminServer is how Run sees a server of RegisterAdmin: a server that
-// stops at the drain, like the others, while the real one goes on serving
-// until closeAdmins closes it.
-type adminServer struct {
+// admin is an admin server as one Run sees it.
+type admin struct {
 	Server
-
-	released chan struct{} // closed at Drain or Close: Serve returns nil
-	served   chan struct{} // closed once the real Serve has returned
-	err      error         // the real Serve's result, set before served is closed
-	reported atomic.Bool   // Serve returned err to Run, which reported it
-	serving  atomic.Bool   // Serve was called, in a goroutine of Run's
+	i      int
+	served chan struct{} // closed once Serve has returned
+	err    error         // what Serve returned, set before served is closed
 	// Only Run's own goroutine touches these.
 	listened bool // Listen was called
+	serving  bool // Serve was called
+	reported bool // Run has reported what Serve returned
 	closed   bool // closeAdmins closed it
-
-	once sync.Once
 }
 
-func (a *adminServer) String() string {
+func newAdmins(servers []Server) []*admin {
+	admins := make([]*admin, len(servers))
+	for i, s := range servers {
+		admins[i] = &admin{Server: s, i: i, served: make(chan struct{})}
+	}
+	return admins
+}
+
+func (a *admin) String() string {
 	if s, ok := a.Server.(fmt.Stringer); ok {
 		return "admin " + s.String()
 	}
-	return "admin server"
-}
-
-func (a *adminServer) Listen() error {
-	a.listened = true
-	return a.Server.Listen()
-}
-
-// Serve serves the real server in a goroutine of its own and returns what
-// the real Serve returns, or nil when the drain begins: Run waits for every
-// Serve to return before it moves on to the hooks.
-func (a *adminServer) Serve() error {
-	a.serving.Store(true)
-	go func() {
-		a.err = a.Server.Serve()
-		close(a.served)
-	}()
-	select {
-	case <-a.served:
-		a.reported.Store(true)
-		return a.err
-	case <-a.released:
-		return nil
-	}
-}
-
-// LameDuck does nothing: probes and scrapes are not asked to go elsewhere.
-func (a *adminServer) LameDuck(func()) {}
-
-// Drain lets Run move on while the real server keeps answering.
-func (a *adminServer) Drain(context.Context) error {
-	a.release()
-	return nil
-}
-
-// Close lets Run move on; the real server is closed later, by closeAdmins.
-func (a *adminServer) Close() inflight.Counts {
-	a.release()
-	return inflight.Counts{}
-}
-
-func (a *adminServer) release() {
-	a.once.Do(func() { close(a.released) })
+	return fmt.Sprintf("admin server %d", a.i+1)
 }
 
 // awaitFinalScrape waits, with [WithFinalScrape], until a Status of
@@ -116,12 +69,7 @@ func (r *run) awaitFinalScrape(ctx context.Context) {
 	if !c.opts.finalScrape {
 		return
 	}
-	admin := false
-	for _, s := range r.servers {
-		_, ok := s.(*adminServer)
-		admin = admin || ok
-	}
-	if !admin {
+	if len(r.admins) == 0 {
 		c.log.Warn("lameduck: WithFinalScrape: no admin server to scrape the final status from; register one with RegisterAdmin, as httpserver.Admin does")
 		return
 	}
@@ -138,9 +86,9 @@ func (r *run) awaitFinalScrape(ctx context.Context) {
 // status, are given to finish.
 const adminDrainTimeout = time.Second
 
-// finish drains the real server, for at most adminDrainTimeout, or until
-// ctx ends, so that Close cuts no answer in progress.
-func (a *adminServer) finish(ctx context.Context) {
+// finish drains the server, for at most adminDrainTimeout, or until ctx
+// ends, so that Close cuts no answer in progress.
+func (a *admin) finish(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, adminDrainTimeout)
 	defer cancel()
 	done := make(chan struct{})
@@ -157,28 +105,27 @@ func (a *adminServer) finish(ctx context.Context) {
 // closeAdmins closes the admin servers, after the hooks, and waits for their
 // Serve calls to return, or for ctx to end. It is the last step of Run.
 func (r *run) closeAdmins(ctx context.Context) {
-	for _, s := range r.servers {
-		a, ok := s.(*adminServer)
-		if !ok || !a.listened || a.closed {
+	for _, a := range r.admins {
+		if !a.listened || a.closed {
 			continue
 		}
 		a.closed = true
-		if a.serving.Load() {
+		if a.serving {
 			a.finish(ctx)
 		}
 		a.Server.Close()
-		if !a.serving.Load() {
+		if !a.serving {
 			continue
 		}
 		select {
 		case <-ctx.Done():
 			if !isClosed(a.served) {
-				r.errs = append(r.errs, fmt.Errorf("lameduck: %s: Serve did not return by the deadline", a))
+				r.errs = append(r.errs, fmt.Errorf("lameduck: Serve did not return by the deadline: %s", a))
 				continue
 			}
 		case <-a.served:
 		}
-		if a.err != nil && !a.reported.Load() {
+		if a.err != nil && !a.reported {
 			r.errs = append(r.errs, fmt.Errorf("lameduck: %s: %w", a, a.err))
 			r.c.log.Error("lameduck: "+a.String()+" failed", slog.Any("error", a.err))
 		}

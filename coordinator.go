@@ -43,6 +43,7 @@ type Coordinator struct {
 	// Guarded by mu. Registration is only allowed before Run.
 	ran     bool
 	servers []Server
+	admins  []Server // RegisterAdmin's (admin.go)
 	workers []work
 	hooks   []work
 	checks  []*check
@@ -101,12 +102,12 @@ func New(opts ...Option) (*Coordinator, error) {
 // Servers are started in the order they are registered. It panics if s is
 // nil or already registered, or if Run has been called.
 func (c *Coordinator) Register(s Server) {
-	c.register("Register", s, func() Server { return s })
+	c.register("Register", s, &c.servers)
 }
 
-// register adds s, as Run sees it (wrap), for method, which the user
-// called: Register or RegisterAdmin.
-func (c *Coordinator) register(method string, s Server, wrap func() Server) {
+// register adds s to list for method, which the user called: Register or
+// RegisterAdmin.
+func (c *Coordinator) register(method string, s Server, list *[]Server) {
 	if s == nil {
 		panic("lameduck: " + method + ": the server is nil")
 	}
@@ -117,13 +118,13 @@ func (c *Coordinator) register(method string, s Server, wrap func() Server) {
 	// Pointers, which servers almost always are, compare safely; other
 	// values might panic.
 	if reflect.TypeOf(s).Kind() == reflect.Pointer {
-		for _, x := range c.servers {
-			if a, ok := x.(*adminServer); x == s || (ok && a.Server == s) {
+		for _, x := range append(c.servers[:len(c.servers):len(c.servers)], c.admins...) {
+			if x == s {
 				panic("lameduck: " + method + ": the server is already registered; register each server once, with Register or RegisterAdmin")
 			}
 		}
 	}
-	c.servers = append(c.servers, wrap())
+	*list = append(*list, s)
 }
 
 // Go adds a background worker, such as a queue consumer, for

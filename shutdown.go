@@ -87,9 +87,10 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	r := &run{
 		c:       c,
 		servers: c.servers,
+		admins:  newAdmins(c.admins),
 		workers: c.workers,
 		hooks:   c.hooks,
-		events:  make(chan exit, len(c.servers)+len(c.workers)),
+		events:  make(chan exit, len(c.servers)+len(c.admins)+len(c.workers)),
 		phaseAt: c.clock.Now(),
 	}
 	c.mu.Unlock()
@@ -99,8 +100,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 // exit is a server's Serve or a worker returning.
 type exit struct {
 	who    string
-	worker int // index in run.workers; -1 for a server
-	server int // index in run.servers, for a server
+	worker int  // index in run.workers; -1 for a server
+	admin  bool // the server is an admin server
+	server int  // index in run.servers, for a server
 	err    error
 	took   time.Duration // how long the worker ran
 }
@@ -109,6 +111,7 @@ type exit struct {
 type run struct {
 	c       *Coordinator
 	servers []Server
+	admins  []*admin // admin.go
 	workers []work
 	hooks   []work
 
@@ -172,7 +175,7 @@ func (r *run) run(ctx context.Context) error {
 // PhaseStarting. If one fails, it closes the others, runs the hooks, and
 // returns the error: the process never turned ready.
 func (r *run) start(ctx context.Context) error {
-	r.enter(PhaseStarting, inflight.Counts{}, slog.Int("servers", len(r.servers)), slog.Int("workers", len(r.workers)))
+	r.enter(PhaseStarting, inflight.Counts{}, slog.Int("servers", len(r.servers)+len(r.admins)), slog.Int("workers", len(r.workers)))
 	for _, s := range r.servers {
 		if d, ok := s.(Departer); ok {
 			d.Departures().link(r.c.departures)
@@ -181,6 +184,12 @@ func (r *run) start(ctx context.Context) error {
 	for i, s := range r.servers {
 		if err := s.Listen(); err != nil {
 			return r.failStart(ctx, fmt.Errorf("lameduck: starting %s: %w", serverName(s, i), err), r.servers[:i+1])
+		}
+	}
+	for _, a := range r.admins {
+		a.listened = true
+		if err := a.Listen(); err != nil {
+			return r.failStart(ctx, fmt.Errorf("lameduck: starting %s: %w", a, err), r.servers)
 		}
 	}
 	return nil
@@ -199,6 +208,14 @@ func (r *run) serve(ctx context.Context, endpoints *endpointsWatch) {
 		r.serves[i] = true
 		go func() { r.events <- exit{who: serverName(s, i), worker: -1, server: i, err: s.Serve()} }()
 	}
+	for i, a := range r.admins {
+		a.serving = true
+		go func() {
+			a.err = a.Serve()
+			close(a.served)
+			r.events <- exit{who: a.String(), worker: -1, server: i, admin: true, err: a.err}
+		}()
+	}
 	r.running = make([]bool, len(r.workers))
 	for i, w := range r.workers {
 		r.working++
@@ -209,9 +226,12 @@ func (r *run) serve(ctx context.Context, endpoints *endpointsWatch) {
 			r.events <- exit{who: "worker " + w.name, worker: i, err: err, took: c.clock.Now().Sub(start)}
 		}()
 	}
-	names := make([]string, len(r.servers))
+	var names []string
 	for i, s := range r.servers {
-		names[i] = serverName(s, i)
+		names = append(names, serverName(s, i))
+	}
+	for _, a := range r.admins {
+		names = append(names, a.String())
 	}
 	ready := c.markServing()
 	r.enter(PhaseServing, inflight.Counts{}, append(endpoints.attrs(c), slog.String("servers", strings.Join(names, ", ")), slog.Bool("ready", ready))...)
@@ -444,10 +464,13 @@ func (r *run) await(done <-chan struct{}, ctx context.Context) bool {
 
 // exited records a Serve or worker return.
 func (r *run) exited(e exit) {
-	if e.worker >= 0 {
+	switch {
+	case e.worker >= 0:
 		r.working--
 		r.running[e.worker] = false
-	} else {
+	case e.admin:
+		r.admins[e.server].reported = true
+	default:
 		r.serving--
 		r.serves[e.server] = false
 	}

@@ -143,9 +143,6 @@ func (c *Coordinator) Status() Status {
 	servers, checks := c.servers, c.checks
 	c.mu.Unlock()
 	for i, s := range servers {
-		if _, admin := s.(*adminServer); admin {
-			continue
-		}
 		st.Servers = append(st.Servers, ServerStatus{Name: serverName(s, i), InFlight: s.InFlight()})
 	}
 	st.Checks = make([]CheckStatus, len(checks))
