@@ -153,6 +153,11 @@ func engineRequest(do func(ctx context.Context) (net.Addr, error)) func(ctx cont
 	}
 }
 
+// The rollout command runs grpcload.Load() through the engine too.
+func init() {
+	rollout.ClientOf = func(load any) rollout.Protocol { return engineClient(load.(Load)) }
+}
+
 // engineLoad runs a [Load] as the engine's client of a protocol.
 type engineLoad struct{ load Load }
 

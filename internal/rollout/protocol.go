@@ -24,6 +24,13 @@ type Protocol interface {
 	Fresh(l *Load) func(ctx context.Context) (local net.Addr, err error)
 }
 
+// ClientOf returns the engine's client of a lameducktest.Load (given as
+// any: this package cannot name lameducktest's types). Package lameducktest
+// sets it when it is initialized, since only it can build the
+// lameducktest.Clients a Load's methods take; the rollout command uses it
+// to run grpcload.Load() for -load grpc.
+var ClientOf func(load any) Protocol
+
 // grpcLoadPackage is the package whose client runs [LoadGRPC].
 const grpcLoadPackage = "github.com/lameduck/lameduck/grpcserver/grpcload"
 
