@@ -47,8 +47,8 @@
 // lags, not that its drain delay is long enough for a given cluster: it
 // simulates no iptables or conntrack, cloud load balancer, TLS, preStop hook
 // or second replica. Keep [Config.Lag] below the drain delay the test gives
-// the server. A test with Protocol [GRPC] imports its client, package
-// grpcload.
+// the server. A test with Protocol [GRPC] gives its client as [Config.Load],
+// grpcload.Load() from the module of grpcserver.
 //
 // With Protocol [WebSocket] or [SSE], each client holds one long-lived
 // subscription through the load balancer and counts the numbered messages

@@ -36,8 +36,8 @@ const (
 	// service of google.golang.org/grpc/interop/grpc_testing), two at a
 	// time per connection, without TLS. The readiness probe stays HTTP:
 	// a gRPC server serves it on a port of its own, {PROBE_ADDR}. Its
-	// client is package grpcload, in the module of grpcserver: the test
-	// imports it, import _ "github.com/lameduck/lameduck/grpcserver/grpcload".
+	// client is package grpcload's, in the module of grpcserver, given as
+	// [Config.Load]: Load: grpcload.Load().
 	GRPC Protocol = "grpc"
 	// WebSocket holds one websocket per connection (GET /ws by default),
 	// which must send text messages numbered from ?from=N (0 without it),
@@ -87,6 +87,10 @@ type Config struct {
 
 	// Protocol is the load's protocol; zero means HTTP1.
 	Protocol Protocol
+	// Load is the client of a Protocol that lameducktest does not speak
+	// itself: GRPC needs one, grpcload.Load(); the other protocols take
+	// none, and nil means none.
+	Load Load
 	// Path is the path the HTTP load requests, such as "/" or
 	// "/api/items?limit=1"; zero means "/", or "/ws" for WebSocket and
 	// "/events" for SSE. A response with a status of 400 or more counts as
@@ -355,6 +359,7 @@ func (cfg Config) engineConfig() (rollout.Config, error) {
 		ReadyPath:    cfg.ReadyPath,
 		ReadyTimeout: cfg.ReadyTimeout,
 		Load:         rollout.LoadKind(cfg.Protocol),
+		Client:       engineClient(cfg.Load),
 		Conns:        cfg.Conns,
 		Fresh:        cfg.Fresh,
 		Late:         cfg.Late,
@@ -374,8 +379,16 @@ func (cfg Config) engineConfig() (rollout.Config, error) {
 // that set them, so that one place, the simulator, checks them all.
 var configNames = rollout.Names{
 	"Pod": "Config.Command", "Cycles": "Config.Rollouts", "Lag": "Config.Lag", "Grace": "Config.Grace",
-	"ReadyPath": "Config.ReadyPath", "ReadyTimeout": "Config.ReadyTimeout", "Load": "Config.Protocol",
+	"ReadyPath": "Config.ReadyPath", "ReadyTimeout": "Config.ReadyTimeout", "Load": "Config.Protocol", "Client": "Config.Load",
 	"Conns": "Config.Conns", "Fresh": "Config.Fresh", "Late": "Config.Late", "Path": "Config.Path",
+}
+
+// engineClient returns load as the engine's client of a protocol, or nil.
+func engineClient(load Load) rollout.Protocol {
+	if load == nil {
+		return nil
+	}
+	return engineLoad{load}
 }
 
 // withGORACE returns env with GORACE=atexit_sleep_ms=0 added to the GORACE

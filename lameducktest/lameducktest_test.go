@@ -1,7 +1,9 @@
 package lameducktest_test
 
 import (
+	"context"
 	"flag"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -177,7 +179,9 @@ func TestSetupErrors(t *testing.T) {
 		{name: "bad settings", cfg: lameducktest.Config{Command: cmd(), Protocol: "http3", Conns: -1, ReadyPath: "readyz"},
 			want: []string{`Config.Protocol is "http3"; use one of http1 h2c grpc`, "Config.Conns is -1", `Config.ReadyPath is "readyz"; it must start with /`}},
 		{name: "gRPC without its client", cfg: lameducktest.Config{Command: cmd(), Protocol: lameducktest.GRPC},
-			want: []string{`import _ "github.com/lameduck/lameduck/grpcserver/grpcload"`}},
+			want: []string{"Config.Protocol: the grpc load's client is in package github.com/lameduck/lameduck/grpcserver/grpcload", "set Config.Load to grpcload.Load()"}},
+		{name: "a client for a built-in protocol", cfg: lameducktest.Config{Command: cmd(), Load: stubLoad{}},
+			want: []string{"Config.Protocol: the http1 load is built in; leave Config.Load unset"}},
 		{name: "no such program", cfg: lameducktest.Config{Command: []string{bin + "-missing", "{ADDR}"}},
 			want: []string{"start pod pod-1", "no such file or directory", "check the pod command"}},
 		{name: "exits at once",
@@ -320,4 +324,13 @@ func requireRecord(t *testing.T, path string) {
 	assert.Len(t, runs[0].Timeline.Pods, 2, "the first pod and its replacement")
 	assert.Positive(t, runs[0].Requests)
 	assert.Positive(t, runs[0].Timeline.LoadEnd)
+}
+
+// stubLoad is a [lameducktest.Load] that starts no client.
+type stubLoad struct{}
+
+func (stubLoad) Start(*lameducktest.Clients) error { return nil }
+
+func (stubLoad) Fresh(*lameducktest.Clients) func(context.Context) (net.Addr, error) {
+	return func(context.Context) (net.Addr, error) { return nil, nil }
 }

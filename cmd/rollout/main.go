@@ -69,8 +69,7 @@ import (
 	"time"
 
 	"github.com/lameduck/lameduck/cmd/rollout/internal/picture"
-	// -load grpc.
-	_ "github.com/lameduck/lameduck/grpcserver/grpcload"
+	"github.com/lameduck/lameduck/grpcserver/grpcload"
 	"github.com/lameduck/lameduck/internal/rollout"
 	"github.com/lameduck/lameduck/internal/rollout/report"
 )
@@ -224,6 +223,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if o.warmup <= 0 {
 		cfg.Warmup = -1
+	}
+	if cfg.Load == rollout.LoadGRPC {
+		cfg.Client = rollout.ClientOf(grpcload.Load())
 	}
 	if o.verbose {
 		cfg.PodLog = stderr

@@ -18,7 +18,7 @@
 //     rollout: raw HTTP/1.1 keep-alive connections ([HTTP1Client], because
 //     net/http's client silently retries idempotent requests whose reused
 //     connection broke), HTTP/2 with prior knowledge (h2c), gRPC unary
-//     calls, whose client package grpcload registers ([RegisterLoad]) so
+//     calls, whose client package grpcload gives ([Config.Client]) so
 //     that only the programs that import it compile gRPC, or long-lived
 //     websockets and event streams of numbered messages ([LoadWebSocket],
 //     [LoadSSE]) that resume through the load balancer whenever a pod

@@ -32,7 +32,7 @@ const (
 	// LoadGRPC runs grpc-go clients doing unary
 	// grpc.testing.TestService/EmptyCall calls: one ClientConn per
 	// connection slot, with several concurrent workers each. Its client
-	// is registered by package grpcload (see [RegisterLoad]).
+	// is package grpcload's, given as [LoadConfig.Client].
 	LoadGRPC LoadKind = "grpc"
 	// LoadWebSocket holds one websocket per connection slot (GET
 	// [WebSocketPath] by default, as the built-in pods serve it), whose
@@ -118,6 +118,9 @@ type LoadConfig struct {
 	// Epoch is time zero of the load's timeline; zero means the start of
 	// the load.
 	Epoch time.Time
+	// Client runs a load that this package does not run itself: LoadGRPC
+	// needs one (package grpcload's), the other kinds take none.
+	Client Protocol
 }
 
 // Load is running load. Its requests are counted in windows: [Load.Mark]
@@ -167,7 +170,7 @@ func StartLoad(ctx context.Context, cfg LoadConfig) (*Load, error) {
 	if cfg.Conns > maxConns || cfg.WorkersPerConn > maxConns/cfg.Conns {
 		return nil, fmt.Errorf("rollout: load of %d connections × %d workers is too much for one machine; use at most %d workers in all", cfg.Conns, cfg.WorkersPerConn, maxConns)
 	}
-	if err := CheckLoad(cfg.Kind); err != nil {
+	if err := checkClient(cfg.Kind, cfg.Client, "LoadConfig.Client"); err != nil {
 		return nil, err
 	}
 	if err := checkLoopback(cfg.Addr); err != nil {
@@ -186,7 +189,7 @@ func StartLoad(ctx context.Context, cfg LoadConfig) (*Load, error) {
 	case LoadWebSocket, LoadSSE:
 		l.startStreams()
 	default:
-		if err := registered(cfg.Kind).Start(l); err != nil {
+		if err := cfg.Client.Start(l); err != nil {
 			l.Stop()
 			return nil, err
 		}
@@ -238,7 +241,7 @@ func (l *Load) freshGet() func(ctx context.Context) (net.Addr, error) {
 	case LoadWebSocket, LoadSSE:
 		return l.freshStream
 	}
-	return registered(l.cfg.Kind).Fresh(l)
+	return l.cfg.Client.Fresh(l)
 }
 
 // Arrive sends n requests at once, each from a new client on a connection

@@ -1,17 +1,17 @@
 package rollout
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
-	"sync"
 )
 
-// A Protocol is the client side of a load protocol that lives outside this
-// package and joins it with [RegisterLoad]. The gRPC load is one: its
-// client library is a dependency of the module of package grpcload only, so
-// that the programs and tests of HTTP services, which use this package
-// through lameducktest, compile no gRPC.
+// A Protocol is the client side of a load protocol whose client lives
+// outside this package, given as [Config.Client] or [LoadConfig.Client].
+// The gRPC load is one: its client library is a dependency of the module of
+// package grpcload only, so that the programs and tests of HTTP services,
+// which use this package through lameducktest, compile no gRPC.
 type Protocol interface {
 	// Start starts the load's long-lived clients: one per connection slot
 	// of [Load.Config], each with its WorkersPerConn workers started by
@@ -24,43 +24,31 @@ type Protocol interface {
 	Fresh(l *Load) func(ctx context.Context) (local net.Addr, err error)
 }
 
-var (
-	protocolsMu sync.Mutex
-	protocols   = map[LoadKind]Protocol{}
-)
+// ClientOf returns the engine's client of a lameducktest.Load (given as
+// any: this package cannot name lameducktest's types). Package lameducktest
+// sets it when it is initialized, since only it can build the
+// lameducktest.Clients a Load's methods take; the rollout command uses it
+// to run grpcload.Load() for -load grpc.
+var ClientOf func(load any) Protocol
 
-// RegisterLoad makes the load kind available to [StartLoad] and [Run]. It is
-// meant to be called from the init function of the package that implements
-// the protocol; it panics if kind is empty, built in, or registered twice.
-func RegisterLoad(kind LoadKind, p Protocol) {
-	protocolsMu.Lock()
-	defer protocolsMu.Unlock()
-	if kind == "" || builtinLoad(kind) || protocols[kind] != nil || p == nil {
-		panic(fmt.Sprintf("rollout: RegisterLoad(%q) of a built-in, registered or nil load", kind))
-	}
-	protocols[kind] = p
-}
-
-// registered returns the protocol registered for kind, which [CheckLoad]
-// has accepted.
-func registered(kind LoadKind) Protocol {
-	protocolsMu.Lock()
-	defer protocolsMu.Unlock()
-	return protocols[kind]
-}
-
-// grpcLoadPackage is the package that registers [LoadGRPC].
+// grpcLoadPackage is the package whose client runs [LoadGRPC].
 const grpcLoadPackage = "github.com/lameduck/lameduck/grpcserver/grpcload"
 
-// CheckLoad returns an error unless kind (empty for LoadHTTP1) can run: a
-// built-in kind or a registered one. For LoadGRPC before it is registered,
-// the error names the package to import.
-func CheckLoad(kind LoadKind) error {
+// checkClient returns an error unless kind (empty for LoadHTTP1) can run
+// with client, which the caller's user spells field: a built-in kind
+// without one, or LoadGRPC with one.
+func checkClient(kind LoadKind, client Protocol, field string) error {
 	switch {
-	case kind == "" || builtinLoad(kind) || registered(kind) != nil:
+	case kind == "" || builtinLoad(kind):
+		if client != nil {
+			return fmt.Errorf("rollout: the %s load is built in; leave %s unset", cmp.Or(kind, LoadHTTP1), field)
+		}
 		return nil
 	case kind == LoadGRPC:
-		return fmt.Errorf("rollout: the grpc load's client is in package %s, in a module of its own so that HTTP services need no gRPC: import it (import _ %q)", grpcLoadPackage, grpcLoadPackage)
+		if client == nil {
+			return fmt.Errorf("rollout: the grpc load's client is in package %s, in a module of its own so that HTTP services need no gRPC: set %s to grpcload.Load()", grpcLoadPackage, field)
+		}
+		return nil
 	}
 	return fmt.Errorf("rollout: unknown load %q; use one of %v", kind, LoadKinds)
 }

@@ -90,6 +90,9 @@ type Config struct {
 
 	// Load is the load's protocol; empty means LoadHTTP1.
 	Load LoadKind
+	// Client runs a load that this package does not run itself: LoadGRPC
+	// needs one (package grpcload's), the other loads take none.
+	Client Protocol
 	// Conns is the number of client connections; zero means DefaultConns.
 	Conns int
 	// WorkersPerConn is the number of concurrent requests per h2c or gRPC
@@ -199,7 +202,7 @@ func (c Config) Check(names Names) (Config, error) {
 		c.Load = LoadHTTP1
 	}
 	path("Path", &c.Path, DefaultPath(c.Load))
-	switch err := CheckLoad(c.Load); {
+	switch err := checkClient(c.Load, c.Client, names.of("Client")); {
 	case err != nil && !slices.Contains(LoadKinds, c.Load):
 		bad("Load", fmt.Sprintf("%q", c.Load), fmt.Sprintf("use one of %s", strings.Trim(fmt.Sprint(LoadKinds), "[]")))
 	case err != nil:
@@ -402,6 +405,7 @@ func (r *run) run(ctx context.Context, res *Result) error {
 	}
 	r.load, err = StartLoad(ctx, LoadConfig{
 		Kind:           r.cfg.Load,
+		Client:         r.cfg.Client,
 		Addr:           r.proxy.Addr(),
 		Conns:          r.cfg.Conns,
 		WorkersPerConn: r.cfg.WorkersPerConn,

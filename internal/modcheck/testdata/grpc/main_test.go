@@ -3,8 +3,7 @@ package main
 import (
 	"testing"
 
-	// The client of lameducktest.GRPC.
-	_ "github.com/lameduck/lameduck/grpcserver/grpcload"
+	"github.com/lameduck/lameduck/grpcserver/grpcload"
 	"github.com/lameduck/lameduck/lameducktest"
 )
 
@@ -13,6 +12,7 @@ func TestRollingUpdate(t *testing.T) {
 	res := lameducktest.Rollout(t, lameducktest.Config{
 		Command:  []string{bin, "-addr", "{ADDR}", "-probe-addr", "{PROBE_ADDR}", "-drain-delay", "2s"},
 		Protocol: lameducktest.GRPC,
+		Load:     grpcload.Load(),
 	})
 	if res.Failed > 0 {
 		t.Errorf("%d of %d calls failed:\n%v", res.Failed, res.Requests, res)
