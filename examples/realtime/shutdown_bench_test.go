@@ -78,7 +78,8 @@ const (
 // away. The machine is shared: it also reports the longest that a 10 ms
 // ticker of the process fired late during the shutdown, a stall that
 // delays A's turns and the clients alike and bunches what it delays. It
-// logs a table of both wirings.
+// logs a table of both wirings. The figures, and what they show, are in
+// docs/measurements.md.
 //
 // The open-file limit is raised, up to the hard limit, to what 2,730
 // clients, each on A and then on B, need in one process: 12,000. A
