@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 	gorilla "github.com/gorilla/websocket"
+	"google.golang.org/grpc/codes"
 )
 
 // A session follows the sequence on one connection to the server at addr,
@@ -25,9 +26,12 @@ type ending struct {
 	at time.Time // when the client saw it
 	// byClient: the client closed, got had enough.
 	byClient bool
-	// code is a websocket's close code; zero for an event stream.
+	// code is a websocket's close code, or a gRPC stream's status code;
+	// zero for an event stream.
 	code int
-	// reason is a websocket's close reason.
+	// rpc: a gRPC stream's ending, whose code is a status code.
+	rpc bool
+	// reason is a websocket's close reason, or a gRPC status' message.
 	reason string
 	// retry is the last "retry:" field of an event stream, in
 	// milliseconds; -1 when there was none.
@@ -39,9 +43,16 @@ type ending struct {
 
 // left reports whether the server sent the client away as it should: a
 // websocket with 1012 (service restart), an event stream with a clean end
-// that sets a reconnection time.
+// that sets a reconnection time, a gRPC stream with UNAVAILABLE.
 func (e ending) left() bool {
-	return !e.byClient && e.err == nil && (e.code == int(websocket.StatusServiceRestart) || e.code == 0 && e.retry >= 0)
+	switch {
+	case e.byClient || e.err != nil:
+		return false
+	case e.rpc:
+		return e.code == int(codes.Unavailable)
+	default:
+		return e.code == int(websocket.StatusServiceRestart) || e.code == 0 && e.retry >= 0
+	}
 }
 
 func (e ending) String() string {
@@ -50,6 +61,8 @@ func (e ending) String() string {
 		return "error: " + e.err.Error()
 	case e.byClient:
 		return "closed by the client"
+	case e.rpc:
+		return fmt.Sprintf("status %v %q", codes.Code(e.code), e.reason)
 	case e.code != 0:
 		return fmt.Sprintf("close %d %q", e.code, e.reason)
 	default:
@@ -173,12 +186,18 @@ type follower struct {
 	session session
 	next    int64   // the number expected next
 	gaps    []int64 // numbers missed or repeated
+	lost    int64   // how many numbers were missed
 	count   int     // numbers received on the current server
+	// resumed is when it connected to the second server.
+	resumed time.Time
 }
 
 func (f *follower) got(n int64) {
 	if n != f.next {
 		f.gaps = append(f.gaps, f.next)
+	}
+	if n > f.next {
+		f.lost += n - f.next
 	}
 	f.next = n + 1
 	f.count++
@@ -213,6 +232,7 @@ func (f *follower) follow(ctx context.Context, a, b string, more int, ready chan
 		t.Stop()
 	}
 	f.count = 0
+	f.resumed = time.Now()
 	onB = f.session(ctx, b, f.next-1, func(n int64) bool {
 		f.got(n)
 		return f.count < more

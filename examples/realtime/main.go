@@ -147,6 +147,25 @@ func start(r *http.Request) (int64, error) {
 	return n + next, nil
 }
 
+// newServer returns the server of the messages and the probes, on addr,
+// for ld to run; httpserver gives its websockets and event streams their
+// turns to leave.
+func newServer(ld *lameduck.Coordinator, addr string, interval time.Duration) *httpserver.Server {
+	m := messages{interval: interval}
+	mux := http.NewServeMux()
+	mux.Handle("GET /readyz", ld.ReadinessHandler())
+	mux.Handle("GET /livez", ld.LivenessHandler())
+	mux.HandleFunc("GET /ws", m.ws)
+	mux.HandleFunc("GET /events", m.events)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	return httpserver.New(&http.Server{
+		Addr:              addr,
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	})
+}
+
 func run(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("realtime", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -195,20 +214,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 
-	m := messages{interval: *interval}
-	mux := http.NewServeMux()
-	mux.Handle("GET /readyz", ld.ReadinessHandler())
-	mux.Handle("GET /livez", ld.LivenessHandler())
-	mux.HandleFunc("GET /ws", m.ws)
-	mux.HandleFunc("GET /events", m.events)
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	// httpserver gives websockets and event streams their turns to leave.
-	ld.Register(httpserver.New(&http.Server{
-		Addr:              *addr,
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}))
+	ld.Register(newServer(ld, *addr, *interval))
 	if *adminAddr != "" {
 		httpserver.Admin(ld, *adminAddr, nil)
 	}
