@@ -261,27 +261,35 @@ func (s *schedule) armLocked() {
 	}
 	now := s.clock.Now()
 	var leave []func()
-	for len(s.queue) > 0 && !s.queue[0].at.After(now) {
+	for len(s.queue) > 0 {
 		d := s.queue[0]
-		s.queue[0] = nil
-		s.queue = s.queue[1:]
 		if d.ended || d.told {
+			s.queue[0] = nil
+			s.queue = s.queue[1:]
 			continue
 		}
+		at := d.at
+		if n := len(s.told); n > 0 {
+			// Turns that a busy machine made late are caught up with at
+			// one and a half times the pace, not all at once: a stall of
+			// the process must not become a burst of reconnections.
+			at = later(at, s.told[n-1].Add(s.gap*2/3))
+		}
+		if at.After(now) {
+			s.stop = s.clock.AfterFunc(at.Sub(now), s.tick)
+			break
+		}
+		s.queue[0] = nil
+		s.queue = s.queue[1:]
 		d.told = true
 		delete(s.waiting, d)
 		close(d.ch)
-		// Counted at the turn rather than now, which a busy machine may
-		// make late: the report says what the schedule did.
-		s.told = append(s.told, d.at)
+		s.told = append(s.told, now)
 		s.report.Told++
-		s.report.Window = d.at.Sub(s.start)
+		s.report.Window = now.Sub(s.start)
 		if d.leave != nil {
 			leave = append(leave, d.leave)
 		}
-	}
-	if len(s.queue) > 0 {
-		s.stop = s.clock.AfterFunc(s.queue[0].at.Sub(now), s.tick)
 	}
 	if len(leave) > 0 {
 		// Outside the lock: leave may end the work, which calls Done.
@@ -291,6 +299,14 @@ func (s *schedule) armLocked() {
 			}
 		}()
 	}
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func (s *schedule) tick() {

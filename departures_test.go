@@ -83,6 +83,38 @@ func awaitTold(t *testing.T, deps []*lameduck.Departure) {
 	}
 }
 
+// passTurns moves the clock from turn to turn, as time passes, until every
+// departure in deps has been told to leave, and returns when each was,
+// in order.
+func passTurns(t *testing.T, h *harness, deps []*lameduck.Departure) []time.Time {
+	t.Helper()
+	// Status waits for the schedule, which has then told those whose turn
+	// has come and set its timer for the next turn.
+	h.ld.Status()
+	told := make(map[*lameduck.Departure]bool)
+	var at []time.Time
+	for {
+		for _, d := range deps {
+			select {
+			case <-d.Leaving():
+				if !told[d] {
+					told[d] = true
+					at = append(at, h.clock.Now())
+				}
+			default:
+			}
+		}
+		if len(at) == len(deps) {
+			return at
+		}
+		// The schedule's timer is the next; AdvanceToNext returns once it
+		// has told those whose turn it is.
+		if d := h.clock.AdvanceToNext(t); d > time.Second {
+			t.Fatalf("%d of %d departures told to leave; the next timer was %v away", len(at), len(deps), d)
+		}
+	}
+}
+
 func TestDeparturesAreSpreadEvenlyOverTheWindowOnceTheDelayIsOver(t *testing.T) {
 	const n, window = 400, 2 * time.Second // 5 ms apart: the window, not the pace, sets the rate
 	h, _, deps := startDeparting(t, n, lameduck.WithDepartureWindow(window))
@@ -102,29 +134,12 @@ func TestDeparturesAreSpreadEvenlyOverTheWindowOnceTheDelayIsOver(t *testing.T) 
 	// One turn in each of n equal slots of the window: the reconnections
 	// come at a steady rate, never two slots' worth at once.
 	gap := (window - 10*time.Millisecond) / n
-	for i, at := range turns(deps) {
+	for i, at := range passTurns(t, h, deps) {
 		slot := start.Add(time.Duration(i) * gap)
 		assert.False(t, at.Before(slot), "turn %d at %v, before its slot at %v", i, at.Sub(start), slot.Sub(start))
 		assert.False(t, at.After(slot.Add(gap)), "turn %d at %v, after its slot at %v", i, at.Sub(start), slot.Sub(start))
 	}
 
-	// Halfway through the window, one per gap has been told, give or
-	// take the slot that straddles the middle.
-	h.clock.Advance(10*time.Millisecond + window/2)
-	var due []*lameduck.Departure
-	for _, d := range deps {
-		if !d.Turn().After(h.clock.Now()) {
-			due = append(due, d)
-		}
-	}
-	assert.InDelta(t, int(window/2/gap), len(due), 1)
-	awaitTold(t, due)
-	// Status waits for the schedule, which has then set its timer for the
-	// next turn from this time, not the next.
-	assert.Equal(t, len(due), h.ld.Status().Departures.Told)
-
-	h.clock.Advance(window / 2)
-	awaitTold(t, deps)
 	stopping := h.phases.await(t, lameduck.PhaseStopping)
 	assert.Zero(t, stopping.Cut.Total(), "every stream left at its turn")
 	assert.Equal(t, n, stopping.Departures.Told)
@@ -139,20 +154,39 @@ func TestDeparturesAreSpreadEvenlyOverTheWindowOnceTheDelayIsOver(t *testing.T) 
 	require.NoError(t, h.wait(t))
 }
 
+func TestTurnsThatAStallMadeLateAreCaughtUpWithNotAllAtOnce(t *testing.T) {
+	const n, window = 100, time.Second
+	h, _, deps := startDeparting(t, n, lameduck.WithDepartureWindow(window))
+	h.clock.Pass(t, departureDelay)
+	h.phases.await(t, lameduck.PhaseDraining)
+	gap := (window - 10*time.Millisecond) / n
+	// The process stalls for half the window: the timer of the first turn
+	// fires 500 ms late, when half the turns are due.
+	h.clock.Step(10*time.Millisecond + window/2)
+	at := passTurns(t, h, deps)
+	assert.Equal(t, at[0], at[1].Add(-gap*2/3), "the turns due are told one and a half times as fast as the pace, not at once")
+	for i := 1; i < len(at); i++ {
+		assert.GreaterOrEqual(t, at[i].Sub(at[i-1]), gap*2/3, "turn %d", i)
+	}
+	// From then on, one every two thirds of a gap: the lateness is made up
+	// at half the pace, and the last turn comes at most a third of the
+	// window late.
+	assert.LessOrEqual(t, at[n-1].Sub(at[0]), time.Duration(n-1)*(gap*2/3)+gap)
+	require.NoError(t, h.wait(t))
+}
+
 func TestFewDeparturesLeaveAPaceApartRatherThanWaitOutTheWindow(t *testing.T) {
 	const n = 5
 	h, _, deps := startDeparting(t, n, lameduck.WithDepartureWindow(10*time.Second))
 	h.clock.Pass(t, departureDelay)
 	h.phases.await(t, lameduck.PhaseDraining)
 	start := h.clock.Now()
-	at := turns(deps)
-	last := at[len(at)-1].Sub(start)
+	at := passTurns(t, h, deps)
+	last := at[n-1].Sub(start)
 	// Spread at 10 ms a turn, not 2 s, after the first 10 ms: the process
 	// exits 60 ms into the drain rather than 10 s.
 	assert.LessOrEqual(t, last, (n+1)*10*time.Millisecond)
 	assert.GreaterOrEqual(t, last, n*10*time.Millisecond, "still one turn per slot")
-	h.clock.Advance(last)
-	awaitTold(t, deps)
 	require.NoError(t, h.wait(t))
 }
 
@@ -173,13 +207,12 @@ func TestWorkThatEndsByItselfDuringTheShutdownCountsAsLeft(t *testing.T) {
 	s.end(deps[0]) // during the delay
 	h.clock.Pass(t, departureDelay)
 	h.phases.await(t, lameduck.PhaseDraining)
+	start := h.clock.Now()
 	s.end(deps[1]) // before its turn
 	assert.Equal(t, 2, h.ld.Status().Departures.Left)
-	h.clock.Advance(time.Second)
-	awaitTold(t, deps[2:])
+	at := passTurns(t, h, deps[2:])
 	stopping := h.phases.await(t, lameduck.PhaseStopping)
-	assert.Equal(t, lameduck.DepartureReport{Told: 1, Left: 2, Window: deps[2].Turn().Sub(h.clock.Now().Add(-time.Second)), PeakPerSecond: 1},
-		stopping.Departures)
+	assert.Equal(t, lameduck.DepartureReport{Told: 1, Left: 2, Window: at[0].Sub(start), PeakPerSecond: 1}, stopping.Departures)
 	require.NoError(t, h.wait(t))
 }
 
@@ -193,8 +226,7 @@ func TestWorkThatJoinsDuringTheShutdownGetsATurnAfterTheOthers(t *testing.T) {
 	at := turns(deps)
 	assert.True(t, late.Turn().After(at[len(at)-1]), "a late joiner's turn comes after those already given")
 	assert.LessOrEqual(t, late.Turn().Sub(at[len(at)-1]), 10*time.Millisecond, "at the same pace")
-	h.clock.Advance(time.Second)
-	awaitTold(t, append(deps, late))
+	passTurns(t, h, append(deps, late))
 	assert.Equal(t, 6, h.phases.await(t, lameduck.PhaseStopping).Departures.Told)
 	require.NoError(t, h.wait(t))
 }
@@ -211,8 +243,7 @@ func TestWorkThatIgnoresItsTurnIsCutAtTheDeadline(t *testing.T) {
 	h.phases.await(t, lameduck.PhaseLameDuck)
 	h.clock.Pass(t, departureDelay)
 	h.phases.await(t, lameduck.PhaseDraining)
-	h.clock.Advance(time.Second)
-	awaitTold(t, []*lameduck.Departure{dep})
+	passTurns(t, h, []*lameduck.Departure{dep})
 	h.clock.Advance(10 * time.Second) // the deadline
 	stopping := h.phases.await(t, lameduck.PhaseStopping)
 	assert.Equal(t, inflight.Counts{Conns: 1}, stopping.Cut)

@@ -71,6 +71,12 @@ func (c *Clock) AfterFunc(d time.Duration, f func()) (stop func() bool) {
 // Advance moves the time forward by d and fires the timers that are due, in
 // the order of their times.
 func (c *Clock) Advance(d time.Duration) {
+	c.advance(d, func(f func()) { go f() })
+}
+
+// advance moves the time forward by d and fires the timers due, in the
+// order of their times, with fire.
+func (c *Clock) advance(d time.Duration, fire func(func())) {
 	c.mu.Lock()
 	c.now = c.now.Add(d)
 	var due []*timer
@@ -89,8 +95,43 @@ func (c *Clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 	sort.SliceStable(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
 	for _, t := range due {
-		go t.f()
+		fire(t.f)
 	}
+}
+
+// Step moves the time forward by d, as Advance does, and waits for the
+// functions of the timers it fired to return.
+func (c *Clock) Step(d time.Duration) {
+	var wg sync.WaitGroup
+	c.advance(d, func(f func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f()
+		}()
+	})
+	wg.Wait()
+}
+
+// AdvanceToNext moves the time forward to the earliest pending timer, as
+// Step does, and returns how far it moved. It fails the test if no timer
+// is pending.
+func (c *Clock) AdvanceToNext(t testing.TB) time.Duration {
+	t.Helper()
+	c.mu.Lock()
+	var next *timer
+	for _, tm := range c.timers {
+		if !tm.stopped && (next == nil || tm.at.Before(next.at)) {
+			next = tm
+		}
+	}
+	c.mu.Unlock()
+	if next == nil {
+		t.Fatal("fakeclock: no timer is pending")
+	}
+	d := max(0, next.at.Sub(c.Now()))
+	c.Step(d)
+	return d
 }
 
 // AwaitTimer waits until a timer of duration d is pending, such as a
