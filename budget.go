@@ -139,13 +139,13 @@ func (o *options) smallestGracePeriod() (int64, bool) {
 
 // lastEndpointReach is how long after the signal an adaptive drain delay
 // may end, its hold as the last endpoint of a Service included: past the
-// delay's maximum by the drain's time beyond drainKept, so that the drain
-// keeps drainKept (or all of its time, if it has less), and the hooks and
+// delay's maximum by the drain's time beyond [DrainKept], so that the drain
+// keeps DrainKept (or all of its time, if it has less), and the hooks and
 // the safety margin theirs. Call it once validate has resolved the
 // reserves.
 func (o *options) lastEndpointReach() time.Duration {
 	drain := o.gracePeriod - addSaturated(o.delay.max, o.hookTimeout, o.safetyMargin)
-	return o.delay.max + max(0, drain-drainKept)
+	return o.delay.max + max(0, drain-DrainKept)
 }
 
 // addSaturated adds non-negative durations, returning the largest duration

@@ -23,14 +23,15 @@ import (
 //
 // In Kubernetes the evidence is the cluster's: the Coordinator watches the
 // EndpointSlices of its namespace with the pod's service account, and the
-// delay ends 3 s (for kube-proxy to apply the change) after every slice
-// that lists the pod's address has stopped routing to it. The pod's address
-// is POD_IP, set from the downward API (fieldRef: status.podIP), or its
-// interfaces'. The service account needs get, list and watch on
-// endpointslices (apiGroup discovery.k8s.io) in the namespace, as the
-// manifests of examples/kubernetes grant. The watch begins at the signal,
-// so slices that had stopped routing before it count from the signal.
-// While a slice routes to the pod, the delay goes on, up to max.
+// delay ends [EndpointsAllowance] (for kube-proxy to apply the change)
+// after every slice that lists the pod's address has stopped routing to
+// it. The pod's address is POD_IP, set from the downward API (fieldRef:
+// status.podIP), or its interfaces'. The service account needs get, list
+// and watch on endpointslices (apiGroup discovery.k8s.io) in the
+// namespace, as the manifests of examples/kubernetes grant. The watch
+// begins at the signal, so slices that had stopped routing before it
+// count from the signal. While a slice routes to the pod, the delay goes
+// on, up to max.
 //
 // The last endpoint of a Service stays ready. kube-proxy routes a Service
 // that has no ready endpoint to its terminating endpoints that still pass
@@ -46,17 +47,17 @@ import (
 // proceeds, the delay counting from then; [DelayReport] and the log say how
 // long the pod stayed ready and why it stopped. The hold and the delay
 // together last at most max plus the time the budget leaves for the drain
-// beyond 5 s (the drain keeps 5 s, or all its time if it has less; the
-// hooks and the safety margin keep theirs): with a grace period of 30 s,
-// max 10 s and the default reserves, 20 s after the signal. A replacement
-// must therefore pass its readiness probe within about that time of the
-// deletion, less kube-proxy's 1 s, for no connection to fail; if it takes
-// longer, raise terminationGracePeriodSeconds (and [WithGracePeriod]). The
-// Coordinator logs this reach when it starts serving. When no other
-// endpoint is starting, as when the Deployment is scaled to zero or
-// deleted, the hold waits 5 s after the signal for a replacement to appear
-// in the slices, then ends: that is what a deletion with no replacement
-// costs. Without the slices' evidence there is no hold.
+// beyond [DrainKept] (the drain keeps that, or all its time if it has
+// less; the hooks and the safety margin keep theirs), a reach that the
+// Coordinator logs when it starts serving (last_endpoint_reach). A
+// replacement must therefore pass its readiness probe within about that
+// time of the deletion, less kube-proxy's 1 s, for no connection to fail;
+// if it takes longer, raise terminationGracePeriodSeconds (and
+// [WithGracePeriod]). When no other endpoint is starting, as when the
+// Deployment is scaled to zero or deleted, the hold waits
+// [ReplacementWait] after the signal for a replacement to appear in the
+// slices, then ends: that is what a deletion with no replacement costs.
+// Without the slices' evidence there is no hold.
 //
 // Without that evidence (outside Kubernetes, or when the watch is
 // forbidden or fails, which is logged once), the delay lasts at least min,
@@ -72,7 +73,7 @@ import (
 // quiet must be positive, and min, if set, at most max.
 func WithAdaptiveDrainDelay(min, quiet, max time.Duration) Option {
 	return optionFunc(func(o *options) {
-		o.delay = delayConfig{max: max, min: min, quiet: quiet, adaptive: true, kube: o.delay.kube}
+		o.delay = delayConfig{max: max, min: min, quiet: quiet, adaptive: true}
 	})
 }
 
@@ -85,7 +86,7 @@ func WithAdaptiveDrainDelay(min, quiet, max time.Duration) Option {
 // nothing routes to it. [WithAdaptiveDrainDelay] ends the delay once
 // routing has caught up instead; the last of the two options wins.
 func WithDrainDelay(d time.Duration) Option {
-	return optionFunc(func(o *options) { o.delay = delayConfig{max: d, kube: o.delay.kube} })
+	return optionFunc(func(o *options) { o.delay = delayConfig{max: d} })
 }
 
 // delayConfig is the drain delay, as the options set it.
@@ -94,9 +95,6 @@ type delayConfig struct {
 	min      time.Duration // adaptive: the shortest without evidence from the cluster; zero for the default
 	quiet    time.Duration // adaptive: how long no connection must arrive
 	adaptive bool
-	// kube is the Kubernetes API to watch; nil for the pod's own, if it
-	// runs in Kubernetes. Set by tests.
-	kube *kubeAPI
 }
 
 // validate checks the delay's settings.
@@ -320,22 +318,6 @@ func watchDelay(c *Coordinator, servers []Server, endpoints *endpointsWatch, sig
 // ends the moment another endpoint is ready, and the delay counts from
 // then.
 
-// replacementWait is how long after the signal the hold waits for a
-// replacement to appear in the slices, when no other endpoint of the
-// Service is starting: the pod replacing a deleted one is listed, not
-// ready, as soon as it has an address, about a second after the deletion
-// with the image already on the node. When no replacement is coming (the
-// Deployment scaled to zero or deleted, the Recreate strategy, a pod with
-// no controller), the hold costs this wait; a replacement that gets its
-// address later, such as one that waits for a new node, is not waited for.
-const replacementWait = 5 * time.Second
-
-// drainKept is the time of the drain, as the budget shares the grace
-// period, that the hold leaves to it: the hold and the delay may together
-// last past the delay's maximum by the rest of the drain's time (see
-// [options.lastEndpointReach]).
-const drainKept = 5 * time.Second
-
 // departureWindow returns the departure window of a drain that begins at
 // now: window, as the budget shares it for a drain that begins at latest,
 // the end of the longest delay, and shrunk in proportion when a hold as the
@@ -395,9 +377,9 @@ func (l *lameDuckDelay) hold() {
 func (l *lameDuckDelay) holdEnd(last lastness) (time.Duration, string) {
 	switch last {
 	case lastUnknown:
-		return min(replacementWait, l.reach), "the EndpointSlices were not read in time"
+		return min(ReplacementWait, l.reach), "the EndpointSlices were not read in time"
 	case lastAlone:
-		return min(replacementWait, l.reach), "no replacement appeared"
+		return min(ReplacementWait, l.reach), "no replacement appeared"
 	case lastReplacing:
 		return l.reach, "the grace period allows no more: raise terminationGracePeriodSeconds, or make the replacement start sooner"
 	}
@@ -539,7 +521,7 @@ func (l *lameDuckDelay) end() (time.Duration, DelayEnd) {
 	case routingUnknown, routingHere:
 		return l.max, DelayMax // wait for the cluster to say
 	case routingGone:
-		at, why = since.Sub(l.start)+endpointsAllowance, DelayEndpoints
+		at, why = since.Sub(l.start)+EndpointsAllowance, DelayEndpoints
 	default:
 		at, why = l.min, DelayMin
 	}

@@ -2,24 +2,11 @@ package lameduck
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/netip"
-	"net/url"
-	"os"
-	"path/filepath"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/lameduck/lameduck/internal/kube"
 	"github.com/lameduck/lameduck/internal/testhook"
 )
 
@@ -28,122 +15,11 @@ import (
 // the pod is deleted, the EndpointSlices that list its address mark it not
 // ready (and terminating), and kube-proxy and ingress controllers act on
 // that change. During the lame-duck phase the Coordinator watches the
-// EndpointSlices of its namespace, through the Kubernetes API with the
-// pod's service account, and takes the moment every slice that lists the
-// pod's address stops routing to it, plus endpointsAllowance for
-// kube-proxy to apply the change, as the evidence that routing has caught
-// up. Only the standard library is needed: the API speaks JSON over HTTPS.
-
-// endpointsAllowance is how long after the EndpointSlices stop routing to
-// the pod the drain delay still lasts, for kube-proxy to rewrite its rules
-// (and ingress controllers their upstreams) and for the connections the
-// node still sends here once they are gone. kube-proxy applies a change at
-// most once per --iptables-min-sync-period, 1 s by default, after its last
-// sync: measured on a real node, the rule left 0.1-1.1 s after the slice
-// changed. Yet connections still arrive after that, up to 3 s after the
-// rule was gone: with pods that left 1.5 s after the change, gRPC clients
-// that open a connection per call failed there, 1 to 6 in each run of
-// 130,000 calls; with 3 s, 0 to 1.
-const endpointsAllowance = 3 * time.Second
-
-// kubeAPI is where the Kubernetes API is and who the pod is in it.
-type kubeAPI struct {
-	base      string       // such as https://10.96.0.1:443
-	client    *http.Client // trusts the cluster's CA
-	token     func() (string, error)
-	namespace string
-	addrs     []netip.Addr // the pod's addresses
-}
-
-// The service account's files, as the kubelet mounts them in every pod.
-const serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
-
-// apiTimeout bounds connecting to the API and waiting for its answer's
-// header, so that an unreachable API server falls back in time.
-const apiTimeout = 2 * time.Second
-
-// inCluster returns the Kubernetes API of the pod's service account, or nil
-// and no error outside Kubernetes (no KUBERNETES_SERVICE_HOST).
-func inCluster() (*kubeAPI, error) {
-	host, port := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")
-	if host == "" || port == "" {
-		return nil, nil
-	}
-	ns, err := os.ReadFile(filepath.Join(serviceAccountDir, "namespace"))
-	if err != nil {
-		return nil, fmt.Errorf("reading the pod's namespace: %w; mount the service account token (automountServiceAccountToken: true)", err)
-	}
-	caPEM, err := os.ReadFile(filepath.Join(serviceAccountDir, "ca.crt"))
-	if err != nil {
-		return nil, fmt.Errorf("reading the cluster's CA: %w; mount the service account token (automountServiceAccountToken: true)", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("%s/ca.crt holds no PEM certificate", serviceAccountDir)
-	}
-	addrs, err := podAddrs()
-	if err != nil {
-		return nil, err
-	}
-	return &kubeAPI{
-		base:      "https://" + net.JoinHostPort(host, port),
-		client:    apiClient(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}),
-		namespace: strings.TrimSpace(string(ns)),
-		addrs:     addrs,
-		// Projected tokens are rotated: read the file for every request.
-		token: func() (string, error) {
-			b, err := os.ReadFile(filepath.Join(serviceAccountDir, "token"))
-			return strings.TrimSpace(string(b)), err
-		},
-	}, nil
-}
-
-// apiClient is the HTTP client of the watch: quick to give up on an API
-// server that does not answer, never on a watch that streams.
-func apiClient(tlsConfig *tls.Config) *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		TLSClientConfig:       tlsConfig,
-		DialContext:           (&net.Dialer{Timeout: apiTimeout}).DialContext,
-		TLSHandshakeTimeout:   apiTimeout,
-		ResponseHeaderTimeout: apiTimeout,
-		ForceAttemptHTTP2:     true,
-	}}
-}
-
-// podAddrs returns the pod's addresses: POD_IP (and POD_IPS, for dual
-// stack) when the downward API sets them, or else every address of the
-// pod's interfaces but loopback.
-func podAddrs() ([]netip.Addr, error) {
-	var addrs []netip.Addr
-	for _, env := range []string{"POD_IP", "POD_IPS"} {
-		for _, s := range strings.Split(os.Getenv(env), ",") {
-			if s = strings.TrimSpace(s); s == "" {
-				continue
-			}
-			a, err := netip.ParseAddr(s)
-			if err != nil {
-				return nil, fmt.Errorf("%s is %q, not an IP address; set it from the downward API (fieldRef: status.podIP)", env, s)
-			}
-			addrs = append(addrs, a.Unmap())
-		}
-	}
-	if len(addrs) > 0 {
-		return addrs, nil
-	}
-	ifaddrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil, fmt.Errorf("finding the pod's address: %w; set POD_IP from the downward API (fieldRef: status.podIP)", err)
-	}
-	for _, ia := range ifaddrs {
-		if p, err := netip.ParsePrefix(ia.String()); err == nil && !p.Addr().IsLoopback() && !p.Addr().IsLinkLocalUnicast() {
-			addrs = append(addrs, p.Addr().Unmap())
-		}
-	}
-	if len(addrs) == 0 {
-		return nil, errors.New("the pod has no address but loopback; set POD_IP from the downward API (fieldRef: status.podIP)")
-	}
-	return addrs, nil
-}
+// EndpointSlices of its namespace through package internal/kube, and
+// takes the moment every slice that lists the pod's address stops routing
+// to it, plus [EndpointsAllowance], as the evidence that routing has
+// caught up (delay.go). This file turns the watch's snapshots into what
+// the delay and the hold read, with the moment each changed.
 
 // routing is what the EndpointSlices say of the pod.
 type routing int
@@ -155,10 +31,24 @@ const (
 	routingNone                   // no evidence: the watch failed, or no slice lists the pod
 )
 
+// lastness is what the EndpointSlices say of the pod as the last endpoint
+// of its Services (see [kube.Snapshot]). A terminating pod that is the last
+// endpoint of a Service and turns its readiness off leaves the Service
+// with no endpoint: kube-proxy then rejects every new connection until a
+// replacement is ready.
+type lastness int
+
+const (
+	lastUnknown   lastness = iota // the first answer has not come
+	lastNot                       // every Service that lists the pod has another ready endpoint, or there is no evidence
+	lastReplacing                 // a Service that lists the pod has no other ready endpoint, and another is starting
+	lastAlone                     // a Service that lists the pod has no other ready endpoint, and none is starting
+)
+
 // endpointsWatch follows the EndpointSlices of the pod's namespace for
 // the drain delay.
 type endpointsWatch struct {
-	api   *kubeAPI
+	api   *kube.Client
 	clock testhook.Clock
 	log   *slog.Logger
 	wake  chan struct{} // set by start
@@ -173,9 +63,6 @@ type endpointsWatch struct {
 	stopWarm  context.CancelFunc
 	warmGroup sync.WaitGroup
 
-	slices map[string]slice // by name; only the watch goroutine uses it
-	listed bool             // a slice has listed the pod since the watch began
-
 	mu    sync.Mutex
 	state routing
 	since time.Time // when state became routingGone
@@ -184,17 +71,6 @@ type endpointsWatch struct {
 	// endpoint. Guarded by mu.
 	last  lastness
 	alone []string
-}
-
-// slice is what the watch keeps of an EndpointSlice.
-type slice struct {
-	service   string // the Service it belongs to, or "" for none
-	endpoints []endpoint
-}
-
-type endpoint struct {
-	mine                        bool // lists one of the pod's addresses
-	ready, serving, terminating bool
 }
 
 // read returns what the slices say, and since when they have stopped
@@ -255,9 +131,9 @@ func prepareEndpoints(c *Coordinator) *endpointsWatch {
 	if !cfg.adaptive || cfg.max == 0 {
 		return nil
 	}
-	api, err := cfg.kube, error(nil)
+	api, err := c.opts.kube, error(nil)
 	if api == nil {
-		api, err = inCluster()
+		api, err = kube.InCluster()
 	}
 	if api == nil && err == nil {
 		return nil
@@ -275,14 +151,7 @@ func prepareEndpoints(c *Coordinator) *endpointsWatch {
 	go func() {
 		defer w.warmGroup.Done()
 		defer close(w.warmed)
-		resp, err := w.get(ctx, w.url(url.Values{"limit": {"1"}}))
-		if err == nil {
-			io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) //nolint:errcheck // the connection is kept if the body was read
-			resp.Body.Close()
-			return
-		}
-		var se *statusError
-		if errors.As(err, &se) && (se.code == http.StatusForbidden || se.code == http.StatusUnauthorized) {
+		if err := api.Check(ctx); kube.Refused(err) {
 			w.fail(err)
 			w.mu.Lock()
 			w.refused = true
@@ -335,252 +204,27 @@ func (w *endpointsWatch) close() {
 	w.warmGroup.Wait()
 }
 
-// How often a dropped watch is resumed before the watch gives up.
-const (
-	watchRetries = 5
-	watchBackoff = 100 * time.Millisecond
-)
-
-// run watches until ctx ends.
+// run watches until ctx ends, or until the watch gives up, which is said.
 func (w *endpointsWatch) run(ctx context.Context) {
-	w.slices = make(map[string]slice)
-	failures := 0
-	rv := ""
-	for ctx.Err() == nil {
-		var err error
-		if rv == "" {
-			rv, err = w.list(ctx)
-		} else {
-			rv, err = w.watch(ctx, rv)
-		}
-		switch {
-		case ctx.Err() != nil:
-			return
-		case err == nil:
-			failures = 0
-			continue
-		case errors.Is(err, errGone):
-			rv = "" // the resource version is too old: list again
-			continue
-		}
-		var se *statusError
-		if state, _ := w.read(); state == routingUnknown || errors.As(err, &se) || failures == watchRetries {
-			// Forbidden, unauthorized, unreachable: no evidence to
-			// wait for. A dropped watch is resumed a few times.
-			w.fail(err)
-			return
-		}
-		failures++
-		t := time.NewTimer(watchBackoff)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
+	if err := w.api.Watch(ctx, w.update); err != nil {
+		w.fail(err)
 	}
 }
 
-// errGone is the API's answer to a watch from a resource version it no
-// longer has.
-var errGone = errors.New("resource version gone")
-
-// statusError is an answer of the API other than success.
-type statusError struct {
-	code int
-	msg  string
-	ns   string
-}
-
-func (e *statusError) Error() string {
-	what := fmt.Sprintf("the Kubernetes API answered %d %s", e.code, http.StatusText(e.code))
-	if e.msg != "" {
-		what += ": " + e.msg
-	}
-	switch e.code {
-	case http.StatusForbidden:
-		what += fmt.Sprintf("; grant the pod's service account get, list and watch on endpointslices (apiGroup discovery.k8s.io) in namespace %q with a Role and a RoleBinding, as examples/kubernetes does", e.ns)
-	case http.StatusUnauthorized:
-		what += "; the service account token was refused: mount a current one (automountServiceAccountToken: true)"
-	}
-	return what
-}
-
-func (w *endpointsWatch) url(query url.Values) string {
-	return w.api.base + "/apis/discovery.k8s.io/v1/namespaces/" + url.PathEscape(w.api.namespace) + "/endpointslices?" + query.Encode()
-}
-
-func (w *endpointsWatch) get(ctx context.Context, u string) (*http.Response, error) {
-	token, err := w.api.token()
-	if err != nil {
-		return nil, fmt.Errorf("reading the service account token: %w", err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Accept", "application/json")
-	resp, err := w.api.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("reaching the Kubernetes API at %s: %w", w.api.base, err)
-	}
-	if resp.StatusCode == http.StatusOK {
-		return resp, nil
-	}
-	defer resp.Body.Close()
-	var st apiStatus
-	json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&st) //nolint:errcheck // the code says enough without it
-	if resp.StatusCode == http.StatusGone {
-		return nil, errGone
-	}
-	return nil, &statusError{code: resp.StatusCode, msg: st.Message, ns: w.api.namespace}
-}
-
-// list reads every slice, and returns the resource version to watch from.
-func (w *endpointsWatch) list(ctx context.Context) (string, error) {
-	resp, err := w.get(ctx, w.url(url.Values{}))
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var list struct {
-		Metadata struct {
-			ResourceVersion string `json:"resourceVersion"`
-		} `json:"metadata"`
-		Items []endpointSlice `json:"items"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
-		return "", fmt.Errorf("reading the EndpointSlices: %w", err)
-	}
-	clear(w.slices)
-	for _, s := range list.Items {
-		w.slices[s.Metadata.Name] = w.parse(s)
-	}
-	w.update()
-	return list.Metadata.ResourceVersion, nil
-}
-
-// watch follows the changes after resource version rv until the API ends
-// the watch, and returns the last version seen.
-func (w *endpointsWatch) watch(ctx context.Context, rv string) (string, error) {
-	resp, err := w.get(ctx, w.url(url.Values{"watch": {"1"}, "resourceVersion": {rv}, "allowWatchBookmarks": {"true"}}))
-	if err != nil {
-		return rv, err
-	}
-	defer resp.Body.Close()
-	dec := json.NewDecoder(resp.Body)
-	for {
-		var ev struct {
-			Type   string          `json:"type"`
-			Object json.RawMessage `json:"object"`
-		}
-		if err := dec.Decode(&ev); err != nil {
-			if errors.Is(err, io.EOF) && ctx.Err() == nil {
-				return rv, nil // the API ends watches now and then: resume
-			}
-			return rv, fmt.Errorf("watching the EndpointSlices: %w", err)
-		}
-		if ev.Type == "ERROR" {
-			var st apiStatus
-			json.Unmarshal(ev.Object, &st) //nolint:errcheck // the code says enough without it
-			if st.Code == http.StatusGone {
-				return rv, errGone
-			}
-			return rv, &statusError{code: st.Code, msg: st.Message, ns: w.api.namespace}
-		}
-		var s endpointSlice
-		if err := json.Unmarshal(ev.Object, &s); err != nil {
-			return rv, fmt.Errorf("reading an EndpointSlice: %w", err)
-		}
-		if s.Metadata.ResourceVersion != "" {
-			rv = s.Metadata.ResourceVersion
-		}
-		switch ev.Type {
-		case "ADDED", "MODIFIED":
-			w.slices[s.Metadata.Name] = w.parse(s)
-		case "DELETED":
-			delete(w.slices, s.Metadata.Name)
-		default: // BOOKMARK: only the resource version
-			continue
-		}
-		w.update()
-	}
-}
-
-// apiStatus is the API's account of a failure.
-type apiStatus struct {
-	Code    int    `json:"code"`
-	Message string `json:"message"`
-}
-
-// endpointSlice is the part of a discovery.k8s.io/v1 EndpointSlice the
-// watch reads.
-type endpointSlice struct {
-	Metadata struct {
-		Name            string            `json:"name"`
-		ResourceVersion string            `json:"resourceVersion"`
-		Labels          map[string]string `json:"labels"`
-	} `json:"metadata"`
-	Endpoints []struct {
-		Addresses  []string `json:"addresses"`
-		Conditions struct {
-			Ready       *bool `json:"ready"`
-			Serving     *bool `json:"serving"`
-			Terminating *bool `json:"terminating"`
-		} `json:"conditions"`
-	} `json:"endpoints"`
-}
-
-func (w *endpointsWatch) parse(s endpointSlice) slice {
-	sl := slice{service: s.Metadata.Labels["kubernetes.io/service-name"]}
-	if sl.service == "" {
-		sl.service = "slice " + s.Metadata.Name
-	}
-	for _, e := range s.Endpoints {
-		c := e.Conditions
-		// As the API defines them: ready unset means ready, serving
-		// unset means as ready, terminating unset means not.
-		ready := c.Ready == nil || *c.Ready
-		ep := endpoint{ready: ready, serving: ready, terminating: c.Terminating != nil && *c.Terminating}
-		if c.Serving != nil {
-			ep.serving = *c.Serving
-		}
-		for _, a := range e.Addresses {
-			if addr, err := netip.ParseAddr(a); err == nil && w.isMine(addr.Unmap()) {
-				ep.mine = true
-			}
-		}
-		sl.endpoints = append(sl.endpoints, ep)
-	}
-	return sl
-}
-
-func (w *endpointsWatch) isMine(a netip.Addr) bool {
-	for _, m := range w.api.addrs {
-		if a == m {
-			return true
-		}
-	}
-	return false
-}
-
-// update works out what the slices say of the pod.
-func (w *endpointsWatch) update() {
-	alone, replacing := lastOf(w.slices)
+// update takes in what the slices say of the pod now.
+func (w *endpointsWatch) update(s kube.Snapshot) {
 	switch {
-	case len(alone) == 0:
+	case len(s.Alone) == 0:
 		w.setLast(lastNot, nil)
-	case replacing:
-		w.setLast(lastReplacing, alone)
+	case s.Replacing:
+		w.setLast(lastReplacing, s.Alone)
 	default:
-		w.setLast(lastAlone, alone)
+		w.setLast(lastAlone, s.Alone)
 	}
-	listed, routed := route(w.slices)
-	w.listed = w.listed || listed
 	switch {
-	case routed:
+	case s.Routed:
 		w.set(routingHere)
-	case w.listed:
+	case s.Listed:
 		// Not ready anywhere, or gone from the slices that listed it.
 		w.set(routingGone)
 	default:
@@ -588,91 +232,9 @@ func (w *endpointsWatch) update() {
 		// address is not the one the slices know.
 		if state, _ := w.read(); state == routingUnknown {
 			w.log.Warn("lameduck: no EndpointSlice lists the pod's address; the adaptive drain delay falls back to its minimum",
-				slog.String("namespace", w.api.namespace), slog.Any("addresses", w.api.addrs),
+				slog.String("namespace", w.api.Namespace), slog.Any("addresses", w.api.Addrs),
 				slog.String("fix", "if a Service selects this pod, set POD_IP from the downward API (fieldRef: status.podIP)"))
 		}
 		w.set(routingNone)
 	}
-}
-
-// route reports whether any of slices lists the pod, and whether any
-// routes to it. A Service routes to the pod while its endpoint is ready,
-// or, as kube-proxy falls back to when the Service has no ready endpoint
-// left, serving and terminating.
-func route(slices map[string]slice) (listed, routed bool) {
-	type service struct{ anyReady, mineReady, mineFallback, listed bool }
-	services := make(map[string]*service)
-	for _, s := range slices {
-		sv := services[s.service]
-		if sv == nil {
-			sv = new(service)
-			services[s.service] = sv
-		}
-		for _, e := range s.endpoints {
-			sv.anyReady = sv.anyReady || e.ready
-			if e.mine {
-				sv.listed = true
-				sv.mineReady = sv.mineReady || e.ready
-				sv.mineFallback = sv.mineFallback || (e.serving && e.terminating)
-			}
-		}
-	}
-	for _, sv := range services {
-		listed = listed || sv.listed
-		routed = routed || sv.mineReady || (sv.mineFallback && !sv.anyReady)
-	}
-	return listed, routed
-}
-
-// lastness is what the EndpointSlices say of the pod as the last endpoint
-// of its Services. Since Kubernetes 1.26 (KEP-1669,
-// ProxyTerminatingEndpoints, GA in 1.28) kube-proxy routes a Service's
-// connections to its ready endpoints, and, only when it has none, to the
-// endpoints that are terminating but still serving, which is what their
-// readiness probe says. A terminating pod that is the last endpoint of a
-// Service and turns its readiness off leaves the Service with no endpoint:
-// kube-proxy then rejects every new connection until a replacement is
-// ready.
-type lastness int
-
-const (
-	lastUnknown   lastness = iota // the first answer has not come
-	lastNot                       // every Service that lists the pod has another ready endpoint, or there is no evidence
-	lastReplacing                 // a Service that lists the pod has no other ready endpoint, and another is starting
-	lastAlone                     // a Service that lists the pod has no other ready endpoint, and none is starting
-)
-
-// lastOf returns the Services that list the pod and have no other ready
-// endpoint, sorted, and whether each of them has another endpoint that is
-// starting: not ready and not terminating, as a replacement is from the
-// moment it has an address until its readiness probe passes.
-func lastOf(all map[string]slice) (alone []string, replacing bool) {
-	type service struct{ listed, otherReady, otherStarting bool }
-	services := make(map[string]*service)
-	for _, s := range all {
-		sv := services[s.service]
-		if sv == nil {
-			sv = new(service)
-			services[s.service] = sv
-		}
-		for _, e := range s.endpoints {
-			switch {
-			case e.mine:
-				sv.listed = true
-			case e.ready:
-				sv.otherReady = true
-			case !e.terminating:
-				sv.otherStarting = true
-			}
-		}
-	}
-	replacing = true
-	for name, sv := range services {
-		if sv.listed && !sv.otherReady {
-			alone = append(alone, name)
-			replacing = replacing && sv.otherStarting
-		}
-	}
-	slices.Sort(alone)
-	return alone, replacing && len(alone) > 0
 }

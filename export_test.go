@@ -1,21 +1,17 @@
 package lameduck
 
 import (
-	"net/http"
 	"net/netip"
 	"time"
+
+	"github.com/lameduck/lameduck/internal/kube/kubetest"
 )
 
 // WithKubernetesAPI makes an adaptive drain delay watch the EndpointSlices
-// of namespace through the API at base, as the pod with addrs would, instead
-// of the pod's own cluster.
-func WithKubernetesAPI(base string, client *http.Client, namespace string, addrs ...netip.Addr) Option {
-	return optionFunc(func(o *options) {
-		o.delay.kube = &kubeAPI{
-			base: base, client: client, namespace: namespace, addrs: addrs,
-			token: func() (string, error) { return "the-token", nil },
-		}
-	})
+// that api serves, as the pod with addrs would, instead of the pod's own
+// cluster's.
+func WithKubernetesAPI(api *kubetest.API, addrs ...netip.Addr) Option {
+	return optionFunc(func(o *options) { o.kube = api.Client(addrs...) })
 }
 
 // Turn returns when d's turn to leave is, once the drain has given it one.

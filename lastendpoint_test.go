@@ -2,6 +2,7 @@ package lameduck_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/internal/kube/kubetest"
 )
 
 // The hold: after the signal, readiness stays on while no other endpoint of
@@ -22,34 +24,31 @@ import (
 var (
 	// fallbackEP is the pod once deleted while its probe passes: not
 	// ready, serving, terminating.
-	fallbackEP = ep{addr: podIP, serving: true, terminating: true}
+	fallbackEP = ep{Addr: podIP, Serving: true, Terminating: true}
 	// startingEP is a replacement with an address, whose probe has not
 	// passed yet.
-	startingEP = ep{addr: otherIP}
+	startingEP = ep{Addr: otherIP}
 )
 
-// With the defaults (grace period 30s, hook timeout 3s, safety margin 2s)
-// and a maximum of 10s, the budget leaves the drain 15s; the hold may use
-// all but 5s of it, so that the hold and the delay together last at most
-// 20s after the signal.
-const (
-	reach           = 20 * time.Second
-	replacementWait = 5 * time.Second
-)
+// reach is how long after the signal the hold and the delay may last
+// together, with the default grace period and reserves and the delay's
+// maximum: the drain keeps DrainKept of what the budget leaves it.
+const reach = adaptiveMax + (lameduck.DefaultGracePeriod - adaptiveMax - lameduck.DefaultHookTimeout - lameduck.DefaultSafetyMargin) -
+	lameduck.DrainKept
 
 // startHeld starts a Coordinator with the adaptive delay of delay_test.go,
 // watching api, and sends it SIGTERM; it does not wait for the lame duck.
-func startHeld(t *testing.T, api *fakeAPI) (*harness, *fakeServer, *syncLog) {
+func startHeld(t *testing.T, api *kubetest.API) (*harness, *fakeServer, *syncLog) {
 	t.Helper()
 	var log syncLog
-	h := newHarness(t, api.option(), lameduck.WithAdaptiveDrainDelay(adaptiveMin, adaptiveQuiet, adaptiveMax),
+	h := newHarness(t, kubernetesAPI(api), lameduck.WithAdaptiveDrainDelay(adaptiveMin, adaptiveQuiet, adaptiveMax),
 		lameduck.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
 	s := newFakeServer("web", h.log)
 	h.ld.Register(s)
 	h.ld.MarkReady()
 	h.start(t, context.Background())
 	h.signals <- syscall.SIGTERM
-	api.awaitWatch(t)
+	api.AwaitWatch(t)
 	return h, s, &log
 }
 
@@ -79,7 +78,7 @@ func lameDuckBegins(t *testing.T, h *harness) lameduck.Event {
 }
 
 func TestTheLastEndpointStaysReadyUntilAnotherIsReady(t *testing.T) {
-	api := newFakeAPI(t, endpointSlice("web-abc", "web", fallbackEP, startingEP))
+	api := kubetest.New(t, endpointSlice("web-abc", "web", fallbackEP, startingEP))
 	h, _, log := startHeld(t, api)
 	h.clock.AwaitTimer(t, reach) // a replacement is starting: wait for it, up to the reach
 	h.clock.Advance(7 * time.Second)
@@ -88,14 +87,14 @@ func TestTheLastEndpointStaysReadyUntilAnotherIsReady(t *testing.T) {
 	assert.True(t, st.Ready)
 	assert.Equal(t, 7*time.Second, st.Delay.LastEndpointElapsed, "Status reports the hold as it grows")
 
-	api.push("MODIFIED", endpointSlice("web-abc", "web", fallbackEP, otherReadyEP))
+	api.Push("MODIFIED", endpointSlice("web-abc", "web", fallbackEP, otherReadyEP))
 	lameDuckBegins(t, h)
-	h.clock.AwaitTimer(t, allowance) // the delay counts from the replacement's readiness
-	h.clock.Advance(allowance - time.Millisecond)
+	h.clock.AwaitTimer(t, lameduck.EndpointsAllowance) // the delay counts from the replacement's readiness
+	h.clock.Advance(lameduck.EndpointsAllowance - time.Millisecond)
 	stillDelaying(t, h, "kube-proxy is given its allowance from the moment the replacement is ready")
 	h.clock.Advance(time.Millisecond)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
-	assert.Equal(t, allowance, ev.Elapsed)
+	assert.Equal(t, lameduck.EndpointsAllowance, ev.Elapsed)
 	assert.Equal(t, lameduck.DelayEndpoints, ev.Delay.Ended)
 	assert.Equal(t, 7*time.Second, ev.Delay.LastEndpointElapsed)
 	assert.Equal(t, 7*time.Second, ev.Delay.Unrouted)
@@ -114,70 +113,70 @@ func TestTheLastEndpointStaysReadyUntilAnotherIsReady(t *testing.T) {
 // connections go on arriving past the allowance: they hold the delay after
 // a hold as they do without one.
 func TestArrivalsHoldTheDelayAfterTheHold(t *testing.T) {
-	api := newFakeAPI(t, endpointSlice("web-abc", "web", fallbackEP, startingEP))
+	api := kubetest.New(t, endpointSlice("web-abc", "web", fallbackEP, startingEP))
 	h, s, _ := startHeld(t, api)
 	h.clock.AwaitTimer(t, reach)
 	h.clock.Advance(4 * time.Second)
-	api.push("MODIFIED", endpointSlice("web-abc", "web", fallbackEP, otherReadyEP))
+	api.Push("MODIFIED", endpointSlice("web-abc", "web", fallbackEP, otherReadyEP))
 	lameDuckBegins(t, h)
-	h.clock.AwaitTimer(t, allowance)
-	h.clock.Advance(allowance + time.Second)
+	h.clock.AwaitTimer(t, lameduck.EndpointsAllowance)
+	h.clock.Advance(lameduck.EndpointsAllowance + time.Second)
 	s.arrive() // the proxy still sends new connections here, 1s past the allowance
 	stillDelaying(t, h, "a connection just arrived")
 	h.clock.Pass(t, adaptiveQuiet)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
-	assert.Equal(t, allowance+time.Second+adaptiveQuiet, ev.Elapsed)
+	assert.Equal(t, lameduck.EndpointsAllowance+time.Second+adaptiveQuiet, ev.Elapsed)
 	assert.Equal(t, lameduck.DelayQuiet, ev.Delay.Ended)
 	assert.Equal(t, 4*time.Second, ev.Delay.LastEndpointElapsed)
-	assert.Equal(t, 4*time.Second+allowance+time.Second, ev.Delay.LastArrival, "from the signal")
+	assert.Equal(t, 4*time.Second+lameduck.EndpointsAllowance+time.Second, ev.Delay.LastArrival, "from the signal")
 	require.NoError(t, h.wait(t))
 }
 
 // With no replacement coming (the Deployment scaled to zero or deleted),
 // the hold is short: it ends when no replacement has appeared in the
-// slices replacementWait after the signal, or at once when the slices
+// slices ReplacementWait after the signal, or at once when the slices
 // stop listing the pod.
 func TestTheHoldEndsWhenNoReplacementComes(t *testing.T) {
 	t.Run("no other endpoint appears", func(t *testing.T) {
-		api := newFakeAPI(t, endpointSlice("web-abc", "web", fallbackEP))
+		api := kubetest.New(t, endpointSlice("web-abc", "web", fallbackEP))
 		h, _, log := startHeld(t, api)
-		h.clock.AwaitTimer(t, replacementWait)
-		h.clock.Advance(replacementWait - time.Millisecond)
+		h.clock.AwaitTimer(t, lameduck.ReplacementWait)
+		h.clock.Advance(lameduck.ReplacementWait - time.Millisecond)
 		stillHeld(t, h, "a replacement may still appear")
 		h.clock.Advance(time.Millisecond)
 		lameDuckBegins(t, h)
 		// The probe's 503 makes the endpoint stop serving.
-		api.push("MODIFIED", endpointSlice("web-abc", "web", terminatingEP))
-		h.clock.Pass(t, allowance)
+		api.Push("MODIFIED", endpointSlice("web-abc", "web", terminatingEP))
+		h.clock.Pass(t, lameduck.EndpointsAllowance)
 		ev := h.phases.await(t, lameduck.PhaseDraining)
-		assert.Equal(t, allowance, ev.Elapsed)
+		assert.Equal(t, lameduck.EndpointsAllowance, ev.Elapsed)
 		assert.Equal(t, lameduck.DelayEndpoints, ev.Delay.Ended)
-		assert.Equal(t, replacementWait, ev.Delay.LastEndpointElapsed)
+		assert.Equal(t, lameduck.ReplacementWait, ev.Delay.LastEndpointElapsed)
 		require.NoError(t, h.wait(t))
 		assert.Contains(t, log.String(), `why="no replacement appeared"`)
 		assert.Contains(t, log.String(), "replacement_starting=false")
 	})
 	t.Run("the other endpoints are terminating too", func(t *testing.T) {
-		others := ep{addr: otherIP, serving: true, terminating: true}
-		api := newFakeAPI(t, endpointSlice("web-abc", "web", fallbackEP, others))
+		others := ep{Addr: otherIP, Serving: true, Terminating: true}
+		api := kubetest.New(t, endpointSlice("web-abc", "web", fallbackEP, others))
 		h, _, _ := startHeld(t, api)
-		h.clock.Pass(t, replacementWait)
+		h.clock.Pass(t, lameduck.ReplacementWait)
 		ev := lameDuckBegins(t, h)
-		assert.Equal(t, replacementWait, ev.Elapsed, "the serving phase lasted the hold")
+		assert.Equal(t, lameduck.ReplacementWait, ev.Elapsed, "the serving phase lasted the hold")
 		h.clock.Pass(t, adaptiveMax) // the slice still says serving: the delay waits for it, as without a hold
 		ev = h.phases.await(t, lameduck.PhaseDraining)
 		assert.Equal(t, lameduck.DelayMax, ev.Delay.Ended)
 		require.NoError(t, h.wait(t))
 	})
 	t.Run("the slice is deleted", func(t *testing.T) {
-		api := newFakeAPI(t, endpointSlice("web-abc", "web", fallbackEP, startingEP))
+		api := kubetest.New(t, endpointSlice("web-abc", "web", fallbackEP, startingEP))
 		h, _, log := startHeld(t, api)
 		h.clock.AwaitTimer(t, reach)
 		h.clock.Advance(time.Second)
 		stillHeld(t, h, "the replacement is starting")
-		api.push("DELETED", endpointSlice("web-abc", "web"))
+		api.Push("DELETED", endpointSlice("web-abc", "web"))
 		lameDuckBegins(t, h)
-		h.clock.Pass(t, allowance)
+		h.clock.Pass(t, lameduck.EndpointsAllowance)
 		ev := h.phases.await(t, lameduck.PhaseDraining)
 		assert.Equal(t, lameduck.DelayEndpoints, ev.Delay.Ended, "a slice gone no longer routes here")
 		assert.Equal(t, time.Second, ev.Delay.LastEndpointElapsed)
@@ -189,7 +188,7 @@ func TestTheHoldEndsWhenNoReplacementComes(t *testing.T) {
 // A replacement that never turns ready holds the pod until the reach, and
 // no longer: the drain, the hooks and the safety margin keep their time.
 func TestTheHoldEndsWithinTheBudget(t *testing.T) {
-	api := newFakeAPI(t, endpointSlice("web-abc", "web", fallbackEP, startingEP))
+	api := kubetest.New(t, endpointSlice("web-abc", "web", fallbackEP, startingEP))
 	h, _, log := startHeld(t, api)
 	h.clock.AwaitTimer(t, reach)
 	h.clock.Advance(reach - time.Millisecond)
@@ -206,21 +205,21 @@ func TestTheHoldEndsWithinTheBudget(t *testing.T) {
 // Where the pod is not the last endpoint, as in a rolling update that
 // starts a new pod first, nothing is held.
 func TestNoHoldWhileAnotherEndpointIsReady(t *testing.T) {
-	api := newFakeAPI(t, endpointSlice("web-abc", "web", fallbackEP, otherReadyEP))
+	api := kubetest.New(t, endpointSlice("web-abc", "web", fallbackEP, otherReadyEP))
 	h, _, log := startHeld(t, api)
 	lameDuckBegins(t, h)
-	h.clock.Pass(t, allowance)
+	h.clock.Pass(t, lameduck.EndpointsAllowance)
 	ev := h.phases.await(t, lameduck.PhaseDraining)
 	assert.Zero(t, ev.Delay.LastEndpointElapsed)
 	require.NoError(t, h.wait(t))
 	assert.False(t, strings.Contains(log.String(), "last_endpoint_held"), log.String())
 	assert.False(t, strings.Contains(log.String(), "staying ready"), log.String())
-	assert.Contains(t, log.String(), "last_endpoint_reach=20s", "the serving line says how long a replacement may take")
+	assert.Contains(t, log.String(), fmt.Sprintf("last_endpoint_reach=%v", reach), "the serving line says how long a replacement may take")
 }
 
 // A second signal ends the hold, as it cuts the delay.
 func TestASecondSignalEndsTheHold(t *testing.T) {
-	api := newFakeAPI(t, endpointSlice("web-abc", "web", fallbackEP, startingEP))
+	api := kubetest.New(t, endpointSlice("web-abc", "web", fallbackEP, startingEP))
 	h, _, _ := startHeld(t, api)
 	h.clock.AwaitTimer(t, reach)
 	h.clock.Advance(2 * time.Second)

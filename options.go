@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/lameduck/lameduck/internal/kube"
 	"github.com/lameduck/lameduck/internal/testhook"
 )
 
@@ -46,6 +47,40 @@ const (
 	DefaultCheckTimeout = time.Second
 )
 
+// The Kubernetes timing of an adaptive drain delay (see
+// [WithAdaptiveDrainDelay]): fixed, not settings. The docs, the tests and
+// the examples refer to these names rather than to their values.
+const (
+	// EndpointsAllowance is how long an adaptive drain delay lasts after
+	// the EndpointSlices stop routing to the pod: for kube-proxy to
+	// rewrite its rules (and ingress controllers their upstreams), and
+	// for the connections the node still sends here once they are gone.
+	// kube-proxy applies a change at most once per
+	// --iptables-min-sync-period, 1 s by default, after its last sync:
+	// on a real node, the rule left 0.1-1.1 s after the slice changed.
+	// Yet connections still arrived up to 3 s after the rule was gone:
+	// with pods that left 1.5 s after the change, gRPC clients that open
+	// a connection per call failed 1 to 6 calls in each run of 130,000;
+	// with 3 s, 0 to 1.
+	EndpointsAllowance = 3 * time.Second
+	// ReplacementWait is how long after the signal the last endpoint of
+	// a Service stays ready waiting for a replacement to appear in the
+	// slices, when no other endpoint of the Service is starting: the pod
+	// replacing a deleted one is listed, not ready, as soon as it has an
+	// address, about a second after the deletion with the image already
+	// on the node. When no replacement is coming (the Deployment scaled
+	// to zero or deleted, the Recreate strategy, a pod with no
+	// controller), the hold costs this wait; a replacement that gets its
+	// address later, such as one that waits for a new node, is not
+	// waited for.
+	ReplacementWait = 5 * time.Second
+	// DrainKept is the part of the drain's time, as the budget shares
+	// the grace period, that a hold as the last endpoint leaves to the
+	// drain (all of it, if the drain has less): the hold and the delay
+	// together may last past the delay's maximum by the rest.
+	DrainKept = 5 * time.Second
+)
+
 // An Option configures a [Coordinator]; pass options to [New].
 type Option interface {
 	apply(*options)
@@ -58,6 +93,7 @@ func (f optionFunc) apply(o *options) { f(o) }
 type options struct {
 	gracePeriod  time.Duration
 	delay        delayConfig   // delay.go
+	kube         *kube.Client  // the Kubernetes API to watch; nil for the pod's own, if any (endpoints.go). Set by tests.
 	hookTimeout  time.Duration // zero until set, then resolved by validate
 	safetyMargin time.Duration
 	hookSet      bool // hookTimeout and safetyMargin were set explicitly

@@ -15,8 +15,8 @@
 // With -drain-quiet, the drain delay is adaptive (see
 // lameduck.WithAdaptiveDrainDelay): it lasts at most -drain-delay, and ends
 // sooner on evidence that routing has caught up. In Kubernetes, that is
-// the pod's EndpointSlices no longer routing to it, plus 3 s for
-// kube-proxy; elsewhere, or without the permission to watch them, at least
+// the pod's EndpointSlices no longer routing to it, plus
+// [lameduck.EndpointsAllowance] for kube-proxy; elsewhere, or without the permission to watch them, at least
 // -drain-min (0: 3 s). Either way not before no new connection has
 // arrived for -drain-quiet.
 //

@@ -34,6 +34,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
+
+	"github.com/lameduck/lameduck"
 )
 
 // Environment of the test.
@@ -47,12 +49,6 @@ const (
 	slackEnv    = "LAMEDUCK_K8S_SLACK"     // the time a pod may take after it, a Go duration (default 300ms)
 	rigDirEnv   = "LAMEDUCK_K8S_DIR"       // the rig's state directory (default /tmp/k8s)
 )
-
-// endpointAllowance is how long after its EndpointSlices stop listing it
-// ready a pod keeps its port open, for kube-proxy to catch up: the pod must
-// have left at most this long, plus leaveSlack, after kube-proxy's rules
-// stopped sending it connections.
-const endpointAllowance = 3 * time.Second
 
 // manifestQuiet is the manifests' -drain-quiet: a delay that a late
 // arrival held ends this long after it.
@@ -173,7 +169,9 @@ func TestRollingUpdateOnTheRig(t *testing.T) {
 func (r *rig) rollExample(t *testing.T, ex exampleRun) {
 	deletes, restarts := envInt(t, deletesEnv, 2), envInt(t, restartsEnv, 1)
 	measureOnly := os.Getenv(measureEnv) == "1"
-	allowance, slack := envDuration(t, allowEnv, endpointAllowance), envDuration(t, slackEnv, leaveSlack)
+	// A pod must have left at most its allowance after the slices, plus
+	// leaveSlack, after kube-proxy's rules stopped sending it connections.
+	allowance, slack := envDuration(t, allowEnv, lameduck.EndpointsAllowance), envDuration(t, slackEnv, leaveSlack)
 	ns := "lameduck-rig-" + ex.name
 
 	// The image: the example built statically, packed by the rig's image.sh.
