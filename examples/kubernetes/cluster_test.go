@@ -1175,12 +1175,10 @@ func (r *rig) deleteOnlyPod(t *testing.T, image string, init time.Duration, dele
 	load.waitFlowing(t, 30*time.Second)
 	time.Sleep(2 * time.Second)
 	timeout := 2 * time.Minute
-	var victims []string
 	for i := range deletes {
 		pods := r.runningPods(t, ns)
 		require.Len(t, pods, 1)
 		victim := pods[0]
-		victims = append(victims, victim)
 		how := [...]string{"delete", "evict"}[i%2]
 		obs.deleted(victim, how, time.Now())
 		if how == "delete" {
