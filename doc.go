@@ -34,8 +34,8 @@
 // context, run the same sequence: one signal that reaches Run several ways
 // counts once, and only a second delivery forces the shutdown.
 //
-// Why each step is needed, with the timeline of a pod's deletion and
-// measurements, is in the repository's README and docs/.
+// Why each step is needed is in the repository's docs/, and every
+// measurement in docs/measurements.md.
 //
 // # The sequence
 //
