@@ -56,12 +56,9 @@ const (
 	// rewrite its rules (and ingress controllers their upstreams), and
 	// for the connections the node still sends here once they are gone.
 	// kube-proxy applies a change at most once per
-	// --iptables-min-sync-period, 1 s by default, after its last sync:
-	// on a real node, the rule left 0.1-1.1 s after the slice changed.
-	// Yet connections still arrived up to 3 s after the rule was gone:
-	// with pods that left 1.5 s after the change, gRPC clients that open
-	// a connection per call failed 1 to 6 calls in each run of 130,000;
-	// with 3 s, 0 to 1.
+	// --iptables-min-sync-period, 1 s by default, after its last sync,
+	// and connections still arrive for a while after the rule is gone:
+	// docs/measurements.md has what was measured on a real node.
 	EndpointsAllowance = 3 * time.Second
 	// ReplacementWait is how long after the signal the last endpoint of
 	// a Service stays ready waiting for a replacement to appear in the
