@@ -159,6 +159,7 @@ type schedule struct {
 	stopped  bool                    // Run is over: no turn is given any more
 	gap      time.Duration           // between two turns
 	last     time.Time               // the latest turn given
+	close    time.Time               // when the turns given at the start end
 	start    time.Time
 	queue    []*Departure // turns given and not yet come, by time
 	stop     func() bool  // the timer of queue[0]
@@ -235,6 +236,7 @@ func (s *schedule) begin(window time.Duration) {
 	rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 	first := s.start.Add(departurePace)
 	s.last = first
+	s.close = first.Add(time.Duration(n) * s.gap)
 	for i, d := range order {
 		slot := first.Add(time.Duration(i) * s.gap)
 		s.queueLocked(d, slot.Add(time.Duration(rand.Int64N(int64(s.gap)+1))))
@@ -271,9 +273,16 @@ func (s *schedule) armLocked() {
 		at := d.at
 		if n := len(s.told); n > 0 {
 			// Turns that a busy machine made late are caught up with at
-			// one and a half times the pace, not all at once: a stall of
-			// the process must not become a burst of reconnections.
-			at = later(at, s.told[n-1].Add(s.gap*2/3))
+			// one and a half times the pace, not all at once, so that a
+			// stall of the process does not become a burst of
+			// reconnections; faster where that would run past the end of
+			// the turns, which the budget keeps before the deadline.
+			prev := s.told[n-1]
+			catchUp := s.gap * 2 / 3
+			if left := s.close.Sub(prev); left < catchUp*time.Duration(len(s.queue)) {
+				catchUp = max(0, left/time.Duration(len(s.queue)))
+			}
+			at = later(at, prev.Add(catchUp))
 		}
 		if at.After(now) {
 			s.stop = s.clock.AfterFunc(at.Sub(now), s.tick)

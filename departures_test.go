@@ -155,23 +155,45 @@ func TestDeparturesAreSpreadEvenlyOverTheWindowOnceTheDelayIsOver(t *testing.T) 
 }
 
 func TestTurnsThatAStallMadeLateAreCaughtUpWithNotAllAtOnce(t *testing.T) {
-	const n, window = 100, time.Second
+	const n, window = 400, 2 * time.Second // 5 ms apart
 	h, _, deps := startDeparting(t, n, lameduck.WithDepartureWindow(window))
 	h.clock.Pass(t, departureDelay)
 	h.phases.await(t, lameduck.PhaseDraining)
+	start := h.clock.Now()
 	gap := (window - 10*time.Millisecond) / n
-	// The process stalls for half the window: the timer of the first turn
-	// fires 500 ms late, when half the turns are due.
-	h.clock.Step(10*time.Millisecond + window/2)
+	// The process stalls for a tenth of the window: the timer of the first
+	// turn fires 200 ms late, when forty turns are due.
+	h.clock.Step(10*time.Millisecond + window/10)
 	at := passTurns(t, h, deps)
-	assert.Equal(t, at[0], at[1].Add(-gap*2/3), "the turns due are told one and a half times as fast as the pace, not at once")
-	for i := 1; i < len(at); i++ {
+	// They are told one and a half times as fast as the pace, not at
+	// once, until the turns have caught up.
+	for i := 1; i < 10; i++ {
+		assert.Equal(t, gap*2/3, at[i].Sub(at[i-1]), "turn %d", i)
+	}
+	for i := 1; i < n; i++ {
 		assert.GreaterOrEqual(t, at[i].Sub(at[i-1]), gap*2/3, "turn %d", i)
 	}
-	// From then on, one every two thirds of a gap: the lateness is made up
-	// at half the pace, and the last turn comes at most a third of the
-	// window late.
-	assert.LessOrEqual(t, at[n-1].Sub(at[0]), time.Duration(n-1)*(gap*2/3)+gap)
+	assert.LessOrEqual(t, at[n-1].Sub(start), window, "the last turn still within the window")
+	require.NoError(t, h.wait(t))
+}
+
+func TestTurnsThatALongStallMadeLateStillEndWithinTheWindow(t *testing.T) {
+	const n, window = 200, time.Second // 5 ms apart
+	h, _, deps := startDeparting(t, n, lameduck.WithDepartureWindow(window))
+	h.clock.Pass(t, departureDelay)
+	h.phases.await(t, lameduck.PhaseDraining)
+	start := h.clock.Now()
+	// Stalled for half the window: made up at one and a half times the
+	// pace, the turns would run a quarter of the window past its end, and
+	// nearer the drain deadline than the budget allows for.
+	h.clock.Step(10*time.Millisecond + window/2)
+	at := passTurns(t, h, deps)
+	// What is left is spread evenly over what is left of the window.
+	share := (window/2 - 10*time.Millisecond) / n
+	for i := 1; i < n; i++ {
+		assert.GreaterOrEqual(t, at[i].Sub(at[i-1]), share, "turn %d", i)
+	}
+	assert.LessOrEqual(t, at[n-1].Sub(start), window)
 	require.NoError(t, h.wait(t))
 }
 
