@@ -46,6 +46,7 @@ func (r *run) cut() error {
 	}
 	for r.serving > 0 && r.await(nil, r.closeCtx) {
 	}
+	r.takeExits() // those that came with the deadline
 	if r.serving > 0 {
 		var names []string
 		for i, serving := range r.serves {

@@ -170,8 +170,11 @@ func TestRunReturnsBeforeTheDeadlineWhateverTheFaults(t *testing.T) {
 				h.ld.OnShutdown("db pool", func(context.Context) error { <-rel; return nil })
 			},
 			stuck: "c hangs in Serve", // after Close, as are the waits for Drain and Serve
+			// b's Serve returns as its Close begins, which may be after
+			// the deadline on a busy machine: the Serve error names c,
+			// and b too, then.
 			want: []string{"Drain did not return by the deadline: a", "Close did not return by the deadline: b",
-				"Serve did not return by the deadline: c", `1 worker cut; still running: worker "consumer"`, `shutdown hook "db pool" not run`},
+				"Serve did not return by the deadline: ", "c\n", `1 worker cut; still running: worker "consumer"`, `shutdown hook "db pool" not run`},
 		},
 	}
 	for _, tt := range tests {

@@ -120,8 +120,14 @@ func TestArrivalsHoldTheDelayAfterTheHold(t *testing.T) {
 	api.Push("MODIFIED", endpointSlice("web-abc", "web", fallbackEP, otherReadyEP))
 	lameDuckBegins(t, h)
 	h.clock.AwaitTimer(t, lameduck.EndpointsAllowance)
-	h.clock.Advance(lameduck.EndpointsAllowance + time.Second)
-	s.arrive() // the proxy still sends new connections here, 1s past the allowance
+	// The proxy still sends new connections here, one every half quiet
+	// period, the last 1 s past the allowance: each arrives before the one
+	// before it could have ended the delay.
+	step := adaptiveQuiet / 2
+	for in := step; in <= lameduck.EndpointsAllowance+time.Second; in += step {
+		h.clock.Advance(step)
+		s.arrive()
+	}
 	stillDelaying(t, h, "a connection just arrived")
 	h.clock.Pass(t, adaptiveQuiet)
 	ev := h.phases.await(t, lameduck.PhaseDraining)

@@ -462,6 +462,19 @@ func (r *run) await(done <-chan struct{}, ctx context.Context) bool {
 	}
 }
 
+// takeExits records the Serve and worker returns already reported, without
+// waiting for more.
+func (r *run) takeExits() {
+	for {
+		select {
+		case e := <-r.events:
+			r.exited(e)
+		default:
+			return
+		}
+	}
+}
+
 // exited records a Serve or worker return.
 func (r *run) exited(e exit) {
 	switch {
