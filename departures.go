@@ -43,8 +43,9 @@ const departurePace = 10 * time.Millisecond
 // The server adapters give turns to what they know to be long-lived:
 // package httpserver to requests with an Upgrade header (websockets) or that
 // accept text/event-stream, whose streams it also ends by itself at their
-// turn; package grpcserver to streaming RPCs, whose contexts it ends at
-// their turn. For any other ctx Leaving returns nil, a channel that is never
+// turn; package grpcserver to the RPCs in which the server streams
+// (server-streaming and bidirectional), whose contexts it ends at their
+// turn. For any other ctx Leaving returns nil, a channel that is never
 // closed: such work finishes in the drain or is cut at the deadline (see
 // [Coordinator.Entered] for the phases).
 func Leaving(ctx context.Context) <-chan struct{} {

@@ -142,15 +142,18 @@ func WithSafetyMargin(d time.Duration) Option {
 // each at a random moment of its own slot, or 10 ms apart when there is so
 // little of it that the window would spread it thinner, so that the
 // process exits as soon as the last is gone. Work that starts during the
-// shutdown gets a turn too, after the others.
+// shutdown gets a turn too, after the others. Turns that a stall of the
+// process made late are caught up with at one and a half times the pace,
+// not all at once, and still within the window.
 //
 // The window starts when the drain delay ends, once the load balancers
 // have stopped routing here (a client that reconnected sooner would come
 // back), and its first turn comes 10 ms later, once the servers have
-// stopped accepting. It must fit the grace period with the drain delay, the hook timeout
-// and the safety margin, leaving time for the last of the work to end after
-// its turn; [New] returns an error that lists every change that fits
-// otherwise. Zero tells all of it to leave at once, as the drain begins.
+// stopped accepting. It must fit the grace period with the drain delay,
+// the hook timeout and the safety margin, leaving time for the last of the
+// work to end after its turn; [New] returns an error that lists every
+// change that fits otherwise. Zero tells all of it to leave at once, 10 ms
+// into the drain.
 // The default is [DefaultDepartureWindow], or half the time that the grace
 // period leaves to drain when that is shorter.
 func WithDepartureWindow(d time.Duration) Option {
