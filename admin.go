@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/lameduck/lameduck/inflight"
 )
 
 // RegisterAdmin adds an admin server: one that answers the readiness and
@@ -119,7 +121,7 @@ func (r *run) closeAdmins(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-			if !isClosed(a.served) {
+			if !inflight.IsClosed(a.served) {
 				r.errs = append(r.errs, fmt.Errorf("lameduck: Serve did not return by the deadline: %s", a))
 				continue
 			}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/lameduck/lameduck/inflight"
 	"github.com/lameduck/lameduck/internal/testhook"
 )
 
@@ -219,7 +220,7 @@ func (c *Coordinator) beginShutdown() (wasReady bool) {
 // goroutine calls it.
 func (c *Coordinator) enteredUpTo(p Phase) {
 	for q := PhaseStarting; q <= p; q++ {
-		if !isClosed(c.phaseDone[q]) {
+		if !inflight.IsClosed(c.phaseDone[q]) {
 			close(c.phaseDone[q])
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lameduck/lameduck/inflight"
 	"github.com/lameduck/lameduck/internal/testhook"
 )
 
@@ -408,7 +409,7 @@ func (l *lameDuckDelay) endHold(in time.Duration, why string, alone []string) {
 func (l *lameDuckDelay) release() time.Duration {
 	close(l.unhold)
 	l.holding.Wait()
-	if isClosed(l.released) && l.endpoints != nil && l.max > 0 {
+	if inflight.IsClosed(l.released) && l.endpoints != nil && l.max > 0 {
 		// Only this goroutine writes min and max; the delay's goroutine
 		// has not begun.
 		l.max = max(0, min(l.max, l.reach-l.clock.Now().Sub(l.signalAt)))

@@ -357,16 +357,6 @@ func (r *run) closeDeadline(deadline time.Time) time.Time {
 	return deadline
 }
 
-// isClosed reports whether ch is closed; a nil ch never is.
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
 // each calls f on every server and its index, concurrently, and waits for
 // every call to return or for ctx to end: a server that breaks its
 // contract by blocking cannot hold Run past its deadline.
@@ -444,7 +434,7 @@ func (r *run) await(done <-chan struct{}, ctx context.Context) bool {
 		case <-done:
 			return true
 		case <-ctx.Done():
-			return isClosed(done) // both may be ready; done wins
+			return inflight.IsClosed(done) // both may be ready; done wins
 		case sig := <-s.own:
 			force = s.received(ownSignals, sig, true)
 		case sig, ok := <-s.fed:
