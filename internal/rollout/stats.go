@@ -232,7 +232,6 @@ type recorder struct {
 	// window.
 	departures, reconnects         []PodEvent
 	departuresBase, reconnectsBase int
-	departuresLeft, reconnectsLeft int64
 }
 
 func newRecorder() *recorder { return &recorder{firstOK: make(chan struct{})} }
@@ -274,25 +273,22 @@ func (r *recorder) failure(err error, pod int, at time.Duration) {
 
 // departure records a subscription that pod ended, at at.
 func (r *recorder) departure(pod int, at time.Duration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.cur.Departures++
-	if len(r.departures) < maxTimelineFailures {
-		r.departures = append(r.departures, PodEvent{At: at, Pod: pod})
-	} else {
-		r.departuresLeft++
-	}
+	r.podEvent(&r.cur.Departures, &r.departures, pod, at)
 }
 
 // reconnect records a subscription that resumed on pod, at at.
 func (r *recorder) reconnect(pod int, at time.Duration) {
+	r.podEvent(&r.cur.Reconnects, &r.reconnects, pod, at)
+}
+
+// podEvent counts an event of pod at at, and lists it in events while
+// they are fewer than maxTimelineFailures; the count has them all.
+func (r *recorder) podEvent(count *int64, events *[]PodEvent, pod int, at time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cur.Reconnects++
-	if len(r.reconnects) < maxTimelineFailures {
-		r.reconnects = append(r.reconnects, PodEvent{At: at, Pod: pod})
-	} else {
-		r.reconnectsLeft++
+	*count++
+	if len(*events) < maxTimelineFailures {
+		*events = append(*events, PodEvent{At: at, Pod: pod})
 	}
 }
 
