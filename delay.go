@@ -362,7 +362,9 @@ func (l *lameDuckDelay) hold() {
 		if at != timerAt {
 			stopTimer()
 			timerAt = at
-			stopTimer = l.clock.AfterFunc(at-in, func() { poke(l.wake) })
+			// From the time now, not in's: the clock may have moved
+			// since, and the timer must still fire at at.
+			stopTimer = l.clock.AfterFunc(at-l.clock.Now().Sub(l.signalAt), func() { poke(l.wake) })
 		}
 		select {
 		case <-l.wake:
@@ -488,7 +490,9 @@ func (l *lameDuckDelay) run() {
 		case at != timerAt:
 			stopTimer()
 			timerAt = at
-			stopTimer = l.clock.AfterFunc(at-in, func() { poke(l.wake) })
+			// From the time now, not in's: the clock may have moved
+			// since, and the timer must still fire at at.
+			stopTimer = l.clock.AfterFunc(at-l.clock.Now().Sub(l.start), func() { poke(l.wake) })
 		}
 		select {
 		case <-l.wake:

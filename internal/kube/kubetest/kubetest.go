@@ -81,7 +81,12 @@ func New(tb testing.TB, slices ...map[string]any) *API {
 		api.slices[name(s)] = s
 	}
 	api.srv = httptest.NewServer(http.HandlerFunc(api.serve))
-	tb.Cleanup(api.srv.Close)
+	// Watches still open, as when a failed test left its Coordinator
+	// running, would hold Close forever: they are ended first.
+	tb.Cleanup(func() {
+		api.srv.CloseClientConnections()
+		api.srv.Close()
+	})
 	return api
 }
 
