@@ -39,35 +39,13 @@
 //
 // # The sequence
 //
-// [Coordinator.Run] documents each step; in short:
-//
-//  1. Listeners are bound first: an address in use fails Run at once,
-//     before the process can turn ready. [Coordinator.MarkReady] then turns
-//     readiness on, once initialisation is done.
-//  2. On SIGTERM (or SIGINT, or the end of Run's context), readiness answers
-//     503 at once and for good; liveness keeps answering 200. Under
-//     [WithAdaptiveDrainDelay] in Kubernetes, a pod that is the last ready
-//     endpoint of a Service first goes on serving, ready, until another
-//     endpoint is: kube-proxy routes to a terminating pod only while its
-//     Service has no ready endpoint and its readiness probe passes.
-//  3. For the drain delay ([WithDrainDelay]), everything is still served,
-//     but every response asks its client to leave gently: HTTP/1 responses
-//     carry "Connection: close", HTTP/2 and gRPC connections receive a
-//     graceful GOAWAY. Clients reconnect through the Service, which by then
-//     routes elsewhere. A process that never became ready skips the delay.
-//  4. Servers stop accepting connections.
-//  5. In-flight requests and RPCs finish. Long-lived connections —
-//     websockets, event streams, streaming RPCs — leave at their turns,
-//     spread over the departure window ([WithDepartureWindow]), so that
-//     their clients reconnect to the other pods at a steady rate rather
-//     than all at once: the adapters end event streams and streaming RPCs
-//     themselves, and a websocket handler closes with 1012 (service
-//     restart) when [Leaving] tells it to. The end of the drain is detected
-//     by events, so the process exits as soon as the last connection is
-//     gone.
-//  6. At the deadline, before the grace period ends, whatever remains is
-//     cut and reported ([ErrCut]); shutdown hooks ([Coordinator.OnShutdown])
-//     run, and Run returns. A second signal cuts everything at once.
+// [Coordinator.Run] documents the sequence step by step. In short, on
+// SIGTERM readiness turns 503 while liveness stays 200; for the drain delay
+// everything is still served while every response asks its client to
+// reconnect elsewhere; then the servers stop accepting, in-flight work
+// finishes, long-lived connections leave at their turns ([Leaving]), and
+// the process exits as soon as the last one is gone, or cuts what is left
+// at the deadline.
 //
 // # Readiness and liveness
 //
