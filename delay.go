@@ -263,11 +263,10 @@ type lameDuckDelay struct {
 	report DelayReport
 }
 
-// watchDelay starts gathering evidence for a drain delay of at most d
-// (none if d is zero) after the signal at signalAt: call it before the
-// servers' LameDuck, and begin once they have returned.
-// endpoints is the watch that prepareEndpoints prepared, or nil.
-func watchDelay(c *Coordinator, servers []Server, endpoints *endpointsWatch, signalAt time.Time, d time.Duration) *lameDuckDelay {
+// newDelay returns a drain delay of at most d (none if d is zero) after
+// the signal at signalAt. Make it visible to Status, then call watch before
+// the servers' LameDuck, and begin once they have returned.
+func newDelay(c *Coordinator, servers []Server, signalAt time.Time, d time.Duration) *lameDuckDelay {
 	cfg := c.opts.delay
 	l := &lameDuckDelay{
 		clock: c.clock, signalAt: signalAt, min: cfg.minimum(d), max: d,
@@ -281,16 +280,23 @@ func watchDelay(c *Coordinator, servers []Server, endpoints *endpointsWatch, sig
 		l.names[i] = serverName(s, i)
 		l.arrivals[i] = &arrivals{clock: c.clock, wake: l.wake}
 	}
-	if !cfg.adaptive || d == 0 {
-		return l
+	if cfg.adaptive && d > 0 {
+		l.quiet = cfg.quiet
 	}
-	l.quiet = cfg.quiet
-	if endpoints == nil {
-		return l // not in Kubernetes: no evidence from the cluster, and nothing to say
+	return l
+}
+
+// watch starts gathering evidence from endpoints, the watch that
+// prepareEndpoints prepared (nil outside Kubernetes), for an adaptive
+// delay, and the hold while the process is the last endpoint of a Service.
+// The goroutines it starts may hold at once: Status must already see l.
+func (l *lameDuckDelay) watch(endpoints *endpointsWatch) {
+	if l.quiet == 0 || endpoints == nil {
+		return // a fixed delay or none, or no evidence from the cluster and nothing to say
 	}
 	l.endpoints = endpoints
 	if !endpoints.start(l.wake) {
-		return l // refused, and said so, while the process served
+		return // refused, and said so, while the process served
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.stopWatch = cancel
@@ -302,7 +308,6 @@ func watchDelay(c *Coordinator, servers []Server, endpoints *endpointsWatch, sig
 	l.released = make(chan struct{})
 	l.holding.Add(1)
 	go l.hold()
-	return l
 }
 
 // The hold. Before the delay begins, while the EndpointSlices say that the
@@ -344,9 +349,11 @@ func (l *lameDuckDelay) hold() {
 	)
 	defer func() { stopTimer() }()
 	for {
-		in := l.clock.Now().Sub(l.signalAt)
+		// The evidence first, then the time: a hold that the slices end
+		// lasted until it was read, however long ago this loop woke.
 		last, alone := l.endpoints.lastEndpoint()
 		at, why := l.holdEnd(last)
+		in := l.clock.Now().Sub(l.signalAt)
 		l.mu.Lock()
 		if (last == lastAlone || last == lastReplacing) && !l.held {
 			l.held = true

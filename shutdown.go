@@ -269,10 +269,11 @@ func (r *run) lameDuck(trigger string, endpoints *endpointsWatch) {
 	if c.state.Load() != stateReady {
 		delay = 0
 	}
-	lameDuck := watchDelay(c, r.servers, endpoints, r.signalAt, delay)
+	lameDuck := newDelay(c, r.servers, r.signalAt, delay)
 	c.progress.mu.Lock()
-	c.progress.delay = lameDuck // status.go: Status reports it as it measures
+	c.progress.delay = lameDuck // status.go: Status reports it as it measures, the hold included
 	c.progress.mu.Unlock()
+	lameDuck.watch(endpoints)
 	r.await(lameDuck.released, r.hardCtx)
 	delay = lameDuck.release()
 	wasReady := c.beginShutdown()
