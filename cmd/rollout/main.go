@@ -71,7 +71,7 @@ import (
 	"github.com/lameduck/lameduck/cmd/rollout/internal/picture"
 	"github.com/lameduck/lameduck/grpcserver/grpcload"
 	"github.com/lameduck/lameduck/internal/rollout"
-	"github.com/lameduck/lameduck/internal/rollout/report"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 func main() {
@@ -191,7 +191,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if o.draw != "" {
-		runs, err := report.ReadFile(o.draw)
+		runs, err := record.ReadFile(o.draw)
 		if err != nil {
 			fmt.Fprintln(stderr, "rollout:", err)
 			return 1
@@ -283,7 +283,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	} else {
 		res.WriteText(stdout)
 	}
-	if res != nil && writeReports(o.reports, stderr, report.FromResult(filepath.Base(cfg.Pod.Command[0]), "", res)) != nil {
+	if res != nil && writeReports(o.reports, stderr, res.Record(filepath.Base(cfg.Pod.Command[0]), "")) != nil {
 		code = 1
 	}
 	return code
@@ -307,7 +307,7 @@ var notes = map[string]string{
 
 // writeReports draws runs to each of paths and says on stderr where, and
 // how long drawing took.
-func writeReports(paths []string, stderr io.Writer, runs ...report.Run) error {
+func writeReports(paths []string, stderr io.Writer, runs ...record.Run) error {
 	var errs []error
 	for _, path := range paths {
 		start := time.Now()
@@ -328,7 +328,7 @@ func compare(ctx context.Context, cfg rollout.Config, o options, stdout, stderr 
 		fmt.Fprintln(stderr, "rollout: cannot find this binary to run the built-in servers:", err)
 		return 1
 	}
-	var runs []report.Run
+	var runs []record.Run
 	defer func() {
 		if len(runs) > 0 && writeReports(o.reports, stderr, runs...) != nil {
 			code = 1
@@ -351,7 +351,7 @@ func compare(ctx context.Context, cfg rollout.Config, o options, stdout, stderr 
 			res.WriteDetails(stderr) // the totals go to stdout, once
 		}
 		if res != nil {
-			runs = append(runs, report.FromResult(name, notes[name], res))
+			runs = append(runs, res.Record(name, notes[name]))
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "server=%s: %v\n", name, err)

@@ -15,7 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/lameduck/lameduck/internal/rollout"
-	"github.com/lameduck/lameduck/internal/rollout/report"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 func TestMain(m *testing.M) {
@@ -71,7 +71,7 @@ func TestCompare(t *testing.T) {
 	svg, err := os.ReadFile(picture)
 	require.NoError(t, err)
 	assert.Contains(t, string(svg), "<svg")
-	runs, err := report.ReadFile(data)
+	runs, err := record.ReadFile(data)
 	require.NoError(t, err)
 	require.Len(t, runs, 3)
 	for i, r := range runs {
