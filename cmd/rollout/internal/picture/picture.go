@@ -1,4 +1,4 @@
-// Package picture draws rolling updates recorded by package rollout: one
+// Package picture draws recorded rolling updates (package record): one
 // panel per run (per server, in a comparison), each on a time axis of its
 // own, with a caption that says why its requests failed; one lane per
 // pod, with the requests it served per interval, its failed requests by
@@ -10,7 +10,7 @@
 // It is in the module of the rollout command so that its plotting library
 // is a dependency of that module only: the library's packages,
 // lameducktest and the simulator build without it. lameducktest records a
-// failed test's rolling update with package report, and the command draws
+// failed test's rolling update with package record, and the command draws
 // the file (-draw).
 //
 // [New] turns recorded runs into a [Figure], the picture's content and
@@ -29,7 +29,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lameduck/lameduck/internal/rollout"
 	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
@@ -202,12 +201,16 @@ const maxLanes = 24
 // sight.
 const endMarginPct = 2
 
+// defaultBucket is the width of the intervals of a record that gives
+// none, such as one written by hand: the simulator's.
+const defaultBucket = 50 * time.Millisecond
+
 // New lays out the picture of runs. It needs at least one run.
 func New(runs ...record.Run) (*Figure, error) {
 	if len(runs) == 0 {
 		return nil, fmt.Errorf("picture: no run to draw")
 	}
-	f := &Figure{Width: widthPx, Bucket: rollout.TimelineBucket}
+	f := &Figure{Width: widthPx, Bucket: defaultBucket}
 	loads := 0
 	for _, r := range runs {
 		tl := r.Timeline
@@ -295,7 +298,7 @@ func title(r record.Run) string {
 // unit names what a load counts: requests, or the messages of the
 // websocket and sse loads.
 func unit(load string) string {
-	if load == string(rollout.LoadWebSocket) || load == string(rollout.LoadSSE) {
+	if load == "websocket" || load == "sse" {
 		return "messages"
 	}
 	return "requests"

@@ -25,13 +25,16 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/lameduck/lameduck/cmd/rollout/internal/picture"
-	"github.com/lameduck/lameduck/internal/rollout"
 	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
+
+// bucket is the width of the intervals in which the simulator counts
+// requests.
+const bucket = 50 * time.Millisecond
 
 // recorded is the comparison whose picture is in the README:
 // go run ./cmd/rollout -compare -cycles 2 -report docs/rollout.png -report cmd/rollout/internal/picture/testdata/compare.json
@@ -54,7 +57,7 @@ func TestFigureOfARecordedComparison(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1100, fig.Width)
 	assert.Greater(t, fig.Height, 3*3*60, "three panels of three lanes")
-	assert.Equal(t, rollout.TimelineBucket, fig.Bucket)
+	assert.Equal(t, bucket, fig.Bucket)
 	assert.Positive(t, fig.FullRate)
 	require.Len(t, fig.Panels, len(runs))
 
@@ -84,7 +87,7 @@ func TestFigureOfARecordedComparison(t *testing.T) {
 	}
 
 	naive, textbook, lameduck := runs[0], runs[1], runs[2]
-	require.Equal(t, []string{rollout.BuiltinNaive, rollout.BuiltinTextbook, rollout.BuiltinLameduck}, []string{naive.Name, textbook.Name, lameduck.Name})
+	require.Equal(t, []string{"naive", "textbook", "lameduck"}, []string{naive.Name, textbook.Name, lameduck.Name})
 	assert.Positive(t, naive.Failures[record.KindRefused], "the naive server refuses connections during the lag")
 	assert.Zero(t, textbook.Failures[record.KindRefused], "the textbook server keeps listening")
 	assert.Positive(t, textbook.Failed())
@@ -341,7 +344,7 @@ func TestLostFailuresAndKilledPods(t *testing.T) {
 		Requests: 10,
 		Failures: [record.NumKinds]int64{record.KindRefused: 1, record.KindTimeout: 1},
 		Timeline: record.Timeline{
-			Interval: rollout.TimelineBucket, LoadStart: sec(0.1), LoadEnd: sec(3),
+			Interval: bucket, LoadStart: sec(0.1), LoadEnd: sec(3),
 			Pods: []record.Pod{{
 				Name: "pod-1", Started: 0, Ready: sec(0.05), Joined: sec(0.05), Term: sec(1),
 				Removed: sec(1.5), ListenerClosed: record.Never, Exited: sec(2.5),
@@ -373,7 +376,7 @@ func TestLostFailuresAndKilledPods(t *testing.T) {
 // A run of many rollouts draws the first pods only, and says so: the
 // picture's size is bounded.
 func TestManyPods(t *testing.T) {
-	tl := record.Timeline{Interval: rollout.TimelineBucket, LoadStart: 0, LoadEnd: 100 * time.Second}
+	tl := record.Timeline{Interval: bucket, LoadStart: 0, LoadEnd: 100 * time.Second}
 	for i := range 1000 {
 		at := time.Duration(i) * 100 * time.Millisecond
 		tl.Pods = append(tl.Pods, record.Pod{
@@ -660,7 +663,7 @@ func sparseRun() record.Run {
 		Requests: 48_211,
 		Failures: [record.NumKinds]int64{record.KindRefused: 3, record.KindReset: 2},
 		Timeline: record.Timeline{
-			Interval: rollout.TimelineBucket, LoadStart: sec(0.25), LoadEnd: sec(2.55),
+			Interval: bucket, LoadStart: sec(0.25), LoadEnd: sec(2.55),
 			Pods: []record.Pod{{
 				Name: "pod-1", Started: 0, Ready: sec(0.24), Joined: sec(0.24), Term: sec(1.5),
 				Removed: sec(2.5), ListenerClosed: sec(1.504), Exited: sec(1.51),
@@ -687,7 +690,7 @@ func sparseRun() record.Run {
 // pod-1's SIGTERM, and some that reached no pod.
 func denseRun() record.Run {
 	tl := record.Timeline{
-		Interval: rollout.TimelineBucket, LoadStart: sec(0.2), LoadEnd: sec(2.2),
+		Interval: bucket, LoadStart: sec(0.2), LoadEnd: sec(2.2),
 		Pods: []record.Pod{{
 			Name: "pod-1", Started: 0, Ready: sec(0.2), Joined: sec(0.2), Term: sec(1),
 			Removed: sec(2), ListenerClosed: sec(1.002), Exited: sec(1.005),
@@ -718,7 +721,7 @@ func denseRun() record.Run {
 // longRun is many rollouts of a naive server on a long time axis, where
 // each pod's events are a few pixels apart.
 func longRun() record.Run {
-	tl := record.Timeline{Interval: rollout.TimelineBucket, LoadStart: sec(1), LoadEnd: sec(61)}
+	tl := record.Timeline{Interval: bucket, LoadStart: sec(1), LoadEnd: sec(61)}
 	var failures [record.NumKinds]int64
 	for i := range 30 {
 		at := sec(1 + 2*float64(i))
@@ -738,8 +741,8 @@ func longRun() record.Run {
 
 // served returns a pod's served counts: n per bucket from from to to.
 func served(from, to time.Duration, n int64) []int64 {
-	s := make([]int64, to/rollout.TimelineBucket+1)
-	for b := from / rollout.TimelineBucket; b < to/rollout.TimelineBucket; b++ {
+	s := make([]int64, to/bucket+1)
+	for b := from / bucket; b < to/bucket; b++ {
 		s[b] = n
 	}
 	return s
@@ -810,7 +813,7 @@ func TestAnyRecordLaysOutClear(t *testing.T) {
 	}
 	for i := range 200 {
 		start := between(0, 2*time.Second)
-		tl := record.Timeline{Interval: rollout.TimelineBucket, LoadStart: start, LoadEnd: start + between(500*time.Millisecond, 2*time.Minute)}
+		tl := record.Timeline{Interval: bucket, LoadStart: start, LoadEnd: start + between(500*time.Millisecond, 2*time.Minute)}
 		// Events bunch within milliseconds in some runs, and spread over
 		// seconds in others.
 		spread := []time.Duration{5 * time.Millisecond, 300 * time.Millisecond, 3 * time.Second}[rnd.IntN(3)]
@@ -968,7 +971,7 @@ func TestOnlyTheCommandImportsThePlottingLibrary(t *testing.T) {
 // streamRun is a websocket run in which pod-1 sends its 200 clients away
 // spread over 2 s, and pod-2 sends its own away all at once.
 func streamRun() record.Run {
-	tl := record.Timeline{Interval: rollout.TimelineBucket, LoadStart: sec(0.2), LoadEnd: sec(6)}
+	tl := record.Timeline{Interval: bucket, LoadStart: sec(0.2), LoadEnd: sec(6)}
 	pod := func(name string, ready, term, exit float64) record.Pod {
 		return record.Pod{Name: name, Ready: sec(ready), Joined: sec(ready), Term: sec(term), Removed: sec(term + 0.5),
 			ListenerClosed: sec(exit), Exited: sec(exit), Exit: record.Exit{Status: "exit status 0", AfterTerm: sec(exit - term)},
