@@ -958,7 +958,7 @@ func TestOnlyTheCommandImportsThePlottingLibrary(t *testing.T) {
 	}
 	const module = "github.com/lameduck/lameduck"
 	out, err := exec.Command("go", "list", "-deps", module, module+"/httpserver", module+"/grpcserver",
-		module+"/lameducktest", module+"/lameducktest/record").CombinedOutput()
+		module+"/lameducktest", module+"/lameducktest/record", module+"/lameducktest/rolloutcmd").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	deps := strings.Fields(string(out))
 	require.Contains(t, deps, module+"/internal/rollout", "go list lists the packages themselves")
