@@ -7,33 +7,37 @@ import (
 	"slices"
 )
 
-// Kind classifies a failed request by what the client saw. The kinds say how
-// far a request got, which is what decides whether a client could safely have
-// retried it: a refused connection never reached a server, a reset or an EOF
-// on a reused connection may have been processed. The zero Kind is
-// KindRefused.
+// Kind classifies a failed request by what the client saw. The kinds say
+// how far a request got, which is what decides whether a client could
+// safely have retried it: a refused connection never reached a server, a
+// reset or an EOF on a reused connection may have been processed. The zero
+// Kind is KindRefused.
 type Kind int
 
 const (
-	// KindRefused means the connection was refused, or was reset before the client
-	// got any byte of a response on a connection that had never carried one.
-	// Behind a userspace proxy the client's handshake completes with the
-	// proxy, so a pod that refuses the proxy's dial can only be signalled as
-	// a reset of that fresh connection; the pod never saw the request.
+	// KindRefused means the connection was refused, or was reset before
+	// the client got any byte of a response on a connection that had
+	// never carried one. Behind a userspace proxy the client's handshake
+	// completes with the proxy, so a pod that refuses the proxy's dial can
+	// only be signalled as a reset of that fresh connection; the pod never
+	// saw the request.
 	KindRefused Kind = iota
-	// KindReset means a reused connection was reset while sending the request or
-	// waiting for the response.
+	// KindReset means a reused connection was reset while sending the
+	// request or waiting for the response.
 	KindReset
-	// KindEOF means the connection was closed (FIN) before a complete response:
-	// typically a server closing a keep-alive connection the client had just
-	// written a request on, or dropping a request read during shutdown.
+	// KindEOF means the connection was closed (FIN) before a complete
+	// response: typically a server closing a keep-alive connection the
+	// client had just written a request on, or dropping a request read
+	// during shutdown.
 	KindEOF
 	// Kind5xx means a complete response with a 5xx status.
 	Kind5xx
-	// KindTimeout means no complete response within the per-request timeout.
+	// KindTimeout means no complete response within the per-request
+	// timeout.
 	KindTimeout
-	// KindOther means anything else (malformed response, unexpected status, a gRPC
-	// code that is not a transport failure, ...). The sample error says what.
+	// KindOther means anything else (malformed response, unexpected
+	// status, a gRPC code that is not a transport failure, ...); the run's
+	// text report gives the first such error.
 	KindOther
 
 	// NumKinds is the number of kinds; it sizes arrays indexed by Kind.
