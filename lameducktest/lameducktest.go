@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // deadlineMargin is kept free before the test's deadline, so that a run
@@ -435,8 +436,8 @@ func newResult(res *rollout.Result) *Result {
 				Killed:      ro.OldPod.Killed,
 				AfterTerm:   ro.OldPod.AfterTerm,
 				Status:      ro.OldPod.Status,
-				DrainDelay:  ro.OldPod.LameDuck.DelayTook,
-				LastArrival: ro.OldPod.LameDuck.LastArrival,
+				DrainDelay:  ro.OldPod.Drain.Delay,
+				LastArrival: ro.OldPod.Drain.LastArrival,
 			},
 		})
 	}
@@ -451,7 +452,7 @@ func failures(c rollout.Counts) map[string]int64 {
 			if m == nil {
 				m = make(map[string]int64)
 			}
-			m[rollout.Kind(k).String()] = n
+			m[record.Kind(k).String()] = n
 		}
 	}
 	return m

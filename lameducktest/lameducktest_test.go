@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck/internal/rollout"
-	"github.com/lameduck/lameduck/internal/rollout/report"
 	"github.com/lameduck/lameduck/lameducktest"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 const (
@@ -323,7 +323,7 @@ func recordPath(t *testing.T, log string) string {
 // the rollout command's -draw reads it.
 func requireRecord(t *testing.T, path string) {
 	t.Helper()
-	runs, err := report.ReadFile(path)
+	runs, err := record.ReadFile(path)
 	require.NoError(t, err)
 	require.Len(t, runs, 1)
 	assert.Equal(t, "lameducktest.test", runs[0].Name, "named after the server's binary")

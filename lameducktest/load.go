@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // A Load is the client of a protocol that lameducktest does not speak
@@ -103,13 +104,13 @@ const (
 )
 
 // engineKinds maps each kind to the engine's.
-var engineKinds = map[FailureKind]rollout.Kind{
-	KindRefused: rollout.KindRefused,
-	KindReset:   rollout.KindReset,
-	KindEOF:     rollout.KindEOF,
-	Kind5xx:     rollout.Kind5xx,
-	KindTimeout: rollout.KindTimeout,
-	KindOther:   rollout.KindOther,
+var engineKinds = map[FailureKind]record.Kind{
+	KindRefused: record.KindRefused,
+	KindReset:   record.KindReset,
+	KindEOF:     record.KindEOF,
+	Kind5xx:     record.Kind5xx,
+	KindTimeout: record.KindTimeout,
+	KindOther:   record.KindOther,
 }
 
 // A Failure is a failed request as a [Load]'s client saw it.

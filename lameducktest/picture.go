@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/lameduck/lameduck/internal/rollout"
-	"github.com/lameduck/lameduck/internal/rollout/report"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // drawCommand is how a user draws a recorded rolling update: the rollout
@@ -32,7 +32,7 @@ func drawRollout(t testing.TB, rc rollout.Config, res *rollout.Result) {
 	}
 	path, err := freeName(dir, "rollout", ".json")
 	if err == nil {
-		err = report.WriteFile(path, report.FromResult(filepath.Base(rc.Pod.Command[0]), t.Name(), res))
+		err = record.WriteFile(path, res.Record(filepath.Base(rc.Pod.Command[0]), t.Name()))
 	}
 	if err != nil {
 		t.Logf("lameducktest: no record of the rolling update: %v", err)

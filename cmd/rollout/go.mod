@@ -2,9 +2,10 @@
 // gonum/plot (and so golang.org/x/image) and runs the gRPC load: neither
 // reaches the services that require lameduck, nor their tests through
 // lameducktest, which records a failed rollout for this command to draw.
-// The root module and grpcserver are required at the version released with
-// this one (tagged together); in the repository, go.work uses the working
-// tree instead.
+// It uses only the exported API of the root module, whose
+// lameducktest/rolloutcmd is the command's body, and of grpcserver, and
+// requires them at released versions; in the repository, go.work uses the
+// working tree instead.
 module github.com/lameduck/lameduck/cmd/rollout
 
 go 1.24.0

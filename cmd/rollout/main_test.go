@@ -1,9 +1,9 @@
-package main
+package main_test
 
 import (
 	"bytes"
-	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -14,114 +14,69 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/lameduck/lameduck/internal/rollout"
-	"github.com/lameduck/lameduck/internal/rollout/report"
+	"github.com/lameduck/lameduck/lameducktest"
 )
 
 func TestMain(m *testing.M) {
-	// -compare re-executes this binary as the built-in pods.
-	rollout.MaybeServePod()
 	goleak.VerifyTestMain(m)
 }
 
-func TestCompare(t *testing.T) {
-	// Under -race the pods are race-enabled too; without this they sleep a
-	// second before exiting.
-	t.Setenv("GORACE", "atexit_sleep_ms=0")
-	var stdout, stderr bytes.Buffer
-	dir := t.TempDir()
-	// SVG rather than PNG: drawing a PNG is slow under the race detector,
-	// and the package that draws tests its PNGs.
-	picture, data := filepath.Join(dir, "rollout.svg"), filepath.Join(dir, "rollout.json")
-	code := run(t.Context(), []string{"-compare", "-cycles", "1", "-c", "8",
-		"-lag", "300ms", "-drain-delay", "600ms", "-grace", "8s", "-warmup", "200ms", "-probe-period", "50ms",
-		"-report", picture, "-report", data},
-		&stdout, &stderr)
-	t.Logf("stderr:\n%s", stderr.String())
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	require.Len(t, lines, 3, "stdout:\n%s", stdout.String())
-	re := regexp.MustCompile(`^server=(\w+) requests=(\d+) failed=(\d+)((?: (?:refused|reset|eof|5xx|timeout|other)=\d+)*)$`)
-	for i, name := range rollout.Builtins {
-		m := re.FindStringSubmatch(lines[i])
-		require.NotNil(t, m, lines[i])
-		assert.Equal(t, name, m[1])
-		requests, _ := strconv.Atoi(m[2])
-		failed, _ := strconv.Atoi(m[3])
-		assert.Positive(t, requests)
-		byKind := 0
-		for _, kv := range strings.Fields(m[4]) {
-			_, v, _ := strings.Cut(kv, "=")
-			n, _ := strconv.Atoi(v)
-			byKind += n
+// The command, built as a user builds it, has the parts that its module
+// gives package rolloutcmd: it draws pictures, runs the gRPC load, and
+// serves its built-in pods. rolloutcmd's tests cover the rest of it.
+func TestTheCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the command and runs rollouts")
+	}
+	bin := lameducktest.Build(t, "github.com/lameduck/lameduck/cmd/rollout")
+	rollout := func(t *testing.T, args ...string) (code int, stdout, stderr string) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		cmd := exec.CommandContext(t.Context(), bin, args...)
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		// Under -race the pods are race-enabled too; without this they
+		// sleep a second before exiting.
+		cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+		if err := cmd.Run(); err != nil {
+			var exit *exec.ExitError
+			require.ErrorAs(t, err, &exit, "the command ran, and exited with a code")
 		}
-		assert.Equal(t, failed, byKind, "the kinds add up to the failures: %s", lines[i])
-		assert.NotContains(t, stderr.String(), fmt.Sprintf("requests=%d failed=%d%s\n", requests, failed, m[4]),
-			"the totals are printed once, on stdout")
-		switch name {
-		case rollout.BuiltinNaive:
-			assert.Positive(t, failed, "the naive server must fail requests, or the simulation is not faithful")
-		case rollout.BuiltinLameduck:
-			assert.Zero(t, failed, "lameduck must fail no request")
+		t.Logf("rollout %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), out.String(), errOut.String())
+		return cmd.ProcessState.ExitCode(), out.String(), errOut.String()
+	}
+	// A short run, with the lag below the drain delay: no request may fail.
+	short := []string{"-cycles", "1", "-c", "4", "-lag", "300ms", "-drain-delay", "600ms", "-grace", "8s",
+		"-warmup", "200ms", "-probe-period", "50ms"}
+	totals := regexp.MustCompile(`(?m)^requests=(\d+) failed=0$`)
+
+	t.Run("draw", func(t *testing.T) {
+		svg := filepath.Join(t.TempDir(), "rollout.svg")
+		code, stdout, stderr := rollout(t, "-draw", "internal/picture/testdata/compare.json", "-report", svg)
+		require.Equal(t, 0, code)
+		assert.Empty(t, stdout)
+		assert.Contains(t, stderr, "report: wrote "+svg+" in ")
+		b, err := os.ReadFile(svg)
+		require.NoError(t, err)
+		assert.Contains(t, string(b), "<svg")
+		for _, server := range []string{"naive", "textbook", "lameduck"} {
+			assert.Contains(t, string(b), server)
 		}
-	}
-	assert.Equal(t, 0, code)
-
-	// -report draws the three runs, and records them.
-	assert.Contains(t, stderr.String(), "report: wrote "+picture+" in ")
-	svg, err := os.ReadFile(picture)
-	require.NoError(t, err)
-	assert.Contains(t, string(svg), "<svg")
-	runs, err := report.ReadFile(data)
-	require.NoError(t, err)
-	require.Len(t, runs, 3)
-	for i, r := range runs {
-		assert.Equal(t, rollout.Builtins[i], r.Name)
-		assert.Len(t, r.Timeline.Pods, 2, "%s: the first pod and its replacement", r.Name)
-	}
-}
-
-func TestFlags(t *testing.T) {
-	for _, tt := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"-compare", "-pod", "x {ADDR}"}, "drop -pod"},
-		{[]string{"-compare", "-load", "grpc"}, "HTTP only"},
-		{[]string{"./server", "{ADDR}"}, "quote the -pod template"},
-		{[]string{"-pod", "x 'y"}, "unterminated"},
-		{[]string{"-pod", "x", "-c", "2"}, `the pod command "x" has no {ADDR}`},
-		{[]string{"-pod", "x {ADDR}", "-c", "-3", "-fresh", "-1", "-addr", "0.0.0.0:80"}, "-c is -3; use 1 to 5000, or zero for 32"},
-		{[]string{"-pod", "x {ADDR}", "-fresh", "-1"}, "-fresh is -1; use 0 to 5000"},
-		{[]string{"-pod", "x {ADDR}", "-addr", "0.0.0.0:80"}, "-addr: "},
-		{[]string{"-compare", "-report", "rollout.gif"}, "name the file .png, .svg or .json"},
-		{[]string{"-draw", "rollout.json"}, "-draw needs -report"},
-		{[]string{"-draw", "rollout.json", "-report", "r.png", "-compare"}, "-draw runs nothing"},
-		{[]string{"-draw", "missing.json", "-report", "r.svg"}, "no such file"},
-	} {
-		var stdout, stderr bytes.Buffer
-		code := run(t.Context(), tt.args, &stdout, &stderr)
-		assert.NotZero(t, code, "%q", tt.args)
-		assert.Contains(t, stderr.String(), tt.want, "%q", tt.args)
-		assert.Empty(t, stdout.String())
-	}
-	var stdout, stderr bytes.Buffer
-	assert.Zero(t, run(t.Context(), []string{"-h"}, &stdout, &stderr))
-	assert.Contains(t, stderr.String(), "usage: rollout")
-}
-
-// -draw draws recorded runs, such as lameducktest's record of a failed
-// test, and runs nothing.
-func TestDraw(t *testing.T) {
-	dir := t.TempDir()
-	svg := filepath.Join(dir, "rollout.svg")
-	var stdout, stderr bytes.Buffer
-	code := run(t.Context(), []string{"-draw", "internal/picture/testdata/compare.json", "-report", svg}, &stdout, &stderr)
-	require.Equal(t, 0, code, "stderr:\n%s", stderr.String())
-	assert.Empty(t, stdout.String())
-	assert.Contains(t, stderr.String(), "report: wrote "+svg+" in ")
-	b, err := os.ReadFile(svg)
-	require.NoError(t, err)
-	for _, server := range rollout.Builtins {
-		assert.Contains(t, string(b), server)
-	}
+	})
+	t.Run("grpc", func(t *testing.T) {
+		// The pod is the project's examples/grpcserver, which the command
+		// builds with the go command from inside the repository.
+		code, stdout, _ := rollout(t, append([]string{"-load", "grpc"}, short...)...)
+		require.Equal(t, 0, code)
+		m := totals.FindStringSubmatch(stdout)
+		require.NotNil(t, m, "the totals end the report, and nothing failed")
+		n, _ := strconv.Atoi(m[1])
+		assert.Positive(t, n)
+	})
+	t.Run("builtin pod", func(t *testing.T) {
+		// -load sse runs the built-in lameduck pod: the command itself,
+		// started again.
+		code, stdout, _ := rollout(t, append([]string{"-load", "sse"}, short...)...)
+		require.Equal(t, 0, code)
+		assert.Regexp(t, totals, stdout)
+	})
 }

@@ -23,18 +23,18 @@
 //     websockets and event streams of numbered messages ([LoadWebSocket],
 //     [LoadSSE]) that resume through the load balancer whenever a pod
 //     sends them away and count any lost message. Each failure is
-//     classified as a [Kind].
+//     classified as a [record.Kind].
 //
 // [Config.Check] fills in the one set of defaults and names every bad
 // setting as its caller spells it. [Run] ties the parts together and
 // returns a [Result]; [Result.WriteText] ends with one machine-readable
 // line of the totals, "requests=N failed=F" and the failures by kind.
 // [Result.Timeline] keeps what happened over time, pod by pod, for a
-// picture of the run (package report records it, the rollout command
-// draws it): the requests each pod served per interval,
-// each failure with its time, kind and pod, and the events of each pod's
-// life. Recording it costs a request a clock read and an atomic load, and
-// no lock.
+// picture of the run ([Result.Record] makes it a record.Run, which the
+// rollout command draws): the requests each pod served per interval, each
+// failure with its time, kind and pod, and the events of each pod's life.
+// Recording it costs a request a clock read and an atomic load, and no
+// lock.
 //
 // Three built-in HTTP servers can be run as pods by re-executing the current
 // binary (see [MaybeServePod] and [BuiltinPod]): "naive" calls

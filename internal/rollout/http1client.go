@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // DefaultRequestTimeout is the per-request timeout when none is configured.
@@ -28,7 +30,7 @@ const maxHeaders = 256
 // byte, which is exactly the failure a badly drained server causes, so a
 // load generator built on it reports zero failures for servers that do fail
 // requests. This client never retries: every error is returned, classified
-// as a [Failure] with a [Kind].
+// as a [Failure] with a [record.Kind].
 //
 // It sends GET requests, reads the status line, headers and body (framed by
 // Content-Length, chunked encoding, or the end of the connection), and
@@ -127,7 +129,7 @@ func (c *HTTP1Client) Get(ctx context.Context) (int, error) {
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
-		kind := KindOther
+		kind := record.KindOther
 		var pe *protocolError
 		if !errors.As(err, &pe) {
 			kind = classifyIOError(err, fresh, received)
@@ -140,9 +142,9 @@ func (c *HTTP1Client) Get(ctx context.Context) (int, error) {
 	}
 	switch {
 	case status >= 500:
-		return status, &Failure{Kind: Kind5xx, Err: fmt.Errorf("status %d", status)}
+		return status, &Failure{Kind: record.Kind5xx, Err: fmt.Errorf("status %d", status)}
 	case status < 200 || status >= 400:
-		return status, &Failure{Kind: KindOther, Err: fmt.Errorf("unexpected status %d", status)}
+		return status, &Failure{Kind: record.KindOther, Err: fmt.Errorf("unexpected status %d", status)}
 	}
 	return status, nil
 }
@@ -169,24 +171,24 @@ func (c *HTTP1Client) drop() {
 // classifyIOError classifies a connection-level error. fresh says the
 // connection had never carried a complete response; received says some byte
 // of the current response had arrived.
-func classifyIOError(err error, fresh, received bool) Kind {
+func classifyIOError(err error, fresh, received bool) record.Kind {
 	switch {
 	case isTimeout(err):
-		return KindTimeout
+		return record.KindTimeout
 	case isRefused(err):
-		return KindRefused
+		return record.KindRefused
 	case isReset(err):
 		// A fresh connection reset before any response byte is a pod that
 		// refused the load balancer's dial (or dropped the connection from
 		// its accept queue): the request never reached a server.
 		if fresh && !received {
-			return KindRefused
+			return record.KindRefused
 		}
-		return KindReset
+		return record.KindReset
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return KindEOF
+		return record.KindEOF
 	}
-	return KindOther
+	return record.KindOther
 }
 
 // protocolError is a response that is not valid HTTP/1.x.

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // respond returns a script that answers every request on a connection with
@@ -68,7 +69,7 @@ func TestHTTP1ClientParsesAndReusesConnection(t *testing.T) {
 		status, err := c.Get(ctx)
 		assert.Equal(t, want, status, "response %d", i)
 		if want == 503 {
-			assert.Equal(t, rollout.Kind5xx, kindOf(t, err))
+			assert.Equal(t, record.Kind5xx, kindOf(t, err))
 		} else {
 			require.NoError(t, err, "response %d", i)
 		}
@@ -120,19 +121,19 @@ func TestHTTP1ClientClassifiesFailures(t *testing.T) {
 		// the second request of a reused connection when reused is set.
 		script  func(int, *net.TCPConn)
 		reused  bool
-		want    rollout.Kind
+		want    record.Kind
 		timeout time.Duration
 	}{
 		{
 			name:   "reset of a fresh connection before any byte is refused",
 			script: func(_ int, c *net.TCPConn) { readRequest(bufio.NewReader(c)); reset(c) },
-			want:   rollout.KindRefused,
+			want:   record.KindRefused,
 		},
 		{
 			name:   "reset of a reused connection while waiting",
 			script: respond(func(c *net.TCPConn) { readRequest(bufio.NewReader(c)); reset(c) }, okResponse),
 			reused: true,
-			want:   rollout.KindReset,
+			want:   record.KindReset,
 		},
 		{
 			name: "reset after part of the response",
@@ -141,12 +142,12 @@ func TestHTTP1ClientClassifiesFailures(t *testing.T) {
 				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
 				reset(c)
 			},
-			want: rollout.KindReset,
+			want: record.KindReset,
 		},
 		{
 			name:   "close after reading the request (request dropped)",
 			script: func(_ int, c *net.TCPConn) { readRequest(bufio.NewReader(c)); c.Close() },
-			want:   rollout.KindEOF,
+			want:   record.KindEOF,
 		},
 		{
 			// The server's FIN, and nothing else: a server that closed its
@@ -160,7 +161,7 @@ func TestHTTP1ClientClassifiesFailures(t *testing.T) {
 				c.Close()
 			}, okResponse),
 			reused: true,
-			want:   rollout.KindEOF,
+			want:   record.KindEOF,
 		},
 		{
 			name: "close in the middle of the body",
@@ -169,7 +170,7 @@ func TestHTTP1ClientClassifiesFailures(t *testing.T) {
 				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
 				c.Close()
 			},
-			want: rollout.KindEOF,
+			want: record.KindEOF,
 		},
 		{
 			name: "close in the middle of a chunked body",
@@ -178,37 +179,37 @@ func TestHTTP1ClientClassifiesFailures(t *testing.T) {
 				io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
 				c.Close()
 			},
-			want: rollout.KindEOF,
+			want: record.KindEOF,
 		},
 		{
 			name:   "5xx",
 			script: respond(nil, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n"),
-			want:   rollout.Kind5xx,
+			want:   record.Kind5xx,
 		},
 		{
 			name:   "unexpected status",
 			script: respond(nil, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
-			want:   rollout.KindOther,
+			want:   record.KindOther,
 		},
 		{
 			name:   "malformed status line",
 			script: respond(nil, "SSH-2.0-OpenSSH\r\n\r\n"),
-			want:   rollout.KindOther,
+			want:   record.KindOther,
 		},
 		{
 			name:   "bad content length",
 			script: respond(nil, "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"),
-			want:   rollout.KindOther,
+			want:   record.KindOther,
 		},
 		{
 			name:   "bad chunk size",
 			script: respond(nil, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
-			want:   rollout.KindOther,
+			want:   record.KindOther,
 		},
 		{
 			name:    "no response in time",
 			script:  respond(nil), // reads nothing, answers nothing, keeps the connection open
-			want:    rollout.KindTimeout,
+			want:    record.KindTimeout,
 			timeout: 100 * time.Millisecond,
 		},
 	}
@@ -234,7 +235,7 @@ func TestHTTP1ClientClassifiesFailures(t *testing.T) {
 func TestHTTP1ClientDialRefused(t *testing.T) {
 	c := newClient(t, closedPortAddr(t))
 	_, err := c.Get(t.Context())
-	assert.Equal(t, rollout.KindRefused, kindOf(t, err))
+	assert.Equal(t, record.KindRefused, kindOf(t, err))
 }
 
 func TestHTTP1ClientCancelIsNotAFailure(t *testing.T) {
@@ -252,5 +253,5 @@ func TestHTTP1ClientCancelIsNotAFailure(t *testing.T) {
 	}()
 	_, err := c.Get(ctx)
 	assert.ErrorIs(t, err, context.Canceled)
-	assert.Equal(t, rollout.KindOther, rollout.KindOf(err), "a cancelled request is no *Failure")
+	assert.Equal(t, record.KindOther, rollout.KindOf(err), "a cancelled request is no *Failure")
 }

@@ -5,32 +5,18 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
-// LameDuckReport is what a pod that uses lameduck measured of its own
-// drain delay, read from the line it logs when the delay ends ("lameduck:
-// draining"), in slog's text or JSON format.
-type LameDuckReport struct {
-	// Seen reports whether the pod logged the line.
-	Seen bool
-	// DelayTook is how long its drain delay lasted.
-	DelayTook time.Duration
-	// LastArrival is how long after SIGTERM the last new connection
-	// reached it: the load balancer's lag as the pod saw it. Zero if no
-	// connection arrived during the delay.
-	LastArrival time.Duration
-	// Ended says what ended the delay: "fixed", "endpoints", "quiet",
-	// "min", "max" or "cut" (see lameduck.DelayReport).
-	Ended string
-}
-
-// String renders the report as in rollout reports.
-func (r LameDuckReport) String() string {
+// drainString renders what a pod measured of its drain delay as in
+// rollout reports.
+func drainString(r record.Drain) string {
 	lag := "no arrival"
 	if r.LastArrival > 0 {
 		lag = "last arrival " + r.LastArrival.Round(time.Millisecond).String()
 	}
-	return "drain delay " + r.DelayTook.Round(time.Millisecond).String() + " (" + r.Ended + "), " + lag
+	return "drain delay " + r.Delay.Round(time.Millisecond).String() + " (" + r.Ended + "), " + lag
 }
 
 var (
@@ -38,17 +24,17 @@ var (
 	lameDuckJSON = regexp.MustCompile(`"(drain_delay_took|last_arrival|drain_delay_ended)":("[^"]*"|-?\d+)`)
 )
 
-// parseLameDuckLine reads a LameDuckReport from one line of a pod's log, if
+// parseLameDuckLine reads a record.Drain from one line of a pod's log, if
 // it is lameduck's line that ends the drain delay.
-func parseLameDuckLine(line string) (LameDuckReport, bool) {
+func parseLameDuckLine(line string) (record.Drain, bool) {
 	if !strings.Contains(line, "lameduck: draining") {
-		return LameDuckReport{}, false
+		return record.Drain{}, false
 	}
 	re, json := lameDuckText, false
 	if strings.Contains(line, `"msg":"lameduck: draining"`) {
 		re, json = lameDuckJSON, true
 	}
-	r := LameDuckReport{Seen: true}
+	r := record.Drain{Seen: true}
 	for _, m := range re.FindAllStringSubmatch(line, -1) {
 		key, val := m[1], m[2]
 		if key == "drain_delay_ended" {
@@ -68,7 +54,7 @@ func parseLameDuckLine(line string) (LameDuckReport, bool) {
 			continue
 		}
 		if key == "drain_delay_took" {
-			r.DelayTook = d
+			r.Delay = d
 		} else {
 			r.LastArrival = d
 		}

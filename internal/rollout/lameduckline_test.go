@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // drainingLine runs a real Coordinator through a shutdown with a drain
@@ -45,15 +46,15 @@ func TestLameDuckLineIsReadInBothSlogFormats(t *testing.T) {
 			require.True(t, ok)
 			assert.True(t, r.Seen)
 			assert.Equal(t, "fixed", r.Ended)
-			assert.GreaterOrEqual(t, r.DelayTook, 20*time.Millisecond)
+			assert.GreaterOrEqual(t, r.Delay, 20*time.Millisecond)
 			assert.Zero(t, r.LastArrival, "nothing arrived")
 		})
 	}
 	r, ok := parseLameDuckLine(`time=2026-12-01T22:00:00Z level=INFO msg="lameduck: draining" drain_delay_took=1.502s ` +
 		`drain_delay_ended=quiet arrivals=12 last_arrival=1.002s last_arrival_server="http 127.0.0.1:8080" previous_phase_took=1.502s`)
 	require.True(t, ok)
-	assert.Equal(t, LameDuckReport{Seen: true, DelayTook: 1502 * time.Millisecond, LastArrival: 1002 * time.Millisecond, Ended: "quiet"}, r)
-	assert.Equal(t, "drain delay 1.502s (quiet), last arrival 1.002s", r.String())
+	assert.Equal(t, record.Drain{Seen: true, Delay: 1502 * time.Millisecond, LastArrival: 1002 * time.Millisecond, Ended: "quiet"}, r)
+	assert.Equal(t, "drain delay 1.502s (quiet), last arrival 1.002s", drainString(r))
 	_, ok = parseLameDuckLine(`msg="lameduck: lame duck" drain_delay=5s`)
 	assert.False(t, ok, "only the line that ends the delay")
 }

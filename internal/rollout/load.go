@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // LoadKind selects the protocol of the load.
@@ -320,7 +322,7 @@ type loadTimeline struct {
 	// served[pod][bucket] counts the requests served per pod and interval.
 	served        [][]int64
 	servedLeftOut int64
-	failures      []FailureAt
+	failures      []record.Failure
 	failedLeftOut int64
 	// departures and reconnects of the stream loads, in no order.
 	departures, reconnects []PodEvent
@@ -335,7 +337,7 @@ func (l *Load) timeline() loadTimeline {
 	tl.failures = slices.Clone(l.rec.failures)
 	// Workers stamp a failure before taking the lock, so the list is only
 	// nearly in order.
-	slices.SortStableFunc(tl.failures, func(a, b FailureAt) int { return cmp.Compare(a.At, b.At) })
+	slices.SortStableFunc(tl.failures, func(a, b record.Failure) int { return cmp.Compare(a.At, b.At) })
 	tl.failedLeftOut = l.rec.leftOut
 	tl.departures, tl.reconnects = slices.Clone(l.rec.departures), slices.Clone(l.rec.reconnects)
 	return tl
@@ -521,7 +523,7 @@ func h2cGet(ctx context.Context, client *http.Client, url string, timeout time.D
 	rctx = context.WithValue(rctx, dialSlot{}, &own)
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(rctx, trace), http.MethodGet, url, nil)
 	if err != nil {
-		return nil, &Failure{Kind: KindOther, Err: err}
+		return nil, &Failure{Kind: record.KindOther, Err: err}
 	}
 	resp, err := client.Do(req)
 	if err == nil {
@@ -538,9 +540,9 @@ func h2cGet(ctx context.Context, client *http.Client, url string, timeout time.D
 	}
 	switch {
 	case resp.StatusCode >= 500:
-		return nil, &Failure{Kind: Kind5xx, Err: fmt.Errorf("status %d", resp.StatusCode)}
+		return nil, &Failure{Kind: record.Kind5xx, Err: fmt.Errorf("status %d", resp.StatusCode)}
 	case resp.StatusCode < 200 || resp.StatusCode >= 400:
-		return nil, &Failure{Kind: KindOther, Err: fmt.Errorf("unexpected status %d", resp.StatusCode)}
+		return nil, &Failure{Kind: record.KindOther, Err: fmt.Errorf("unexpected status %d", resp.StatusCode)}
 	}
 	return nil, nil
 }
@@ -552,12 +554,12 @@ func h2cGet(ctx context.Context, client *http.Client, url string, timeout time.D
 // failed silent was never served: the pod refused the load balancer's dial.
 // The HTTP/2 errors are unexported types, so beyond the syscall errors the
 // message is all there is to go on.
-func classifyH2Error(err error, silent, timedOut bool) Kind {
+func classifyH2Error(err error, silent, timedOut bool) record.Kind {
 	if timedOut || isTimeout(err) || errors.Is(err, context.DeadlineExceeded) {
-		return KindTimeout
+		return record.KindTimeout
 	}
 	if isRefused(err) {
-		return KindRefused
+		return record.KindRefused
 	}
 	msg := err.Error()
 	connLevel := isReset(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
@@ -567,14 +569,14 @@ func classifyH2Error(err error, silent, timedOut bool) Kind {
 	}
 	switch {
 	case !connLevel:
-		return KindOther
+		return record.KindOther
 	case silent:
-		return KindRefused
+		return record.KindRefused
 	case isReset(err), strings.Contains(msg, "connection reset"), strings.Contains(msg, "broken pipe"),
 		strings.Contains(msg, "force closed"):
-		return KindReset
+		return record.KindReset
 	}
-	return KindEOF
+	return record.KindEOF
 }
 
 // trackedConn records whether the server ever sent a byte on a connection,

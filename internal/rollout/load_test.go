@@ -12,6 +12,7 @@ import (
 
 	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // runLoad runs load against addr until at least n requests have been
@@ -92,7 +93,7 @@ func TestLoadClassifiesRefused(t *testing.T) {
 			p := newProxy(t)
 			c := runLoad(t, rollout.LoadConfig{Kind: kind, Addr: p.Addr(), Conns: 2}, 20)
 			assert.Equal(t, c.Requests, c.Failed())
-			assert.Equal(t, c.Requests, c.Failures[rollout.KindRefused], "samples: %q", c.Samples)
+			assert.Equal(t, c.Requests, c.Failures[record.KindRefused], "samples: %q", c.Samples)
 		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 func TestMain(m *testing.M) {
@@ -108,7 +109,7 @@ func closedPortAddr(t *testing.T) string {
 	return addr
 }
 
-func kindOf(t *testing.T, err error) rollout.Kind {
+func kindOf(t *testing.T, err error) record.Kind {
 	t.Helper()
 	var f *rollout.Failure
 	require.True(t, errors.As(err, &f), "want a *rollout.Failure, got %T: %v", err, err)

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 func TestParseCommand(t *testing.T) {
@@ -44,37 +45,37 @@ func TestParseCommand(t *testing.T) {
 
 func TestCounts(t *testing.T) {
 	var c rollout.Counts
-	c.Add(rollout.Counts{Requests: 10, Failures: rollout.KindCounts{rollout.KindRefused: 2}, Samples: [rollout.NumKinds]string{rollout.KindRefused: "first"}})
-	c.Add(rollout.Counts{Requests: 5, Failures: rollout.KindCounts{rollout.KindRefused: 1, rollout.KindTimeout: 1}, Samples: [rollout.NumKinds]string{rollout.KindRefused: "second"}, Codes: map[string]int64{"Unavailable": 1}})
+	c.Add(rollout.Counts{Requests: 10, Failures: record.KindCounts{record.KindRefused: 2}, Samples: [record.NumKinds]string{record.KindRefused: "first"}})
+	c.Add(rollout.Counts{Requests: 5, Failures: record.KindCounts{record.KindRefused: 1, record.KindTimeout: 1}, Samples: [record.NumKinds]string{record.KindRefused: "second"}, Codes: map[string]int64{"Unavailable": 1}})
 	assert.Equal(t, int64(15), c.Requests)
 	assert.Equal(t, int64(4), c.Failed())
-	assert.Equal(t, "first", c.Samples[rollout.KindRefused])
+	assert.Equal(t, "first", c.Samples[record.KindRefused])
 	assert.Equal(t, map[string]int64{"Unavailable": 1}, c.Codes)
 	assert.Equal(t, "requests=15 failed=4 refused=3 timeout=1", c.Summary())
 }
 
 func TestKind(t *testing.T) {
 	var names []string
-	for k := range rollout.NumKinds {
+	for k := range record.NumKinds {
 		names = append(names, k.String())
 	}
 	assert.Equal(t, []string{"refused", "reset", "eof", "5xx", "timeout", "other"}, names)
-	assert.Equal(t, "Kind(42)", rollout.Kind(42).String())
+	assert.Equal(t, "Kind(42)", record.Kind(42).String())
 
-	err := fmt.Errorf("wrapped: %w", &rollout.Failure{Kind: rollout.KindEOF, Err: errors.New("boom")})
-	assert.Equal(t, rollout.KindEOF, rollout.KindOf(err))
-	assert.Equal(t, rollout.KindOther, rollout.KindOf(errors.New("plain")))
-	assert.EqualError(t, &rollout.Failure{Kind: rollout.KindRefused, Code: "Unavailable", Err: errors.New("x")}, "refused (grpc Unavailable): x")
+	err := fmt.Errorf("wrapped: %w", &rollout.Failure{Kind: record.KindEOF, Err: errors.New("boom")})
+	assert.Equal(t, record.KindEOF, rollout.KindOf(err))
+	assert.Equal(t, record.KindOther, rollout.KindOf(errors.New("plain")))
+	assert.EqualError(t, &rollout.Failure{Kind: record.KindRefused, Code: "Unavailable", Err: errors.New("x")}, "refused (grpc Unavailable): x")
 
 	// Recorded timelines name the kinds.
-	b, err := json.Marshal([]rollout.Kind{rollout.KindRefused, rollout.Kind5xx})
+	b, err := json.Marshal([]record.Kind{record.KindRefused, record.Kind5xx})
 	require.NoError(t, err)
 	assert.JSONEq(t, `["refused", "5xx"]`, string(b))
-	var kinds []rollout.Kind
+	var kinds []record.Kind
 	require.NoError(t, json.Unmarshal(b, &kinds))
-	assert.Equal(t, []rollout.Kind{rollout.KindRefused, rollout.Kind5xx}, kinds)
+	assert.Equal(t, []record.Kind{record.KindRefused, record.Kind5xx}, kinds)
 	assert.ErrorContains(t, json.Unmarshal([]byte(`["lost"]`), &kinds), `unknown failure kind "lost"`)
-	_, err = json.Marshal(rollout.Kind(42))
+	_, err = json.Marshal(record.Kind(42))
 	assert.ErrorContains(t, err, "no such kind 42")
 }
 
@@ -100,7 +101,7 @@ func TestRunLoadThatNeverSucceeds(t *testing.T) {
 	assert.ErrorContains(t, err, "no request succeeded")
 	assert.ErrorContains(t, err, "unexpected status 404")
 	require.NotNil(t, res)
-	assert.Positive(t, res.Total.Failures[rollout.KindOther], "the failed requests still count")
+	assert.Positive(t, res.Total.Failures[record.KindOther], "the failed requests still count")
 }
 
 // cancelOn is a pod log that cancels a run when a line containing trigger

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // Placeholders replaced in a [PodSpec]'s command and environment.
@@ -116,21 +118,8 @@ func ParseCommand(s string) ([]string, error) {
 type PodExit struct {
 	// Pod is the pod's name in the run ("pod-1", "pod-2", ...).
 	Pod string
-	// Addr is the address the pod listened on.
-	Addr string
-	// Status is the process state as the OS reported it, e.g.
-	// "exit status 0" or "signal: killed".
-	Status string
-	// Code is the exit code, or -1 if the process died from a signal.
-	Code int
-	// Killed reports that the simulator sent SIGKILL because the pod had not
-	// exited within the grace period.
-	Killed bool
-	// AfterTerm is the time from SIGTERM to the process's exit.
-	AfterTerm time.Duration
-	// LameDuck is what the pod measured of its drain delay, if it uses
-	// lameduck and logs its phases.
-	LameDuck LameDuckReport
+	// Exit is how it ended, as the run's timeline records it.
+	record.Exit
 }
 
 // String renders the exit as in reports: "pod-1 exit status 0 after 2.01s".
@@ -139,8 +128,8 @@ func (e PodExit) String() string {
 	if e.Killed {
 		s += " (SIGKILLed at the grace period)"
 	}
-	if e.LameDuck.Seen {
-		s += "; " + e.LameDuck.String()
+	if e.Drain.Seen {
+		s += "; " + drainString(e.Drain)
 	}
 	return s
 }
@@ -169,7 +158,7 @@ type pod struct {
 	// The other events of the pod's life, for the timeline; zero until
 	// they happen.
 	startAt, readyAt, joinedAt, removedAt, listenerClosedAt time.Time
-	lameDuck                                                LameDuckReport
+	drain                                                   record.Drain
 }
 
 // mark records the time of an event of the pod's life, now.
@@ -182,9 +171,9 @@ func (p *pod) mark(event *time.Time) {
 }
 
 // timeline returns the pod's life as offsets from epoch.
-func (p *pod) timeline(epoch time.Time) PodTimeline {
+func (p *pod) timeline(epoch time.Time) record.Pod {
 	var exit PodExit
-	exited := Never
+	exited := record.Never
 	select {
 	case <-p.done:
 		exit = p.exitStatus()
@@ -193,7 +182,7 @@ func (p *pod) timeline(epoch time.Time) PodTimeline {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return PodTimeline{
+	return record.Pod{
 		Name:           p.name,
 		Started:        since(epoch, p.startAt),
 		Ready:          since(epoch, p.readyAt),
@@ -202,7 +191,7 @@ func (p *pod) timeline(epoch time.Time) PodTimeline {
 		Removed:        since(epoch, p.removedAt),
 		ListenerClosed: since(epoch, p.listenerClosedAt),
 		Exited:         exited,
-		Exit:           exit,
+		Exit:           exit.Exit,
 	}
 }
 
@@ -328,7 +317,7 @@ func (p *pod) kill(afterGrace bool) {
 func (p *pod) readLine(line string) {
 	if r, ok := parseLameDuckLine(line); ok {
 		p.mu.Lock()
-		p.lameDuck = r
+		p.drain = r
 		p.mu.Unlock()
 	}
 }
@@ -337,7 +326,7 @@ func (p *pod) readLine(line string) {
 func (p *pod) exitStatus() PodExit {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	e := PodExit{Pod: p.name, Addr: p.addr, Code: -1, Killed: p.killed, LameDuck: p.lameDuck}
+	e := PodExit{Pod: p.name, Exit: record.Exit{Addr: p.addr, Code: -1, Killed: p.killed, Drain: p.drain}}
 	if p.state != nil {
 		e.Status = p.state.String()
 		e.Code = p.state.ExitCode()

@@ -59,8 +59,8 @@ func (l *Load) Config() LoadConfig { return l.cfg }
 // Go starts a worker that makes requests with do until the load stops,
 // counting each: do returns the local address of the connection the request
 // went on (nil if none), which tells the pod that served it, and an error
-// for a failed request, a [*Failure] to say of which [Kind]. Call it from
-// [Protocol.Start] only.
+// for a failed request, a [*Failure] to say of which [record.Kind]. Call it
+// from [Protocol.Start] only.
 func (l *Load) Go(do func(ctx context.Context) (local net.Addr, err error)) { l.loop(do) }
 
 // OnStop adds a function that [Load.Stop] calls once the workers have

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 func newProxy(t *testing.T, endpoints ...string) *rollout.Proxy {
@@ -189,7 +190,7 @@ func TestProxyRefusedDialResetsClient(t *testing.T) {
 	client := &rollout.HTTP1Client{Addr: p.Addr(), Timeout: 5 * time.Second}
 	defer client.Close()
 	_, err = client.Get(t.Context())
-	assert.Equal(t, rollout.KindRefused, kindOf(t, err))
+	assert.Equal(t, record.KindRefused, kindOf(t, err))
 }
 
 func TestProxyNoEndpointResets(t *testing.T) {
@@ -197,7 +198,7 @@ func TestProxyNoEndpointResets(t *testing.T) {
 	client := &rollout.HTTP1Client{Addr: p.Addr(), Timeout: 5 * time.Second}
 	defer client.Close()
 	_, err := client.Get(t.Context())
-	assert.Equal(t, rollout.KindRefused, kindOf(t, err))
+	assert.Equal(t, record.KindRefused, kindOf(t, err))
 	assert.Equal(t, int64(1), p.Stats().NoEndpoint)
 }
 

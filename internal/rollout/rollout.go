@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // Defaults for [Config]'s zero values: the one set that the rollout
@@ -248,7 +250,7 @@ type Result struct {
 	Proxy ProxyStats
 	// Timeline is what happened over time, pod by pod, for a picture of
 	// the run.
-	Timeline Timeline
+	Timeline record.Timeline
 	// Duration is the run's wall time.
 	Duration time.Duration
 	// PodLog holds the last lines the pods printed, prefixed with the
@@ -310,7 +312,7 @@ func (r *Result) writeDetails(b *strings.Builder) {
 		}
 		for k, s := range ro.Samples {
 			if s != "" {
-				fmt.Fprintf(b, "    first %s: %s\n", Kind(k), s)
+				fmt.Fprintf(b, "    first %s: %s\n", record.Kind(k), s)
 			}
 		}
 	}
@@ -678,8 +680,8 @@ func (r *run) route(local net.Addr) int {
 }
 
 // timeline assembles the run's timeline, once everything has stopped.
-func (r *run) timeline() Timeline {
-	tl := Timeline{Bucket: TimelineBucket, LoadStart: Never, LoadEnd: Never}
+func (r *run) timeline() record.Timeline {
+	tl := record.Timeline{Interval: TimelineBucket, LoadStart: record.Never, LoadEnd: record.Never}
 	var served [][]int64
 	if r.load != nil {
 		lt := r.load.timeline()

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // builtinConfig returns a short run of built-in server name: pods are this
@@ -87,7 +88,7 @@ func checkResult(t *testing.T, cfg rollout.Config, res *rollout.Result) {
 		strings.Count(text.String(), ": requests="+strconv.FormatInt(res.Total.Requests, 10)+" failed="), "the totals are printed once")
 	for k, s := range res.Total.Samples {
 		if s != "" {
-			assert.NotContains(t, s, rollout.Kind(k).String()+": ", "a sample does not repeat its kind")
+			assert.NotContains(t, s, record.Kind(k).String()+": ", "a sample does not repeat its kind")
 		}
 	}
 	t.Logf("\n%s", text.String())
@@ -99,7 +100,7 @@ func checkResult(t *testing.T, cfg rollout.Config, res *rollout.Result) {
 func checkTimeline(t *testing.T, cfg rollout.Config, res *rollout.Result) {
 	t.Helper()
 	tl := res.Timeline
-	assert.Equal(t, rollout.TimelineBucket, tl.Bucket)
+	assert.Equal(t, rollout.TimelineBucket, tl.Interval)
 	require.Len(t, tl.Pods, 1+cfg.Cycles, "one pod to start with, one more per rollout")
 	assert.Positive(t, tl.LoadStart)
 	assert.Greater(t, tl.LoadEnd, tl.LoadStart)
@@ -121,14 +122,14 @@ func checkTimeline(t *testing.T, cfg rollout.Config, res *rollout.Result) {
 			// A request counts when its response is complete: after the
 			// pod joined, and at most an interval after it exited (bytes
 			// still on their way through the load balancer).
-			assert.Greater(t, time.Duration(b+1)*tl.Bucket, pt.Joined, "%s served requests before it joined", pt.Name)
-			assert.LessOrEqual(t, time.Duration(b)*tl.Bucket, pt.Exited+tl.Bucket, "%s served requests after it exited", pt.Name)
+			assert.Greater(t, time.Duration(b+1)*tl.Interval, pt.Joined, "%s served requests before it joined", pt.Name)
+			assert.LessOrEqual(t, time.Duration(b)*tl.Interval, pt.Exited+tl.Interval, "%s served requests after it exited", pt.Name)
 		}
 	}
 	for _, ro := range res.Rollouts {
 		old := tl.Pods[ro.N-1]
 		require.Equal(t, ro.OldPod.Pod, old.Name, "rollout %d replaces the oldest pod", ro.N)
-		assert.Equal(t, ro.OldPod, old.Exit)
+		assert.Equal(t, ro.OldPod.Exit, old.Exit)
 		assert.GreaterOrEqual(t, old.Removed-old.Term, cfg.Lag, "%s stays in the load balancer for the lag", old.Name)
 		assert.InDelta(t, ro.OldPod.AfterTerm, old.Exited-old.Term, float64(time.Millisecond))
 		if runtime.GOOS == "linux" {
@@ -137,11 +138,11 @@ func checkTimeline(t *testing.T, cfg rollout.Config, res *rollout.Result) {
 		}
 	}
 	last := tl.Pods[len(tl.Pods)-1]
-	assert.Equal(t, rollout.Never, last.ListenerClosed, "the last pod is stopped after the load; nobody watched its listener")
+	assert.Equal(t, record.Never, last.ListenerClosed, "the last pod is stopped after the load; nobody watched its listener")
 	assert.Equal(t, res.Total.Requests-res.Total.Failed(), served+tl.ServedLeftOut, "every request served is on the timeline")
 	assert.Zero(t, tl.ServedLeftOut, "every connection is traced to its pod")
 	assert.Equal(t, res.Total.Failed(), int64(len(tl.Failures))+tl.FailuresLeftOut, "every failure is on the timeline")
-	assert.True(t, slices.IsSortedFunc(tl.Failures, func(a, b rollout.FailureAt) int { return cmp.Compare(a.At, b.At) }), "failures in order of time")
+	assert.True(t, slices.IsSortedFunc(tl.Failures, func(a, b record.Failure) int { return cmp.Compare(a.At, b.At) }), "failures in order of time")
 	for _, f := range tl.Failures {
 		assert.GreaterOrEqual(t, f.Pod, -1)
 		assert.Less(t, f.Pod, len(tl.Pods))
@@ -167,8 +168,8 @@ func TestRunNaiveFails(t *testing.T) {
 			checkResult(t, cfg, res)
 			assert.Positive(t, res.Total.Failed(), "the naive server must fail requests")
 			assert.Positive(t, res.Proxy.DialFailed, "new connections must reach the pod after it stopped listening")
-			assert.Positive(t, res.Total.Failures[rollout.KindRefused], "samples: %q", res.Total.Samples)
-			if s := res.Total.Samples[rollout.KindRefused]; !strings.Contains(s, "refused") {
+			assert.Positive(t, res.Total.Failures[record.KindRefused], "samples: %q", res.Total.Samples)
+			if s := res.Total.Samples[record.KindRefused]; !strings.Contains(s, "refused") {
 				assert.Contains(t, s, "the load balancer could not connect to the pod", "a refusal seen as a reset says why it counts as refused")
 			}
 			// A refused request went to a pod that had stopped listening
@@ -177,7 +178,7 @@ func TestRunNaiveFails(t *testing.T) {
 			// Zero in cfg means the default, as in Run.
 			requestTimeout := cmp.Or(cfg.RequestTimeout, rollout.DefaultRequestTimeout)
 			for _, f := range res.Timeline.Failures {
-				if f.Kind != rollout.KindRefused {
+				if f.Kind != record.KindRefused {
 					continue
 				}
 				require.GreaterOrEqual(t, f.Pod, 0, "a refused connection went to a pod")
@@ -205,7 +206,7 @@ func TestRunTextbook(t *testing.T) {
 	res, err := rollout.Run(t.Context(), cfg)
 	require.NoError(t, err, "pod output:\n%s", cfg.PodLog)
 	checkResult(t, cfg, res)
-	assert.Zero(t, res.Total.Failures[rollout.KindRefused], "a pod still listening refuses nothing")
+	assert.Zero(t, res.Total.Failures[record.KindRefused], "a pod still listening refuses nothing")
 	assert.Zero(t, res.Proxy.DialFailed)
 	for _, ro := range res.Rollouts {
 		assert.GreaterOrEqual(t, ro.OldPod.AfterTerm, drain, "textbook waits the drain delay")

@@ -1,8 +1,6 @@
 package rollout
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,104 +8,16 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
-
-// Kind classifies a failed request by what the client saw. The kinds say how
-// far a request got, which is what decides whether a client could safely have
-// retried it: a refused connection never reached a server, a reset or an EOF
-// on a reused connection may have been processed.
-type Kind int
-
-const (
-	// KindRefused means the connection was refused, or was reset before the client
-	// got any byte of a response on a connection that had never carried one.
-	// Behind a userspace proxy the client's handshake completes with the
-	// proxy, so a pod that refuses the proxy's dial can only be signalled as
-	// a reset of that fresh connection; the pod never saw the request.
-	KindRefused Kind = iota
-	// KindReset means a reused connection was reset while sending the request or
-	// waiting for the response.
-	KindReset
-	// KindEOF means the connection was closed (FIN) before a complete response:
-	// typically a server closing a keep-alive connection the client had just
-	// written a request on, or dropping a request read during shutdown.
-	KindEOF
-	// Kind5xx means a complete response with a 5xx status.
-	Kind5xx
-	// KindTimeout means no complete response within the per-request timeout.
-	KindTimeout
-	// KindOther means anything else (malformed response, unexpected status, a gRPC
-	// code that is not a transport failure, ...). The sample error says what.
-	KindOther
-
-	// NumKinds is the number of kinds; it sizes arrays indexed by Kind.
-	NumKinds
-)
-
-var kindNames = [NumKinds]string{"refused", "reset", "eof", "5xx", "timeout", "other"}
-
-// String returns the kind's short name as used in reports ("refused",
-// "reset", "eof", "5xx", "timeout", "other").
-func (k Kind) String() string {
-	if k < 0 || k >= NumKinds {
-		return fmt.Sprintf("Kind(%d)", int(k))
-	}
-	return kindNames[k]
-}
-
-// KindCounts counts failed requests by kind: KindCounts[KindRefused] is
-// the number refused. As JSON it is an object with every kind by name,
-// {"refused": 63, "reset": 0, ...}.
-type KindCounts [NumKinds]int64
-
-// MarshalJSON writes every kind by name, zeros included, in the kinds'
-// order.
-func (c KindCounts) MarshalJSON() ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteByte('{')
-	for k, n := range c {
-		if k > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, "%q:%d", Kind(k), n)
-	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
-}
-
-// UnmarshalJSON reads what MarshalJSON writes; a kind left out counts
-// zero, an unknown one is an error.
-func (c *KindCounts) UnmarshalJSON(b []byte) error {
-	var m map[string]int64
-	if err := json.Unmarshal(b, &m); err != nil {
-		return err
-	}
-	*c = KindCounts{}
-	for name, n := range m {
-		var k Kind
-		if err := k.UnmarshalText([]byte(name)); err != nil {
-			return err
-		}
-		c[k] = n
-	}
-	return nil
-}
-
-// Sum returns the number of failed requests, all kinds together.
-func (c KindCounts) Sum() int64 {
-	var n int64
-	for _, f := range c {
-		n += f
-	}
-	return n
-}
 
 // Failure is the error a load client returns for a failed request. It keeps
 // the underlying error and the classification, so callers can count by kind
 // with errors.As.
 type Failure struct {
 	// Kind says what the client saw.
-	Kind Kind
+	Kind record.Kind
 	// Code is the gRPC status code name for gRPC failures, empty otherwise.
 	Code string
 	// Err is the underlying error.
@@ -127,12 +37,12 @@ func (f *Failure) Unwrap() error { return f.Err }
 
 // KindOf returns the kind of a failed request's error: the Kind of a
 // *Failure in err's chain, or KindOther.
-func KindOf(err error) Kind {
+func KindOf(err error) record.Kind {
 	var f *Failure
 	if errors.As(err, &f) {
 		return f.Kind
 	}
-	return KindOther
+	return record.KindOther
 }
 
 // Counts are the requests of one window of time (one rollout, or a whole run).
@@ -140,7 +50,7 @@ type Counts struct {
 	// Requests counts every request that completed or failed.
 	Requests int64
 	// Failures counts failed requests by kind.
-	Failures KindCounts
+	Failures record.KindCounts
 	// Codes counts failed gRPC calls by status code name; nil for HTTP loads.
 	Codes map[string]int64
 	// Departures counts the subscriptions of the websocket and sse loads
@@ -159,7 +69,7 @@ type Counts struct {
 	// can say what actually happened: the client's error, without the
 	// kind's name, and why it is of that kind where the error does not
 	// say.
-	Samples [NumKinds]string
+	Samples [record.NumKinds]string
 }
 
 // Failed returns the number of failed requests, all kinds together.
@@ -193,7 +103,7 @@ func (c Counts) Summary() string {
 	fmt.Fprintf(&b, "requests=%d failed=%d", c.Requests, c.Failed())
 	for k, n := range c.Failures {
 		if n > 0 {
-			fmt.Fprintf(&b, " %s=%d", Kind(k), n)
+			fmt.Fprintf(&b, " %s=%d", record.Kind(k), n)
 		}
 	}
 	return b.String()
@@ -207,7 +117,7 @@ func sample(f *Failure) string {
 	if f.Code != "" {
 		msg = "grpc " + f.Code + ": " + msg
 	}
-	if f.Kind == KindRefused && !strings.Contains(msg, "refused") {
+	if f.Kind == record.KindRefused && !strings.Contains(msg, "refused") {
 		msg += " (a new connection that ended before the pod sent a byte: the load balancer could not connect to the pod, which never saw the request)"
 	}
 	return msg
@@ -225,8 +135,8 @@ type recorder struct {
 	mu       sync.Mutex
 	base     int64 // requests counter at the start of the current window
 	cur      Counts
-	failures []FailureAt // of every window, at most maxTimelineFailures
-	leftOut  int64       // failures not in failures
+	failures []record.Failure // of every window, at most maxTimelineFailures
+	leftOut  int64            // failures not in failures
 	// departures and reconnects are the stream loads' events, of every
 	// window, at most maxTimelineFailures each; base of the current
 	// window.
@@ -249,14 +159,14 @@ func (r *recorder) success() {
 // failure counts a failed request, which the client saw at (from the
 // timeline's epoch) on a connection routed to pod (-1 for none).
 func (r *recorder) failure(err error, pod int, at time.Duration) {
-	f := &Failure{Kind: KindOther, Err: err}
+	f := &Failure{Kind: record.KindOther, Err: err}
 	errors.As(err, &f)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.requests.Add(1)
 	r.cur.Failures[f.Kind]++
 	if len(r.failures) < maxTimelineFailures {
-		r.failures = append(r.failures, FailureAt{At: at, Pod: pod, Kind: f.Kind})
+		r.failures = append(r.failures, record.Failure{At: at, Pod: pod, Kind: f.Kind})
 	} else {
 		r.leftOut++
 	}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // The websocket and sse loads: each client holds one subscription, a
@@ -148,9 +150,9 @@ func (c *streamClient) subscribe(ctx context.Context, once bool) (net.Addr, erro
 		f = &Failure{Kind: classifyIOError(err, !s.answered, cr.n > 0), Err: err}
 		if !s.answered {
 			f.Err = fmt.Errorf("handshake: %w", err)
-		} else if l.cfg.Kind == LoadWebSocket && f.Kind == KindEOF {
+		} else if l.cfg.Kind == LoadWebSocket && f.Kind == record.KindEOF {
 			f.Err = fmt.Errorf("closed without a close frame (1006, abnormal closure): %w", err)
-		} else if f.Kind == KindEOF {
+		} else if f.Kind == record.KindEOF {
 			f.Err = fmt.Errorf("event stream cut without its final chunk: %w", err)
 		}
 	}
@@ -211,7 +213,7 @@ func (s *subscription) request(target, extra string) (*http.Response, error) {
 	resp, err := http.ReadResponse(s.br, nil)
 	if err != nil {
 		if s.cr.n > 0 && !isTimeout(err) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !isReset(err) {
-			return nil, &Failure{Kind: KindOther, Err: fmt.Errorf("malformed response: %w", err)}
+			return nil, &Failure{Kind: record.KindOther, Err: fmt.Errorf("malformed response: %w", err)}
 		}
 		return nil, err
 	}
@@ -220,9 +222,9 @@ func (s *subscription) request(target, extra string) (*http.Response, error) {
 
 // statusFailure classifies a response that is not the one asked for.
 func statusFailure(resp *http.Response, want string) error {
-	kind := KindOther
+	kind := record.KindOther
 	if resp.StatusCode >= 500 {
-		kind = Kind5xx
+		kind = record.Kind5xx
 	}
 	return &Failure{Kind: kind, Err: fmt.Errorf("handshake: status %d, want %s", resp.StatusCode, want)}
 }
@@ -253,7 +255,7 @@ func (s *subscription) got(n int64) error {
 		if n < want {
 			what = fmt.Sprintf("message %d again, after %d", n, want-1)
 		}
-		return &Failure{Kind: KindOther, Err: fmt.Errorf("%s: a gap in the numbers", what)}
+		return &Failure{Kind: record.KindOther, Err: fmt.Errorf("%s: a gap in the numbers", what)}
 	}
 	if s.once {
 		return nil
@@ -291,10 +293,10 @@ func (s *subscription) websocket() error {
 	case resp.StatusCode != http.StatusSwitchingProtocols:
 		return statusFailure(resp, "101 Switching Protocols")
 	case !hasToken(resp.Header["Upgrade"], "websocket") || !hasToken(resp.Header["Connection"], "upgrade"):
-		return &Failure{Kind: KindOther, Err: fmt.Errorf("handshake: 101 with Upgrade %q and Connection %q, want websocket and Upgrade (RFC 6455, section 4.1)",
+		return &Failure{Kind: record.KindOther, Err: fmt.Errorf("handshake: 101 with Upgrade %q and Connection %q, want websocket and Upgrade (RFC 6455, section 4.1)",
 			resp.Header.Get("Upgrade"), resp.Header.Get("Connection"))}
 	case resp.Header.Get("Sec-WebSocket-Accept") != wsAccept(key):
-		return &Failure{Kind: KindOther, Err: errors.New("handshake: wrong Sec-WebSocket-Accept")}
+		return &Failure{Kind: record.KindOther, Err: errors.New("handshake: wrong Sec-WebSocket-Accept")}
 	}
 	s.opened()
 	ws := &wsConn{conn: s.conn, br: s.br, client: true}
@@ -303,7 +305,7 @@ func (s *subscription) websocket() error {
 		op, msg, err := ws.readMessage()
 		if err != nil {
 			if errors.Is(err, errWSProtocol) {
-				return &Failure{Kind: KindOther, Err: err}
+				return &Failure{Kind: record.KindOther, Err: err}
 			}
 			return err
 		}
@@ -316,11 +318,11 @@ func (s *subscription) websocket() error {
 				s.left()
 				return nil
 			}
-			return &Failure{Kind: KindOther, Err: fmt.Errorf("closed with %d %q, which does not ask the client to reconnect (1012 or 1001)", code, reason)}
+			return &Failure{Kind: record.KindOther, Err: fmt.Errorf("closed with %d %q, which does not ask the client to reconnect (1012 or 1001)", code, reason)}
 		}
 		n, err := strconv.ParseInt(string(msg), 10, 64)
 		if err != nil {
-			return &Failure{Kind: KindOther, Err: fmt.Errorf("message %.20q is not a number", msg)}
+			return &Failure{Kind: record.KindOther, Err: fmt.Errorf("message %.20q is not a number", msg)}
 		}
 		if err := s.got(n); err != nil {
 			return err
@@ -347,7 +349,7 @@ func (s *subscription) events(ctx context.Context) error {
 		return statusFailure(resp, "200")
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
-		return &Failure{Kind: KindOther, Err: fmt.Errorf("Content-Type %q, want text/event-stream", ct)}
+		return &Failure{Kind: record.KindOther, Err: fmt.Errorf("Content-Type %q, want text/event-stream", ct)}
 	}
 	s.opened()
 	chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
@@ -368,10 +370,10 @@ func (s *subscription) events(ctx context.Context) error {
 				if !chunked {
 					err = errors.New("the connection closed without a retry field, as a stream that is cut does")
 				}
-				return &Failure{Kind: KindEOF, Err: fmt.Errorf("event stream ended in the middle: %w", err)}
+				return &Failure{Kind: record.KindEOF, Err: fmt.Errorf("event stream ended in the middle: %w", err)}
 			}
 			if errors.Is(err, bufio.ErrBufferFull) {
-				return &Failure{Kind: KindOther, Err: errors.New("event stream line too long")}
+				return &Failure{Kind: record.KindOther, Err: errors.New("event stream line too long")}
 			}
 			return err
 		}
@@ -380,11 +382,11 @@ func (s *subscription) events(ctx context.Context) error {
 			// The end of an event.
 			if data != nil || hasID {
 				if !hasID {
-					return &Failure{Kind: KindOther, Err: fmt.Errorf("event %.20q has no id", data)}
+					return &Failure{Kind: record.KindOther, Err: fmt.Errorf("event %.20q has no id", data)}
 				}
 				n, err := strconv.ParseInt(string(id), 10, 64)
 				if err != nil || string(data) != string(id) {
-					return &Failure{Kind: KindOther, Err: fmt.Errorf("event id %.20q with data %.20q, want a message number in both", id, data)}
+					return &Failure{Kind: record.KindOther, Err: fmt.Errorf("event id %.20q with data %.20q, want a message number in both", id, data)}
 				}
 				if err := s.got(n); err != nil {
 					return err

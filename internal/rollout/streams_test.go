@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // The lameduck pod sends every websocket and event stream away at its own
@@ -73,8 +74,8 @@ func TestRunNaiveWebSocketsFail(t *testing.T) {
 	res, err := rollout.Run(t.Context(), cfg)
 	require.NoError(t, err, "pod output:\n%s", cfg.PodLog)
 	checkResult(t, cfg, res)
-	assert.Positive(t, res.Total.Failures[rollout.KindEOF], "closed without a close frame: %q", res.Total.Samples)
-	assert.Contains(t, res.Total.Samples[rollout.KindEOF], "1006")
+	assert.Positive(t, res.Total.Failures[record.KindEOF], "closed without a close frame: %q", res.Total.Samples)
+	assert.Contains(t, res.Total.Samples[record.KindEOF], "1006")
 	assert.Zero(t, res.Total.Departures, "nobody was told to leave")
 	assert.Empty(t, res.Timeline.Pods[0].Departures)
 }

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // Burst is failed requests of one kind drawn together on a [Lane]: a
@@ -15,7 +15,7 @@ import (
 // overlap, a histogram of them with their count.
 type Burst struct {
 	// Kind is what the client saw.
-	Kind rollout.Kind
+	Kind record.Kind
 	// Count is how many requests failed.
 	Count int
 	// From and To are when the first and the last failed.
@@ -71,15 +71,15 @@ const (
 var countText = textStyle{size: 11, bold: true}
 
 // kindsOf returns the kinds of failures, in order.
-func kindsOf(failures []rollout.FailureAt) []rollout.Kind {
-	var seen [rollout.NumKinds]bool
+func kindsOf(failures []record.Failure) []record.Kind {
+	var seen [record.NumKinds]bool
 	for _, f := range failures {
-		if f.Kind >= 0 && f.Kind < rollout.NumKinds {
+		if f.Kind >= 0 && f.Kind < record.NumKinds {
 			seen[f.Kind] = true
 		}
 	}
-	var kinds []rollout.Kind
-	for k := range rollout.NumKinds {
+	var kinds []record.Kind
+	for k := range record.NumKinds {
 		if seen[k] {
 			kinds = append(kinds, k)
 		}
@@ -90,7 +90,7 @@ func kindsOf(failures []rollout.FailureAt) []rollout.Kind {
 // bursts groups a lane's failures of kind into bursts on the row from top
 // to top+kindRowPx, and places their counts. Bars are as tall as a bin of
 // one failure until scaleBars sets their heights.
-func bursts(l *Lane, kind rollout.Kind, x timeAxis, top float64) []Burst {
+func bursts(l *Lane, kind record.Kind, x timeAxis, top float64) []Burst {
 	var ats []failureAt
 	for _, f := range l.Failures {
 		if f.Kind == kind {
@@ -114,7 +114,7 @@ func bursts(l *Lane, kind rollout.Kind, x timeAxis, top float64) []Burst {
 
 // newBurst returns the burst of the failures ats, in order of place, on
 // row.
-func newBurst(kind rollout.Kind, ats []failureAt, row Rect) Burst {
+func newBurst(kind record.Kind, ats []failureAt, row Rect) Burst {
 	b := Burst{Kind: kind, Count: len(ats), From: ats[0].t, To: ats[0].t, ats: ats}
 	for _, a := range ats {
 		b.From, b.To = min(b.From, a.t), max(b.To, a.t)

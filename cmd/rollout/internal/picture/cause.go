@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // cause is why a request failed, as its kind and its pod's events tell.
@@ -49,19 +49,19 @@ const (
 )
 
 // classify returns the cause of failure f, on pod pt (nil for none).
-func classify(f rollout.FailureAt, pt *rollout.PodTimeline) cause {
+func classify(f record.Failure, pt *record.Pod) cause {
 	switch {
 	case pt == nil:
 		return causeNoPod
 	case pt.Term < 0 || f.At < pt.Term:
 		return causeServing
-	case f.Kind == rollout.KindRefused:
+	case f.Kind == record.KindRefused:
 		return causeNotListening
-	case f.Kind == rollout.KindTimeout:
+	case f.Kind == record.KindTimeout:
 		return causeTimeout
-	case f.Kind == rollout.Kind5xx:
+	case f.Kind == record.Kind5xx:
 		return cause5xx
-	case f.Kind == rollout.KindOther:
+	case f.Kind == record.KindOther:
 		return causeOther
 	case pt.Exit.Killed && pt.Exited >= 0 && f.At >= pt.Exited-exitSlack:
 		return causeKilled
@@ -73,7 +73,7 @@ func classify(f rollout.FailureAt, pt *rollout.PodTimeline) cause {
 // sentence.
 type causeGroup struct {
 	cause  cause
-	counts [rollout.NumKinds]int
+	counts [record.NumKinds]int
 	first  time.Duration
 	// pods are the indexes of the pods the failures went to, in order;
 	// seen has each of them, as a long run's record lists many pods.
@@ -105,11 +105,11 @@ func (s *durations) add(d time.Duration) {
 // caption says, a sentence for each cause, why the run's requests failed,
 // in the order the first of each failed; or, if none did, what the pods
 // did that kept them all.
-func caption(tl rollout.Timeline) []string {
+func caption(tl record.Timeline) []string {
 	var groups []*causeGroup
 	byCause := map[cause]*causeGroup{}
 	for _, f := range tl.Failures {
-		var pt *rollout.PodTimeline
+		var pt *record.Pod
 		if f.Pod >= 0 && f.Pod < len(tl.Pods) {
 			pt = &tl.Pods[f.Pod]
 		}
@@ -120,7 +120,7 @@ func caption(tl rollout.Timeline) []string {
 			byCause[c] = g
 			groups = append(groups, g)
 		}
-		if f.Kind >= 0 && f.Kind < rollout.NumKinds {
+		if f.Kind >= 0 && f.Kind < record.NumKinds {
 			g.counts[f.Kind]++
 		}
 		g.first = min(g.first, f.At)
@@ -155,7 +155,7 @@ func caption(tl rollout.Timeline) []string {
 }
 
 // sentence tells g.
-func (g *causeGroup) sentence(tl rollout.Timeline) string {
+func (g *causeGroup) sentence(tl record.Timeline) string {
 	counts := countsOf(g.counts)
 	who, it := pods(tl, g.pods)
 	// A comma keeps the counts' numbers and the delay's apart: "12 eof,
@@ -194,7 +194,7 @@ func (g *causeGroup) sentence(tl rollout.Timeline) string {
 
 // notListening tells refused connections after SIGTERM: when each pod
 // stopped listening, and how long the load balancer still routed to it.
-func notListening(tl rollout.Timeline, g *causeGroup, counts, who, it string) string {
+func notListening(tl record.Timeline, g *causeGroup, counts, who, it string) string {
 	var stop, routed durations
 	exitOnly, stillRouted, unknown := true, false, false
 	for _, i := range g.pods {
@@ -232,7 +232,7 @@ func notListening(tl rollout.Timeline, g *causeGroup, counts, who, it string) st
 
 // noFailure tells a run in which no request failed: what its stopped pods
 // did.
-func noFailure(tl rollout.Timeline) string {
+func noFailure(tl record.Timeline) string {
 	var stopped, early []int
 	var exit durations
 	exited, known := true, true
@@ -278,14 +278,14 @@ func noFailure(tl rollout.Timeline) string {
 }
 
 // countsOf writes counts by kind, the most first: "52 reset, 12 eof".
-func countsOf(counts [rollout.NumKinds]int) string {
-	var kinds []rollout.Kind
-	for k := range rollout.NumKinds {
+func countsOf(counts [record.NumKinds]int) string {
+	var kinds []record.Kind
+	for k := range record.NumKinds {
 		if counts[k] > 0 {
 			kinds = append(kinds, k)
 		}
 	}
-	slices.SortStableFunc(kinds, func(a, b rollout.Kind) int { return cmp.Compare(counts[b], counts[a]) })
+	slices.SortStableFunc(kinds, func(a, b record.Kind) int { return cmp.Compare(counts[b], counts[a]) })
 	var parts []string
 	for _, k := range kinds {
 		parts = append(parts, fmt.Sprintf("%d %s", counts[k], k))
@@ -294,7 +294,7 @@ func countsOf(counts [rollout.NumKinds]int) string {
 }
 
 // pods names the pods of indexes, and returns the pronoun for them.
-func pods(tl rollout.Timeline, indexes []int) (who, it string) {
+func pods(tl record.Timeline, indexes []int) (who, it string) {
 	var names []string
 	for _, i := range indexes {
 		names = append(names, tl.Pods[i].Name)

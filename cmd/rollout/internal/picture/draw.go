@@ -10,7 +10,7 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 	"gonum.org/v1/plot/vg/vgsvg"
 
-	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // Colours and shapes. Failures are glyphs, or short bars, on rows of their
@@ -24,13 +24,13 @@ var (
 	labelVeil  = color.NRGBA{0xff, 0xff, 0xff, 0xc0} // behind a count over the load
 	axisColour = color.RGBA{0x44, 0x44, 0x44, 0xff}
 
-	kindStyles = [rollout.NumKinds]draw.GlyphStyle{
-		rollout.KindRefused: {Shape: draw.CrossGlyph{}, Color: color.RGBA{0xc0, 0x00, 0x20, 0xff}, Radius: px(4)},
-		rollout.KindReset:   {Shape: draw.PyramidGlyph{}, Color: color.RGBA{0xe0, 0x70, 0x00, 0xff}, Radius: px(4)},
-		rollout.KindEOF:     {Shape: draw.RingGlyph{}, Color: color.RGBA{0xa0, 0x20, 0xb0, 0xff}, Radius: px(4)},
-		rollout.Kind5xx:     {Shape: draw.BoxGlyph{}, Color: color.RGBA{0x8c, 0x56, 0x4b, 0xff}, Radius: px(3.5)},
-		rollout.KindTimeout: {Shape: draw.PlusGlyph{}, Color: color.RGBA{0x00, 0x00, 0x00, 0xff}, Radius: px(4.5)},
-		rollout.KindOther:   {Shape: draw.CircleGlyph{}, Color: color.RGBA{0x77, 0x77, 0x77, 0xff}, Radius: px(3)},
+	kindStyles = [record.NumKinds]draw.GlyphStyle{
+		record.KindRefused: {Shape: draw.CrossGlyph{}, Color: color.RGBA{0xc0, 0x00, 0x20, 0xff}, Radius: px(4)},
+		record.KindReset:   {Shape: draw.PyramidGlyph{}, Color: color.RGBA{0xe0, 0x70, 0x00, 0xff}, Radius: px(4)},
+		record.KindEOF:     {Shape: draw.RingGlyph{}, Color: color.RGBA{0xa0, 0x20, 0xb0, 0xff}, Radius: px(4)},
+		record.Kind5xx:     {Shape: draw.BoxGlyph{}, Color: color.RGBA{0x8c, 0x56, 0x4b, 0xff}, Radius: px(3.5)},
+		record.KindTimeout: {Shape: draw.PlusGlyph{}, Color: color.RGBA{0x00, 0x00, 0x00, 0xff}, Radius: px(4.5)},
+		record.KindOther:   {Shape: draw.CircleGlyph{}, Color: color.RGBA{0x77, 0x77, 0x77, 0xff}, Radius: px(3)},
 	}
 	eventStyles = [numEvents]draw.LineStyle{
 		EventReady:          {Color: color.RGBA{0x2c, 0xa0, 0x2c, 0xff}, Width: px(2)},

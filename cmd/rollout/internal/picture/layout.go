@@ -13,7 +13,7 @@ import (
 	"gonum.org/v1/plot/font"
 	"gonum.org/v1/plot/vg"
 
-	"github.com/lameduck/lameduck/internal/rollout"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // dpi maps the picture's pixels to the plotting library's points.
@@ -99,7 +99,7 @@ func (s textStyle) label(txt string, x, top float64) Label {
 // sample is what the legend draws left of a label: a kind's glyph, bars
 // of a burst, or an event's line.
 type sample struct {
-	kind  rollout.Kind
+	kind  record.Kind
 	event Event
 	// glyph, bars and line say which of them is drawn.
 	glyph, bars, line bool
@@ -167,8 +167,8 @@ func (f *Figure) layoutLegend(y float64) float64 {
 	add(fmt.Sprintf("One lane per pod. Blue: %s per %s (full band: %s).", served, formatDuration(f.Bucket), full), sample{}, 0)
 	newLine()
 	add("Failed requests, a row per kind:", sample{}, 0)
-	for k := range rollout.NumKinds {
-		if k == rollout.KindOther {
+	for k := range record.NumKinds {
+		if k == record.KindOther {
 			continue // rare; still drawn, with its name in the title
 		}
 		add(k.String(), sample{kind: k, glyph: true}, glyphSamplePx)

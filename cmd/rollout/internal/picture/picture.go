@@ -1,4 +1,4 @@
-// Package picture draws rolling updates recorded by package rollout: one
+// Package picture draws recorded rolling updates (package record): one
 // panel per run (per server, in a comparison), each on a time axis of its
 // own, with a caption that says why its requests failed; one lane per
 // pod, with the requests it served per interval, its failed requests by
@@ -10,14 +10,14 @@
 // It is in the module of the rollout command so that its plotting library
 // is a dependency of that module only: the library's packages,
 // lameducktest and the simulator build without it. lameducktest records a
-// failed test's rolling update with package report, and the command draws
+// failed test's rolling update with package record, and the command draws
 // the file (-draw).
 //
 // [New] turns recorded runs into a [Figure], the picture's content and
 // where each part of it goes, in pixels, which tests can inspect;
 // [Figure.Write] draws it as PNG or SVG. [WriteFile] does both from a file
 // name, and writes the recorded runs themselves as JSON for a name ending
-// in .json, which report.ReadFile reads back.
+// in .json, which record.ReadFile reads back.
 package picture
 
 import (
@@ -29,8 +29,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lameduck/lameduck/internal/rollout"
-	"github.com/lameduck/lameduck/internal/rollout/report"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // Event is a kind of event in a pod's life.
@@ -126,7 +125,7 @@ type Lane struct {
 	// figure's Bucket, from the start of the run.
 	Served []int64
 	// Failures are the failed requests whose connection went to the pod.
-	Failures []rollout.FailureAt
+	Failures []record.Failure
 	// Bursts are the failures as drawn, each in exactly one, in order of
 	// kind and then of time.
 	Bursts []Burst
@@ -202,17 +201,21 @@ const maxLanes = 24
 // sight.
 const endMarginPct = 2
 
+// defaultBucket is the width of the intervals of a record that gives
+// none, such as one written by hand: the simulator's.
+const defaultBucket = 50 * time.Millisecond
+
 // New lays out the picture of runs. It needs at least one run.
-func New(runs ...report.Run) (*Figure, error) {
+func New(runs ...record.Run) (*Figure, error) {
 	if len(runs) == 0 {
 		return nil, fmt.Errorf("picture: no run to draw")
 	}
-	f := &Figure{Width: widthPx, Bucket: rollout.TimelineBucket}
+	f := &Figure{Width: widthPx, Bucket: defaultBucket}
 	loads := 0
 	for _, r := range runs {
 		tl := r.Timeline
-		if tl.Bucket > 0 {
-			f.Bucket = tl.Bucket
+		if tl.Interval > 0 {
+			f.Bucket = tl.Interval
 		}
 		if tl.LoadEnd > 0 {
 			loads++
@@ -254,7 +257,7 @@ func New(runs ...report.Run) (*Figure, error) {
 			l.Marks = marks(pt, p.Start, tl.LoadEnd)
 			p.Lanes = append(p.Lanes, l)
 		}
-		var lost []rollout.FailureAt
+		var lost []record.Failure
 		for _, fa := range tl.Failures {
 			if fa.Pod < 0 {
 				lost = append(lost, fa)
@@ -272,7 +275,7 @@ func New(runs ...report.Run) (*Figure, error) {
 
 // title names the run's server and gives its totals, with the failures by
 // kind.
-func title(r report.Run) string {
+func title(r record.Run) string {
 	var b strings.Builder
 	b.WriteString(r.Name)
 	if r.Note != "" {
@@ -284,7 +287,7 @@ func title(r report.Run) string {
 		var kinds []string
 		for k, n := range r.Failures {
 			if n > 0 {
-				kinds = append(kinds, fmt.Sprintf("%d %s", n, rollout.Kind(k)))
+				kinds = append(kinds, fmt.Sprintf("%d %s", n, record.Kind(k)))
 			}
 		}
 		fmt.Fprintf(&b, ": %s", strings.Join(kinds, ", "))
@@ -294,8 +297,8 @@ func title(r report.Run) string {
 
 // unit names what a load counts: requests, or the messages of the
 // websocket and sse loads.
-func unit(load rollout.LoadKind) string {
-	if load == rollout.LoadWebSocket || load == rollout.LoadSSE {
+func unit(load string) string {
+	if load == "websocket" || load == "sse" {
 		return "messages"
 	}
 	return "requests"
@@ -307,9 +310,9 @@ func unit(load rollout.LoadKind) string {
 // earlier; it ends at the end of the load: what happens to the last pods
 // once the load has stopped is no part of a rollout. A margin each side
 // keeps the events at the ends in sight.
-func span(tl rollout.Timeline) (start, end time.Duration) {
+func span(tl record.Timeline) (start, end time.Duration) {
 	from := max(tl.LoadStart, 0)
-	first := rollout.Never
+	first := record.Never
 	for _, pt := range tl.Pods {
 		if pt.Term >= 0 && pt.Term <= tl.LoadEnd && (first < 0 || pt.Term < first) {
 			first = pt.Term
@@ -333,7 +336,7 @@ const warmupShown = 2 * time.Second
 
 // marks returns the events of pt from start until end, the end of the
 // load, labelled.
-func marks(pt rollout.PodTimeline, start, end time.Duration) []Mark {
+func marks(pt record.Pod, start, end time.Duration) []Mark {
 	var ms []Mark
 	add := func(e Event, at time.Duration, label string) {
 		if at >= start && at <= end {
@@ -419,12 +422,12 @@ func thousands(n int64) string {
 
 // WriteFile writes the picture of runs to path, as PNG or SVG by its
 // extension, or the runs themselves as JSON for a path ending in .json.
-func WriteFile(path string, runs ...report.Run) (err error) {
+func WriteFile(path string, runs ...record.Run) (err error) {
 	ext := strings.ToLower(filepath.Ext(path))
 	var fig *Figure
 	switch ext {
 	case ".json":
-		return report.WriteFile(path, runs...)
+		return record.WriteFile(path, runs...)
 	case ".png", ".svg":
 		if fig, err = New(runs...); err != nil {
 			return err

@@ -25,21 +25,24 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/lameduck/lameduck/cmd/rollout/internal/picture"
-	"github.com/lameduck/lameduck/internal/rollout"
-	"github.com/lameduck/lameduck/internal/rollout/report"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// bucket is the width of the intervals in which the simulator counts
+// requests.
+const bucket = 50 * time.Millisecond
+
 // recorded is the comparison whose picture is in the README:
 // go run ./cmd/rollout -compare -cycles 2 -report docs/rollout.png -report cmd/rollout/internal/picture/testdata/compare.json
 const recorded = "testdata/compare.json"
 
-func readRecorded(t testing.TB) []report.Run {
+func readRecorded(t testing.TB) []record.Run {
 	t.Helper()
-	runs, err := report.ReadFile(recorded)
+	runs, err := record.ReadFile(recorded)
 	require.NoError(t, err)
 	require.Len(t, runs, 3)
 	return runs
@@ -54,7 +57,7 @@ func TestFigureOfARecordedComparison(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1100, fig.Width)
 	assert.Greater(t, fig.Height, 3*3*60, "three panels of three lanes")
-	assert.Equal(t, rollout.TimelineBucket, fig.Bucket)
+	assert.Equal(t, bucket, fig.Bucket)
 	assert.Positive(t, fig.FullRate)
 	require.Len(t, fig.Panels, len(runs))
 
@@ -64,7 +67,7 @@ func TestFigureOfARecordedComparison(t *testing.T) {
 		assert.Regexp(t, `^`+run.Name+` \(.+\): `+fmt.Sprint(run.Failed())+` of [\d,]+ requests failed`, p.Title)
 		require.Len(t, p.Lanes, len(tl.Pods), "%s: one lane per pod", run.Name)
 
-		var byKind rollout.KindCounts
+		var byKind record.KindCounts
 		for j, l := range p.Lanes {
 			assert.Positive(t, l.Box.Height())
 			assert.Equal(t, p.Plot.Left, l.Box.Left, "the lanes span the plot")
@@ -78,15 +81,15 @@ func TestFigureOfARecordedComparison(t *testing.T) {
 			}
 			assertMarks(t, run.Name, pod, tl.LoadEnd, l.Marks)
 		}
-		for k := range rollout.NumKinds {
+		for k := range record.NumKinds {
 			assert.Equal(t, run.Failures[k], byKind[k], "%s: every %s failure is on its pod's lane", run.Name, k)
 		}
 	}
 
 	naive, textbook, lameduck := runs[0], runs[1], runs[2]
-	require.Equal(t, []string{rollout.BuiltinNaive, rollout.BuiltinTextbook, rollout.BuiltinLameduck}, []string{naive.Name, textbook.Name, lameduck.Name})
-	assert.Positive(t, naive.Failures[rollout.KindRefused], "the naive server refuses connections during the lag")
-	assert.Zero(t, textbook.Failures[rollout.KindRefused], "the textbook server keeps listening")
+	require.Equal(t, []string{"naive", "textbook", "lameduck"}, []string{naive.Name, textbook.Name, lameduck.Name})
+	assert.Positive(t, naive.Failures[record.KindRefused], "the naive server refuses connections during the lag")
+	assert.Zero(t, textbook.Failures[record.KindRefused], "the textbook server keeps listening")
 	assert.Positive(t, textbook.Failed())
 	assert.Zero(t, lameduck.Failed())
 }
@@ -124,7 +127,7 @@ func TestEachPanelHasItsOwnTimeAxis(t *testing.T) {
 				*at += shift
 			}
 		}
-		pt.Served = append(make([]int64, shift/tl.Bucket), pt.Served...)
+		pt.Served = append(make([]int64, shift/tl.Interval), pt.Served...)
 	}
 	for i := range tl.Failures {
 		tl.Failures[i].At += shift
@@ -183,7 +186,7 @@ func events(marks []picture.Mark) []picture.Event {
 // assertMarks checks a lane's events: a pod replaced during the load is
 // marked from its SIGTERM to its exit, in that order, and the exit says
 // how and when.
-func assertMarks(t *testing.T, server string, pod rollout.PodTimeline, loadEnd time.Duration, marks []picture.Mark) {
+func assertMarks(t *testing.T, server string, pod record.Pod, loadEnd time.Duration, marks []picture.Mark) {
 	t.Helper()
 	var events []picture.Event
 	for i, m := range marks {
@@ -222,7 +225,7 @@ func TestPNG(t *testing.T) {
 }
 
 // renderPNG draws runs, decodes the PNG and checks its size.
-func renderPNG(t *testing.T, runs ...report.Run) *image.RGBA {
+func renderPNG(t *testing.T, runs ...record.Run) *image.RGBA {
 	t.Helper()
 	fig, err := picture.New(runs...)
 	require.NoError(t, err)
@@ -283,7 +286,7 @@ func TestWriteFile(t *testing.T) {
 	dir := t.TempDir()
 	js := filepath.Join(dir, "run.json")
 	require.NoError(t, picture.WriteFile(js, runs...))
-	again, err := report.ReadFile(js)
+	again, err := record.ReadFile(js)
 	require.NoError(t, err)
 	assert.Equal(t, runs, again)
 
@@ -304,19 +307,19 @@ func TestWriteFile(t *testing.T) {
 
 	assert.ErrorContains(t, picture.WriteFile(filepath.Join(dir, "run.gif"), runs...), "name the file .png, .svg or .json")
 	assert.ErrorContains(t, picture.WriteFile(filepath.Join(dir, "missing", "run.png"), runs...), "no such file or directory")
-	_, err = report.ReadFile(pngFile)
+	_, err = record.ReadFile(pngFile)
 	assert.ErrorContains(t, err, "read ")
 }
 
 func TestNewNeedsLoad(t *testing.T) {
 	_, err := picture.New()
 	assert.ErrorContains(t, err, "no run to draw")
-	noLoad := report.Run{Name: "x", Timeline: rollout.Timeline{LoadEnd: rollout.Never}}
+	noLoad := record.Run{Name: "x", Timeline: record.Timeline{LoadEnd: record.Never}}
 	_, err = picture.New(noLoad)
 	assert.ErrorContains(t, err, "no load to draw")
 
 	// A load of no time is still an axis of some.
-	fig, err := picture.New(report.Run{Name: "x", Timeline: rollout.Timeline{LoadStart: time.Second, LoadEnd: time.Second}})
+	fig, err := picture.New(record.Run{Name: "x", Timeline: record.Timeline{LoadStart: time.Second, LoadEnd: time.Second}})
 	require.NoError(t, err)
 	assert.Less(t, fig.Panels[0].Start, fig.Panels[0].End)
 
@@ -336,21 +339,21 @@ func TestNewNeedsLoad(t *testing.T) {
 // SIGKILLed at the grace period says so.
 func TestLostFailuresAndKilledPods(t *testing.T) {
 	sec := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
-	run := report.Run{
+	run := record.Run{
 		Name:     "h2c",
 		Requests: 10,
-		Failures: [rollout.NumKinds]int64{rollout.KindRefused: 1, rollout.KindTimeout: 1},
-		Timeline: rollout.Timeline{
-			Bucket: rollout.TimelineBucket, LoadStart: sec(0.1), LoadEnd: sec(3),
-			Pods: []rollout.PodTimeline{{
+		Failures: [record.NumKinds]int64{record.KindRefused: 1, record.KindTimeout: 1},
+		Timeline: record.Timeline{
+			Interval: bucket, LoadStart: sec(0.1), LoadEnd: sec(3),
+			Pods: []record.Pod{{
 				Name: "pod-1", Started: 0, Ready: sec(0.05), Joined: sec(0.05), Term: sec(1),
-				Removed: sec(1.5), ListenerClosed: rollout.Never, Exited: sec(2.5),
-				Exit:   rollout.PodExit{Pod: "pod-1", Code: -1, Killed: true, Status: "signal: killed"},
+				Removed: sec(1.5), ListenerClosed: record.Never, Exited: sec(2.5),
+				Exit:   record.Exit{Code: -1, Killed: true, Status: "signal: killed"},
 				Served: []int64{0, 0, 3, 5},
 			}},
-			Failures: []rollout.FailureAt{
-				{At: sec(1.2), Pod: -1, Kind: rollout.KindRefused},
-				{At: sec(2), Pod: 0, Kind: rollout.KindTimeout},
+			Failures: []record.Failure{
+				{At: sec(1.2), Pod: -1, Kind: record.KindRefused},
+				{At: sec(2), Pod: 0, Kind: record.KindTimeout},
 			},
 		},
 	}
@@ -373,16 +376,16 @@ func TestLostFailuresAndKilledPods(t *testing.T) {
 // A run of many rollouts draws the first pods only, and says so: the
 // picture's size is bounded.
 func TestManyPods(t *testing.T) {
-	tl := rollout.Timeline{Bucket: rollout.TimelineBucket, LoadStart: 0, LoadEnd: 100 * time.Second}
+	tl := record.Timeline{Interval: bucket, LoadStart: 0, LoadEnd: 100 * time.Second}
 	for i := range 1000 {
 		at := time.Duration(i) * 100 * time.Millisecond
-		tl.Pods = append(tl.Pods, rollout.PodTimeline{
+		tl.Pods = append(tl.Pods, record.Pod{
 			Name: fmt.Sprintf("pod-%d", i+1), Started: at, Ready: at, Joined: at, Term: at + time.Second,
-			Removed: rollout.Never, ListenerClosed: rollout.Never, Exited: rollout.Never,
+			Removed: record.Never, ListenerClosed: record.Never, Exited: record.Never,
 		})
-		tl.Failures = append(tl.Failures, rollout.FailureAt{At: at + time.Second, Pod: i, Kind: rollout.KindEOF})
+		tl.Failures = append(tl.Failures, record.Failure{At: at + time.Second, Pod: i, Kind: record.KindEOF})
 	}
-	fig, err := picture.New(report.Run{Name: "long", Requests: 1000, Failures: [rollout.NumKinds]int64{rollout.KindEOF: 1000}, Timeline: tl})
+	fig, err := picture.New(record.Run{Name: "long", Requests: 1000, Failures: [record.NumKinds]int64{record.KindEOF: 1000}, Timeline: tl})
 	require.NoError(t, err)
 	p := fig.Panels[0]
 	assert.Equal(t, "long: 1000 of 1,000 requests failed: 1000 eof (the first 24 of 1000 pods)", p.Title)
@@ -400,14 +403,14 @@ func TestFailuresStayApartByKind(t *testing.T) {
 	lanes := fig.Panels[0].Lanes
 	require.Len(t, lanes, 3)
 	assert.Equal(t, "no pod", lanes[2].Pod)
-	want := map[string]map[rollout.Kind]int{
-		"pod-1":  {rollout.KindRefused: 250, rollout.KindReset: 300, rollout.KindEOF: 200},
+	want := map[string]map[record.Kind]int{
+		"pod-1":  {record.KindRefused: 250, record.KindReset: 300, record.KindEOF: 200},
 		"pod-2":  {},
-		"no pod": {rollout.KindRefused: 20},
+		"no pod": {record.KindRefused: 20},
 	}
 	for _, l := range lanes {
 		rows := assertBursts(t, l)
-		got := map[rollout.Kind]int{}
+		got := map[record.Kind]int{}
 		for _, b := range l.Bursts {
 			got[b.Kind] += b.Count
 			assert.Len(t, rows[b.Kind], 1, "%s: the %s failures are one burst", l.Pod, b.Kind)
@@ -417,7 +420,7 @@ func TestFailuresStayApartByKind(t *testing.T) {
 		assert.Equal(t, want[l.Pod], got, l.Pod)
 	}
 	reset, eof := lanes[0].Bursts[1], lanes[0].Bursts[2]
-	require.Equal(t, []rollout.Kind{rollout.KindReset, rollout.KindEOF}, []rollout.Kind{reset.Kind, eof.Kind})
+	require.Equal(t, []record.Kind{record.KindReset, record.KindEOF}, []record.Kind{reset.Kind, eof.Kind})
 	assert.False(t, overlap(reset.Box, eof.Box), "resets and EOFs of the same milliseconds stay apart")
 	assert.Equal(t, sec(1.0005), reset.From)
 	assert.Less(t, reset.To, sec(1.004))
@@ -427,14 +430,14 @@ func TestFailuresStayApartByKind(t *testing.T) {
 	require.NoError(t, err)
 	l := fig.Panels[0].Lanes[0]
 	rows := assertBursts(t, l)
-	require.Len(t, rows[rollout.KindRefused], 3, "three refused requests far apart")
-	for _, b := range rows[rollout.KindRefused] {
+	require.Len(t, rows[record.KindRefused], 3, "three refused requests far apart")
+	for _, b := range rows[record.KindRefused] {
 		assert.Equal(t, 1, b.Count)
 		assert.Nil(t, b.Bars, "a glyph")
 		assert.Empty(t, b.Label.Text)
 	}
-	require.Len(t, rows[rollout.KindReset], 1, "two resets a millisecond apart")
-	assert.Equal(t, 2, rows[rollout.KindReset][0].Count)
+	require.Len(t, rows[record.KindReset], 1, "two resets a millisecond apart")
+	assert.Equal(t, 2, rows[record.KindReset][0].Count)
 
 	// The recorded comparison: every failure in one burst of its kind.
 	for i, run := range readRecorded(t) {
@@ -442,13 +445,13 @@ func TestFailuresStayApartByKind(t *testing.T) {
 		require.NoError(t, err)
 		for j, l := range fig.Panels[0].Lanes {
 			assertBursts(t, l)
-			var byKind [rollout.NumKinds]int
+			var byKind [record.NumKinds]int
 			for _, f := range run.Timeline.Failures {
 				if f.Pod == j {
 					byKind[f.Kind]++
 				}
 			}
-			var drawn [rollout.NumKinds]int
+			var drawn [record.NumKinds]int
 			for _, b := range l.Bursts {
 				drawn[b.Kind] += b.Count
 			}
@@ -460,9 +463,9 @@ func TestFailuresStayApartByKind(t *testing.T) {
 // assertBursts checks that a lane's bursts account for its failures, that
 // each kind has a row of its own in the lane, and that bars are inside
 // their burst's box; it returns the bursts by kind.
-func assertBursts(t *testing.T, l picture.Lane) map[rollout.Kind][]picture.Burst {
+func assertBursts(t *testing.T, l picture.Lane) map[record.Kind][]picture.Burst {
 	t.Helper()
-	rows := map[rollout.Kind][]picture.Burst{}
+	rows := map[record.Kind][]picture.Burst{}
 	total := 0
 	for _, b := range l.Bursts {
 		rows[b.Kind] = append(rows[b.Kind], b)
@@ -501,7 +504,7 @@ func TestCaptionsSayWhyRequestsFailed(t *testing.T) {
 		assertCaption(t, fig.Panels[i], run)
 	}
 	naive, textbook, lameduck := fig.Panels[0].Caption, fig.Panels[1].Caption, fig.Panels[2].Caption
-	refused := fmt.Sprint(runs[0].Failures[rollout.KindRefused])
+	refused := fmt.Sprint(runs[0].Failures[record.KindRefused])
 	assert.Contains(t, naive, line(t, naive, `^`+refused+` refused: pod-1 and pod-2 stopped listening \d+(–\d+)? ms after SIGTERM while the load balancer routed to them for 1\.0 s more$`),
 		"the naive server stops listening at once, while the load balancer still routes to it")
 	// The kinds of a sentence come most first.
@@ -510,18 +513,18 @@ func TestCaptionsSayWhyRequestsFailed(t *testing.T) {
 	assert.Len(t, textbook, 1, "the textbook server refuses nothing: %q", textbook)
 	assert.Equal(t, []string{"no request failed: each pod kept listening until its endpoint was removed and exited 2.0 s after SIGTERM"}, lameduck)
 
-	killed := func() report.Run {
+	killed := func() record.Run {
 		run := sparseRun()
 		pt := &run.Timeline.Pods[0]
 		pt.ListenerClosed, pt.Exited = sec(3.5), sec(31.5)
-		pt.Exit = rollout.PodExit{Pod: "pod-1", Code: -1, Killed: true, Status: "signal: killed"}
+		pt.Exit = record.Exit{Code: -1, Killed: true, Status: "signal: killed"}
 		run.Timeline.LoadEnd = sec(32)
 		run.Timeline.Pods[1].Term, run.Timeline.Pods[1].Exited = sec(32.1), sec(32.2)
 		return run
 	}
 	cases := []struct {
 		name string
-		run  func() report.Run
+		run  func() record.Run
 		want []string
 	}{{
 		name: "lameducktest",
@@ -534,19 +537,19 @@ func TestCaptionsSayWhyRequestsFailed(t *testing.T) {
 		// Whether a reset came just before or just after the exit that
 		// followed tells nothing more: one sentence.
 		name: "closed as it exited",
-		run: func() report.Run {
+		run: func() record.Run {
 			run := sparseRun()
-			run.Timeline.Failures = []rollout.FailureAt{{At: sec(1.503), Pod: 0, Kind: rollout.KindEOF}, {At: sec(1.511), Pod: 0, Kind: rollout.KindReset}}
+			run.Timeline.Failures = []record.Failure{{At: sec(1.503), Pod: 0, Kind: record.KindEOF}, {At: sec(1.511), Pod: 0, Kind: record.KindReset}}
 			return run
 		},
 		want: []string{"1 reset, 1 eof, 3–11 ms after SIGTERM: pod-1 closed connections that had a request on the way"},
 	}, {
 		name: "killed at the grace period",
-		run: func() report.Run {
+		run: func() record.Run {
 			run := killed()
-			run.Timeline.Failures = []rollout.FailureAt{
-				{At: sec(31.5), Pod: 0, Kind: rollout.KindReset}, {At: sec(31.5), Pod: 0, Kind: rollout.KindReset},
-				{At: sec(31.51), Pod: 0, Kind: rollout.KindEOF}, {At: sec(31.6), Pod: 0, Kind: rollout.KindTimeout},
+			run.Timeline.Failures = []record.Failure{
+				{At: sec(31.5), Pod: 0, Kind: record.KindReset}, {At: sec(31.5), Pod: 0, Kind: record.KindReset},
+				{At: sec(31.51), Pod: 0, Kind: record.KindEOF}, {At: sec(31.6), Pod: 0, Kind: record.KindTimeout},
 			}
 			return run
 		},
@@ -556,17 +559,17 @@ func TestCaptionsSayWhyRequestsFailed(t *testing.T) {
 		},
 	}, {
 		name: "failed while serving",
-		run: func() report.Run {
+		run: func() record.Run {
 			run := sparseRun()
-			run.Timeline.Failures = []rollout.FailureAt{{At: sec(1), Pod: 0, Kind: rollout.Kind5xx}, {At: sec(2), Pod: 1, Kind: rollout.Kind5xx}}
+			run.Timeline.Failures = []record.Failure{{At: sec(1), Pod: 0, Kind: record.Kind5xx}, {At: sec(2), Pod: 1, Kind: record.Kind5xx}}
 			return run
 		},
 		want: []string{"2 5xx on pod-1 and pod-2 while serving, before any SIGTERM to them"},
 	}, {
 		name: "no pod, and not all in the record",
-		run: func() report.Run {
+		run: func() record.Run {
 			run := sparseRun()
-			run.Timeline.Failures = []rollout.FailureAt{{At: sec(1.7), Pod: -1, Kind: rollout.KindRefused}}
+			run.Timeline.Failures = []record.Failure{{At: sec(1.7), Pod: -1, Kind: record.KindRefused}}
 			run.Timeline.FailuresLeftOut = 12_000
 			return run
 		},
@@ -576,7 +579,7 @@ func TestCaptionsSayWhyRequestsFailed(t *testing.T) {
 		},
 	}, {
 		name: "lucky",
-		run: func() report.Run {
+		run: func() record.Run {
 			run := sparseRun()
 			run.Timeline.Failures = nil
 			return run
@@ -584,7 +587,7 @@ func TestCaptionsSayWhyRequestsFailed(t *testing.T) {
 		want: []string{"no request failed, though pod-1 stopped listening before its endpoint was removed"},
 	}, {
 		name: "kept listening",
-		run: func() report.Run {
+		run: func() record.Run {
 			run := killed()
 			run.Timeline.Failures = nil
 			return run
@@ -607,16 +610,16 @@ func TestCaptionsSayWhyRequestsFailed(t *testing.T) {
 // assertCaption checks that p's caption accounts for every failure of the
 // run's record, by kind, and is drawn in the panel, under its title and
 // above its lanes.
-func assertCaption(t *testing.T, p picture.Panel, run report.Run) {
+func assertCaption(t *testing.T, p picture.Panel, run record.Run) {
 	t.Helper()
-	var want, told [rollout.NumKinds]int
+	var want, told [record.NumKinds]int
 	for _, f := range run.Timeline.Failures {
 		want[f.Kind]++
 	}
 	count := regexp.MustCompile(`(\d+) (refused|reset|eof|5xx|timeout|other)\b`)
 	for _, c := range p.Caption {
 		for _, m := range count.FindAllStringSubmatch(c, -1) {
-			var k rollout.Kind
+			var k record.Kind
 			require.NoError(t, k.UnmarshalText([]byte(m[2])))
 			n, err := strconv.Atoi(m[1])
 			require.NoError(t, err)
@@ -653,31 +656,31 @@ func sec(s float64) time.Duration { return time.Duration(s * float64(time.Second
 
 // sparseRun is a failed test's record as lameducktest writes it: one pod
 // and its replacement, a few failures at the SIGTERM.
-func sparseRun() report.Run {
-	return report.Run{
+func sparseRun() record.Run {
+	return record.Run{
 		Name:     "lameducktest.test",
 		Note:     "TestRollingUpdate/h2c",
 		Requests: 48_211,
-		Failures: [rollout.NumKinds]int64{rollout.KindRefused: 3, rollout.KindReset: 2},
-		Timeline: rollout.Timeline{
-			Bucket: rollout.TimelineBucket, LoadStart: sec(0.25), LoadEnd: sec(2.55),
-			Pods: []rollout.PodTimeline{{
+		Failures: [record.NumKinds]int64{record.KindRefused: 3, record.KindReset: 2},
+		Timeline: record.Timeline{
+			Interval: bucket, LoadStart: sec(0.25), LoadEnd: sec(2.55),
+			Pods: []record.Pod{{
 				Name: "pod-1", Started: 0, Ready: sec(0.24), Joined: sec(0.24), Term: sec(1.5),
 				Removed: sec(2.5), ListenerClosed: sec(1.504), Exited: sec(1.51),
-				Exit:   rollout.PodExit{Pod: "pod-1", Status: "exit status 0"},
+				Exit:   record.Exit{Status: "exit status 0"},
 				Served: served(sec(0.25), sec(1.5), 900),
 			}, {
 				Name: "pod-2", Started: sec(1.2), Ready: sec(1.5), Joined: sec(1.5), Term: sec(2.6),
-				Removed: rollout.Never, ListenerClosed: rollout.Never, Exited: sec(2.62),
-				Exit:   rollout.PodExit{Pod: "pod-2", Status: "exit status 0"},
+				Removed: record.Never, ListenerClosed: record.Never, Exited: sec(2.62),
+				Exit:   record.Exit{Status: "exit status 0"},
 				Served: served(sec(1.5), sec(2.55), 900),
 			}},
-			Failures: []rollout.FailureAt{
-				{At: sec(1.502), Pod: 0, Kind: rollout.KindReset},
-				{At: sec(1.503), Pod: 0, Kind: rollout.KindReset},
-				{At: sec(1.52), Pod: 0, Kind: rollout.KindRefused},
-				{At: sec(1.61), Pod: 0, Kind: rollout.KindRefused},
-				{At: sec(1.9), Pod: 0, Kind: rollout.KindRefused},
+			Failures: []record.Failure{
+				{At: sec(1.502), Pod: 0, Kind: record.KindReset},
+				{At: sec(1.503), Pod: 0, Kind: record.KindReset},
+				{At: sec(1.52), Pod: 0, Kind: record.KindRefused},
+				{At: sec(1.61), Pod: 0, Kind: record.KindRefused},
+				{At: sec(1.9), Pod: 0, Kind: record.KindRefused},
 			},
 		},
 	}
@@ -685,61 +688,61 @@ func sparseRun() report.Run {
 
 // denseRun has hundreds of failures of three kinds within a second of
 // pod-1's SIGTERM, and some that reached no pod.
-func denseRun() report.Run {
-	tl := rollout.Timeline{
-		Bucket: rollout.TimelineBucket, LoadStart: sec(0.2), LoadEnd: sec(2.2),
-		Pods: []rollout.PodTimeline{{
+func denseRun() record.Run {
+	tl := record.Timeline{
+		Interval: bucket, LoadStart: sec(0.2), LoadEnd: sec(2.2),
+		Pods: []record.Pod{{
 			Name: "pod-1", Started: 0, Ready: sec(0.2), Joined: sec(0.2), Term: sec(1),
 			Removed: sec(2), ListenerClosed: sec(1.002), Exited: sec(1.005),
-			Exit:   rollout.PodExit{Pod: "pod-1", Status: "exit status 0"},
+			Exit:   record.Exit{Status: "exit status 0"},
 			Served: served(sec(0.2), sec(1), 1000),
 		}, {
-			Name: "pod-2", Started: sec(0.7), Ready: sec(1), Joined: sec(1), Term: rollout.Never,
-			Removed: rollout.Never, ListenerClosed: rollout.Never, Exited: rollout.Never,
+			Name: "pod-2", Started: sec(0.7), Ready: sec(1), Joined: sec(1), Term: record.Never,
+			Removed: record.Never, ListenerClosed: record.Never, Exited: record.Never,
 			Served: served(sec(1), sec(2.2), 1000),
 		}},
 	}
-	var counts [rollout.NumKinds]int64
-	add := func(kind rollout.Kind, pod, n int, from, to time.Duration) {
+	var counts [record.NumKinds]int64
+	add := func(kind record.Kind, pod, n int, from, to time.Duration) {
 		for i := range n {
-			tl.Failures = append(tl.Failures, rollout.FailureAt{At: from + (to-from)*time.Duration(i)/time.Duration(n), Pod: pod, Kind: kind})
+			tl.Failures = append(tl.Failures, record.Failure{At: from + (to-from)*time.Duration(i)/time.Duration(n), Pod: pod, Kind: kind})
 		}
 		counts[kind] += int64(n)
 	}
-	add(rollout.KindReset, 0, 300, sec(1.0005), sec(1.004))
-	add(rollout.KindEOF, 0, 200, sec(1.001), sec(1.3))
-	add(rollout.KindRefused, 0, 250, sec(1.006), sec(1.99))
-	add(rollout.KindRefused, -1, 20, sec(1.5), sec(1.6))
-	slices.SortStableFunc(tl.Failures, func(a, b rollout.FailureAt) int { return cmp.Compare(a.At, b.At) })
+	add(record.KindReset, 0, 300, sec(1.0005), sec(1.004))
+	add(record.KindEOF, 0, 200, sec(1.001), sec(1.3))
+	add(record.KindRefused, 0, 250, sec(1.006), sec(1.99))
+	add(record.KindRefused, -1, 20, sec(1.5), sec(1.6))
+	slices.SortStableFunc(tl.Failures, func(a, b record.Failure) int { return cmp.Compare(a.At, b.At) })
 	var requests int64 = 100_000
-	return report.Run{Name: "dense", Note: "Close on SIGTERM", Requests: requests, Failures: counts, Timeline: tl}
+	return record.Run{Name: "dense", Note: "Close on SIGTERM", Requests: requests, Failures: counts, Timeline: tl}
 }
 
 // longRun is many rollouts of a naive server on a long time axis, where
 // each pod's events are a few pixels apart.
-func longRun() report.Run {
-	tl := rollout.Timeline{Bucket: rollout.TimelineBucket, LoadStart: sec(1), LoadEnd: sec(61)}
-	var failures [rollout.NumKinds]int64
+func longRun() record.Run {
+	tl := record.Timeline{Interval: bucket, LoadStart: sec(1), LoadEnd: sec(61)}
+	var failures [record.NumKinds]int64
 	for i := range 30 {
 		at := sec(1 + 2*float64(i))
-		tl.Pods = append(tl.Pods, rollout.PodTimeline{
+		tl.Pods = append(tl.Pods, record.Pod{
 			Name: fmt.Sprintf("pod-%d", i+1), Ready: at, Joined: at, Term: at + sec(2),
 			Removed: at + sec(3), ListenerClosed: at + sec(2.004), Exited: at + sec(2.01),
-			Exit:   rollout.PodExit{Pod: fmt.Sprintf("pod-%d", i+1), Status: "exit status 0"},
+			Exit:   record.Exit{Status: "exit status 0"},
 			Served: served(at, at+sec(2), 500),
 		})
-		tl.Failures = append(tl.Failures, rollout.FailureAt{At: at + sec(2.003), Pod: i, Kind: rollout.KindReset},
-			rollout.FailureAt{At: at + sec(2.05), Pod: i, Kind: rollout.KindRefused})
-		failures[rollout.KindReset]++
-		failures[rollout.KindRefused]++
+		tl.Failures = append(tl.Failures, record.Failure{At: at + sec(2.003), Pod: i, Kind: record.KindReset},
+			record.Failure{At: at + sec(2.05), Pod: i, Kind: record.KindRefused})
+		failures[record.KindReset]++
+		failures[record.KindRefused]++
 	}
-	return report.Run{Name: "long", Requests: 600_000, Failures: failures, Timeline: tl}
+	return record.Run{Name: "long", Requests: 600_000, Failures: failures, Timeline: tl}
 }
 
 // served returns a pod's served counts: n per bucket from from to to.
 func served(from, to time.Duration, n int64) []int64 {
-	s := make([]int64, to/rollout.TimelineBucket+1)
-	for b := from / rollout.TimelineBucket; b < to/rollout.TimelineBucket; b++ {
+	s := make([]int64, to/bucket+1)
+	for b := from / bucket; b < to/bucket; b++ {
 		s[b] = n
 	}
 	return s
@@ -750,7 +753,7 @@ func served(from, to time.Duration, n int64) []int64 {
 // out, with the fonts Write draws in. Every event on a lane is named.
 func TestLabelsCrossNothing(t *testing.T) {
 	recorded := readRecorded(t)
-	cases := map[string][]report.Run{
+	cases := map[string][]record.Run{
 		"recorded":          recorded,
 		"recorded naive":    recorded[:1],
 		"recorded textbook": recorded[1:2],
@@ -804,41 +807,41 @@ func TestAnyRecordLaysOutClear(t *testing.T) {
 	between := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rnd.Int64N(int64(hi-lo)+1)) }
 	maybe := func(d time.Duration) time.Duration {
 		if rnd.IntN(5) == 0 {
-			return rollout.Never
+			return record.Never
 		}
 		return d
 	}
 	for i := range 200 {
 		start := between(0, 2*time.Second)
-		tl := rollout.Timeline{Bucket: rollout.TimelineBucket, LoadStart: start, LoadEnd: start + between(500*time.Millisecond, 2*time.Minute)}
+		tl := record.Timeline{Interval: bucket, LoadStart: start, LoadEnd: start + between(500*time.Millisecond, 2*time.Minute)}
 		// Events bunch within milliseconds in some runs, and spread over
 		// seconds in others.
 		spread := []time.Duration{5 * time.Millisecond, 300 * time.Millisecond, 3 * time.Second}[rnd.IntN(3)]
 		for j := range rnd.IntN(30) + 1 {
 			ready := between(0, tl.LoadEnd)
 			term := maybe(ready + between(0, tl.LoadEnd-ready))
-			pt := rollout.PodTimeline{Name: fmt.Sprintf("pod-%d", j+1), Ready: ready, Joined: ready, Term: term,
-				Removed: rollout.Never, ListenerClosed: rollout.Never, Exited: rollout.Never,
-				Exit:   rollout.PodExit{Code: rnd.IntN(3) - 1, Killed: rnd.IntN(4) == 0, Status: "signal: killed"},
+			pt := record.Pod{Name: fmt.Sprintf("pod-%d", j+1), Ready: ready, Joined: ready, Term: term,
+				Removed: record.Never, ListenerClosed: record.Never, Exited: record.Never,
+				Exit:   record.Exit{Code: rnd.IntN(3) - 1, Killed: rnd.IntN(4) == 0, Status: "signal: killed"},
 				Served: served(ready, min(term, tl.LoadEnd), 100)}
 			if term >= 0 {
 				pt.Removed, pt.ListenerClosed, pt.Exited = maybe(term+between(0, spread)), maybe(term+between(0, spread)), maybe(term+between(0, spread))
 			}
 			tl.Pods = append(tl.Pods, pt)
 		}
-		var failures [rollout.NumKinds]int64
+		var failures [record.NumKinds]int64
 		for range rnd.IntN(20) {
 			pod := rnd.IntN(len(tl.Pods)+1) - 1
-			kind := rollout.Kind(rnd.IntN(int(rollout.NumKinds)))
+			kind := record.Kind(rnd.IntN(int(record.NumKinds)))
 			at := between(tl.LoadStart, tl.LoadEnd)
 			width := []time.Duration{time.Millisecond, 50 * time.Millisecond, 5 * time.Second}[rnd.IntN(3)]
 			for range rnd.IntN(300) + 1 {
-				tl.Failures = append(tl.Failures, rollout.FailureAt{At: min(at+between(0, width), tl.LoadEnd), Pod: pod, Kind: kind})
+				tl.Failures = append(tl.Failures, record.Failure{At: min(at+between(0, width), tl.LoadEnd), Pod: pod, Kind: kind})
 				failures[kind]++
 			}
 		}
-		slices.SortStableFunc(tl.Failures, func(a, b rollout.FailureAt) int { return cmp.Compare(a.At, b.At) })
-		run := report.Run{Name: fmt.Sprintf("random-%d", i), Requests: 1_000_000, Failures: failures, Timeline: tl}
+		slices.SortStableFunc(tl.Failures, func(a, b record.Failure) int { return cmp.Compare(a.At, b.At) })
+		run := record.Run{Name: fmt.Sprintf("random-%d", i), Requests: 1_000_000, Failures: failures, Timeline: tl}
 		fig, err := picture.New(run)
 		require.NoError(t, err)
 		assertNoCollision(t, fig)
@@ -955,7 +958,7 @@ func TestOnlyTheCommandImportsThePlottingLibrary(t *testing.T) {
 	}
 	const module = "github.com/lameduck/lameduck"
 	out, err := exec.Command("go", "list", "-deps", module, module+"/httpserver", module+"/grpcserver",
-		module+"/lameducktest", module+"/internal/rollout/report").CombinedOutput()
+		module+"/lameducktest", module+"/lameducktest/record", module+"/lameducktest/rolloutcmd").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	deps := strings.Fields(string(out))
 	require.Contains(t, deps, module+"/internal/rollout", "go list lists the packages themselves")
@@ -967,15 +970,15 @@ func TestOnlyTheCommandImportsThePlottingLibrary(t *testing.T) {
 
 // streamRun is a websocket run in which pod-1 sends its 200 clients away
 // spread over 2 s, and pod-2 sends its own away all at once.
-func streamRun() report.Run {
-	tl := rollout.Timeline{Bucket: rollout.TimelineBucket, LoadStart: sec(0.2), LoadEnd: sec(6)}
-	pod := func(name string, ready, term, exit float64) rollout.PodTimeline {
-		return rollout.PodTimeline{Name: name, Ready: sec(ready), Joined: sec(ready), Term: sec(term), Removed: sec(term + 0.5),
-			ListenerClosed: sec(exit), Exited: sec(exit), Exit: rollout.PodExit{Pod: name, Status: "exit status 0", AfterTerm: sec(exit - term)},
+func streamRun() record.Run {
+	tl := record.Timeline{Interval: bucket, LoadStart: sec(0.2), LoadEnd: sec(6)}
+	pod := func(name string, ready, term, exit float64) record.Pod {
+		return record.Pod{Name: name, Ready: sec(ready), Joined: sec(ready), Term: sec(term), Removed: sec(term + 0.5),
+			ListenerClosed: sec(exit), Exited: sec(exit), Exit: record.Exit{Status: "exit status 0", AfterTerm: sec(exit - term)},
 			Served: served(sec(ready), sec(exit), 500)}
 	}
 	p1, p2, p3 := pod("pod-1", 0.1, 1, 4.1), pod("pod-2", 0.9, 4.2, 5.3), pod("pod-3", 4.1, 7, 8)
-	p3.Term, p3.Exited, p3.Removed, p3.ListenerClosed = rollout.Never, rollout.Never, rollout.Never, rollout.Never
+	p3.Term, p3.Exited, p3.Removed, p3.ListenerClosed = record.Never, record.Never, record.Never, record.Never
 	for i := range 200 {
 		at := sec(2 + 2*float64(i)/200)
 		p1.Departures = append(p1.Departures, at)
@@ -984,8 +987,8 @@ func streamRun() report.Run {
 		p2.Departures = append(p2.Departures, burst)
 		p3.Reconnects = append(p3.Reconnects, burst+sec(0.001))
 	}
-	tl.Pods = []rollout.PodTimeline{p1, p2, p3}
-	return report.Run{Name: "lameduck", Settings: rollout.Config{Load: rollout.LoadWebSocket}, Requests: 100_000, Timeline: tl}
+	tl.Pods = []record.Pod{p1, p2, p3}
+	return record.Run{Name: "lameduck", Settings: record.Settings{Load: "websocket"}, Requests: 100_000, Timeline: tl}
 }
 
 // The clients a pod sends away and those that reconnect to it are bars

@@ -1,4 +1,4 @@
-package report
+package record
 
 import (
 	"encoding/json"
@@ -6,19 +6,17 @@ import (
 	"math"
 	"slices"
 	"time"
-
-	"github.com/lameduck/lameduck/internal/rollout"
 )
 
 // runJSON is a [Run] as JSON.
 type runJSON struct {
-	Name     string             `json:"name"`
-	Note     string             `json:"note,omitempty"`
-	Settings settingsJSON       `json:"settings"`
-	Requests int64              `json:"requests"`
-	Failed   int64              `json:"failed"`
-	Failures rollout.KindCounts `json:"failures"`
-	Timeline timelineJSON       `json:"timeline"`
+	Name     string       `json:"name"`
+	Note     string       `json:"note,omitempty"`
+	Settings settingsJSON `json:"settings"`
+	Requests int64        `json:"requests"`
+	Failed   int64        `json:"failed"`
+	Failures KindCounts   `json:"failures"`
+	Timeline timelineJSON `json:"timeline"`
 }
 
 // settingsJSON is every setting of the run, its defaults filled in. A lag
@@ -107,9 +105,9 @@ type exitJSON struct {
 // failureJSON is one failed request; Pod is the name of the pod its
 // connection went to, empty for none.
 type failureJSON struct {
-	AtSeconds float64      `json:"at_seconds"`
-	Pod       string       `json:"pod,omitempty"`
-	Kind      rollout.Kind `json:"kind"`
+	AtSeconds float64 `json:"at_seconds"`
+	Pod       string  `json:"pod,omitempty"`
+	Kind      Kind    `json:"kind"`
 }
 
 func duration(s float64) time.Duration { return time.Duration(math.Round(s * 1e9)) }
@@ -125,19 +123,9 @@ func at(d time.Duration) *float64 {
 
 func fromAt(s *float64) time.Duration {
 	if s == nil {
-		return rollout.Never
+		return Never
 	}
 	return duration(*s)
-}
-
-// none writes a setting where negative means none as zero.
-func none(d time.Duration) float64 { return max(d, 0).Seconds() }
-
-func fromNone(s float64) time.Duration {
-	if s == 0 {
-		return -1
-	}
-	return duration(s)
 }
 
 // MarshalJSON writes the run as JSON for people and other programs as much
@@ -146,19 +134,19 @@ func fromNone(s float64) time.Duration {
 // object, names pods by name, and leaves out the times of events that did
 // not happen.
 func (r Run) MarshalJSON() ([]byte, error) {
-	c := r.Settings
+	s := r.Settings
 	tl := r.Timeline
 	j := runJSON{
 		Name: r.Name, Note: r.Note, Requests: r.Requests, Failed: r.Failed(), Failures: r.Failures,
 		Settings: settingsJSON{
-			PodCommand: c.Pod.Command, PodEnv: c.Pod.Env, Rollouts: c.Cycles, Replicas: c.Replicas,
-			LagSeconds: none(c.Lag), GraceSeconds: c.Grace.Seconds(), ProbePeriodSeconds: c.ProbePeriod.Seconds(),
-			ReadyPath: c.ReadyPath, ReadyTimeoutSeconds: c.ReadyTimeout.Seconds(), WarmupSeconds: none(c.Warmup),
-			Load: string(c.Load), Conns: c.Conns, WorkersPerConn: c.WorkersPerConn, Fresh: c.Fresh, Late: c.Late,
-			Path: c.Path, RequestTimeoutSeconds: c.RequestTimeout.Seconds(), ListenAddr: c.ListenAddr,
+			PodCommand: s.PodCommand, PodEnv: s.PodEnv, Rollouts: s.Rollouts, Replicas: s.Replicas,
+			LagSeconds: s.Lag.Seconds(), GraceSeconds: s.Grace.Seconds(), ProbePeriodSeconds: s.ProbePeriod.Seconds(),
+			ReadyPath: s.ReadyPath, ReadyTimeoutSeconds: s.ReadyTimeout.Seconds(), WarmupSeconds: s.Warmup.Seconds(),
+			Load: s.Load, Conns: s.Conns, WorkersPerConn: s.WorkersPerConn, Fresh: s.Fresh, Late: s.Late,
+			Path: s.Path, RequestTimeoutSeconds: s.RequestTimeout.Seconds(), ListenAddr: s.ListenAddr,
 		},
 		Timeline: timelineJSON{
-			IntervalSeconds: tl.Bucket.Seconds(), LoadStartSeconds: tl.LoadStart.Seconds(), LoadEndSeconds: tl.LoadEnd.Seconds(),
+			IntervalSeconds: tl.Interval.Seconds(), LoadStartSeconds: tl.LoadStart.Seconds(), LoadEndSeconds: tl.LoadEnd.Seconds(),
 			Pods: []podJSON{}, Failures: make([]failureJSON, 0, len(tl.Failures)),
 			FailuresLeftOut: tl.FailuresLeftOut, ServedLeftOut: tl.ServedLeftOut,
 		},
@@ -176,10 +164,10 @@ func (r Run) MarshalJSON() ([]byte, error) {
 		if p.Exited >= 0 {
 			e := p.Exit
 			pj.Exit = &exitJSON{Addr: e.Addr, Status: e.Status, Code: e.Code, Killed: e.Killed, AfterTermSeconds: e.AfterTerm.Seconds()}
-			if ld := e.LameDuck; ld.Seen {
-				pj.Exit.DrainDelaySeconds, pj.Exit.DrainDelayEnded = at(ld.DelayTook), ld.Ended
-				if ld.LastArrival > 0 {
-					pj.Exit.LastArrivalSeconds = at(ld.LastArrival)
+			if d := e.Drain; d.Seen {
+				pj.Exit.DrainDelaySeconds, pj.Exit.DrainDelayEnded = at(d.Delay), d.Ended
+				if d.LastArrival > 0 {
+					pj.Exit.LastArrivalSeconds = at(d.LastArrival)
 				}
 			}
 		}
@@ -204,11 +192,11 @@ func (r *Run) UnmarshalJSON(b []byte) error {
 	s := j.Settings
 	*r = Run{
 		Name: j.Name, Note: j.Note, Requests: j.Requests, Failures: j.Failures,
-		Settings: rollout.Config{
-			Pod: rollout.PodSpec{Command: s.PodCommand, Env: s.PodEnv}, Cycles: s.Rollouts, Replicas: s.Replicas,
-			Lag: fromNone(s.LagSeconds), Grace: duration(s.GraceSeconds), ProbePeriod: duration(s.ProbePeriodSeconds),
-			ReadyPath: s.ReadyPath, ReadyTimeout: duration(s.ReadyTimeoutSeconds), Warmup: fromNone(s.WarmupSeconds),
-			Load: rollout.LoadKind(s.Load), Conns: s.Conns, WorkersPerConn: s.WorkersPerConn, Fresh: s.Fresh, Late: s.Late,
+		Settings: Settings{
+			PodCommand: s.PodCommand, PodEnv: s.PodEnv, Rollouts: s.Rollouts, Replicas: s.Replicas,
+			Lag: duration(s.LagSeconds), Grace: duration(s.GraceSeconds), ProbePeriod: duration(s.ProbePeriodSeconds),
+			ReadyPath: s.ReadyPath, ReadyTimeout: duration(s.ReadyTimeoutSeconds), Warmup: duration(s.WarmupSeconds),
+			Load: s.Load, Conns: s.Conns, WorkersPerConn: s.WorkersPerConn, Fresh: s.Fresh, Late: s.Late,
 			Path: s.Path, RequestTimeout: duration(s.RequestTimeoutSeconds), ListenAddr: s.ListenAddr,
 		},
 	}
@@ -216,12 +204,12 @@ func (r *Run) UnmarshalJSON(b []byte) error {
 		return fmt.Errorf("run %q: failed is %d but its failures by kind add up to %d", j.Name, j.Failed, got)
 	}
 	t := j.Timeline
-	tl := rollout.Timeline{
-		Bucket: duration(t.IntervalSeconds), LoadStart: duration(t.LoadStartSeconds), LoadEnd: duration(t.LoadEndSeconds),
+	tl := Timeline{
+		Interval: duration(t.IntervalSeconds), LoadStart: duration(t.LoadStartSeconds), LoadEnd: duration(t.LoadEndSeconds),
 		FailuresLeftOut: t.FailuresLeftOut, ServedLeftOut: t.ServedLeftOut,
 	}
 	for _, p := range t.Pods {
-		pt := rollout.PodTimeline{
+		pt := Pod{
 			Name: p.Name, Started: fromAt(p.StartedSeconds), Ready: fromAt(p.ReadySeconds), Joined: fromAt(p.JoinedSeconds),
 			Term: fromAt(p.TermSeconds), Removed: fromAt(p.RemovedSeconds), ListenerClosed: fromAt(p.ListenerClosedSeconds),
 			Exited: fromAt(p.ExitedSeconds), Departures: fromSeconds(p.DeparturesSeconds), Reconnects: fromSeconds(p.ReconnectsSeconds),
@@ -230,20 +218,20 @@ func (r *Run) UnmarshalJSON(b []byte) error {
 			pt.Served = p.ServedPerInterval
 		}
 		if e := p.Exit; e != nil {
-			pt.Exit = rollout.PodExit{Pod: p.Name, Addr: e.Addr, Status: e.Status, Code: e.Code, Killed: e.Killed, AfterTerm: duration(e.AfterTermSeconds)}
+			pt.Exit = Exit{Addr: e.Addr, Status: e.Status, Code: e.Code, Killed: e.Killed, AfterTerm: duration(e.AfterTermSeconds)}
 			if e.DrainDelaySeconds != nil {
-				pt.Exit.LameDuck = rollout.LameDuckReport{Seen: true, DelayTook: fromAt(e.DrainDelaySeconds), Ended: e.DrainDelayEnded}
+				pt.Exit.Drain = Drain{Seen: true, Delay: fromAt(e.DrainDelaySeconds), Ended: e.DrainDelayEnded}
 				if e.LastArrivalSeconds != nil {
-					pt.Exit.LameDuck.LastArrival = duration(*e.LastArrivalSeconds)
+					pt.Exit.Drain.LastArrival = duration(*e.LastArrivalSeconds)
 				}
 			}
 		}
 		tl.Pods = append(tl.Pods, pt)
 	}
 	for _, f := range t.Failures {
-		fa := rollout.FailureAt{At: duration(f.AtSeconds), Pod: -1, Kind: f.Kind}
+		fa := Failure{At: duration(f.AtSeconds), Pod: -1, Kind: f.Kind}
 		if f.Pod != "" {
-			if fa.Pod = slices.IndexFunc(tl.Pods, func(p rollout.PodTimeline) bool { return p.Name == f.Pod }); fa.Pod < 0 {
+			if fa.Pod = slices.IndexFunc(tl.Pods, func(p Pod) bool { return p.Name == f.Pod }); fa.Pod < 0 {
 				return fmt.Errorf("run %q: a failure at %gs names pod %q, which is not among its pods", j.Name, f.AtSeconds, f.Pod)
 			}
 		}

@@ -1,9 +1,10 @@
-package report_test
+package record_test
 
 import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,8 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/lameduck/lameduck/internal/rollout"
-	"github.com/lameduck/lameduck/internal/rollout/report"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 func TestMain(m *testing.M) {
@@ -22,57 +22,59 @@ func TestMain(m *testing.M) {
 // recorded is a run as a failed lameducktest records it: a pod that
 // exited, its replacement that did not, a failure on the old pod's lane
 // and one that reached no pod.
-func recorded(t *testing.T) report.Run {
-	t.Helper()
-	cfg, err := rollout.Config{Pod: rollout.PodSpec{Command: []string{"server", "-addr", "{ADDR}"}, Env: []string{"A=b"}}, Lag: -1, Late: 8}.Check(nil)
-	require.NoError(t, err)
-	cfg.PodLog = os.Stderr
-	n := rollout.Never
-	res := &rollout.Result{
-		Config: cfg,
-		Total:  rollout.Counts{Requests: 10, Failures: rollout.KindCounts{rollout.KindRefused: 2, rollout.KindEOF: 1}},
-		Timeline: rollout.Timeline{
-			Bucket: rollout.TimelineBucket, LoadStart: time.Millisecond, LoadEnd: 3 * time.Second,
-			Pods: []rollout.PodTimeline{
+func recorded() record.Run {
+	n := record.Never
+	return record.Run{
+		Name: "server", Note: "TestRollingUpdate",
+		Settings: record.Settings{
+			PodCommand: []string{"server", "-addr", "{ADDR}"}, PodEnv: []string{"A=b"},
+			Rollouts: 1, Replicas: 1, Grace: 10 * time.Second, ProbePeriod: 100 * time.Millisecond,
+			ReadyPath: "/readyz", ReadyTimeout: 10 * time.Second, Warmup: 500 * time.Millisecond,
+			Load: "http1", Conns: 32, WorkersPerConn: 2, Late: 8, Path: "/",
+			RequestTimeout: 5 * time.Second, ListenAddr: "127.0.0.1:0",
+		},
+		Requests: 10,
+		Failures: record.KindCounts{record.KindRefused: 2, record.KindEOF: 1},
+		Timeline: record.Timeline{
+			Interval: 50 * time.Millisecond, LoadStart: time.Millisecond, LoadEnd: 3 * time.Second,
+			Pods: []record.Pod{
 				{Name: "pod-1", Started: 0, Ready: 200 * time.Millisecond, Joined: 201 * time.Millisecond, Term: time.Second,
 					Removed: 1100 * time.Millisecond, ListenerClosed: 2 * time.Second, Exited: 2 * time.Second,
-					Exit: rollout.PodExit{Pod: "pod-1", Addr: "127.0.0.1:1", Status: "exit status 0", AfterTerm: time.Second,
-						LameDuck: rollout.LameDuckReport{Seen: true, DelayTook: 900 * time.Millisecond, LastArrival: 12 * time.Millisecond, Ended: "min"}},
+					Exit: record.Exit{Addr: "127.0.0.1:1", Status: "exit status 0", AfterTerm: time.Second,
+						Drain: record.Drain{Seen: true, Delay: 900 * time.Millisecond, LastArrival: 12 * time.Millisecond, Ended: "min"}},
 					Served: []int64{4, 4}},
 				{Name: "pod-2", Started: 500 * time.Millisecond, Ready: 700 * time.Millisecond, Joined: 701 * time.Millisecond,
 					Term: n, Removed: n, ListenerClosed: n, Exited: n},
 			},
-			Failures: []rollout.FailureAt{
-				{At: 1500 * time.Millisecond, Pod: 0, Kind: rollout.KindRefused},
-				{At: 1600 * time.Millisecond, Pod: -1, Kind: rollout.KindRefused},
-				{At: 1700 * time.Millisecond, Pod: 1, Kind: rollout.KindEOF},
+			Failures: []record.Failure{
+				{At: 1500 * time.Millisecond, Pod: 0, Kind: record.KindRefused},
+				{At: 1600 * time.Millisecond, Pod: -1, Kind: record.KindRefused},
+				{At: 1700 * time.Millisecond, Pod: 1, Kind: record.KindEOF},
 			},
 		},
 	}
-	return report.FromResult("server", "TestRollingUpdate", res)
 }
 
 // A record reads back as it was written: the rollout command draws what
 // lameducktest wrote.
 func TestWriteFileReadFile(t *testing.T) {
-	run := recorded(t)
+	run := recorded()
 	assert.Equal(t, int64(3), run.Failed())
-	assert.Nil(t, run.Settings.PodLog, "a writer is no setting to record")
 	path := filepath.Join(t.TempDir(), "rollout.json")
-	require.NoError(t, report.WriteFile(path, run))
-	runs, err := report.ReadFile(path)
+	require.NoError(t, record.WriteFile(path, run))
+	runs, err := record.ReadFile(path)
 	require.NoError(t, err)
-	assert.Equal(t, []report.Run{run}, runs)
+	assert.Equal(t, []record.Run{run}, runs)
 
-	assert.ErrorContains(t, report.WriteFile(filepath.Join(t.TempDir(), "missing", "rollout.json"), run), "no such file or directory")
-	_, err = report.ReadFile(filepath.Join(t.TempDir(), "missing.json"))
+	assert.ErrorContains(t, record.WriteFile(filepath.Join(t.TempDir(), "missing", "rollout.json"), run), "no such file or directory")
+	_, err = record.ReadFile(filepath.Join(t.TempDir(), "missing.json"))
 	assert.ErrorContains(t, err, "no such file or directory")
 }
 
 // The JSON names every field and count, gives durations in seconds with
 // the unit in the name, and records every setting of the run.
 func TestTheJSONNamesEveryFieldAndUnit(t *testing.T) {
-	b, err := json.Marshal(recorded(t))
+	b, err := json.Marshal(recorded())
 	require.NoError(t, err)
 	var got map[string]any
 	require.NoError(t, json.Unmarshal(b, &got))
@@ -113,7 +115,38 @@ func TestReadFileRejectsAContradiction(t *testing.T) {
 	} {
 		path := filepath.Join(t.TempDir(), "rollout.json")
 		require.NoError(t, os.WriteFile(path, []byte(tt.json), 0o644))
-		_, err := report.ReadFile(path)
+		_, err := record.ReadFile(path)
 		assert.ErrorContains(t, err, tt.want, tt.json)
 	}
+}
+
+// The JSON does not change: testdata/runs.json, written before the record
+// became a package of its own, reads as the runs it recorded and is
+// written again byte for byte. Records that users keep, and the rollout
+// command's -draw, depend on it.
+func TestTheJSONStaysTheSame(t *testing.T) {
+	const golden = "testdata/runs.json"
+	ws := recorded()
+	ws.Name, ws.Note = "lameduck", ""
+	ws.Settings.Load, ws.Settings.Lag, ws.Settings.Warmup, ws.Settings.Path = "websocket", 300*time.Millisecond, 0, "/ws"
+	ws.Settings.PodEnv = nil
+	ws.Timeline.Pods = slices.Clone(ws.Timeline.Pods)
+	p := &ws.Timeline.Pods[0]
+	p.Exit = record.Exit{Addr: "127.0.0.1:1", Status: "signal: killed", Code: -1, Killed: true, AfterTerm: 10 * time.Second}
+	p.Departures = []time.Duration{1200 * time.Millisecond, 1250 * time.Millisecond}
+	ws.Timeline.Pods[1].Reconnects = []time.Duration{1210 * time.Millisecond, 1262 * time.Millisecond}
+	ws.Timeline.FailuresLeftOut, ws.Timeline.ServedLeftOut = 7, 9
+	want := []record.Run{recorded(), ws}
+
+	runs, err := record.ReadFile(golden)
+	require.NoError(t, err)
+	assert.Equal(t, want, runs)
+
+	path := filepath.Join(t.TempDir(), "runs.json")
+	require.NoError(t, record.WriteFile(path, want...))
+	wrote, err := os.ReadFile(path)
+	require.NoError(t, err)
+	b, err := os.ReadFile(golden)
+	require.NoError(t, err)
+	assert.Equal(t, string(b), string(wrote))
 }
