@@ -52,14 +52,14 @@ func (c *Clients) Conns() int { return c.l.Config().Conns }
 func (c *Clients) WorkersPerConn() int { return c.l.Config().WorkersPerConn }
 
 // Timeout returns the bound of each request, 5 s: a request that takes
-// longer fails as [KindTimeout].
+// longer fails as [record.KindTimeout].
 func (c *Clients) Timeout() time.Duration { return c.l.Config().Timeout }
 
 // Go starts a worker that makes requests with do until the load stops,
 // counting each: do returns the local address of the connection the
 // request went on (nil if none), which tells the pod that served it, and
 // an error for a failed request, a [*Failure] to say of which kind (any
-// other error counts as [KindOther]). Call it from [Load.Start] only.
+// other error counts as [record.KindOther]). Call it from [Load.Start] only.
 func (c *Clients) Go(do func(ctx context.Context) (local net.Addr, err error)) {
 	c.l.Go(engineRequest(do))
 }
@@ -79,44 +79,14 @@ func (c *Clients) DialContext(ctx context.Context, network, addr string) (net.Co
 // Silent reports whether a failed request reached no server: it never got
 // onto a connection (local is nil), or got onto one dialed by
 // [Clients.DialContext] on which the server never sent a byte. Such a
-// request fails as [KindRefused].
+// request fails as [record.KindRefused].
 func (c *Clients) Silent(local net.Addr) bool { return c.d.Silent(local) }
-
-// A FailureKind says what a client saw of a failed request. Its value is
-// the key under which [Result.Failures] counts it.
-type FailureKind string
-
-// The kinds of failure, as the package documentation explains them.
-const (
-	// KindRefused: the request reached no server.
-	KindRefused FailureKind = "refused"
-	// KindReset: a connection that had carried requests was reset.
-	KindReset FailureKind = "reset"
-	// KindEOF: the connection ended before the response did.
-	KindEOF FailureKind = "eof"
-	// Kind5xx: a complete response with a 5xx status.
-	Kind5xx FailureKind = "5xx"
-	// KindTimeout: no complete response within [Clients.Timeout].
-	KindTimeout FailureKind = "timeout"
-	// KindOther: anything else, such as a gRPC status that is no transport
-	// failure; the error says what.
-	KindOther FailureKind = "other"
-)
-
-// engineKinds maps each kind to the engine's.
-var engineKinds = map[FailureKind]record.Kind{
-	KindRefused: record.KindRefused,
-	KindReset:   record.KindReset,
-	KindEOF:     record.KindEOF,
-	Kind5xx:     record.Kind5xx,
-	KindTimeout: record.KindTimeout,
-	KindOther:   record.KindOther,
-}
 
 // A Failure is a failed request as a [Load]'s client saw it.
 type Failure struct {
-	// Kind says what the client saw; zero means [KindOther].
-	Kind FailureKind
+	// Kind says what the client saw, as the package documentation
+	// explains the kinds. Set it: the zero Kind is [record.KindRefused].
+	Kind record.Kind
 	// Code is the protocol's name for the failure, such as a gRPC status
 	// code ("Unavailable"); it may be empty.
 	Code string
@@ -135,9 +105,9 @@ func (f *Failure) Error() string {
 // Unwrap returns the client's error.
 func (f *Failure) Unwrap() error { return f.Err }
 
-func (f *Failure) kind() FailureKind {
-	if _, ok := engineKinds[f.Kind]; !ok {
-		return KindOther
+func (f *Failure) kind() record.Kind {
+	if f.Kind < 0 || f.Kind >= record.NumKinds {
+		return record.KindOther
 	}
 	return f.Kind
 }
@@ -148,7 +118,7 @@ func engineRequest(do func(ctx context.Context) (net.Addr, error)) func(ctx cont
 		local, err := do(ctx)
 		var f *Failure
 		if err != nil && errors.As(err, &f) {
-			err = &rollout.Failure{Kind: engineKinds[f.kind()], Code: f.Code, Err: f.Err}
+			err = &rollout.Failure{Kind: f.kind(), Code: f.Code, Err: f.Err}
 		}
 		return local, err
 	}

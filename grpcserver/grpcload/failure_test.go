@@ -8,7 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/lameduck/lameduck/lameducktest"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // A failed call is classified by its status code and, for UNAVAILABLE
@@ -20,15 +20,15 @@ func TestFailure(t *testing.T) {
 		name   string
 		err    error
 		silent bool
-		want   lameducktest.FailureKind
+		want   record.Kind
 	}{
-		{"no server heard", status.Error(codes.Unavailable, "connection closed before server preface received"), true, lameducktest.KindRefused},
-		{"refused", status.Error(codes.Unavailable, "connection error: desc = \"transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused\""), false, lameducktest.KindRefused},
-		{"reset", status.Error(codes.Unavailable, "read tcp: connection reset by peer"), false, lameducktest.KindReset},
-		{"closed under the call", status.Error(codes.Unavailable, "error reading from server: EOF"), false, lameducktest.KindEOF},
-		{"deadline", status.Error(codes.DeadlineExceeded, "context deadline exceeded"), false, lameducktest.KindTimeout},
-		{"application", status.Error(codes.Internal, "boom"), false, lameducktest.KindOther},
-		{"not a status", errors.New("boom"), true, lameducktest.KindOther},
+		{"no server heard", status.Error(codes.Unavailable, "connection closed before server preface received"), true, record.KindRefused},
+		{"refused", status.Error(codes.Unavailable, "connection error: desc = \"transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused\""), false, record.KindRefused},
+		{"reset", status.Error(codes.Unavailable, "read tcp: connection reset by peer"), false, record.KindReset},
+		{"closed under the call", status.Error(codes.Unavailable, "error reading from server: EOF"), false, record.KindEOF},
+		{"deadline", status.Error(codes.DeadlineExceeded, "context deadline exceeded"), false, record.KindTimeout},
+		{"application", status.Error(codes.Internal, "boom"), false, record.KindOther},
+		{"not a status", errors.New("boom"), true, record.KindOther},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			f := failure(tt.err, tt.silent)

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/lameduck/lameduck/lameducktest"
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // Load returns the gRPC load's client, for [lameducktest.Config.Load] with
@@ -103,21 +104,21 @@ func call(ctx context.Context, client testgrpc.TestServiceClient, c *lameducktes
 // server never sent a byte (not even its SETTINGS): no server saw it.
 func failure(err error, silent bool) *lameducktest.Failure {
 	st := status.Convert(err)
-	f := &lameducktest.Failure{Kind: lameducktest.KindOther, Code: st.Code().String(), Err: err}
+	f := &lameducktest.Failure{Kind: record.KindOther, Code: st.Code().String(), Err: err}
 	msg := st.Message()
 	switch st.Code() {
 	case codes.DeadlineExceeded:
-		f.Kind = lameducktest.KindTimeout
+		f.Kind = record.KindTimeout
 	case codes.Unavailable:
 		switch {
 		case silent, strings.Contains(msg, "connection refused"):
-			f.Kind = lameducktest.KindRefused
+			f.Kind = record.KindRefused
 		case strings.Contains(msg, "connection reset"), strings.Contains(msg, "broken pipe"):
-			f.Kind = lameducktest.KindReset
+			f.Kind = record.KindReset
 		default:
 			// "transport is closing", "EOF", a GOAWAY: the connection
 			// ended under the call.
-			f.Kind = lameducktest.KindEOF
+			f.Kind = record.KindEOF
 		}
 	}
 	return f
