@@ -47,7 +47,9 @@ type Coordinator struct {
 	admins  []Server // RegisterAdmin's (admin.go)
 	workers []work
 	hooks   []work
-	checks  []*check
+	// observers are OnPhase's, called in this order.
+	observers []func(Event)
+	checks    []*check
 	// serving is set once Run serves: MarkReady logs from then on, so
 	// that the log follows the order of events.
 	serving bool
@@ -92,6 +94,7 @@ func New(opts ...Option) (*Coordinator, error) {
 		ready:      make(chan struct{}),
 		progress:   progress{finalRead: make(chan struct{})},
 		departures: newSchedule(o.clock),
+		observers:  o.observers,
 	}
 	for p := range c.phaseDone {
 		c.phaseDone[p] = make(chan struct{})
@@ -166,11 +169,34 @@ func (c *Coordinator) addWork(list *[]work, method, what, name string, f func(co
 	if f == nil {
 		panic("lameduck: " + method + ": the " + what + " is nil")
 	}
-	w := newWork(name, f)
+	add(c, list, method, newWork(name, f))
+}
+
+// OnPhase adds an observer for [Coordinator.Run] to call with an [Event]
+// each time it enters a phase, for exporting metrics:
+//
+//	ld.OnPhase(func(e lameduck.Event) { phaseGauge.Set(float64(e.Phase)) })
+//
+// Observers are called one at a time, in order of registration,
+// synchronously from Run, which waits for each: an observer must return at
+// once, except in [PhaseStopped], when it may flush what it exports,
+// bounded by the deadline, as package otellameduck does.
+//
+// OnPhase panics if f is nil or Run has been called.
+func (c *Coordinator) OnPhase(f func(Event)) {
+	if f == nil {
+		panic("lameduck: OnPhase: the observer is nil")
+	}
+	add(c, &c.observers, "OnPhase", f)
+}
+
+// add appends v to list, one of the Coordinator's registrations, for
+// method, which the user called.
+func add[T any](c *Coordinator, list *[]T, method string, v T) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.mustNotHaveRunLocked(method)
-	*list = append(*list, w)
+	*list = append(*list, v)
 }
 
 func (c *Coordinator) mustNotHaveRunLocked(method string) {

@@ -88,7 +88,7 @@ func (r *run) enter(p Phase, cut inflight.Counts, attrs ...slog.Attr) {
 		}
 	}
 	r.c.log.LogAttrs(context.Background(), level, "lameduck: "+p.String(), attrs...)
-	for _, f := range r.c.opts.observers {
+	for _, f := range r.observers {
 		f(ev)
 	}
 }

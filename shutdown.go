@@ -71,9 +71,9 @@ var ErrCut = errors.New("lameduck: in-flight work was cut")
 // Run returns nil after a clean shutdown, whether a signal or the end of
 // ctx started it. Otherwise it returns, joined, the failure that started the
 // shutdown, an error wrapping [ErrCut] saying what was cut, and the hooks'
-// errors. Register, Go, OnShutdown and AddCheck panic once Run has been
-// called. Run returns an error at once, starting nothing, if ctx is nil or
-// Run was called before.
+// errors. Register, Go, OnShutdown, OnPhase and AddCheck panic once Run has
+// been called. Run returns an error at once, starting nothing, if ctx is nil
+// or Run was called before.
 func (c *Coordinator) Run(ctx context.Context) error {
 	if ctx == nil {
 		return errors.New("lameduck: Run: the context is nil; pass context.Background() or a context that ends the process")
@@ -85,13 +85,14 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}
 	c.ran = true
 	r := &run{
-		c:       c,
-		servers: c.servers,
-		admins:  newAdmins(c.admins),
-		workers: c.workers,
-		hooks:   c.hooks,
-		events:  make(chan exit, len(c.servers)+len(c.admins)+len(c.workers)),
-		phaseAt: c.clock.Now(),
+		c:         c,
+		servers:   c.servers,
+		admins:    newAdmins(c.admins),
+		workers:   c.workers,
+		hooks:     c.hooks,
+		observers: c.observers,
+		events:    make(chan exit, len(c.servers)+len(c.admins)+len(c.workers)),
+		phaseAt:   c.clock.Now(),
 	}
 	c.mu.Unlock()
 	return r.run(ctx)
@@ -114,6 +115,8 @@ type run struct {
 	admins  []*admin // admin.go
 	workers []work
 	hooks   []work
+	// observers are OnPhase's (phase.go).
+	observers []func(Event)
 
 	events  chan exit // Serve and worker returns
 	serving int       // Serve calls that have not returned

@@ -97,6 +97,22 @@ func TestRunGoesThroughThePhasesInOrder(t *testing.T) {
 	assert.Equal(t, []string{"hook 2", "hook 1"}, calls[8:])
 }
 
+func TestObserversSeeEveryPhaseInOrderOfRegistration(t *testing.T) {
+	h := newHarness(t)
+	var calls []string // Run calls observers from its own goroutine, one at a time
+	for _, name := range []string{"first", "second"} {
+		h.ld.OnPhase(func(e lameduck.Event) { calls = append(calls, name+" "+e.Phase.String()) })
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.NoError(t, h.ld.Run(ctx))
+	var want []string
+	for p := lameduck.PhaseStarting; p <= lameduck.PhaseStopped; p++ {
+		want = append(want, "first "+p.String(), "second "+p.String())
+	}
+	assert.Equal(t, want, calls)
+}
+
 func TestRunSkipsTheDelayWhenNeverReady(t *testing.T) {
 	h := newHarness(t, lameduck.WithDrainDelay(5*time.Second))
 	h.ld.Register(newFakeServer("a", h.log))
@@ -408,6 +424,7 @@ func TestRunTwiceAndLateRegistration(t *testing.T) {
 		"Register":   func() { h.ld.Register(newFakeServer("late", h.log)) },
 		"Go":         func() { h.ld.Go("", func(context.Context) error { return nil }) },
 		"OnShutdown": func() { h.ld.OnShutdown("", func(context.Context) error { return nil }) },
+		"OnPhase":    func() { h.ld.OnPhase(func(lameduck.Event) {}) },
 		"AddCheck":   func() { h.ld.AddCheck(lameduck.Check{Name: "late", Func: func(context.Context) error { return nil }}) },
 	} {
 		assert.PanicsWithValue(t, fmt.Sprintf("lameduck: %s called after Run; register everything before calling Run", name), register)
@@ -420,6 +437,7 @@ func TestRegisteringNilPanics(t *testing.T) {
 	assert.PanicsWithValue(t, "lameduck: Register: the server is nil", func() { ld.Register(nil) })
 	assert.PanicsWithValue(t, "lameduck: Go: the worker is nil", func() { ld.Go("", nil) })
 	assert.PanicsWithValue(t, "lameduck: OnShutdown: the hook is nil", func() { ld.OnShutdown("", nil) })
+	assert.PanicsWithValue(t, "lameduck: OnPhase: the observer is nil", func() { ld.OnPhase(nil) })
 }
 
 // logMessages is a logger that keeps the message of every line.
