@@ -214,12 +214,12 @@ func TestStatusReportsTheDelayAsItMeasures(t *testing.T) {
 // observer of that phase, which may move on before Run does, sees the
 // delay already running, and time that passes meanwhile counts in it.
 func TestTheDelayRunsFromTheMomentOfTheLameDuckPhase(t *testing.T) {
-	var h *harness
-	h = newHarness(t, lameduck.WithDrainDelay(5*time.Second), lameduck.WithObserver(func(e lameduck.Event) {
+	h := newHarness(t, lameduck.WithDrainDelay(5*time.Second))
+	h.ld.OnPhase(func(e lameduck.Event) {
 		if e.Phase == lameduck.PhaseLameDuck {
 			h.clock.Advance(time.Second) // before Run goes on to the delay
 		}
-	}))
+	})
 	h.ld.Register(newFakeServer("web", h.log))
 	h.ld.MarkReady()
 	h.start(t, context.Background())

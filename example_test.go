@@ -38,23 +38,24 @@ func (s printServer) Close() inflight.Counts {
 	return inflight.Counts{}
 }
 
-// The phases Run goes through, and what it asks of a server in each.
+// The phases Run goes through, as an observer added with OnPhase sees
+// them, and what it asks of a server in each.
 func ExampleCoordinator_Run() {
 	ctx, stop := context.WithCancel(context.Background())
 	ld, err := lameduck.New(
 		lameduck.WithSignals(), // this example ends with ctx rather than SIGTERM
 		lameduck.WithDrainDelay(10*time.Millisecond),
 		lameduck.WithLogger(slog.New(slog.DiscardHandler)),
-		lameduck.WithObserver(func(e lameduck.Event) {
-			fmt.Println(e.Phase)
-			if e.Phase == lameduck.PhaseServing {
-				stop() // as if SIGTERM arrived
-			}
-		}),
 	)
 	if err != nil {
 		panic(err)
 	}
+	ld.OnPhase(func(e lameduck.Event) {
+		fmt.Println(e.Phase)
+		if e.Phase == lameduck.PhaseServing {
+			stop() // as if SIGTERM arrived
+		}
+	})
 	ld.Register(printServer{stop: make(chan struct{})})
 	ld.OnShutdown("", func(ctx context.Context) error {
 		fmt.Println("  hook: close the database")
@@ -125,18 +126,18 @@ func ExampleLeaving() {
 		lameduck.WithDrainDelay(100*time.Millisecond),
 		lameduck.WithDepartureWindow(100*time.Millisecond),
 		lameduck.WithLogger(slog.New(slog.DiscardHandler)),
-		lameduck.WithObserver(func(e lameduck.Event) {
-			switch e.Phase {
-			case lameduck.PhaseServing:
-				close(serving)
-			case lameduck.PhaseStopping:
-				stopping <- e
-			}
-		}),
 	)
 	if err != nil {
 		panic(err)
 	}
+	ld.OnPhase(func(e lameduck.Event) {
+		switch e.Phase {
+		case lameduck.PhaseServing:
+			close(serving)
+		case lameduck.PhaseStopping:
+			stopping <- e
+		}
+	})
 	mux := http.NewServeMux()
 	mux.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")

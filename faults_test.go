@@ -183,13 +183,12 @@ func TestRunReturnsBeforeTheDeadlineWhateverTheFaults(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 			stoppedAt := make(chan time.Time, 1)
-			var h *harness
-			h = newHarness(t, lameduck.WithGracePeriod(grace), lameduck.WithSafetyMargin(margin), lameduck.WithDrainDelay(delay),
-				lameduck.WithObserver(func(e lameduck.Event) {
-					if e.Phase == lameduck.PhaseStopped {
-						stoppedAt <- h.clock.Now()
-					}
-				}))
+			h := newHarness(t, lameduck.WithGracePeriod(grace), lameduck.WithSafetyMargin(margin), lameduck.WithDrainDelay(delay))
+			h.ld.OnPhase(func(e lameduck.Event) {
+				if e.Phase == lameduck.PhaseStopped {
+					stoppedAt <- h.clock.Now()
+				}
+			})
 			release := make(chan struct{})
 			defer close(release)
 			tt.setUp(h, release)

@@ -183,10 +183,11 @@ func newHarness(t *testing.T, opts ...lameduck.Option) *harness {
 	h := &harness{clock: fakeclock.New(), signals: make(chan os.Signal, 2), phases: newPhases(), log: newCallLog()}
 	base := []lameduck.Option{
 		lameduck.WithSignals(), lameduck.WithSignalChannel(h.signals), h.clock.Option(),
-		lameduck.WithLogger(discard), lameduck.WithObserver(h.phases.observe),
+		lameduck.WithLogger(discard),
 	}
 	ld, err := lameduck.New(append(base, opts...)...)
 	require.NoError(t, err)
+	ld.OnPhase(h.phases.observe)
 	h.ld = ld
 	return h
 }

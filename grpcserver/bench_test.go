@@ -175,15 +175,15 @@ func startAdapter(b *testing.B) string {
 	ld, err := lameduck.New(
 		lameduck.WithSignals(), lameduck.WithDrainDelay(0),
 		lameduck.WithLogger(slog.New(slog.DiscardHandler)),
-		lameduck.WithObserver(func(e lameduck.Event) {
-			if e.Phase == lameduck.PhaseServing {
-				close(serving)
-			}
-		}),
 	)
 	if err != nil {
 		b.Fatal(err)
 	}
+	ld.OnPhase(func(e lameduck.Event) {
+		if e.Phase == lameduck.PhaseServing {
+			close(serving)
+		}
+	})
 	s := grpcserver.New(ld, "127.0.0.1:0")
 	testpb.RegisterTestServiceServer(s, benchService{newTestService()})
 	ld.Register(s)

@@ -50,15 +50,15 @@ func Example_health() {
 		lameduck.WithSignals(), // this example shuts down by ending ctx
 		lameduck.WithDrainDelay(10*time.Millisecond),
 		lameduck.WithLogger(slog.New(slog.DiscardHandler)),
-		lameduck.WithObserver(func(e lameduck.Event) {
-			if e.Phase == lameduck.PhaseServing {
-				close(serving)
-			}
-		}),
 	)
 	if err != nil {
 		log.Fatal(err)
 	}
+	ld.OnPhase(func(e lameduck.Event) {
+		if e.Phase == lameduck.PhaseServing {
+			close(serving)
+		}
+	})
 	s := grpcserver.New(ld, "127.0.0.1:0")
 	ld.Register(s)
 	done := make(chan error, 1)

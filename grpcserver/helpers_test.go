@@ -86,18 +86,18 @@ func newHarnessFor(t *testing.T, svc testpb.TestServiceServer, clock *fakeclock.
 	base := []lameduck.Option{
 		lameduck.WithSignals(), lameduck.WithSignalChannel(h.signals),
 		lameduck.WithLogger(slog.New(slog.DiscardHandler)),
-		lameduck.WithObserver(func(e lameduck.Event) {
-			h.mu.Lock()
-			h.entered[e.Phase] = time.Now()
-			h.mu.Unlock()
-			h.events <- e
-		}),
 	}
 	if clock != nil {
 		base = append(base, clock.Option())
 	}
 	ld, err := lameduck.New(append(base, opts...)...)
 	require.NoError(t, err)
+	ld.OnPhase(func(e lameduck.Event) {
+		h.mu.Lock()
+		h.entered[e.Phase] = time.Now()
+		h.mu.Unlock()
+		h.events <- e
+	})
 	h.ld = ld
 	h.srv = grpcserver.New(ld, "127.0.0.1:0", serverOpts...)
 	testpb.RegisterTestServiceServer(h.srv, svc)

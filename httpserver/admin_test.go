@@ -58,17 +58,17 @@ func TestAdminAnswersThroughTheDrain(t *testing.T) {
 	ld, err := lameduck.New(
 		lameduck.WithSignals(), lameduck.WithSignalChannel(signals), clock.Option(),
 		lameduck.WithLogger(discard), lameduck.WithDrainDelay(delay),
-		lameduck.WithObserver(func(e lameduck.Event) {
-			if e.Phase == lameduck.PhaseStopped {
-				// Run has entered its last phase and not returned yet:
-				// the admin server still answers.
-				_, body, _ := sc.get(t, adminURL+"/metrics")
-				stoppedScrape <- body
-			}
-			events <- e
-		}),
 	)
 	require.NoError(t, err)
+	ld.OnPhase(func(e lameduck.Event) {
+		if e.Phase == lameduck.PhaseStopped {
+			// Run has entered its last phase and not returned yet:
+			// the admin server still answers.
+			_, body, _ := sc.get(t, adminURL+"/metrics")
+			stoppedScrape <- body
+		}
+		events <- e
+	})
 	awaitPhase := func(phase lameduck.Phase) {
 		t.Helper()
 		timeout := time.After(waitTimeout)

@@ -75,9 +75,9 @@ func TestAdaptiveDelayEndsOnceTheArrivalsStop(t *testing.T) {
 	signals := make(chan os.Signal, 1)
 	events := make(chan lameduck.Event, 16)
 	ld, err := lameduck.New(lameduck.WithSignals(), lameduck.WithSignalChannel(signals), lameduck.WithLogger(discard),
-		lameduck.WithGracePeriod(gracePeriod), lameduck.WithAdaptiveDrainDelay(0, quiet, maximum),
-		lameduck.WithObserver(func(e lameduck.Event) { events <- e }))
+		lameduck.WithGracePeriod(gracePeriod), lameduck.WithAdaptiveDrainDelay(0, quiet, maximum))
 	require.NoError(t, err)
+	ld.OnPhase(func(e lameduck.Event) { events <- e })
 	srv := httpserver.New(&http.Server{Addr: "127.0.0.1:0", Handler: okHandler, ErrorLog: log.New(io.Discard, "", 0)})
 	ld.Register(srv)
 	ld.MarkReady()

@@ -41,15 +41,15 @@ func ExampleServer_LameDuck() {
 		lameduck.WithSignals(),
 		lameduck.WithDrainDelay(50*time.Millisecond),
 		lameduck.WithLogger(slog.New(slog.DiscardHandler)),
-		lameduck.WithObserver(func(e lameduck.Event) {
-			if ch, ok := phases[e.Phase]; ok {
-				close(ch)
-			}
-		}),
 	)
 	if err != nil {
 		log.Fatal(err)
 	}
+	ld.OnPhase(func(e lameduck.Event) {
+		if ch, ok := phases[e.Phase]; ok {
+			close(ch)
+		}
+	})
 	mux := http.NewServeMux()
 	mux.Handle("/readyz", ld.ReadinessHandler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") })

@@ -67,7 +67,6 @@ func start(t testing.TB, cfg config) *process {
 	opts := []lameduck.Option{
 		lameduck.WithSignals(), lameduck.WithSignalChannel(p.signals), p.clock.Option(),
 		lameduck.WithLogger(discard), lameduck.WithDrainDelay(cfg.delay), lameduck.WithGracePeriod(gracePeriod),
-		lameduck.WithObserver(func(e lameduck.Event) { p.events <- e }),
 	}
 	if cfg.hookTime != 0 {
 		opts = append(opts, lameduck.WithHookTimeout(cfg.hookTime))
@@ -75,6 +74,7 @@ func start(t testing.TB, cfg config) *process {
 	opts = append(opts, cfg.opts...)
 	ld, err := lameduck.New(opts...)
 	require.NoError(t, err)
+	ld.OnPhase(func(e lameduck.Event) { p.events <- e })
 	p.ld = ld
 	mux := http.NewServeMux()
 	mux.Handle("/readyz", ld.ReadinessHandler())

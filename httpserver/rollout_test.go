@@ -61,13 +61,13 @@ func lameduckPod(t *testing.T, delay time.Duration) pod {
 	signals := make(chan os.Signal, 1)
 	serving := make(chan struct{})
 	ld, err := lameduck.New(lameduck.WithSignals(), lameduck.WithSignalChannel(signals), lameduck.WithLogger(discard),
-		lameduck.WithDrainDelay(delay), lameduck.WithGracePeriod(10*time.Second),
-		lameduck.WithObserver(func(e lameduck.Event) {
-			if e.Phase == lameduck.PhaseServing {
-				close(serving)
-			}
-		}))
+		lameduck.WithDrainDelay(delay), lameduck.WithGracePeriod(10*time.Second))
 	require.NoError(t, err)
+	ld.OnPhase(func(e lameduck.Event) {
+		if e.Phase == lameduck.PhaseServing {
+			close(serving)
+		}
+	})
 	srv := httpserver.New(&http.Server{Addr: "127.0.0.1:0", Handler: okMux(), ErrorLog: quiet})
 	ld.Register(srv)
 	ld.MarkReady()

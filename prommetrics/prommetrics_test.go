@@ -71,14 +71,14 @@ func newProcess(t *testing.T, delay time.Duration, observe func(lameduck.Event),
 	ld, err := lameduck.New(append([]lameduck.Option{
 		lameduck.WithSignals(), lameduck.WithSignalChannel(p.signals), p.clock.Option(),
 		lameduck.WithLogger(slog.New(slog.DiscardHandler)), lameduck.WithDrainDelay(delay),
-		lameduck.WithObserver(func(e lameduck.Event) {
-			if observe != nil {
-				observe(e)
-			}
-			p.events <- e
-		}),
 	}, opts...)...)
 	require.NoError(t, err)
+	ld.OnPhase(func(e lameduck.Event) {
+		if observe != nil {
+			observe(e)
+		}
+		p.events <- e
+	})
 	p.ld = ld
 	ld.AddCheck(lameduck.Check{Name: "db", Func: func(context.Context) error {
 		if p.db.Load() {

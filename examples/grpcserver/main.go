@@ -116,17 +116,17 @@ func run(args []string, stderr io.Writer) int {
 		lameduck.WithGracePeriod(*gracePeriod),
 		delay,
 		lameduck.WithLogger(log),
-		lameduck.WithObserver(func(e lameduck.Event) {
-			if e.Phase == lameduck.PhaseServing {
-				// With ":0" addresses, this tells which ports were chosen.
-				log.Info("listening", slog.Any("grpc", grpcSrv.Addr()), slog.Any("probes", probes.Addr()))
-			}
-		}),
 	)
 	if err != nil {
 		fmt.Fprintf(stderr, "grpcserver: -drain-delay %v, -grace-period %v: %v\n", *drainDelay, *gracePeriod, err)
 		return exitUsage
 	}
+	ld.OnPhase(func(e lameduck.Event) {
+		if e.Phase == lameduck.PhaseServing {
+			// With ":0" addresses, this tells which ports were chosen.
+			log.Info("listening", slog.Any("grpc", grpcSrv.Addr()), slog.Any("probes", probes.Addr()))
+		}
+	})
 
 	grpcSrv = grpcserver.New(ld, *addr)
 	testpb.RegisterTestServiceServer(grpcSrv, testService{})

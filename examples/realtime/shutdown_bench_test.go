@@ -398,22 +398,22 @@ func startInstance(b *testing.B, name string, opts ...lameduck.Option) *instance
 		lameduck.WithSignals(), lameduck.WithSignalChannel(in.signals),
 		lameduck.WithGracePeriod(benchGrace),
 		lameduck.WithLogger(slog.New(slog.NewTextHandler(in.log, nil))),
-		lameduck.WithObserver(func(e lameduck.Event) {
-			in.mu.Lock()
-			defer in.mu.Unlock()
-			switch e.Phase {
-			case lameduck.PhaseServing:
-				close(serving)
-			case lameduck.PhaseDraining:
-				in.draining = time.Now()
-			case lameduck.PhaseStopping:
-				in.stopEvent = e
-			}
-		}),
 	}, opts...)...)
 	if err != nil {
 		b.Fatalf("%s: %v", name, err)
 	}
+	ld.OnPhase(func(e lameduck.Event) {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		switch e.Phase {
+		case lameduck.PhaseServing:
+			close(serving)
+		case lameduck.PhaseDraining:
+			in.draining = time.Now()
+		case lameduck.PhaseStopping:
+			in.stopEvent = e
+		}
+	})
 	in.ld = ld
 	in.http = realtime.NewServer(ld, "127.0.0.1:0", benchInterval)
 	in.grpc = grpcserver.New(ld, "127.0.0.1:0")

@@ -21,18 +21,18 @@ func RunCoordinator(tb testing.TB, delay time.Duration, newServer func(*lameduck
 	signals := make(chan os.Signal, 1)
 	serving := make(chan struct{})
 	ld, err := lameduck.New(lameduck.WithSignals(), lameduck.WithSignalChannel(signals),
-		lameduck.WithLogger(slog.New(slog.DiscardHandler)), lameduck.WithDrainDelay(delay),
-		lameduck.WithObserver(func(e lameduck.Event) {
-			switch e.Phase {
-			case lameduck.PhaseServing:
-				close(serving)
-			case lameduck.PhaseDraining:
-				*drainStart = time.Now()
-			}
-		}))
+		lameduck.WithLogger(slog.New(slog.DiscardHandler)), lameduck.WithDrainDelay(delay))
 	if err != nil {
 		tb.Fatal(err)
 	}
+	ld.OnPhase(func(e lameduck.Event) {
+		switch e.Phase {
+		case lameduck.PhaseServing:
+			close(serving)
+		case lameduck.PhaseDraining:
+			*drainStart = time.Now()
+		}
+	})
 	ld.Register(newServer(ld))
 	ld.MarkReady()
 	go func() {

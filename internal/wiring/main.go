@@ -76,13 +76,13 @@ func main() {
 	ctx, opts := wire([]lameduck.Option{
 		lameduck.WithDrainDelay(*delay),
 		lameduck.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, nil))),
-		lameduck.WithObserver(func(e lameduck.Event) { fmt.Printf("phase %s %v\n", e.Phase, e.Elapsed) }),
 	})
 	ld, err := lameduck.New(opts...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	ld.OnPhase(func(e lameduck.Event) { fmt.Printf("phase %s %v\n", e.Phase, e.Elapsed) })
 	ld.OnShutdown("print", func(context.Context) error { fmt.Println("hook ran"); return nil })
 	ld.MarkReady()
 	if err := ld.Run(ctx); err != nil {
