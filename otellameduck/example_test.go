@@ -35,7 +35,6 @@ func Example() {
 	tel := otellameduck.New(otellameduck.WithMeterProvider(mp), otellameduck.WithTracerProvider(tp))
 	signals := make(chan os.Signal, 1)
 	ld, err := lameduck.New(
-		lameduck.WithObserver(tel.Observe),
 		lameduck.WithSignalChannel(signals), // a SIGTERM, in a real service
 		lameduck.WithDrainDelay(0),
 		lameduck.WithLogger(slog.New(slog.DiscardHandler)),

@@ -4,7 +4,7 @@
 // Run, with an event per phase and the shutdown's figures as attributes.
 //
 //	t := otellameduck.New(otellameduck.WithMeterProvider(mp), otellameduck.WithTracerProvider(tp))
-//	ld, err := lameduck.New(lameduck.WithObserver(t.Observe))
+//	ld, err := lameduck.New()
 //	if err != nil {
 //		log.Fatal(err)
 //	}
@@ -15,17 +15,18 @@
 //	err = ld.Run(ctx)
 //	// Shut mp and tp down here, after Run: the final values are already out.
 //
-// When Run enters [lameduck.PhaseStopped], [Telemetry.Observe] ends the span
-// and calls ForceFlush on both providers, before Run returns and within the
-// shutdown's deadline, so that a pushing exporter, such as OTLP, carries
-// every shutdown's final values out of the process; from then on the
-// instruments report those values. Two mistakes would lose them, and each
-// is reported to [otel.Handle] with its fix: shutting the providers down in
-// a hook of [lameduck.Coordinator.OnShutdown], which runs before the stopped
-// phase, rather than after Run returns; and a provider without a method
-// ForceFlush(context.Context) error, as the SDK's have (no-op providers are
-// neither flushed nor reported). A missing [Telemetry.Instrument] is
-// reported there too, and a missing Observe makes Run return an error.
+// [Telemetry.Instrument] is all the wiring: it creates the instruments, and
+// adds an observer of the phases (see [lameduck.Coordinator.OnPhase]) that
+// makes the span. When Run enters [lameduck.PhaseStopped], the observer
+// ends the span and calls ForceFlush on both providers, before Run returns
+// and within the shutdown's deadline, so that a pushing exporter, such as
+// OTLP, carries every shutdown's final values out of the process; from
+// then on the instruments report those values. Two mistakes would lose
+// them, and each is reported to [otel.Handle] with its fix: shutting the
+// providers down in a hook of [lameduck.Coordinator.OnShutdown], which runs
+// before the stopped phase, rather than after Run returns; and a provider
+// without a method ForceFlush(context.Context) error, as the SDK's have
+// (no-op providers are neither flushed nor reported).
 //
 // # Metrics
 //
@@ -83,7 +84,7 @@
 // A shutdown that cut work ends its span with status Error and a
 // description such as "2 requests cut at the deadline".
 //
-// Why the final flush, what it costs, and why two calls: [docs/metrics.md].
+// Why the final flush, and what it costs: [docs/metrics.md].
 //
 // [docs/metrics.md]: https://github.com/lameduck/lameduck/blob/main/docs/metrics.md
 package otellameduck
@@ -142,19 +143,16 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 }
 
 // Telemetry exports one Coordinator's shutdown through OpenTelemetry (see
-// the package documentation). Create it with [New], pass [Telemetry.Observe]
-// to [lameduck.WithObserver], and call [Telemetry.Instrument] with the
-// Coordinator before Run.
+// the package documentation). Create it with [New], and call
+// [Telemetry.Instrument] with the Coordinator before Run.
 type Telemetry struct {
 	opts options
 
 	mu sync.Mutex
 	// Guarded by mu:
-	ld       *lameduck.Coordinator // set by Instrument
-	reg      metric.Registration   // the instruments' callback
-	observed bool                  // Observe has received an event
-	warned   bool                  // Observe reported a missing Instrument
-	span     trace.Span            // the shutdown's, from its start to PhaseStopped
+	ld   *lameduck.Coordinator // set by Instrument
+	reg  metric.Registration   // the instruments' callback
+	span trace.Span            // the shutdown's, from its start to PhaseStopped
 	// hookCtx is the context of the shutdown hook that Instrument adds:
 	// it ends at the shutdown's deadline, or at a second signal, and Run
 	// cancels it only as it returns, so that it bounds the final flush.
@@ -179,10 +177,12 @@ func New(opts ...Option) *Telemetry {
 }
 
 // Instrument creates the instruments, which read ld's [lameduck.Status]
-// whenever the meter provider collects, and adds a shutdown hook (see
-// [lameduck.Coordinator.OnShutdown]) that lets the final flush know the
-// shutdown's deadline, and checks that [Telemetry.Observe] observes ld.
-// Call it once, after [lameduck.New] and before Run.
+// whenever the meter provider collects; adds an observer of ld's phases
+// (see [lameduck.Coordinator.OnPhase]) that records the shutdown's span and,
+// as Run enters [lameduck.PhaseStopped], flushes both providers; and adds a
+// shutdown hook (see [lameduck.Coordinator.OnShutdown]) that lets the final
+// flush know the shutdown's deadline. Call it once, after [lameduck.New]
+// and before Run.
 //
 // It returns an error if ld is nil, if it was called before, if Run has
 // already been called, or if the meter provider fails to create the
@@ -204,48 +204,38 @@ func (t *Telemetry) Instrument(ld *lameduck.Coordinator) error {
 		return fmt.Errorf("otellameduck: creating the instruments: %w", err)
 	}
 	t.ld, t.reg = ld, reg
+	ld.OnPhase(t.observe)
 	ld.OnShutdown("otellameduck", t.hook)
 	return nil
 }
 
-// hook records the hooks' context, which bounds the final flush, and
-// reports an Observe that was never passed to lameduck.WithObserver.
+// hook records the hooks' context, which bounds the final flush.
 func (t *Telemetry) hook(ctx context.Context) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.hookCtx = ctx
-	if !t.observed {
-		return errors.New("otellameduck: the shutdown reached its hooks without an event for Telemetry.Observe: " +
-			"pass lameduck.WithObserver(t.Observe) to lameduck.New, or the shutdown has no span and its final values are not flushed before Run returns")
-	}
 	return nil
 }
 
-// Observe records ev in the shutdown's span: it starts the span as the
+// observe records ev in the shutdown's span: it starts the span as the
 // shutdown begins, adds an event per phase, and as Run enters
 // [lameduck.PhaseStopped] ends it and flushes the tracer and meter
-// providers, within the shutdown's deadline, before it returns. Pass it to
-// [lameduck.WithObserver]; Run calls it for every phase.
-func (t *Telemetry) Observe(ev lameduck.Event) {
+// providers, within the shutdown's deadline, before it returns. Run calls
+// it for every phase.
+func (t *Telemetry) observe(ev lameduck.Event) {
 	now := time.Now()
 	var stopping *lameduck.Status
-	if ev.Phase == lameduck.PhaseStopping && t.coordinator() != nil {
+	if ev.Phase == lameduck.PhaseStopping {
 		st := t.coordinator().Status()
 		stopping = &st
 	}
 	t.mu.Lock()
-	t.observed = true
 	if ev.Phase != lameduck.PhaseStarting {
 		t.spent[t.phase] = ev.Elapsed
 	}
 	t.phase = ev.Phase
 	if stopping != nil {
 		t.stopping = stopping
-	}
-	if t.ld == nil && !t.warned {
-		t.warned = true
-		otel.Handle(errors.New("otellameduck: Run started without Telemetry.Instrument: call t.Instrument(ld) before Run, " +
-			"or no metrics are exported and the shutdown's final values are not flushed"))
 	}
 	if t.span == nil && (ev.Phase == lameduck.PhaseLameDuck || ev.Phase == lameduck.PhaseStopping) {
 		_, t.span = t.tracerProvider().Tracer(ScopeName).Start(context.Background(), "lameduck.shutdown",

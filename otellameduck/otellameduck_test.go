@@ -195,10 +195,10 @@ func newProcess(t *testing.T, tel *otellameduck.Telemetry, opts ...lameduck.Opti
 	opts = append([]lameduck.Option{
 		lameduck.WithSignals(), lameduck.WithSignalChannel(p.signals),
 		lameduck.WithLogger(slog.New(slog.DiscardHandler)),
-		lameduck.WithObserver(func(e lameduck.Event) { p.events <- e }),
 	}, opts...)
 	ld, err := lameduck.New(opts...)
 	require.NoError(t, err)
+	ld.OnPhase(func(e lameduck.Event) { p.events <- e })
 	p.ld = ld
 	p.app = httpserver.New(&http.Server{Addr: "127.0.0.1:0", Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Has("hold") {
@@ -255,7 +255,7 @@ func TestTheFinalValuesAreFlushedBeforeRunReturns(t *testing.T) {
 	s := newSDK(t)
 	tel := otellameduck.New(otellameduck.WithMeterProvider(s.mp), otellameduck.WithTracerProvider(s.tp))
 	const delay = 300 * time.Millisecond
-	p := newProcess(t, tel, lameduck.WithObserver(tel.Observe), lameduck.WithDrainDelay(delay), lameduck.WithGracePeriod(10*time.Second))
+	p := newProcess(t, tel, lameduck.WithDrainDelay(delay), lameduck.WithGracePeriod(10*time.Second))
 	p.ld.MarkReady()
 	p.run(t)
 	server := "http " + p.app.Addr().String()
@@ -411,7 +411,7 @@ func TestDeparturesAreExportedAndOnTheSpan(t *testing.T) {
 	s := newSDK(t)
 	tel := otellameduck.New(otellameduck.WithMeterProvider(s.mp), otellameduck.WithTracerProvider(s.tp))
 	const delay, window = time.Second, 500 * time.Millisecond
-	p := newProcess(t, tel, lameduck.WithObserver(tel.Observe), lameduck.WithDrainDelay(delay),
+	p := newProcess(t, tel, lameduck.WithDrainDelay(delay),
 		lameduck.WithDepartureWindow(window), lameduck.WithGracePeriod(10*time.Second))
 	ws := newStreams()
 	p.ld.Register(ws)
@@ -474,7 +474,7 @@ func TestACutShutdownEndsItsSpanWithAnError(t *testing.T) {
 	handleErrors(t)
 	s := newSDK(t)
 	tel := otellameduck.New(otellameduck.WithMeterProvider(s.mp), otellameduck.WithTracerProvider(s.tp))
-	p := newProcess(t, tel, lameduck.WithObserver(tel.Observe), lameduck.WithDrainDelay(0), lameduck.WithGracePeriod(2*time.Second))
+	p := newProcess(t, tel, lameduck.WithDrainDelay(0), lameduck.WithGracePeriod(2*time.Second))
 	p.ld.MarkReady()
 	p.run(t)
 	held := make(chan error, 1)
@@ -500,39 +500,23 @@ func TestACutShutdownEndsItsSpanWithAnError(t *testing.T) {
 
 func TestMisuseIsReportedWithTheFix(t *testing.T) {
 	t.Run("Instrument", func(t *testing.T) {
-		tel := otellameduck.New()
+		h := handleErrors(t)
+		s := newSDK(t)
+		tel := otellameduck.New(otellameduck.WithMeterProvider(s.mp), otellameduck.WithTracerProvider(s.tp))
 		assert.ErrorContains(t, tel.Instrument(nil), "the Coordinator is nil")
 		p := newProcess(t, tel)
 		assert.ErrorContains(t, tel.Instrument(p.ld), "Instrument called twice")
 		p.run(t)
 		p.signals <- os.Interrupt
-		require.Error(t, await.Recv(t, p.done, "Run's return"), "the missing observer fails Run")
+		require.NoError(t, await.Recv(t, p.done, "Run's return"), "Instrument is all the wiring")
+		assert.Empty(t, h.reported())
 		assert.ErrorContains(t, otellameduck.New().Instrument(p.ld), "Instrument called after Run")
-	})
-	t.Run("no observer", func(t *testing.T) {
-		s := newSDK(t)
-		tel := otellameduck.New(otellameduck.WithMeterProvider(s.mp), otellameduck.WithTracerProvider(s.tp))
-		p := newProcess(t, tel)
-		p.run(t)
-		p.signals <- os.Interrupt
-		err := await.Recv(t, p.done, "Run's return")
-		assert.ErrorContains(t, err, "pass lameduck.WithObserver(t.Observe) to lameduck.New")
-	})
-	t.Run("no Instrument", func(t *testing.T) {
-		h := handleErrors(t)
-		tel := otellameduck.New()
-		p := newProcess(t, nil, lameduck.WithObserver(tel.Observe))
-		p.run(t)
-		p.signals <- os.Interrupt
-		require.NoError(t, await.Recv(t, p.done, "Run's return"))
-		require.Len(t, h.reported(), 1)
-		assert.ErrorContains(t, h.reported()[0], "call t.Instrument(ld) before Run")
 	})
 	t.Run("providers shut down in a hook", func(t *testing.T) {
 		h := handleErrors(t)
 		s := newSDK(t)
 		tel := otellameduck.New(otellameduck.WithMeterProvider(s.mp), otellameduck.WithTracerProvider(s.tp))
-		p := newProcess(t, tel, lameduck.WithObserver(tel.Observe))
+		p := newProcess(t, tel)
 		p.ld.OnShutdown("", s.mp.Shutdown)
 		p.run(t)
 		p.signals <- os.Interrupt
@@ -552,7 +536,7 @@ func TestAFlushThatHangsCannotHoldRunPastTheDeadline(t *testing.T) {
 	defer close(stuck.release)
 	tel := otellameduck.New(otellameduck.WithMeterProvider(stuck), otellameduck.WithTracerProvider(stuck))
 	const grace = 2 * time.Second
-	p := newProcess(t, tel, lameduck.WithObserver(tel.Observe), lameduck.WithDrainDelay(0), lameduck.WithGracePeriod(grace))
+	p := newProcess(t, tel, lameduck.WithDrainDelay(0), lameduck.WithGracePeriod(grace))
 	p.run(t)
 	start := time.Now()
 	p.signals <- os.Interrupt

@@ -133,7 +133,6 @@ func run(args []string, stderr io.Writer) int {
 		lameduck.WithDrainDelay(*drainDelay),
 		lameduck.WithGracePeriod(*gracePeriod),
 		lameduck.WithLogger(logger),
-		lameduck.WithObserver(tel.Observe),
 	)
 	if err != nil {
 		fmt.Fprintf(stderr, "example: %v\n", err)

@@ -27,7 +27,7 @@ func main() {
 	flag.Parse()
 	mp, tp := sdkmetric.NewMeterProvider(), sdktrace.NewTracerProvider()
 	tel := otellameduck.New(otellameduck.WithMeterProvider(mp), otellameduck.WithTracerProvider(tp))
-	ld, err := lameduck.New(lameduck.WithDrainDelay(*delay), lameduck.WithObserver(tel.Observe))
+	ld, err := lameduck.New(lameduck.WithDrainDelay(*delay))
 	if err != nil {
 		log.Fatal(err)
 	}
