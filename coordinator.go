@@ -94,7 +94,6 @@ func New(opts ...Option) (*Coordinator, error) {
 		ready:      make(chan struct{}),
 		progress:   progress{finalRead: make(chan struct{})},
 		departures: newSchedule(o.clock),
-		observers:  o.observers,
 	}
 	for p := range c.phaseDone {
 		c.phaseDone[p] = make(chan struct{})

@@ -100,7 +100,6 @@ type options struct {
 	signals      []os.Signal
 	signalCh     <-chan os.Signal
 	logger       *slog.Logger
-	observers    []func(Event)
 	clock        testhook.Clock
 	checkDetails bool
 	finalScrape  bool
@@ -198,22 +197,6 @@ func WithLogger(l *slog.Logger) Option {
 			o.errs = append(o.errs, errors.New("WithLogger: the logger is nil; pass slog.New(slog.DiscardHandler) to discard logs"))
 		}
 		o.logger = l
-	})
-}
-
-// WithObserver adds a function called with an [Event] each time
-// [Coordinator.Run] enters a phase, for exporting metrics. It is called
-// synchronously from Run, which waits for it: it must return at once,
-// except in [PhaseStopped], when it may flush what it exports, bounded by
-// the deadline, as package otellameduck does. There is no observer by
-// default.
-func WithObserver(f func(Event)) Option {
-	return optionFunc(func(o *options) {
-		if f == nil {
-			o.errs = append(o.errs, errors.New("WithObserver: the function is nil"))
-			return
-		}
-		o.observers = append(o.observers, f)
 	})
 }
 

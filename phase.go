@@ -48,8 +48,8 @@ func (p Phase) String() string {
 	return fmt.Sprintf("Phase(%d)", int(p))
 }
 
-// An Event reports that [Coordinator.Run] entered a phase. Observers set
-// with [WithObserver] receive one per phase, in order.
+// An Event reports that [Coordinator.Run] entered a phase. Observers added
+// with [Coordinator.OnPhase] receive one per phase, in order.
 type Event struct {
 	// Phase is the phase just entered.
 	Phase Phase

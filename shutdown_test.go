@@ -33,7 +33,6 @@ func TestNewRejectsBadConfiguration(t *testing.T) {
 		{"negative margin", []lameduck.Option{lameduck.WithSafetyMargin(-time.Second)}, []string{"safety margin is -1s"}},
 		{"zero grace period", []lameduck.Option{lameduck.WithGracePeriod(0)}, []string{"grace period is 0s", "terminationGracePeriodSeconds"}},
 		{"nil logger", []lameduck.Option{lameduck.WithLogger(nil)}, []string{"WithLogger", "nil", "slog.DiscardHandler"}},
-		{"nil observer", []lameduck.Option{lameduck.WithObserver(nil)}, []string{"WithObserver", "nil"}},
 		{"nil signal", []lameduck.Option{lameduck.WithSignals(syscall.SIGTERM, nil)}, []string{"WithSignals", "nil"}},
 		{"nil signal channel", []lameduck.Option{lameduck.WithSignalChannel(nil)}, []string{"WithSignalChannel", "nil"}},
 		{"nil option", []lameduck.Option{nil}, []string{"option is nil"}},
