@@ -60,7 +60,7 @@ type Counts struct {
 	// one had ended, however it ended. Both are zero for other loads.
 	Departures, Reconnects int64
 	// PeakReconnects is the most reconnections within any 100 ms
-	// (ReconnectWindow) of the window, and ReconnectSpan the time from its
+	// (record.PeakWindow) of the window, and ReconnectSpan the time from its
 	// first reconnection to its last: Reconnects over ReconnectSpan is
 	// the average rate that PeakReconnects compares with.
 	PeakReconnects int
@@ -224,30 +224,12 @@ func (r *recorder) mark() Counts {
 		times = append(times, e.At)
 	}
 	slices.Sort(times)
-	c.PeakReconnects = PeakWithin(times, ReconnectWindow)
+	c.PeakReconnects = record.Peak(times)
 	if len(times) > 0 {
 		c.ReconnectSpan = times[len(times)-1] - times[0]
 	}
 	r.reconnectsBase, r.departuresBase = len(r.reconnects), len(r.departures)
 	return c
-}
-
-// ReconnectWindow is the span in which [Counts.PeakReconnects] counts
-// reconnections: short enough that a burst of them stands out, long enough
-// that a steady rate of a few hundred a second is no burst.
-const ReconnectWindow = 100 * time.Millisecond
-
-// PeakWithin returns the most of times, which are in order, within any
-// span of d: times t with first <= t < first+d.
-func PeakWithin(times []time.Duration, d time.Duration) int {
-	peak, lo := 0, 0
-	for hi, t := range times {
-		for t-times[lo] >= d {
-			lo++
-		}
-		peak = max(peak, hi-lo+1)
-	}
-	return peak
 }
 
 // firstError returns the first error of the current window, to say why no
@@ -263,14 +245,14 @@ func (r *recorder) firstError() string {
 	return "(no request completed at all)"
 }
 
-// AveragePer100ms returns the reconnections per ReconnectWindow over
+// AveragePer100ms returns the reconnections per record.PeakWindow over
 // ReconnectSpan, the rate PeakReconnects compares with: all of them when
 // they came within one window.
 func (c Counts) AveragePer100ms() float64 {
-	if c.ReconnectSpan <= ReconnectWindow {
+	if c.ReconnectSpan <= record.PeakWindow {
 		return float64(c.Reconnects)
 	}
-	return float64(c.Reconnects) * float64(ReconnectWindow) / float64(c.ReconnectSpan)
+	return float64(c.Reconnects) * float64(record.PeakWindow) / float64(c.ReconnectSpan)
 }
 
 // streams says on one line how the stream loads' subscriptions moved:
@@ -278,5 +260,5 @@ func (c Counts) AveragePer100ms() float64 {
 // average".
 func (c Counts) streams() string {
 	return fmt.Sprintf("%d departures, %d reconnects over %s: at most %d in any %s, %.1f on average",
-		c.Departures, c.Reconnects, c.ReconnectSpan.Round(time.Millisecond), c.PeakReconnects, ReconnectWindow, c.AveragePer100ms())
+		c.Departures, c.Reconnects, c.ReconnectSpan.Round(time.Millisecond), c.PeakReconnects, record.PeakWindow, c.AveragePer100ms())
 }

@@ -57,7 +57,7 @@ func TestRunLameduckStreamsLeaveSpread(t *testing.T) {
 			// second, as on a loaded machine, sees the ends of the
 			// streams of that half second at once; the benchmark of
 			// examples/realtime measures the spread.
-			peak := rollout.PeakWithin(next.Reconnects, rollout.ReconnectWindow)
+			peak := record.Peak(next.Reconnects)
 			assert.Equal(t, peak, res.Rollouts[0].PeakReconnects)
 			assert.LessOrEqual(t, peak, moved/2, "reconnects per 100 ms at most")
 			assert.Greater(t, old.Departures[len(old.Departures)-1]-old.Departures[0], window/2, "the departures take most of the window")

@@ -123,6 +123,27 @@ type Timeline struct {
 	ServedLeftOut int64
 }
 
+// PeakWindow is the span in which the reports of a run count the most
+// departures or reconnections at once ("at most N in any 100ms"): short
+// enough that a burst of them stands out, long enough that a steady rate of
+// a few hundred a second is no burst.
+const PeakWindow = 100 * time.Millisecond
+
+// Peak returns the most of times, which are in order, within any
+// PeakWindow: times t with first <= t < first+PeakWindow. Clients sent
+// away all at once reconnect nearly all within one window; spread over a
+// departure window, a few at a time.
+func Peak(times []time.Duration) int {
+	peak, lo := 0, 0
+	for hi, t := range times {
+		for t-times[lo] >= PeakWindow {
+			lo++
+		}
+		peak = max(peak, hi-lo+1)
+	}
+	return peak
+}
+
 // Pod is one pod's life in a [Timeline]. Each time is an offset from the
 // start of the run, or Never; a zero time is the start of the run.
 type Pod struct {

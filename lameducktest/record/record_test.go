@@ -150,3 +150,29 @@ func TestTheJSONStaysTheSame(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, string(b), string(wrote))
 }
+
+func TestPeak(t *testing.T) {
+	ms := func(ts ...int) []time.Duration {
+		var ds []time.Duration
+		for _, t := range ts {
+			ds = append(ds, time.Duration(t)*time.Millisecond)
+		}
+		return ds
+	}
+	for _, tt := range []struct {
+		name  string
+		times []time.Duration
+		want  int
+	}{
+		{"none", nil, 0},
+		{"one", ms(5), 1},
+		{"all at once", ms(0, 1, 2, 3, 99), 5},
+		{"a window is half-open", ms(0, 100, 200), 1},
+		{"spread", ms(0, 60, 120, 180, 240), 2},
+		{"a burst within a spread", ms(0, 150, 300, 310, 320, 399, 450), 4},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, record.Peak(tt.times))
+		})
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"image/color"
 	"time"
+
+	"github.com/lameduck/lameduck/lameducktest/record"
 )
 
 // Moves are the websockets and event streams that a lane's pod sent away
@@ -42,9 +44,8 @@ type MoveBar struct {
 
 // MoveBin is the width of the bins of [Moves]: the span in which the
 // rollout command's report and lameducktest's RolloutResult count the
-// peak of reconnections ("at most N in any 100ms"), so that the picture's
-// peak is theirs.
-const MoveBin = 100 * time.Millisecond
+// peak of reconnections, so that the picture's peak is theirs.
+const MoveBin = record.PeakWindow
 
 // Sizes of a row of moves.
 const (
@@ -136,7 +137,7 @@ func (m *Moves) texts() []string {
 		if len(times) == 0 {
 			return
 		}
-		peak := peakWithin(times, MoveBin)
+		peak := record.Peak(times)
 		if long != "" {
 			long += "; "
 			short += "; "
@@ -147,19 +148,6 @@ func (m *Moves) texts() []string {
 	add(m.Departures, "sent away")
 	add(m.Reconnects, "reconnected")
 	return []string{long, short}
-}
-
-// peakWithin returns the most of times, which are in order, within any
-// span of d: times t with first <= t < first+d.
-func peakWithin(times []time.Duration, d time.Duration) int {
-	peak, lo := 0, 0
-	for hi, t := range times {
-		for t-times[lo] >= d {
-			lo++
-		}
-		peak = max(peak, hi-lo+1)
-	}
-	return peak
 }
 
 // free reports whether a label's box is inside the row, crosses no event
