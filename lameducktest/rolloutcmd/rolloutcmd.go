@@ -176,16 +176,43 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, p parts) 
 		return 2
 	}
 	if o.draw != "" {
-		runs, err := record.ReadFile(o.draw)
-		if err != nil {
-			fmt.Fprintln(stderr, "rollout:", err)
-			return 1
-		}
-		if p.writeReports(o.reports, stderr, runs...) != nil {
-			return 1
-		}
-		return 0
+		return drawRecorded(o, p, stderr)
 	}
+	cfg := o.config(p, stderr)
+	if o.compare {
+		return compare(ctx, cfg, o, p, stdout, stderr)
+	}
+	pod, cleanup, code, err := o.podSpec(ctx, cfg)
+	defer cleanup()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return code
+	}
+	cfg.Pod = pod
+	if cfg, err = cfg.Check(flagNames); err != nil {
+		fmt.Fprintln(stderr, "rollout:", err)
+		return 2
+	}
+	return runOne(ctx, cfg, o, p, stdout, stderr)
+}
+
+// drawRecorded draws the runs recorded in the file of -draw to each
+// -report, and returns the exit code.
+func drawRecorded(o options, p parts, stderr io.Writer) int {
+	runs, err := record.ReadFile(o.draw)
+	if err != nil {
+		fmt.Fprintln(stderr, "rollout:", err)
+		return 1
+	}
+	if p.writeReports(o.reports, stderr, runs...) != nil {
+		return 1
+	}
+	return 0
+}
+
+// config returns the settings of the rollouts that o asks for, with no pod
+// yet.
+func (o options) config(p parts, stderr io.Writer) rollout.Config {
 	cfg := rollout.Config{
 		Cycles:         o.cycles,
 		Replicas:       o.replicas,
@@ -215,46 +242,48 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, p parts) 
 	if o.verbose {
 		cfg.PodLog = stderr
 	}
-	if o.compare {
-		return compare(ctx, cfg, o, p, stdout, stderr)
-	}
+	return cfg
+}
 
-	if o.pod == "" && (cfg.Load == rollout.LoadWebSocket || cfg.Load == rollout.LoadSSE) {
-		// The example server serves no websocket or event stream: the
-		// built-in lameduck pod does.
-		exe, err := os.Executable()
-		if err == nil {
-			cfg.Pod, err = rollout.BuiltinPod(rollout.BuiltinLameduck, exe, o.drainDelay, cfg.Grace)
-		}
-		if err != nil {
-			fmt.Fprintln(stderr, "rollout: cannot run the built-in lameduck pod:", err)
-			return 1
-		}
-		cfg.Pod.Command = append(cfg.Pod.Command, o.podArgs()...)
-	} else if o.pod == "" {
-		dir, err := os.MkdirTemp("", "rollout-")
-		if err != nil {
-			fmt.Fprintln(stderr, "rollout:", err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		cfg.Pod, err = examplePod(ctx, dir, cfg.Load, o)
-		if err != nil {
-			fmt.Fprintln(stderr, "rollout:", err)
-			return 1
-		}
-	} else {
+// podSpec returns the pod of a run that is not -compare: -pod's, or else
+// the built-in lameduck pod for the websocket and sse loads, which the
+// example servers do not serve, or else the example server of the load,
+// built into a temporary directory that cleanup removes. Its error is
+// ready to print, and code is the exit code that goes with it.
+func (o options) podSpec(ctx context.Context, cfg rollout.Config) (pod rollout.PodSpec, cleanup func(), code int, err error) {
+	cleanup = func() {}
+	switch {
+	case o.pod != "":
 		argv, err := rollout.ParseCommand(o.pod)
 		if err != nil {
-			fmt.Fprintln(stderr, err) // names the -pod problem
-			return 2
+			return pod, cleanup, 2, err // names the -pod problem
 		}
-		cfg.Pod = rollout.PodSpec{Command: argv}
+		return rollout.PodSpec{Command: argv}, cleanup, 0, nil
+	case cfg.Load == rollout.LoadWebSocket || cfg.Load == rollout.LoadSSE:
+		exe, err := os.Executable()
+		if err == nil {
+			pod, err = rollout.BuiltinPod(rollout.BuiltinLameduck, exe, o.drainDelay, cfg.Grace)
+		}
+		if err != nil {
+			return pod, cleanup, 1, fmt.Errorf("rollout: cannot run the built-in lameduck pod: %w", err)
+		}
+		pod.Command = append(pod.Command, o.podArgs()...)
+		return pod, cleanup, 0, nil
 	}
-	if cfg, err = cfg.Check(flagNames); err != nil {
-		fmt.Fprintln(stderr, "rollout:", err)
-		return 2
+	dir, err := os.MkdirTemp("", "rollout-")
+	if err != nil {
+		return pod, cleanup, 1, fmt.Errorf("rollout: %w", err)
 	}
+	cleanup = func() { os.RemoveAll(dir) }
+	if pod, err = examplePod(ctx, dir, cfg.Load, o); err != nil {
+		return pod, cleanup, 1, fmt.Errorf("rollout: %w", err)
+	}
+	return pod, cleanup, 0, nil
+}
+
+// runOne runs the rollouts of cfg, writes the text report and each
+// -report, and returns the exit code.
+func runOne(ctx context.Context, cfg rollout.Config, o options, p parts, stdout, stderr io.Writer) int {
 	res, err := rollout.Run(ctx, cfg)
 	code := 0
 	if err != nil {
