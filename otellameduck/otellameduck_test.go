@@ -30,8 +30,8 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/httpserver"
-	"github.com/lameduck/lameduck/inflight"
 	"github.com/lameduck/lameduck/internal/await"
+	"github.com/lameduck/lameduck/internal/testnet"
 	"github.com/lameduck/lameduck/otellameduck"
 )
 
@@ -349,63 +349,6 @@ func TestTheFinalValuesAreFlushedBeforeRunReturns(t *testing.T) {
 	assert.Empty(t, h.reported())
 }
 
-// streams is a server of long-lived work, as a websocket server is (a
-// lameduck.Departer): each stream joins the departures and ends at its turn
-// to leave.
-type streams struct {
-	deps    lameduck.Departures
-	work    inflight.Tracker
-	stopped chan struct{} // closed by Close: Serve returns
-	once    sync.Once
-}
-
-func newStreams() *streams { return &streams{stopped: make(chan struct{})} }
-
-func (s *streams) String() string                   { return "streams" }
-func (s *streams) Departures() *lameduck.Departures { return &s.deps }
-func (s *streams) Listen() error                    { return nil }
-func (s *streams) LameDuck(func())                  {}
-func (s *streams) InFlight() inflight.Counts        { return s.work.InFlight() }
-
-func (s *streams) Serve() error {
-	<-s.stopped
-	return nil
-}
-
-func (s *streams) Drain(ctx context.Context) error {
-	for {
-		select {
-		case <-s.work.Idle():
-			if s.work.InFlight().Total() == 0 {
-				return nil
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-func (s *streams) Close() inflight.Counts {
-	s.once.Do(func() { close(s.stopped) })
-	return s.work.InFlight()
-}
-
-// open starts a stream, before the shutdown, and returns its departure and
-// a function that ends it, once; it ends by itself at its turn.
-func (s *streams) open() (*lameduck.Departure, func()) {
-	s.work.Start(inflight.Stream)
-	var dep *lameduck.Departure
-	var once sync.Once
-	end := func() {
-		once.Do(func() {
-			dep.Done()
-			s.work.Done(inflight.Stream)
-		})
-	}
-	_, dep = s.deps.Join(context.Background(), end)
-	return dep, end
-}
-
 func TestDeparturesAreExportedAndOnTheSpan(t *testing.T) {
 	h := handleErrors(t)
 	s := newSDK(t)
@@ -413,14 +356,14 @@ func TestDeparturesAreExportedAndOnTheSpan(t *testing.T) {
 	const delay, window = time.Second, 500 * time.Millisecond
 	p := newProcess(t, tel, lameduck.WithDrainDelay(delay),
 		lameduck.WithDepartureWindow(window), lameduck.WithGracePeriod(10*time.Second))
-	ws := newStreams()
+	ws := testnet.NewStreams()
 	p.ld.Register(ws)
 	p.ld.MarkReady()
 	p.run(t)
 	var deps []*lameduck.Departure
 	var ends []func()
 	for range 4 {
-		dep, end := ws.open()
+		dep, end := ws.Open(false)
 		deps, ends = append(deps, dep), append(ends, end)
 	}
 	assert.NotContains(t, s.collect(t), "lameduck.departures.told{}", "no departure series before the shutdown")

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -30,9 +29,9 @@ import (
 
 	"github.com/lameduck/lameduck"
 	"github.com/lameduck/lameduck/httpserver"
-	"github.com/lameduck/lameduck/inflight"
 	"github.com/lameduck/lameduck/internal/await"
 	"github.com/lameduck/lameduck/internal/fakeclock"
+	"github.com/lameduck/lameduck/internal/testnet"
 	"github.com/lameduck/lameduck/prommetrics"
 )
 
@@ -169,67 +168,6 @@ func (p *process) get(t *testing.T) held {
 		t.Fatal("the request never reached the handler")
 		return held{}
 	}
-}
-
-// streams is a server of long-lived work, as a websocket server is (a
-// lameduck.Departer): each stream joins the departures and ends at its turn
-// to leave, unless it stays, to be cut by Close.
-type streams struct {
-	deps    lameduck.Departures
-	work    inflight.Tracker
-	stopped chan struct{} // closed by Close: Serve returns
-	once    sync.Once
-}
-
-func newStreams() *streams { return &streams{stopped: make(chan struct{})} }
-
-func (s *streams) String() string                   { return "streams" }
-func (s *streams) Departures() *lameduck.Departures { return &s.deps }
-func (s *streams) Listen() error                    { return nil }
-func (s *streams) LameDuck(func())                  {}
-func (s *streams) InFlight() inflight.Counts        { return s.work.InFlight() }
-
-func (s *streams) Serve() error {
-	<-s.stopped
-	return nil
-}
-
-func (s *streams) Drain(ctx context.Context) error {
-	for {
-		select {
-		case <-s.work.Idle():
-			if s.work.InFlight().Total() == 0 {
-				return nil
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-func (s *streams) Close() inflight.Counts {
-	s.once.Do(func() { close(s.stopped) })
-	return s.work.InFlight()
-}
-
-// open starts a stream, before the shutdown, and returns its departure and
-// a function that ends it, once. It ends at its turn, unless it stays.
-func (s *streams) open(stays bool) (*lameduck.Departure, func()) {
-	s.work.Start(inflight.Stream)
-	var dep *lameduck.Departure
-	var once sync.Once
-	end := func() {
-		once.Do(func() {
-			dep.Done()
-			s.work.Done(inflight.Stream)
-		})
-	}
-	leave := end
-	if stays {
-		leave = nil
-	}
-	_, dep = s.deps.Join(context.Background(), leave)
-	return dep, end
 }
 
 // scrape is one scrape of the admin server, as Prometheus makes it.
@@ -393,12 +331,12 @@ func TestWhatIsCutIsCounted(t *testing.T) {
 	// A window of 0 tells every stream to leave at once, 10 ms into the
 	// drain.
 	p := newProcess(t, 0, nil, lameduck.WithDepartureWindow(0))
-	ws := newStreams()
+	ws := testnet.NewStreams()
 	p.ld.Register(ws)
 	p.ld.MarkReady()
 	p.run(t)
 	held := p.get(t)
-	stays, _ := ws.open(true)
+	stays, _ := ws.Open(true)
 	p.signals <- syscall.SIGTERM
 	p.await(t, lameduck.PhaseDraining)
 	p.clock.Pass(t, 10*time.Millisecond)
@@ -538,7 +476,7 @@ func TestTheLagIsExported(t *testing.T) {
 func TestDeparturesAreExported(t *testing.T) {
 	const delay, window = 5 * time.Second, 2 * time.Second
 	p := newProcess(t, delay, nil, lameduck.WithDepartureWindow(window))
-	ws := newStreams()
+	ws := testnet.NewStreams()
 	p.ld.Register(ws)
 	scraped := make(chan struct{})
 	p.ld.OnShutdown("", func(context.Context) error { <-scraped; return nil }) // holds Run, and the admin server
@@ -547,7 +485,7 @@ func TestDeparturesAreExported(t *testing.T) {
 	var deps []*lameduck.Departure
 	var ends []func()
 	for range 4 {
-		dep, end := ws.open(false)
+		dep, end := ws.Open(false)
 		deps, ends = append(deps, dep), append(ends, end)
 	}
 	_, ok := p.scrape(t).value("lameduck_departures_told_total")

@@ -1,6 +1,8 @@
-// Package testnet holds what the adapters' tests and benchmarks share for
-// loopback servers: a TLS configuration quick to set up thousands of
-// connections with, and a raised open-file limit.
+// Package testnet holds what the tests and benchmarks of several modules
+// share: for loopback servers, a TLS configuration quick to set up
+// thousands of connections with and a raised open-file limit; a running
+// Coordinator for the exit benchmarks; and Streams, a server of long-lived
+// work for the exporters' tests of departures.
 package testnet
 
 import (
